@@ -1,0 +1,4 @@
+#include <elfutils/libdwfl.h>
+#include <elfutils/libdw.h>
+#include <gelf.h>
+#include <dwarf.h>

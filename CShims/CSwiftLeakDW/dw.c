@@ -1,0 +1,1 @@
+#include "CSwiftLeakDW.h"

@@ -1,0 +1,3 @@
+#ifndef CSWIFTLEAK_DW_H
+#define CSWIFTLEAK_DW_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef CSWIFTLEAK_SYS_H
+#define CSWIFTLEAK_SYS_H
+#endif

@@ -1,0 +1,99 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Where a C target gets its system library from on Debian.
+let debianDevPackages: [String] = ["libunwind-dev", "libdw-dev", "libelf-dev", "zlib1g-dev"]
+
+let cSettings: [CSetting] = [.define("_GNU_SOURCE")]
+
+let package = Package(
+    name: "swiftleak",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "swiftleak", targets: ["swiftleak"]),
+        // The LD_PRELOAD interposer. It must need nothing but libc and libunwind: see
+        // CShims/SwiftLeakPreload/preload.c for how the Swift runtime is kept out.
+        .library(name: "swiftleak_preload", type: .dynamic, targets: ["SwiftLeakPreload"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: C side
+        .target(
+            name: "SwiftLeakEventABI",
+            path: "CShims/SwiftLeakEventABI",
+            cSettings: cSettings
+        ),
+        .target(
+            name: "SwiftLeakPreload",
+            dependencies: ["SwiftLeakEventABI"],
+            path: "CShims/SwiftLeakPreload",
+            cSettings: cSettings + [.unsafeFlags(["-O2", "-fexceptions", "-fvisibility=hidden", "-ftls-model=initial-exec"])],
+            linkerSettings: [
+                .linkedLibrary("unwind"),
+                .linkedLibrary("dl"),
+                // No swiftrt.o: its constructor calls into libswiftCore.
+                .unsafeFlags(["-nostartfiles"]),
+            ]
+        ),
+        .target(
+            name: "CSwiftLeakSys",
+            dependencies: ["SwiftLeakEventABI"],
+            path: "CShims/CSwiftLeakSys",
+            cSettings: cSettings
+        ),
+        .systemLibrary(
+            name: "CLibDW",
+            path: "CShims/CLibDW",
+            pkgConfig: "libdw",
+            providers: [.apt(["libdw-dev", "libelf-dev"])]
+        ),
+        .target(
+            name: "CSwiftLeakDW",
+            dependencies: ["CLibDW"],
+            path: "CShims/CSwiftLeakDW",
+            cSettings: cSettings,
+            linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf"), .linkedLibrary("stdc++")]
+        ),
+        .systemLibrary(
+            name: "CZlib",
+            path: "CShims/CZlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+
+        // MARK: Swift side
+        .target(name: "SwiftLeakCore"),
+        .target(name: "SwiftLeakTracer", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
+        .target(name: "SwiftLeakRecorder", dependencies: ["SwiftLeakCore", "CSwiftLeakSys", "SwiftLeakEventABI"]),
+        .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
+        .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
+        .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore"]),
+        .target(
+            name: "SwiftLeakSession",
+            dependencies: [
+                "SwiftLeakCore", "SwiftLeakTracer", "SwiftLeakRecorder", "SwiftLeakScanner",
+                "SwiftLeakSymbolizer", "SwiftLeakReports",
+            ]
+        ),
+        .executableTarget(
+            name: "swiftleak",
+            dependencies: [
+                "SwiftLeakSession", "SwiftLeakCore", "SwiftLeakReports",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "SwiftLeakCoreTests",
+            dependencies: ["SwiftLeakCore", "SwiftLeakRecorder", "SwiftLeakReports"]
+        ),
+        .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore"]),
+        .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),
+        .testTarget(
+            name: "SwiftLeakEndToEndTests",
+            dependencies: ["swiftleak", "SwiftLeakCore"]
+        ),
+    ]
+)
