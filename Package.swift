@@ -79,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "swiftleak",
             dependencies: [
-                "SwiftLeakSession", "SwiftLeakCore", "SwiftLeakReports",
+                "SwiftLeakSession", "SwiftLeakCore", "SwiftLeakReports", "SwiftLeakTracer", "CSwiftLeakSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,1 +1,346 @@
+#ifndef _GNU_SOURCE
+#error "_GNU_SOURCE must be set by Package.swift"
+#endif
+
 #include "CSwiftLeakSys.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(struct user_regs_struct) == 27 * sizeof(uint64_t), "x86_64 register file is 27 words");
+
+// MARK: - Ring
+
+swl_ring_header *swl_ring_create(uint64_t capacity, uint32_t bucket_count, uint64_t store_size,
+                                 uint32_t max_frames, int32_t recorder_pid, int *fd_out) {
+    if (capacity == 0 || (capacity & (capacity - 1)) != 0 || bucket_count == 0 ||
+        (bucket_count & (bucket_count - 1)) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    uint64_t ring_offset, buckets_offset, store_offset;
+    uint64_t total = swl_ring_layout(capacity, bucket_count, store_size, &ring_offset, &buckets_offset, &store_offset);
+    int fd = memfd_create(SWL_RING_MEMFD_NAME, MFD_CLOEXEC);
+    if (fd < 0) return NULL;
+    if (ftruncate(fd, (off_t)total) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    void *memory = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (memory == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    swl_ring_header *h = memory;
+    h->magic = SWL_ABI_MAGIC;
+    h->version = SWL_ABI_VERSION;
+    h->header_size = sizeof(swl_ring_header);
+    h->traced_pid = 0;
+    h->recorder_pid = recorder_pid;
+    h->max_frames = max_frames;
+    h->bucket_count = bucket_count;
+    h->capacity = capacity;
+    h->ring_offset = ring_offset;
+    h->buckets_offset = buckets_offset;
+    h->store_offset = store_offset;
+    h->store_size = store_size;
+    h->total_size = total;
+    h->tail = 0;
+    h->head = 0;
+    h->store_used = 16; // id 0 (and the first record slot) mean "none"
+    swl_event *slots = swl_ring_slots(h);
+    for (uint64_t i = 0; i < capacity; i++) slots[i].sequence = i;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *fd_out = fd;
+    return h;
+}
+
+void swl_ring_destroy(swl_ring_header *ring) {
+    if (ring) munmap(ring, ring->total_size);
+}
+
+size_t swl_ring_consume(swl_ring_header *h, swl_event *out, size_t max, bool skip_unpublished, uint64_t *skipped) {
+    swl_event *slots = swl_ring_slots(h);
+    uint64_t mask = h->capacity - 1;
+    uint64_t head = h->head;
+    uint64_t tail = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    size_t count = 0;
+    bool freed = false;
+    while (count < max && head < tail) {
+        swl_event *slot = &slots[head & mask];
+        uint64_t sequence = __atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE);
+        if (sequence != head + 1) {
+            if (!skip_unpublished) break;
+            if (skipped) (*skipped)++;
+            if (sequence == head) {
+                // Reserved by a writer that will never publish: free it for good measure.
+                __atomic_store_n(&slot->sequence, head + h->capacity, __ATOMIC_RELEASE);
+            }
+            head++;
+            continue;
+        }
+        out[count++] = *slot;
+        __atomic_store_n(&slot->sequence, head + h->capacity, __ATOMIC_RELEASE);
+        head++;
+        freed = true;
+    }
+    __atomic_store_n(&h->head, head, __ATOMIC_RELEASE);
+    if (freed) {
+        // Pairs with the producer's increment-then-check in swl_wait_for_slot (Dekker style).
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&h->producers_waiting, __ATOMIC_SEQ_CST) != 0) {
+            __atomic_fetch_add(&h->space_epoch, 1, __ATOMIC_SEQ_CST);
+            syscall(SYS_futex, &h->space_epoch, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+        }
+    }
+    return count;
+}
+
+uint64_t swl_ring_backlog(swl_ring_header *h) {
+    return __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE) - __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+}
+uint64_t swl_ring_store_used(swl_ring_header *h) { return __atomic_load_n(&h->store_used, __ATOMIC_ACQUIRE); }
+const void *swl_ring_store_base(swl_ring_header *h) { return swl_ring_store(h); }
+uint64_t swl_ring_store_capacity(swl_ring_header *h) { return h->store_size; }
+uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }
+uint32_t swl_ring_disabled(swl_ring_header *h) { return __atomic_load_n(&h->disabled, __ATOMIC_ACQUIRE); }
+void swl_ring_set_traced_pid(swl_ring_header *h, int32_t pid) {
+    __atomic_store_n(&h->traced_pid, pid, __ATOMIC_RELEASE);
+}
+
+// MARK: - Launch
+
+pid_t swl_spawn_traced(const char *path, char *const argv[], char *const envp[], int keep_fd, int *error_pipe) {
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        errno = e;
+        return -1;
+    }
+    if (pid == 0) {
+        // Child: async-signal-safe calls only from here on.
+        close(pipe_fds[0]);
+        if (keep_fd >= 0) fcntl(keep_fd, F_SETFD, 0);
+        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0) {
+            int e = errno;
+            (void)!write(pipe_fds[1], &e, sizeof e);
+            _exit(127);
+        }
+        raise(SIGSTOP);
+        execve(path, argv, envp);
+        int e = errno;
+        (void)!write(pipe_fds[1], &e, sizeof e);
+        _exit(127);
+    }
+    close(pipe_fds[1]);
+    int status;
+    pid_t waited;
+    do {
+        waited = waitpid(pid, &status, __WALL);
+    } while (waited < 0 && errno == EINTR);
+    if (waited != pid || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGSTOP) {
+        // The child died before it could stop (PTRACE_TRACEME refused): report its errno.
+        int e = EPERM;
+        if (read(pipe_fds[0], &e, sizeof e) != sizeof e) e = ECHILD;
+        close(pipe_fds[0]);
+        if (waited == pid && WIFSTOPPED(status)) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, __WALL);
+        }
+        errno = e;
+        return -1;
+    }
+    *error_pipe = pipe_fds[0];
+    return pid;
+}
+
+int swl_spawn_finish(pid_t pid, int error_pipe) {
+    long options = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
+    if (ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)options) != 0 || ptrace(PTRACE_CONT, pid, NULL, NULL) != 0) {
+        int e = errno;
+        close(error_pipe);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, __WALL);
+        return e;
+    }
+    int exec_errno = 0;
+    ssize_t n;
+    do {
+        n = read(error_pipe, &exec_errno, sizeof exec_errno);
+    } while (n < 0 && errno == EINTR);
+    close(error_pipe);
+    if (n == sizeof exec_errno) {
+        // The exec failed and the child is on its way out (it stops once more at its exit).
+        int status;
+        for (;;) {
+            pid_t w = waitpid(pid, &status, __WALL);
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0 || WIFEXITED(status) || WIFSIGNALED(status)) break;
+            ptrace(PTRACE_CONT, pid, NULL, NULL);
+        }
+        return exec_errno != 0 ? exec_errno : ENOEXEC;
+    }
+    return 0;
+}
+
+// MARK: - ptrace
+
+long swl_ptrace_cont(pid_t tid, int signal) { return ptrace(PTRACE_CONT, tid, NULL, (void *)(long)signal); }
+long swl_ptrace_detach(pid_t tid, int signal) { return ptrace(PTRACE_DETACH, tid, NULL, (void *)(long)signal); }
+
+long swl_ptrace_geteventmsg(pid_t tid, unsigned long *message) {
+    return ptrace(PTRACE_GETEVENTMSG, tid, NULL, message);
+}
+
+long swl_ptrace_getsiginfo(pid_t tid, int *signo, int *code) {
+    siginfo_t info;
+    long rc = ptrace(PTRACE_GETSIGINFO, tid, NULL, &info);
+    if (rc == 0) {
+        *signo = info.si_signo;
+        *code = info.si_code;
+    }
+    return rc;
+}
+
+int swl_ptrace_getregs(pid_t tid, uint64_t *words, int capacity, uint64_t *stack_pointer) {
+    struct user_regs_struct regs;
+    if (ptrace(PTRACE_GETREGS, tid, NULL, &regs) != 0) return -1;
+    int count = (int)(sizeof regs / sizeof(uint64_t));
+    if (count > capacity) count = capacity;
+    memcpy(words, &regs, (size_t)count * sizeof(uint64_t));
+    *stack_pointer = regs.rsp;
+    return count;
+}
+
+pid_t swl_wait_any(int *status) {
+    pid_t pid;
+    do {
+        pid = waitpid(-1, status, __WALL);
+    } while (pid < 0 && errno == EINTR);
+    return pid;
+}
+
+bool swl_wifexited(int status) { return WIFEXITED(status); }
+bool swl_wifsignaled(int status) { return WIFSIGNALED(status); }
+bool swl_wifstopped(int status) { return WIFSTOPPED(status); }
+int swl_wexitstatus(int status) { return WEXITSTATUS(status); }
+int swl_wtermsig(int status) { return WTERMSIG(status); }
+int swl_wstopsig(int status) { return WSTOPSIG(status); }
+int swl_wstopevent(int status) { return (status >> 16) & 0xff; }
+bool swl_wcoredump(int status) { return WCOREDUMP(status); }
+
+// MARK: - Signals
+
+static volatile pid_t g_forward_to;
+
+static void swl_forward_signal(int signal) {
+    int saved = errno;
+    if (g_forward_to > 0) kill(g_forward_to, signal);
+    errno = saved;
+}
+
+void swl_signals_forward_to(pid_t child) {
+    g_forward_to = child;
+    struct sigaction ignore = {0};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    struct sigaction old;
+    // Keyboard signals reach the whole foreground process group: the program gets its own copy.
+    sigaction(SIGINT, NULL, &old);
+    if (old.sa_handler == SIG_DFL) sigaction(SIGINT, &ignore, NULL);
+    sigaction(SIGQUIT, NULL, &old);
+    if (old.sa_handler == SIG_DFL) sigaction(SIGQUIT, &ignore, NULL);
+    struct sigaction forward = {0};
+    forward.sa_handler = swl_forward_signal;
+    forward.sa_flags = SA_RESTART;
+    sigemptyset(&forward.sa_mask);
+    const int forwarded[] = {SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
+        sigaction(forwarded[i], NULL, &old);
+        if (old.sa_handler != SIG_IGN) sigaction(forwarded[i], &forward, NULL);
+    }
+}
+
+void swl_die_by_signal(int signal) {
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    struct sigaction action = {0};
+    action.sa_handler = SIG_DFL;
+    sigemptyset(&action.sa_mask);
+    sigaction(signal, &action, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signal);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(signal);
+    // Ignored-by-default signals (SIGCHLD, SIGWINCH, …) cannot kill: report it like a shell.
+    _exit(128 + signal);
+}
+
+// MARK: - Memory of another process
+
+size_t swl_read_process_memory(pid_t pid, uint64_t address, void *buffer, size_t length) {
+    struct iovec local = {.iov_base = buffer, .iov_len = length};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = length};
+    ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (n > 0) return (size_t)n;
+    if (n < 0 && errno != ENOSYS && errno != EPERM) return 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t m = pread(fd, buffer, length, (off_t)address);
+    close(fd);
+    return m > 0 ? (size_t)m : 0;
+}
+
+// MARK: - ELF
+
+int swl_elf_is_static(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    Elf64_Ehdr ehdr;
+    int result = 0;
+    if (pread(fd, &ehdr, sizeof ehdr, 0) != sizeof ehdr || memcmp(ehdr.e_ident, ELFMAG, SELFMAG) != 0) {
+        close(fd);
+        return 0; // not ELF: a script, run through its interpreter
+    }
+    if (ehdr.e_ident[EI_CLASS] != ELFCLASS64 || ehdr.e_phentsize != sizeof(Elf64_Phdr)) {
+        close(fd);
+        return 0;
+    }
+    bool has_interp = false;
+    for (int i = 0; i < ehdr.e_phnum; i++) {
+        Elf64_Phdr ph;
+        if (pread(fd, &ph, sizeof ph, (off_t)(ehdr.e_phoff + (uint64_t)i * sizeof ph)) != sizeof ph) break;
+        if (ph.p_type == PT_INTERP) has_interp = true;
+    }
+    // ET_DYN without PT_INTERP is a shared library or static-pie; ET_EXEC without it is static.
+    result = has_interp ? 0 : 1;
+    close(fd);
+    return result;
+}

@@ -1,1 +1,652 @@
+// libswiftleak_preload.so: the interposer loaded into the traced program with LD_PRELOAD.
+//
+// Rules of the hot path (design.md §4): no lock, no stdio, nothing allocated through the hooked
+// functions, and the event order is the program's real order for every address:
+//   - a free is published before the real free runs (so nobody can get the address back first);
+//   - an allocation is published after the real allocation returned;
+//   - realloc reserves its "old block goes away" slot before the real call and fills it after,
+//     then publishes the new block in a second slot.
+// The real allocator is reached through glibc's exported __libc_* entry points, so there is no
+// dlsym bootstrap problem (dlsym itself calls calloc).
+#ifndef _GNU_SOURCE
+#error "_GNU_SOURCE must be set by Package.swift"
+#endif
+
 #include "SwiftLeakPreload.h"
+#include "SwiftLeakEventABI.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <limits.h>
+#include <link.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+
+// SwiftPM links every product with swiftc, which adds -lswiftCore. This section entry is read by
+// swift-autolink-extract and placed on the link line *before* -lswiftCore, so the linker drops
+// every library nothing here uses: the interposer must not bring the Swift runtime (and its own
+// allocations) into the traced program. Tests check `readelf -d` on the built library.
+__attribute__((used, section(".swift1_autolink_entries"), aligned(1)))
+static const char swl_preload_autolink[] = "-Wl,--as-needed";
+
+#define SWL_EXPORT __attribute__((visibility("default")))
+#define SWL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SWL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define SWL_TLS __attribute__((tls_model("initial-exec")))
+
+// glibc's allocator entry points (exported for exactly this use).
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+
+enum { STATE_UNINIT = 0, STATE_INITIALIZING = 1, STATE_RECORDING = 2, STATE_QUIET = 3 };
+
+/// Frames captured at most; the header's max_frames is clamped to this.
+#define SWL_MAX_FRAMES 128
+/// Frames of our own (capture function, hook) that may precede the caller in a backtrace.
+#define SWL_OWN_FRAMES 6
+
+static int g_state = STATE_UNINIT;
+static swl_ring_header *g_ring;
+static swl_event *g_slots;
+static uint64_t g_mask;
+static uint32_t *g_buckets;
+static uint32_t g_bucket_mask;
+static char *g_store;
+static uint64_t g_store_size;
+static uint32_t g_max_frames;
+
+/// Set while this thread is inside our own bookkeeping: any allocation made meanwhile (by
+/// libunwind, dl_iterate_phdr, pthread_atfork) belongs to swiftleak and is passed straight through.
+static SWL_TLS __thread int t_busy;
+static SWL_TLS __thread uint32_t t_tid;
+
+static void swl_try_init(void);
+
+static inline bool swl_should_record(void) {
+    int state = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
+    if (SWL_UNLIKELY(state != STATE_RECORDING)) {
+        if (state != STATE_UNINIT || t_busy) return false;
+        swl_try_init();
+        if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != STATE_RECORDING) return false;
+    }
+    return !t_busy;
+}
+
+static inline uint32_t swl_tid(void) {
+    if (SWL_UNLIKELY(t_tid == 0)) t_tid = (uint32_t)syscall(SYS_gettid);
+    return t_tid;
+}
+
+static void swl_go_quiet(void) {
+    __atomic_store_n(&g_state, STATE_QUIET, __ATOMIC_RELEASE);
+    if (g_ring) __atomic_store_n(&g_ring->disabled, 1, __ATOMIC_RELEASE);
+}
+
+// MARK: - Ring
+
+static bool swl_recorder_alive(void) {
+    if (kill(g_ring->recorder_pid, 0) == 0) return true;
+    return errno != ESRCH;
+}
+
+/// Waits until the consumer has freed the slot for `pos`. Returns false when the recorder is gone:
+/// the interposer then goes quiet and the program runs on untracked.
+static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_t pos) {
+    for (int spin = 0; spin < 256; spin++) {
+        if (__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) == pos) return true;
+        __builtin_ia32_pause();
+    }
+    for (;;) {
+        uint32_t epoch = __atomic_load_n(&g_ring->space_epoch, __ATOMIC_ACQUIRE);
+        __atomic_fetch_add(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&slot->sequence, __ATOMIC_SEQ_CST) == pos) {
+            __atomic_fetch_sub(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
+            return true;
+        }
+        struct timespec timeout = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+        long rc = syscall(SYS_futex, &g_ring->space_epoch, FUTEX_WAIT, epoch, &timeout, NULL, 0);
+        int error = errno;
+        __atomic_fetch_sub(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) == pos) return true;
+        if (rc == -1 && error == ETIMEDOUT && !swl_recorder_alive()) {
+            swl_go_quiet();
+            return false;
+        }
+    }
+}
+
+/// Reserves the next position in the ring's total order. Returns NULL when the recorder is gone.
+static inline swl_event *swl_reserve(uint64_t *pos_out) {
+    uint64_t pos = __atomic_fetch_add(&g_ring->tail, 1, __ATOMIC_RELAXED);
+    swl_event *slot = &g_slots[pos & g_mask];
+    if (SWL_UNLIKELY(__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) != pos)) {
+        if (!swl_wait_for_slot(slot, pos)) return NULL;
+    }
+    *pos_out = pos;
+    return slot;
+}
+
+static inline void swl_publish(swl_event *slot, uint64_t pos, uint64_t address, uint64_t info, uint32_t stack) {
+    slot->address = address;
+    slot->info = info;
+    slot->stack = stack;
+    slot->thread = swl_tid();
+    __atomic_store_n(&slot->sequence, pos + 1, __ATOMIC_RELEASE);
+}
+
+static inline void swl_emit(swl_event_type type, swl_function fn, uint64_t address, uint64_t size, uint32_t stack) {
+    uint64_t pos;
+    swl_event *slot = swl_reserve(&pos);
+    if (slot) swl_publish(slot, pos, address, swl_event_info(type, fn, size), stack);
+}
+
+// MARK: - Stack store
+
+/// Bump-allocates `bytes` (a multiple of 8) in the store; returns its id, or 0 when full.
+static uint32_t swl_store_allocate(uint64_t bytes, void **out) {
+    uint64_t offset = __atomic_fetch_add(&g_ring->store_used, bytes, __ATOMIC_RELAXED);
+    if (offset + bytes > g_store_size || offset / 8 > UINT32_MAX) return 0;
+    *out = g_store + offset;
+    return (uint32_t)(offset / 8);
+}
+
+static inline swl_stack_record *swl_stack_at(uint32_t id) {
+    return (swl_stack_record *)(g_store + (uint64_t)id * 8);
+}
+
+static inline uint32_t swl_hash_frames(const uint64_t *frames, uint32_t depth) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ depth;
+    for (uint32_t i = 0; i < depth; i++) {
+        h ^= frames[i];
+        h *= 0xff51afd7ed558ccdULL;
+        h ^= h >> 29;
+    }
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/// Walks a bucket chain from `id` until `stop`, looking for an equal stack.
+static inline uint32_t swl_find_stack(uint32_t id, uint32_t stop, uint32_t hash, const uint64_t *frames, uint32_t depth) {
+    while (id != 0 && id != stop) {
+        swl_stack_record *record = swl_stack_at(id);
+        if (record->hash == hash && record->depth == depth &&
+            memcmp(record->frames, frames, depth * sizeof(uint64_t)) == 0) {
+            return id;
+        }
+        id = record->next;
+    }
+    return 0;
+}
+
+/// Interns a stack: equal stacks get one id, lock-free, across threads. A record is fully written
+/// before the compare-and-swap that publishes it, so readers never see a partial one.
+static uint32_t swl_intern_stack(const uint64_t *frames, uint32_t depth) {
+    uint32_t hash = swl_hash_frames(frames, depth);
+    uint32_t *bucket = &g_buckets[hash & g_bucket_mask];
+    uint32_t head = __atomic_load_n(bucket, __ATOMIC_ACQUIRE);
+    uint32_t found = swl_find_stack(head, 0, hash, frames, depth);
+    if (found) return found;
+
+    void *memory;
+    uint32_t id = swl_store_allocate(sizeof(swl_stack_record) + (uint64_t)depth * 8, &memory);
+    if (id == 0) return 0;
+    swl_stack_record *record = memory;
+    record->hash = hash;
+    record->depth = depth;
+    record->kind = SWL_RECORD_STACK;
+    memcpy(record->frames, frames, depth * sizeof(uint64_t));
+    for (;;) {
+        record->next = head;
+        if (__atomic_compare_exchange_n(bucket, &head, id, false, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) return id;
+        // Someone pushed first: look only at what was pushed since we last looked.
+        found = swl_find_stack(head, record->next, hash, frames, depth);
+        if (found) return found; // our record stays unreferenced in the store
+    }
+}
+
+/// Captures the stack of the program's call to an allocation function. `caller` is the hook's
+/// return address: frames before it are our own and are dropped.
+static __attribute__((noinline)) uint32_t swl_capture_stack(void *caller) {
+    void *raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
+    int count = unw_backtrace(raw, (int)g_max_frames + SWL_OWN_FRAMES);
+    int first = -1;
+    for (int i = 0; i < count && i < SWL_OWN_FRAMES + 1; i++) {
+        if (raw[i] == caller) { first = i; break; }
+    }
+    if (first < 0) {
+        // The unwinder could not walk out of the hook (no unwind info somewhere): keep the one
+        // frame we know for sure.
+        raw[0] = caller;
+        first = 0;
+        count = 1;
+    }
+    int depth = count - first;
+    if (depth > (int)g_max_frames) depth = (int)g_max_frames;
+    return swl_intern_stack((const uint64_t *)(raw + first), (uint32_t)depth);
+}
+
+static inline void swl_record_alloc(void *pointer, size_t size, swl_function fn, void *caller) {
+    t_busy = 1;
+    uint32_t stack = swl_capture_stack(caller);
+    swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)pointer, size, stack);
+    t_busy = 0;
+}
+
+static inline void swl_record_free(void *pointer, swl_function fn) {
+    t_busy = 1;
+    swl_emit(SWL_EVENT_FREE, fn, (uint64_t)(uintptr_t)pointer, 0, 0);
+    t_busy = 0;
+}
+
+// MARK: - Modules
+
+typedef struct swl_known_module {
+    uint64_t load_bias;
+    uint64_t start;
+    uint32_t record;
+    uint32_t seen; /* generation mark used while diffing */
+} swl_known_module;
+
+#define SWL_MAX_MODULES 4096
+static swl_known_module g_modules[SWL_MAX_MODULES];
+static int g_module_count;
+static uint32_t g_module_generation;
+static int g_module_lock;
+
+static void swl_lock_modules(void) {
+    while (__atomic_exchange_n(&g_module_lock, 1, __ATOMIC_ACQUIRE)) sched_yield();
+}
+static void swl_unlock_modules(void) { __atomic_store_n(&g_module_lock, 0, __ATOMIC_RELEASE); }
+
+static size_t swl_find_build_id(const struct dl_phdr_info *info, const uint8_t **out) {
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_NOTE) continue;
+        const uint8_t *note = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr);
+        const uint8_t *end = note + ph->p_memsz;
+        while (note + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)note;
+            const uint8_t *name = note + sizeof(ElfW(Nhdr));
+            const uint8_t *desc = name + ((nh->n_namesz + 3) & ~3u);
+            if (desc + nh->n_descsz > end) break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(name, "GNU", 4) == 0) {
+                *out = desc;
+                return nh->n_descsz;
+            }
+            note = desc + ((nh->n_descsz + 3) & ~3u);
+        }
+    }
+    return 0;
+}
+
+static int swl_module_callback(struct dl_phdr_info *info, size_t size, void *context) {
+    (void)size;
+    int *index = context;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD) continue;
+        uint64_t s = info->dlpi_addr + ph->p_vaddr;
+        uint64_t e = s + ph->p_memsz;
+        if (s < lo) lo = s;
+        if (e > hi) hi = e;
+    }
+    int position = (*index)++;
+    if (lo >= hi) return 0;
+    lo &= ~(uint64_t)4095;
+
+    for (int i = 0; i < g_module_count; i++) {
+        if (g_modules[i].load_bias == info->dlpi_addr && g_modules[i].start == lo) {
+            g_modules[i].seen = g_module_generation;
+            return 0;
+        }
+    }
+    if (g_module_count == SWL_MAX_MODULES) return 0;
+
+    char path[PATH_MAX];
+    size_t path_length;
+    if (position == 0 && (info->dlpi_name == NULL || info->dlpi_name[0] == 0)) {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof(path));
+        path_length = n > 0 ? (size_t)n : 0;
+    } else {
+        const char *name = info->dlpi_name ? info->dlpi_name : "";
+        path_length = strnlen(name, sizeof(path));
+        memcpy(path, name, path_length);
+    }
+    const uint8_t *build_id = NULL;
+    size_t build_id_length = swl_find_build_id(info, &build_id);
+    if (build_id_length > 64) build_id_length = 64;
+
+    uint64_t bytes = (sizeof(swl_module_record) + build_id_length + path_length + 7) & ~(uint64_t)7;
+    void *memory;
+    uint32_t id = swl_store_allocate(bytes, &memory);
+    if (id == 0) return 0;
+    swl_module_record *record = memory;
+    record->kind = SWL_RECORD_MODULE;
+    record->load_bias = info->dlpi_addr;
+    record->start = lo;
+    record->end = hi;
+    record->build_id_length = (uint32_t)build_id_length;
+    record->path_length = (uint32_t)path_length;
+    if (build_id_length) memcpy(record->data, build_id, build_id_length);
+    memcpy(record->data + build_id_length, path, path_length);
+
+    g_modules[g_module_count++] = (swl_known_module){
+        .load_bias = info->dlpi_addr, .start = lo, .record = id, .seen = g_module_generation};
+    swl_emit(SWL_EVENT_MODULE_LOAD, SWL_FN_UNKNOWN, info->dlpi_addr, 0, id);
+    return 0;
+}
+
+/// Publishes a load event for every module not seen before and an unload event for every module
+/// that is gone. Called at start and after each dlopen/dlclose (rare: a lock is fine here).
+static void swl_refresh_modules(void) {
+    int was_busy = t_busy;
+    t_busy = 1;
+    swl_lock_modules();
+    g_module_generation++;
+    int index = 0;
+    dl_iterate_phdr(swl_module_callback, &index);
+    int kept = 0;
+    for (int i = 0; i < g_module_count; i++) {
+        if (g_modules[i].seen == g_module_generation) {
+            g_modules[kept++] = g_modules[i];
+        } else {
+            swl_emit(SWL_EVENT_MODULE_UNLOAD, SWL_FN_UNKNOWN, g_modules[i].load_bias, 0, g_modules[i].record);
+        }
+    }
+    g_module_count = kept;
+    swl_unlock_modules();
+    t_busy = was_busy;
+}
+
+// MARK: - Start-up
+
+static void swl_after_fork_in_child(void) {
+    // The child shares the ring mapping but is not the traced process: it must not write to it.
+    __atomic_store_n(&g_state, STATE_QUIET, __ATOMIC_RELEASE);
+    t_tid = 0;
+}
+
+static int swl_parse_fd(const char *text) {
+    if (text == NULL || *text == 0) return -1;
+    long value = 0;
+    for (const char *c = text; *c; c++) {
+        if (*c < '0' || *c > '9' || value > 1000000) return -1;
+        value = value * 10 + (*c - '0');
+    }
+    return (int)value;
+}
+
+static void swl_try_init(void) {
+    extern char **environ;
+    int expected = STATE_UNINIT;
+    if (!__atomic_compare_exchange_n(&g_state, &expected, STATE_INITIALIZING, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return;
+    if (environ == NULL) {
+        // Too early in libc's start-up to read the environment: try again on the next call.
+        __atomic_store_n(&g_state, STATE_UNINIT, __ATOMIC_RELEASE);
+        return;
+    }
+    t_busy = 1;
+    int final_state = STATE_QUIET;
+    int fd = swl_parse_fd(getenv(SWL_ENV_RING_FD));
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size >= sizeof(swl_ring_header)) {
+        swl_ring_header *probe = mmap(NULL, sizeof(swl_ring_header), PROT_READ, MAP_SHARED, fd, 0);
+        if (probe != MAP_FAILED) {
+            bool valid = probe->magic == SWL_ABI_MAGIC && probe->version == SWL_ABI_VERSION &&
+                         probe->traced_pid == (int32_t)getpid() && probe->total_size == (uint64_t)st.st_size;
+            uint64_t total = probe->total_size;
+            munmap(probe, sizeof(swl_ring_header));
+            if (valid) {
+                void *whole = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                if (whole != MAP_FAILED) {
+                    g_ring = whole;
+                    g_slots = swl_ring_slots(g_ring);
+                    g_mask = g_ring->capacity - 1;
+                    g_buckets = swl_ring_buckets(g_ring);
+                    g_bucket_mask = g_ring->bucket_count - 1;
+                    g_store = swl_ring_store(g_ring);
+                    g_store_size = g_ring->store_size;
+                    g_max_frames = g_ring->max_frames;
+                    if (g_max_frames == 0) g_max_frames = 1;
+                    if (g_max_frames > SWL_MAX_FRAMES) g_max_frames = SWL_MAX_FRAMES;
+                    final_state = STATE_RECORDING;
+                }
+            }
+            // The mapping stays; the descriptor must not show up in the program or its children.
+            close(fd);
+        }
+    }
+    if (final_state == STATE_RECORDING) {
+        unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+        pthread_atfork(NULL, NULL, swl_after_fork_in_child);
+        __atomic_store_n(&g_state, STATE_RECORDING, __ATOMIC_RELEASE);
+        swl_refresh_modules();
+        __atomic_store_n(&g_ring->attached, 1, __ATOMIC_RELEASE);
+    } else {
+        __atomic_store_n(&g_state, STATE_QUIET, __ATOMIC_RELEASE);
+    }
+    t_busy = 0;
+}
+
+__attribute__((constructor(101))) static void swl_constructor(void) {
+    if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_UNINIT) swl_try_init();
+}
+
+SWL_EXPORT int swl_preload_is_recording(void) {
+    return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING;
+}
+
+// MARK: - The C allocation functions
+
+#define CALLER __builtin_return_address(0)
+
+SWL_EXPORT void *malloc(size_t size) {
+    void *p = __libc_malloc(size);
+    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_MALLOC, CALLER);
+    return p;
+}
+
+SWL_EXPORT void *calloc(size_t count, size_t size) {
+    void *p = __libc_calloc(count, size);
+    if (p && swl_should_record()) swl_record_alloc(p, count * size, SWL_FN_CALLOC, CALLER);
+    return p;
+}
+
+SWL_EXPORT void free(void *p) {
+    if (p && swl_should_record()) swl_record_free(p, SWL_FN_FREE);
+    __libc_free(p);
+}
+
+/// realloc and reallocarray: the old block's "gone" slot is reserved before the real call, so an
+/// address the real realloc releases cannot be handed to another thread and recorded as its
+/// allocation ahead of our free.
+static inline void *swl_realloc(void *old, size_t size, swl_function fn, void *caller) {
+    if (old == NULL) {
+        void *p = __libc_realloc(NULL, size);
+        if (p && swl_should_record()) swl_record_alloc(p, size, fn, caller);
+        return p;
+    }
+    if (!swl_should_record()) return __libc_realloc(old, size);
+
+    t_busy = 1;
+    uint64_t pos;
+    swl_event *slot = swl_reserve(&pos);
+    t_busy = 0;
+    void *p = __libc_realloc(old, size);
+    int saved_errno = errno;
+    t_busy = 1;
+    if (slot) {
+        // realloc(p, 0) frees p and returns NULL in glibc; any other NULL is a failure that left p alone.
+        bool old_released = p != NULL || size == 0;
+        swl_publish(slot, pos, (uint64_t)(uintptr_t)old,
+                    swl_event_info(old_released ? SWL_EVENT_FREE : SWL_EVENT_NOP, fn, 0), 0);
+        if (p && __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING) {
+            uint32_t stack = swl_capture_stack(caller);
+            swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)p, size, stack);
+        }
+    }
+    t_busy = 0;
+    errno = saved_errno;
+    return p;
+}
+
+SWL_EXPORT void *realloc(void *old, size_t size) {
+    return swl_realloc(old, size, SWL_FN_REALLOC, CALLER);
+}
+
+SWL_EXPORT void *reallocarray(void *old, size_t count, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return swl_realloc(old, total, SWL_FN_REALLOCARRAY, CALLER);
+}
+
+static inline bool swl_is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+SWL_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
+    if (alignment % sizeof(void *) != 0 || !swl_is_power_of_two(alignment / sizeof(void *))) return EINVAL;
+    void *p = __libc_memalign(alignment, size);
+    if (p == NULL) return ENOMEM;
+    if (swl_should_record()) swl_record_alloc(p, size, SWL_FN_POSIX_MEMALIGN, CALLER);
+    *out = p;
+    return 0;
+}
+
+SWL_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
+    if (!swl_is_power_of_two(alignment)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    void *p = __libc_memalign(alignment, size);
+    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_ALIGNED_ALLOC, CALLER);
+    return p;
+}
+
+SWL_EXPORT void *memalign(size_t alignment, size_t size) {
+    void *p = __libc_memalign(alignment, size);
+    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_MEMALIGN, CALLER);
+    return p;
+}
+
+SWL_EXPORT void *valloc(size_t size) {
+    void *p = __libc_valloc(size);
+    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_VALLOC, CALLER);
+    return p;
+}
+
+SWL_EXPORT void *pvalloc(size_t size) {
+    void *p = __libc_pvalloc(size);
+    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_PVALLOC, CALLER);
+    return p;
+}
+
+// MARK: - dlopen / dlclose: keep the module map current
+
+SWL_EXPORT void *dlopen(const char *file, int mode) {
+    static void *(*real_dlopen)(const char *, int);
+    if (real_dlopen == NULL) real_dlopen = (void *(*)(const char *, int))dlsym(RTLD_NEXT, "dlopen");
+    void *handle = real_dlopen(file, mode);
+    if (handle && swl_should_record()) swl_refresh_modules();
+    return handle;
+}
+
+SWL_EXPORT int dlclose(void *handle) {
+    static int (*real_dlclose)(void *);
+    if (real_dlclose == NULL) real_dlclose = (int (*)(void *))dlsym(RTLD_NEXT, "dlclose");
+    int rc = real_dlclose(handle);
+    if (swl_should_record()) swl_refresh_modules();
+    return rc;
+}
+
+// MARK: - C++ operator new / delete (Itanium names), so "operator new" is frame 0 as in Valgrind
+
+typedef void (*swl_new_handler)(void);
+
+/// The failure path of a throwing operator new: call the new_handler until it gives memory, or
+/// throw std::bad_alloc through libstdc++ (this file is built with -fexceptions so the exception
+/// can unwind through our frame).
+static __attribute__((noinline)) void *swl_new_failed(size_t size, size_t alignment, bool nothrow) {
+    static swl_new_handler (*get_new_handler)(void);
+    static void (*throw_bad_alloc)(void);
+    if (get_new_handler == NULL) get_new_handler = (swl_new_handler(*)(void))dlsym(RTLD_DEFAULT, "_ZSt15get_new_handlerv");
+    if (throw_bad_alloc == NULL) throw_bad_alloc = (void (*)(void))dlsym(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv");
+    for (;;) {
+        swl_new_handler handler = get_new_handler ? get_new_handler() : NULL;
+        if (handler == NULL) {
+            if (nothrow) return NULL;
+            if (throw_bad_alloc) throw_bad_alloc();
+            abort();
+        }
+        handler();
+        void *p = alignment ? __libc_memalign(alignment, size) : __libc_malloc(size);
+        if (p) return p;
+    }
+}
+
+static inline void *swl_new(size_t size, size_t alignment, bool nothrow, swl_function fn, void *caller) {
+    if (size == 0) size = 1;
+    void *p = alignment ? __libc_memalign(alignment, size) : __libc_malloc(size);
+    if (SWL_UNLIKELY(p == NULL)) p = swl_new_failed(size, alignment, nothrow);
+    if (p && swl_should_record()) swl_record_alloc(p, size, fn, caller);
+    return p;
+}
+
+static inline void swl_delete(void *p, swl_function fn) {
+    if (p && swl_should_record()) swl_record_free(p, fn);
+    __libc_free(p);
+}
+
+SWL_EXPORT void *_Znwm(size_t n) { return swl_new(n, 0, false, SWL_FN_NEW, CALLER); }
+SWL_EXPORT void *_Znam(size_t n) { return swl_new(n, 0, false, SWL_FN_NEW_ARRAY, CALLER); }
+SWL_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const void *tag) {
+    (void)tag;
+    return swl_new(n, 0, true, SWL_FN_NEW_NOTHROW, CALLER);
+}
+SWL_EXPORT void *_ZnamRKSt9nothrow_t(size_t n, const void *tag) {
+    (void)tag;
+    return swl_new(n, 0, true, SWL_FN_NEW_ARRAY_NOTHROW, CALLER);
+}
+SWL_EXPORT void *_ZnwmSt11align_val_t(size_t n, size_t a) { return swl_new(n, a, false, SWL_FN_NEW_ALIGNED, CALLER); }
+SWL_EXPORT void *_ZnamSt11align_val_t(size_t n, size_t a) { return swl_new(n, a, false, SWL_FN_NEW_ARRAY_ALIGNED, CALLER); }
+SWL_EXPORT void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *tag) {
+    (void)tag;
+    return swl_new(n, a, true, SWL_FN_NEW_ALIGNED_NOTHROW, CALLER);
+}
+SWL_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *tag) {
+    (void)tag;
+    return swl_new(n, a, true, SWL_FN_NEW_ARRAY_ALIGNED_NOTHROW, CALLER);
+}
+
+SWL_EXPORT void _ZdlPv(void *p) { swl_delete(p, SWL_FN_DELETE); }
+SWL_EXPORT void _ZdaPv(void *p) { swl_delete(p, SWL_FN_DELETE_ARRAY); }
+SWL_EXPORT void _ZdlPvm(void *p, size_t n) { (void)n; swl_delete(p, SWL_FN_DELETE); }
+SWL_EXPORT void _ZdaPvm(void *p, size_t n) { (void)n; swl_delete(p, SWL_FN_DELETE_ARRAY); }
+SWL_EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const void *t) { (void)t; swl_delete(p, SWL_FN_DELETE); }
+SWL_EXPORT void _ZdaPvRKSt9nothrow_t(void *p, const void *t) { (void)t; swl_delete(p, SWL_FN_DELETE_ARRAY); }
+SWL_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t a) { (void)a; swl_delete(p, SWL_FN_DELETE); }
+SWL_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t a) { (void)a; swl_delete(p, SWL_FN_DELETE_ARRAY); }
+SWL_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t n, size_t a) { (void)n; (void)a; swl_delete(p, SWL_FN_DELETE); }
+SWL_EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t n, size_t a) { (void)n; (void)a; swl_delete(p, SWL_FN_DELETE_ARRAY); }
+SWL_EXPORT void _ZdlPvSt11align_val_tRKSt9nothrow_t(void *p, size_t a, const void *t) { (void)a; (void)t; swl_delete(p, SWL_FN_DELETE); }
+SWL_EXPORT void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *p, size_t a, const void *t) { (void)a; (void)t; swl_delete(p, SWL_FN_DELETE_ARRAY); }

@@ -1,3 +1,108 @@
+// Thin wrappers over the system calls swiftleak's Swift side needs: the shared ring (memfd), a
+// traced fork+exec, ptrace requests and wait-status macros, and reads of another process's memory.
+// Every function returns -1 and leaves errno set on failure unless it says otherwise.
 #ifndef CSWIFTLEAK_SYS_H
 #define CSWIFTLEAK_SYS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "SwiftLeakEventABI.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: Ring (recorder side)
+
+/// Creates the memfd (close-on-exec; the launcher hands it to the child) and maps it.
+/// Returns NULL on failure. `*fd_out` receives the descriptor.
+swl_ring_header *swl_ring_create(uint64_t capacity, uint32_t bucket_count, uint64_t store_size,
+                                 uint32_t max_frames, int32_t recorder_pid, int *fd_out);
+void swl_ring_destroy(swl_ring_header *ring);
+
+/// Copies up to `max` published events, in ring order, into `out` and frees their slots.
+/// Stops at the first slot whose writer has not published yet, unless `skip_unpublished` is set:
+/// then (only valid when every producer is stopped for good, at the exit stop) such slots are
+/// skipped and counted in `*skipped`.
+size_t swl_ring_consume(swl_ring_header *ring, swl_event *out, size_t max, bool skip_unpublished,
+                        uint64_t *skipped);
+/// Number of positions reserved by producers and not yet consumed.
+uint64_t swl_ring_backlog(swl_ring_header *ring);
+uint64_t swl_ring_store_used(swl_ring_header *ring);
+/// The stack store (records are read by id * 8 from here) and its size in bytes.
+const void *swl_ring_store_base(swl_ring_header *ring);
+uint64_t swl_ring_store_capacity(swl_ring_header *ring);
+uint32_t swl_ring_attached(swl_ring_header *ring);
+uint32_t swl_ring_disabled(swl_ring_header *ring);
+void swl_ring_set_traced_pid(swl_ring_header *ring, int32_t pid);
+
+// MARK: Launch
+
+/// Forks a child that asks to be traced (PTRACE_TRACEME), stops itself with SIGSTOP, then, once the
+/// parent continues it, clears close-on-exec on `keep_fd` and execs `path`. On success returns the
+/// child's pid with the child in that SIGSTOP (already waited for) and `*error_pipe` the read end
+/// of a pipe that yields the child's execve errno, or EOF once the exec succeeded.
+pid_t swl_spawn_traced(const char *path, char *const argv[], char *const envp[], int keep_fd,
+                       int *error_pipe);
+/// After swl_spawn_traced: set the tracing options, let the child exec, and report the exec's
+/// outcome: 0 when the child is now stopped at its PTRACE_EVENT_EXEC, else the execve errno (the
+/// child has then been reaped).
+int swl_spawn_finish(pid_t pid, int error_pipe);
+
+// MARK: ptrace
+
+long swl_ptrace_cont(pid_t tid, int signal);
+long swl_ptrace_geteventmsg(pid_t tid, unsigned long *message);
+/// 0: a signal-delivery-stop (siginfo read); -1 with errno EINVAL: a group-stop.
+long swl_ptrace_getsiginfo(pid_t tid, int *signo, int *code);
+/// Reads the general registers of a stopped thread as 64-bit words (user_regs_struct, 27 words on
+/// x86_64). Returns the number of words, or -1.
+int swl_ptrace_getregs(pid_t tid, uint64_t *words, int capacity, uint64_t *stack_pointer);
+long swl_ptrace_detach(pid_t tid, int signal);
+
+enum {
+    SWL_EVENT_STOP_NONE = 0,
+    SWL_EVENT_STOP_CLONE = 3,
+    SWL_EVENT_STOP_EXEC = 4,
+    SWL_EVENT_STOP_EXIT = 6,
+    SWL_EVENT_STOP_GROUP = 128,
+};
+
+/// waitpid(-1, __WALL), retrying EINTR. Returns the tid or -1.
+pid_t swl_wait_any(int *status);
+bool swl_wifexited(int status);
+bool swl_wifsignaled(int status);
+bool swl_wifstopped(int status);
+int swl_wexitstatus(int status);
+int swl_wtermsig(int status);
+int swl_wstopsig(int status);
+/// The PTRACE_EVENT_* number of a stop, 0 for none.
+int swl_wstopevent(int status);
+bool swl_wcoredump(int status);
+
+// MARK: Signals
+
+/// Makes SIGINT and SIGQUIT (which the terminal also sends to the program) leave swiftleak alone,
+/// and forwards SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 to `child`.
+void swl_signals_forward_to(pid_t child);
+/// Dies by `signal` the way the traced program did: default action, no core file of our own.
+void swl_die_by_signal(int signal);
+
+// MARK: Memory of another process
+
+/// process_vm_readv, falling back to /proc/PID/mem. Returns bytes read (0 when unreadable).
+size_t swl_read_process_memory(pid_t pid, uint64_t address, void *buffer, size_t length);
+
+// MARK: ELF
+
+/// 1 when the file is an ELF executable with no PT_INTERP (statically linked), 0 when dynamic or
+/// not ELF (a script), -1 when it cannot be read.
+int swl_elf_is_static(const char *path);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

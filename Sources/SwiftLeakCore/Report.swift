@@ -1,0 +1,81 @@
+/// How the traced process ended.
+public enum ProcessExit: Hashable, Sendable {
+    case exited(code: Int32)
+    case signaled(signal: Int32, coreDumped: Bool)
+}
+
+/// Bytes and blocks, as every line of the LEAK SUMMARY counts them.
+public struct ByteCount: Hashable, Sendable {
+    public var bytes: UInt64 = 0
+    public var blocks: UInt64 = 0
+    public init(bytes: UInt64 = 0, blocks: UInt64 = 0) {
+        self.bytes = bytes
+        self.blocks = blocks
+    }
+    public mutating func add(bytes: UInt64, blocks: UInt64 = 1) {
+        self.bytes += bytes
+        self.blocks += blocks
+    }
+}
+
+/// One group of blocks with the same leak kind and allocation stack (Valgrind's "loss record").
+public struct LossRecord: Sendable {
+    public var kind: LeakKind
+    public var bytes: UInt64
+    public var blocks: UInt64
+    /// For definitely lost records: the bytes of the blocks indirectly lost through them.
+    public var indirectBytes: UInt64
+    /// The allocation function (frame 0).
+    public var function: AllocationFunction
+    /// The program's frames, innermost first, already symbolized (inlined frames expanded).
+    public var stack: [SymbolizedFrame]
+    /// The name of the suppression that matched, if any.
+    public var suppressedBy: String?
+
+    public init(kind: LeakKind, bytes: UInt64, blocks: UInt64, indirectBytes: UInt64,
+                function: AllocationFunction, stack: [SymbolizedFrame], suppressedBy: String? = nil) {
+        self.kind = kind
+        self.bytes = bytes
+        self.blocks = blocks
+        self.indirectBytes = indirectBytes
+        self.function = function
+        self.stack = stack
+        self.suppressedBy = suppressedBy
+    }
+}
+
+/// What happened to the heap over the whole run (Valgrind's HEAP SUMMARY).
+public struct HeapTotals: Hashable, Sendable {
+    public var allocations: UInt64 = 0
+    public var frees: UInt64 = 0
+    public var bytesAllocated: UInt64 = 0
+    public var inUseAtExit = ByteCount()
+    public init() {}
+}
+
+/// Everything swiftleak knows about one traced process at its end.
+public struct ProcessReport: Sendable {
+    public var pid: Int32
+    public var ppid: Int32
+    public var command: [String]
+    public var exit: ProcessExit?
+    public var heap = HeapTotals()
+    public var summary: [LeakKind: ByteCount] = [:]
+    public var suppressed = ByteCount()
+    /// Sorted as Valgrind prints them: by total bytes ascending, so the biggest comes last.
+    public var lossRecords: [LossRecord] = []
+    /// Whether the exit scan classified the blocks; when false, `scanNote` says why.
+    public var scanRan: Bool = false
+    public var scanNote: String?
+    /// Things the user should know about the recording itself (events lost because the recorder
+    /// went away, a thread killed inside malloc, …).
+    public var warnings: [String] = []
+
+    public init(pid: Int32, ppid: Int32, command: [String]) {
+        self.pid = pid
+        self.ppid = ppid
+        self.command = command
+    }
+
+    public func total(_ kind: LeakKind) -> ByteCount { summary[kind] ?? ByteCount() }
+}

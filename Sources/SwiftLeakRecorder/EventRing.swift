@@ -1,0 +1,97 @@
+import CSwiftLeakSys
+import Glibc
+import SwiftLeakCore
+import SwiftLeakEventABI
+
+/// The shared memory between swiftleak and one traced process: the event ring and the stack store
+/// (layout in CShims/SwiftLeakEventABI). The launcher hands `fd` to the child; the interposer maps it.
+public final class EventRing: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        /// Ring slots (32 bytes each); a power of two.
+        public var capacity: UInt64 = 1 << 20
+        /// Hash buckets for stack interning; a power of two.
+        public var bucketCount: UInt32 = 1 << 20
+        /// Virtual size of the stack store; only what is written takes memory.
+        public var storeSize: UInt64 = 1 << 32
+        /// Return addresses captured per allocation.
+        public var maxFrames: UInt32 = 24
+        public init() {}
+    }
+
+    /// swl_ring_header*: its aligned atomics keep it opaque to Swift; the C shim reads it.
+    let header: OpaquePointer
+    public let fd: Int32
+    private let store: UnsafeRawPointer
+    private let storeSize: UInt64
+
+    public init(_ configuration: Configuration) throws(SystemError) {
+        var fd: Int32 = -1
+        guard let header = swl_ring_create(configuration.capacity, configuration.bucketCount,
+                                           configuration.storeSize, configuration.maxFrames,
+                                           getpid(), &fd) else {
+            throw SystemError(operation: "memfd_create for the event ring", errno: errno)
+        }
+        self.header = header
+        self.fd = fd
+        self.store = swl_ring_store_base(header)
+        self.storeSize = swl_ring_store_capacity(header)
+    }
+
+    deinit {
+        swl_ring_destroy(header)
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Tells the interposer which process may attach (any other, e.g. a fork child, stays quiet).
+    public func setTracedProcess(_ pid: Int32) { swl_ring_set_traced_pid(header, pid) }
+
+    /// Whether the interposer attached in the traced process.
+    public var interposerAttached: Bool { swl_ring_attached(header) != 0 }
+    /// Whether the interposer gave up (it saw the recorder gone).
+    public var interposerDisabled: Bool { swl_ring_disabled(header) != 0 }
+
+    /// Closes our copy of the descriptor once the child has its own.
+    public func closeDescriptor() {
+        close(fd)
+    }
+
+    /// The frames of an interned stack, innermost first; nil for id 0 or a damaged record.
+    public func stack(_ id: UInt32) -> [UInt64]? {
+        guard id != 0 else { return nil }
+        let used = swl_ring_store_used(header)
+        let offset = UInt64(id) * 8
+        guard offset + 16 <= min(used, storeSize) else { return nil }
+        let record = store + Int(offset)
+        let depth = UInt64(record.load(fromByteOffset: 8, as: UInt32.self))
+        let kind = record.load(fromByteOffset: 12, as: UInt32.self)
+        guard kind == UInt32(SWL_RECORD_STACK), offset + 16 + depth * 8 <= min(used, storeSize) else { return nil }
+        return (0..<Int(depth)).map { record.load(fromByteOffset: 16 + $0 * 8, as: UInt64.self) }
+    }
+
+    /// The module an event's record id describes; nil for a damaged record.
+    public func module(_ id: UInt32) -> LoadedModule? {
+        let used = min(swl_ring_store_used(header), storeSize)
+        let offset = UInt64(id) * 8
+        guard id != 0, offset + 40 <= used else { return nil }
+        let record = store + Int(offset)
+        let pathLength = UInt64(record.load(fromByteOffset: 4, as: UInt32.self))
+        let buildIDLength = UInt64(record.load(fromByteOffset: 8, as: UInt32.self))
+        let kind = record.load(fromByteOffset: 12, as: UInt32.self)
+        guard kind == UInt32(SWL_RECORD_MODULE), buildIDLength <= 64, pathLength <= 4096,
+              offset + 40 + buildIDLength + pathLength <= used else { return nil }
+        let data = UnsafeRawBufferPointer(start: record + 40, count: Int(buildIDLength + pathLength))
+        return LoadedModule(
+            path: String(decoding: data[Int(buildIDLength)...], as: UTF8.self),
+            loadBias: record.load(fromByteOffset: 16, as: UInt64.self),
+            start: record.load(fromByteOffset: 24, as: UInt64.self),
+            end: record.load(fromByteOffset: 32, as: UInt64.self),
+            buildID: Array(data[..<Int(buildIDLength)]))
+    }
+
+    /// Moves published events out of the ring (see swl_ring_consume).
+    func consume(into buffer: UnsafeMutableBufferPointer<swl_event>, skipUnpublished: Bool, skipped: inout UInt64) -> Int {
+        swl_ring_consume(header, buffer.baseAddress, buffer.count, skipUnpublished, &skipped)
+    }
+
+    var backlog: UInt64 { swl_ring_backlog(header) }
+}

@@ -1,0 +1,33 @@
+import SwiftLeakCore
+
+/// How much of a report to show, in Valgrind's terms.
+public struct ReportOptions: Sendable {
+    public enum LeakCheck: String, Sendable, CaseIterable {
+        case summary, full
+    }
+    public var leakCheck: LeakCheck = .full
+    public var showKinds: LeakKindSet = .defaultKinds
+    public var errorKinds: LeakKindSet = .defaultKinds
+    /// Frames printed per loss record (the allocation function counts as one, as in Valgrind).
+    public var numCallers: Int = 12
+    public var toolVersion: String = "0.1.0"
+    public init() {}
+}
+
+extension ProcessReport {
+    /// Loss records that count as errors (Valgrind's ERROR SUMMARY and --error-exitcode).
+    public func errorRecords(_ options: ReportOptions) -> [LossRecord] {
+        return lossRecords.filter { options.errorKinds.contains($0.kind) && $0.suppressedBy == nil }
+    }
+}
+
+/// Groups digits by thousands, as Valgrind prints byte counts ("1,120 bytes").
+public func groupedDigits(_ value: UInt64) -> String {
+    let digits = Array(String(value))
+    var out = ""
+    for (index, digit) in digits.enumerated() {
+        if index > 0 && (digits.count - index) % 3 == 0 { out.append(",") }
+        out.append(digit)
+    }
+    return out
+}

@@ -1,0 +1,111 @@
+import SwiftLeakCore
+
+/// The Valgrind-shaped text report, one line per element, each to be prefixed with "==PID== ".
+public enum TextReport {
+    public static func header(command: [String], options: ReportOptions) -> [String] {
+        [
+            "swiftleak-\(options.toolVersion), a memory leak tracker",
+            "Command: " + command.joined(separator: " "),
+            "",
+        ]
+    }
+
+    public static func render(_ report: ProcessReport, options: ReportOptions) -> [String] {
+        var lines: [String] = [""]
+        let heap = report.heap
+        lines.append("HEAP SUMMARY:")
+        lines.append("    in use at exit: \(groupedDigits(heap.inUseAtExit.bytes)) bytes in \(groupedDigits(heap.inUseAtExit.blocks)) blocks")
+        lines.append("  total heap usage: \(groupedDigits(heap.allocations)) allocs, \(groupedDigits(heap.frees)) frees, \(groupedDigits(heap.bytesAllocated)) bytes allocated")
+        lines.append("")
+        for warning in report.warnings {
+            lines.append("Warning: " + warning)
+        }
+        if !report.scanRan, let note = report.scanNote {
+            lines.append("No leak classification: " + note)
+            lines.append("")
+        }
+
+        if heap.inUseAtExit.blocks == 0 {
+            lines.append("All heap blocks were freed -- no leaks are possible")
+            lines.append("")
+            lines.append(errorSummary(report, options: options))
+            return lines
+        }
+
+        let shown = report.lossRecords.enumerated().filter {
+            options.leakCheck == .full && options.showKinds.contains($0.element.kind) && $0.element.suppressedBy == nil
+        }
+        for (index, record) in shown {
+            lines.append(lossRecordTitle(record, number: index + 1, of: report.lossRecords.count))
+            lines += frames(record, options: options)
+            lines.append("")
+        }
+
+        lines.append("LEAK SUMMARY:")
+        let width = 15
+        func line(_ label: String, _ count: ByteCount) -> String {
+            String(repeating: " ", count: max(0, width - label.count)) + label
+                + ": \(groupedDigits(count.bytes)) bytes in \(groupedDigits(count.blocks)) blocks"
+        }
+        if report.scanRan {
+            lines.append("   " + line("definitely lost", report.total(.definitelyLost)))
+            lines.append("   " + line("indirectly lost", report.total(.indirectlyLost)))
+            lines.append("   " + line("possibly lost", report.total(.possiblyLost)))
+            lines.append("   " + line("still reachable", report.total(.stillReachable)))
+        } else {
+            lines.append("   " + line("not freed", report.total(.unclassified)))
+        }
+        lines.append("   " + line("suppressed", report.suppressed))
+        let hidden = LeakKind.allCases.filter { !options.showKinds.contains($0) && report.total($0).blocks > 0 }
+        if options.leakCheck == .summary {
+            lines.append("Rerun with --leak-check=full to see details of leaked memory")
+        } else if hidden.contains(.stillReachable) && hidden.count == 1 {
+            lines.append("Reachable blocks (those to which a pointer was found) are not shown.")
+            lines.append("To see them, rerun with: --leak-check=full --show-leak-kinds=all")
+        } else if !hidden.isEmpty {
+            lines.append("Blocks of these kinds are not shown: " + hidden.map(\.valgrindWords).joined(separator: ", ") + ".")
+            lines.append("To see them, rerun with: --leak-check=full --show-leak-kinds=all")
+        }
+        lines.append("")
+        lines.append(errorSummary(report, options: options))
+        return lines
+    }
+
+    static func errorSummary(_ report: ProcessReport, options: ReportOptions) -> String {
+        let errors = report.errorRecords(options)
+        let suppressed = report.lossRecords.filter { $0.suppressedBy != nil }
+        return "ERROR SUMMARY: \(groupedDigits(UInt64(errors.count))) errors from \(groupedDigits(UInt64(errors.count))) contexts (suppressed: \(suppressed.count) from \(suppressed.count))"
+    }
+
+    static func lossRecordTitle(_ record: LossRecord, number: Int, of total: Int) -> String {
+        let blocks = "\(groupedDigits(record.blocks)) blocks" // Valgrind says "1 blocks" too
+        let place = "in loss record \(groupedDigits(UInt64(number))) of \(groupedDigits(UInt64(total)))"
+        if record.kind == .definitelyLost && record.indirectBytes > 0 {
+            let all = record.bytes + record.indirectBytes
+            return "\(groupedDigits(all)) (\(groupedDigits(record.bytes)) direct, \(groupedDigits(record.indirectBytes)) indirect) bytes in \(blocks) are definitely lost \(place)"
+        }
+        return "\(groupedDigits(record.bytes)) bytes in \(blocks) are \(record.kind.valgrindWords) \(place)"
+    }
+
+    /// "   at 0x…: malloc" then "   by 0x…: caller (file.c:12)", at most numCallers lines.
+    static func frames(_ record: LossRecord, options: ReportOptions) -> [String] {
+        var lines = ["   at 0x0: \(record.function.displayName) (in swiftleak's interposer)"]
+        for frame in record.stack.prefix(max(0, options.numCallers - 1)) {
+            lines.append("   by " + describe(frame))
+        }
+        return lines
+    }
+
+    public static func describe(_ frame: SymbolizedFrame) -> String {
+        var text = frame.ip.hexString + ": "
+        text += frame.function ?? "???"
+        if let file = frame.file {
+            let base = file.split(separator: "/").last.map(String.init) ?? file
+            text += " (" + base + (frame.line.map { ":\($0)" } ?? "") + ")"
+        } else if let object = frame.object {
+            text += " (in " + object + ")"
+        }
+        if let note = frame.note { text += " [" + note + "]" }
+        return text
+    }
+}

@@ -1,0 +1,204 @@
+import CSwiftLeakSys
+import Glibc
+import SwiftLeakCore
+
+/// A thread of the traced process held at its exit stop, as the exit scan needs it.
+public struct ThreadSnapshot: Sendable {
+    public var tid: Int32
+    /// General registers (x86_64 user_regs_struct order), every one a possible pointer.
+    public var registers: [UInt64]
+    public var stackPointer: UInt64
+}
+
+/// What the tracer hands to whoever runs the exit work: the process is frozen, every thread is
+/// held at PTRACE_EVENT_EXIT and its memory is still there.
+public struct ExitStop: Sendable {
+    public var pid: Int32
+    public var threads: [ThreadSnapshot]
+    /// The exit status the kernel will report (PTRACE_GETEVENTMSG of the exiting thread).
+    public var pendingStatus: Int32
+}
+
+/// The ptrace event loop of one traced process. It must run on the thread that spawned the
+/// process (ptrace requests are only accepted from the tracing thread).
+public final class Tracer {
+    public let pid: Int32
+    private enum ThreadState {
+        case running
+        /// At its exit stop, held for the exit work.
+        case heldAtExit
+        /// Past its own exit stop, alone (pthread_exit): dying, not part of the exit work.
+        case released
+    }
+    private var threads: [Int32: ThreadState] = [:]
+    /// Threads announced by a clone event whose first stop we have not seen yet, and threads whose
+    /// first stop came before the clone event.
+    private var awaitingFirstStop: Set<Int32> = []
+    private var unannounced: Set<Int32> = []
+    private var groupExitHandled = false
+    private var execCount = 0
+
+    /// Whether the exit work ran (false after SIGKILL or an exec that replaced the image).
+    public private(set) var exitStopSeen = false
+    /// Set when the program replaced itself with exec: the recorded heap is gone with the image.
+    public private(set) var replacedByExec = false
+
+    public init(pid: Int32) {
+        self.pid = pid
+        threads[pid] = .running
+    }
+
+    /// Runs the program to its end. `onExit` runs once, while every thread is held at its exit.
+    public func run(onExit: (ExitStop) -> Void) -> ProcessExit {
+        while true {
+            var status: Int32 = 0
+            let tid = swl_wait_any(&status)
+            if tid < 0 {
+                // ECHILD: nothing left to wait for (should not happen before the leader's status).
+                return .exited(code: 255)
+            }
+            if swl_wifexited(status) || swl_wifsignaled(status) {
+                threads[tid] = nil
+                if tid == pid {
+                    return swl_wifexited(status)
+                        ? .exited(code: swl_wexitstatus(status))
+                        : .signaled(signal: swl_wtermsig(status), coreDumped: swl_wcoredump(status))
+                }
+                handleExitStopsIfComplete(onExit: onExit)
+                continue
+            }
+            guard swl_wifstopped(status) else { continue }
+            handleStop(tid: tid, status: status, onExit: onExit)
+        }
+    }
+
+    private func handleStop(tid: Int32, status: Int32, onExit: (ExitStop) -> Void) {
+        let signal = swl_wstopsig(status)
+        let event = swl_wstopevent(status)
+        if threads[tid] == nil {
+            // A new thread's first stop can arrive before its parent's clone event.
+            threads[tid] = .running
+            unannounced.insert(tid)
+            if signal == SIGSTOP && event == 0 {
+                swl_ptrace_cont(tid, 0)
+                return
+            }
+        }
+        switch Int(event) {
+        case Int(SWL_EVENT_STOP_CLONE):
+            var message: UInt = 0
+            swl_ptrace_geteventmsg(tid, &message)
+            let child = Int32(truncatingIfNeeded: message)
+            if unannounced.remove(child) == nil {
+                awaitingFirstStop.insert(child)
+                threads[child] = .running
+            }
+            swl_ptrace_cont(tid, 0)
+        case Int(SWL_EVENT_STOP_EXEC):
+            execCount += 1
+            if execCount > 1 {
+                // The program exec'd another image: the heap we recorded is gone with the old one.
+                replacedByExec = true
+                // After exec only the leader survives (the kernel reaped the other threads).
+                threads = [pid: .running]
+            }
+            swl_ptrace_cont(tid, 0)
+        case Int(SWL_EVENT_STOP_EXIT):
+            if groupExitHandled || !isGroupExiting(exitingThread: tid) {
+                // A lone thread ending (pthread_exit) while the others run on: let it go now, or
+                // a pthread_join on it would wait for ever.
+                threads[tid] = .released
+                swl_ptrace_cont(tid, 0)
+                return
+            }
+            threads[tid] = .heldAtExit
+            handleExitStopsIfComplete(onExit: onExit)
+        default:
+            if signal == SIGSTOP, awaitingFirstStop.remove(tid) != nil {
+                swl_ptrace_cont(tid, 0)
+                return
+            }
+            var signo: Int32 = 0, code: Int32 = 0
+            if swl_ptrace_getsiginfo(tid, &signo, &code) != 0 && errno == EINVAL {
+                // Group-stop (SIGSTOP/SIGTSTP reached the thread): resume without a signal.
+                swl_ptrace_cont(tid, 0)
+                return
+            }
+            // Signal-delivery-stop: the program gets its signal, exactly as without us.
+            swl_ptrace_cont(tid, signal)
+        }
+    }
+
+    /// At a thread's exit stop: is the whole process exiting (exit, _exit, a fatal signal), or only
+    /// this thread? In a group exit the kernel queues SIGKILL on every other thread before the
+    /// first one stops, so a thread still running without it pending means a lone thread exit.
+    private func isGroupExiting(exitingThread: Int32) -> Bool {
+        for (tid, state) in threads where tid != exitingThread && state == .running {
+            if !Self.hasPendingSIGKILL(pid: pid, tid: tid) { return false }
+        }
+        return true
+    }
+
+    static func hasPendingSIGKILL(pid: Int32, tid: Int32) -> Bool {
+        guard let text = readSmallFile("/proc/\(pid)/task/\(tid)/status") else { return true }
+        for line in text.split(separator: "\n") where line.hasPrefix("SigPnd:") {
+            let hex = line.dropFirst("SigPnd:".count).trimmingCharacters(inSet: " \t")
+            guard let mask = UInt64(hex, radix: 16) else { return false }
+            return mask & (1 << (UInt64(SIGKILL) - 1)) != 0
+        }
+        return false
+    }
+
+    private func handleExitStopsIfComplete(onExit: (ExitStop) -> Void) {
+        let held = threads.filter { $0.value == .heldAtExit }.map(\.key).sorted()
+        guard !groupExitHandled, !held.isEmpty, !threads.values.contains(.running) else { return }
+        groupExitHandled = true
+        exitStopSeen = true
+        var snapshots: [ThreadSnapshot] = []
+        var pendingStatus: Int32 = 0
+        for tid in held {
+            var words = [UInt64](repeating: 0, count: 32)
+            var sp: UInt64 = 0
+            let count = words.withUnsafeMutableBufferPointer {
+                swl_ptrace_getregs(tid, $0.baseAddress, Int32($0.count), &sp)
+            }
+            if count > 0 {
+                snapshots.append(ThreadSnapshot(tid: tid, registers: Array(words[0..<Int(count)]), stackPointer: sp))
+            }
+            if tid == pid {
+                var message: UInt = 0
+                swl_ptrace_geteventmsg(tid, &message)
+                pendingStatus = Int32(truncatingIfNeeded: message)
+            }
+        }
+        onExit(ExitStop(pid: pid, threads: snapshots, pendingStatus: pendingStatus))
+        for tid in held {
+            swl_ptrace_cont(tid, 0)
+        }
+    }
+}
+
+private extension Substring {
+    func trimmingCharacters(inSet characters: String) -> String {
+        var s = self
+        while let c = s.first, characters.contains(c) { s.removeFirst() }
+        while let c = s.last, characters.contains(c) { s.removeLast() }
+        return String(s)
+    }
+}
+
+/// Reads a /proc file (whose size stat reports as 0) in one go.
+func readSmallFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes += chunk[0..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

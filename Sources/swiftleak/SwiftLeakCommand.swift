@@ -1,0 +1,197 @@
+import ArgumentParser
+import CSwiftLeakSys
+import Glibc
+import SwiftLeakCore
+import SwiftLeakReports
+import SwiftLeakSession
+import SwiftLeakTracer
+
+@main
+struct SwiftLeakCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftleak",
+        abstract: "Track every heap allocation of a program and report what it leaks at exit.",
+        version: "0.1.0",
+        subcommands: [Run.self]
+    )
+}
+
+/// Options of the leak report, named as in Valgrind so habits and CI scripts carry over.
+struct LeakReportOptions: ParsableArguments {
+    @Option(name: .customLong("leak-check"), help: "summary or full (default full).")
+    var leakCheck: String = "full"
+
+    @Option(name: .customLong("show-leak-kinds"),
+            help: "Kinds listed in full: definite,indirect,possible,reachable, all or none.")
+    var showLeakKinds: String = "definite,possible"
+
+    @Option(name: .customLong("errors-for-leak-kinds"), help: "Kinds that count as errors.")
+    var errorsForLeakKinds: String = "definite,possible"
+
+    @Option(name: .customLong("error-exitcode"),
+            help: "Exit with this status when leaks of the error kinds were found.")
+    var errorExitCode: Int32?
+
+    @Option(name: .customLong("num-callers"), help: "Frames shown per stack (default 12).")
+    var numCallers: Int = 12
+
+    @Option(name: .customLong("json"), help: "Also write the report as JSON to this file.")
+    var jsonFile: String?
+
+    @Option(name: .customLong("log-file"), help: "Write the report to this file instead of stderr.")
+    var logFile: String?
+
+    func validate() throws {
+        guard ReportOptions.LeakCheck(rawValue: leakCheck) != nil else {
+            throw ValidationError("--leak-check must be summary or full, not '\(leakCheck)'")
+        }
+        guard LeakKindSet(parsing: showLeakKinds) != nil else {
+            throw ValidationError("--show-leak-kinds: expected all, none or a list of definite,indirect,possible,reachable; got '\(showLeakKinds)'")
+        }
+        guard LeakKindSet(parsing: errorsForLeakKinds) != nil else {
+            throw ValidationError("--errors-for-leak-kinds: expected all, none or a list of definite,indirect,possible,reachable; got '\(errorsForLeakKinds)'")
+        }
+        guard (1...500).contains(numCallers) else {
+            throw ValidationError("--num-callers must be between 1 and 500")
+        }
+    }
+
+    var reportOptions: ReportOptions {
+        var options = ReportOptions()
+        options.leakCheck = ReportOptions.LeakCheck(rawValue: leakCheck) ?? .full
+        options.showKinds = LeakKindSet(parsing: showLeakKinds) ?? .defaultKinds
+        options.errorKinds = LeakKindSet(parsing: errorsForLeakKinds) ?? .defaultKinds
+        options.numCallers = numCallers
+        return options
+    }
+}
+
+extension SwiftLeakCommand {
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a program, record its allocations, and report its leaks when it exits.",
+            discussion: "Example: swiftleak run --leak-check=full -- ./myapp arg1 arg2"
+        )
+
+        @OptionGroup var report: LeakReportOptions
+
+        @Flag(name: .customLong("no-trace"), help: "Do not write a trace file.")
+        var noTrace = false
+
+        @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
+        var command: [String] = []
+
+        mutating func validate() throws {
+            if command.first == "--" { command.removeFirst() }
+            // With pass-through parsing, `swiftleak run --help` would otherwise run a program
+            // called --help.
+            if let first = command.first, ["--help", "-h", "-help"].contains(first) {
+                throw CleanExit.helpRequest(self)
+            }
+            guard let first = command.first else {
+                throw ValidationError("missing the program to run: swiftleak run [options] -- ./program [arguments]")
+            }
+            if first.hasPrefix("-") {
+                throw ValidationError("unknown option '\(first)' (put the program after --)")
+            }
+        }
+
+        func run() throws {
+            var configuration = RunConfiguration(program: command[0], arguments: Array(command.dropFirst()))
+            configuration.report = report.reportOptions
+            configuration.ring.maxFrames = UInt32(min(128, report.numCallers + 8))
+
+            let output: ReportOutput
+            do {
+                output = try ReportOutput(logFile: report.logFile)
+            } catch {
+                throw fail("\(error)")
+            }
+            let result: RunResult
+            do {
+                result = try RunSession.run(configuration) { pid in
+                    output.write(TextReport.header(command: command, options: configuration.report), pid: pid)
+                }
+            } catch let error as LaunchError {
+                throw fail(error.description)
+            } catch let error as SessionError {
+                throw fail(error.description)
+            }
+            output.write(TextReport.render(result.report, options: configuration.report), pid: result.report.pid)
+            if let jsonFile = report.jsonFile {
+                let json = JSONReport.render([result.report], options: configuration.report)
+                if !writeFile(jsonFile, json) {
+                    output.writeError("cannot write the JSON report to \(jsonFile): \(String(cString: strerror(errno)))")
+                }
+            }
+            output.close()
+
+            if let code = report.errorExitCode, !result.report.errorRecords(configuration.report).isEmpty {
+                Glibc.exit(code)
+            }
+            switch result.exit {
+            case .exited(let code):
+                Glibc.exit(code)
+            case .signaled(let signal, _):
+                swl_die_by_signal(signal)
+            }
+        }
+
+        func fail(_ message: String) -> ExitCode {
+            writeAll(STDERR_FILENO, "swiftleak: \(message)\n")
+            return ExitCode(126)
+        }
+    }
+}
+
+/// Where the text report goes: stderr (each line prefixed "==PID== " like Valgrind's) or a file.
+final class ReportOutput {
+    private let fd: Int32
+
+    init(logFile: String?) throws {
+        if let logFile {
+            let fd = open(logFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                throw SessionError("cannot open the log file \(logFile): \(String(cString: strerror(errno)))")
+            }
+            self.fd = fd
+        } else {
+            self.fd = STDERR_FILENO
+        }
+    }
+
+    func write(_ lines: [String], pid: Int32) {
+        var text = ""
+        for line in lines {
+            text += "==\(pid)== " + line + "\n"
+        }
+        writeAll(fd, text)
+    }
+
+    func writeError(_ message: String) {
+        writeAll(STDERR_FILENO, "swiftleak: \(message)\n")
+    }
+
+    func close() {
+        if fd != STDERR_FILENO { Glibc.close(fd) }
+    }
+}
+
+/// write(2) until done, retrying EINTR; a report that cannot be written is not worth a crash.
+func writeAll(_ fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        offset += n
+    }
+}
+
+func writeFile(_ path: String, _ text: String) -> Bool {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { return false }
+    writeAll(fd, text)
+    return Glibc.close(fd) == 0
+}
