@@ -1,0 +1,239 @@
+import CSwiftLeakDW
+import SwiftLeakCore
+import Synchronization
+
+/// Turns code addresses recorded in a (possibly finished) process into source frames, reading the
+/// module files from disk through libdwfl at the load bias the process used.
+///
+/// - Each module file is opened once per (path, load bias) and kept open for the symbolizer's life.
+/// - Results are cached per (address, module): a stack trace repeats the same return addresses.
+/// - A file whose GNU build id differs from the one recorded at load time is never used for names:
+///   its frames carry a `note` instead.
+///
+/// One `Symbolizer` may be shared between threads: every call takes an internal lock, so calls
+/// from several threads run one after the other (libdw handles are not thread-safe).
+public final class Symbolizer: Sendable {
+    /// Counters for tests and `--stats`-style output.
+    public struct Statistics: Sendable, Equatable {
+        /// Module files opened (or tried) so far: one per distinct (path, load bias).
+        public var filesOpened = 0
+        /// Calls to `symbolize` answered from the cache.
+        public var cacheHits = 0
+        /// Calls to `symbolize` that needed a libdw lookup.
+        public var lookups = 0
+
+        public init(filesOpened: Int = 0, cacheHits: Int = 0, lookups: Int = 0) {
+            self.filesOpened = filesOpened
+            self.cacheHits = cacheHits
+            self.lookups = lookups
+        }
+    }
+
+    private let demangleNames: Bool
+    private let state: Mutex<State>
+
+    /// - Parameter demangle: demangle C++, Swift and Rust names (default), or return them as the
+    ///   symbol table spells them.
+    public init(demangle: Bool = true) {
+        self.demangleNames = demangle
+        self.state = Mutex(State())
+    }
+
+    /// Symbolizes one code address.
+    ///
+    /// - Parameters:
+    ///   - ip: the address as recorded.
+    ///   - module: the module that covered `ip` when it was recorded, nil when none did.
+    ///   - isReturnAddress: true for every frame of an unwound stack but the innermost: the address
+    ///     is then looked up at `ip - 1`, inside the call instruction, so the line is the call's.
+    /// - Returns: at least one frame, innermost first. Inlined code gives one frame per inlined
+    ///   function (`inlined == true`) and then the function it was inlined into; every frame has
+    ///   `ip` as recorded and `object` = the module path.
+    public func symbolize(_ ip: UInt64, in module: LoadedModule?, isReturnAddress: Bool) -> [SymbolizedFrame] {
+        guard let module, !module.path.isEmpty else {
+            return [SymbolizedFrame(ip: ip)]
+        }
+        let demangleNames = self.demangleNames
+        return state.withLock { state in
+            state.symbolize(ip, in: module, isReturnAddress: isReturnAddress, demangle: demangleNames)
+        }
+    }
+
+    /// Symbolizes a whole stack: the first address is taken as an exact instruction address when
+    /// `firstIsReturnAddress` is false, every other one as a return address. `modules` need not be
+    /// sorted. Inlined frames expand the result, so it can be longer than `stack`.
+    public func symbolize(stack: [UInt64], modules: [LoadedModule], firstIsReturnAddress: Bool = true) -> [SymbolizedFrame] {
+        var frames: [SymbolizedFrame] = []
+        for (index, ip) in stack.enumerated() {
+            let module = modules.first { $0.contains(ip) }
+            frames += symbolize(ip, in: module, isReturnAddress: index > 0 || firstIsReturnAddress)
+        }
+        return frames
+    }
+
+    /// How a frame without a function name can still be shown: `libfoo.so+0x1234` (the file
+    /// offset-style address, as Valgrind's `(in /path)` and addr2line's input need).
+    public static func moduleOffset(of ip: UInt64, in module: LoadedModule) -> String {
+        "\(module.fileName)+0x\(String(ip &- module.loadBias, radix: 16))"
+    }
+
+    /// Modules that could not be used, with the reason (file missing, not ELF, build id differs),
+    /// in the order they were first met. For a report's footer.
+    public var problems: [String] {
+        state.withLock { $0.problems }
+    }
+
+    public var statistics: Statistics {
+        state.withLock { $0.statistics }
+    }
+}
+
+// MARK: - State
+
+/// An opened module file. Owns the libdw handle.
+private final class DebugFile {
+    let handle: OpaquePointer
+    let buildID: [UInt8]
+
+    init(handle: OpaquePointer) {
+        self.handle = handle
+        var bits: UnsafePointer<UInt8>? = nil
+        let length = swl_dw_build_id(handle, &bits)
+        if let bits, length > 0 {
+            buildID = Array(UnsafeBufferPointer(start: bits, count: length))
+        } else {
+            buildID = []
+        }
+    }
+
+    deinit { swl_dw_close(handle) }
+}
+
+private struct FileKey: Hashable {
+    var path: String
+    var bias: UInt64
+}
+
+private enum FileEntry {
+    case open(DebugFile)
+    case failed
+}
+
+private struct FrameKey: Hashable {
+    var ip: UInt64
+    var isReturnAddress: Bool
+    /// Index into `State.modules`.
+    var module: Int
+}
+
+private struct State {
+    var files: [FileKey: FileEntry] = [:]
+    /// Every distinct LoadedModule seen (path, bias, range and build id), numbered.
+    var moduleIndex: [LoadedModule: Int] = [:]
+    var modules: [(module: LoadedModule, file: FileEntry, mismatch: String?)] = []
+    var lastModule: LoadedModule?
+    var lastModuleNumber = -1
+    var frames: [FrameKey: [SymbolizedFrame]] = [:]
+    var problems: [String] = []
+    var statistics = Symbolizer.Statistics()
+    /// Scratch space for the C lookup, reused.
+    var scratch = [swl_dw_frame](repeating: swl_dw_frame(), count: 64)
+
+    mutating func number(of module: LoadedModule) -> Int {
+        if let lastModule, lastModule == module { return lastModuleNumber }
+        let number: Int
+        if let known = moduleIndex[module] {
+            number = known
+        } else {
+            number = modules.count
+            let file = openFile(path: module.path, bias: module.loadBias)
+            var mismatch: String? = nil
+            if case .open(let debugFile) = file, !module.buildID.isEmpty, !debugFile.buildID.isEmpty,
+               debugFile.buildID != module.buildID {
+                let onDisk = debugFile.buildID.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+                mismatch = "\(module.path) changed since the program ran (build id on disk \(onDisk), " +
+                    "loaded \(module.buildIDHex)): not symbolized"
+                problems.append(mismatch!)
+            }
+            modules.append((module, file, mismatch))
+            moduleIndex[module] = number
+        }
+        lastModule = module
+        lastModuleNumber = number
+        return number
+    }
+
+    mutating func openFile(path: String, bias: UInt64) -> FileEntry {
+        let key = FileKey(path: path, bias: bias)
+        if let entry = files[key] { return entry }
+        statistics.filesOpened += 1
+        var message: UnsafePointer<CChar>? = nil
+        let entry: FileEntry
+        if let handle = swl_dw_open(path, bias, &message) {
+            entry = .open(DebugFile(handle: handle))
+        } else {
+            let reason = message.map { String(cString: $0) } ?? "unknown error"
+            problems.append("\(path): cannot read (\(reason)): its frames show no names")
+            entry = .failed
+        }
+        files[key] = entry
+        return entry
+    }
+
+    mutating func symbolize(_ ip: UInt64, in module: LoadedModule, isReturnAddress: Bool, demangle: Bool) -> [SymbolizedFrame] {
+        let number = number(of: module)
+        let key = FrameKey(ip: ip, isReturnAddress: isReturnAddress, module: number)
+        if let cached = frames[key] {
+            statistics.cacheHits += 1
+            return cached
+        }
+        statistics.lookups += 1
+        let result = lookUp(ip, slot: modules[number], isReturnAddress: isReturnAddress, demangle: demangle)
+        frames[key] = result
+        return result
+    }
+
+    mutating func lookUp(_ ip: UInt64, slot: (module: LoadedModule, file: FileEntry, mismatch: String?),
+                         isReturnAddress: Bool, demangle: Bool) -> [SymbolizedFrame] {
+        let object = slot.module.path
+        if let mismatch = slot.mismatch {
+            return [SymbolizedFrame(ip: ip, object: object, note: mismatch)]
+        }
+        guard case .open(let file) = slot.file else {
+            return [SymbolizedFrame(ip: ip, object: object)]
+        }
+        let address = isReturnAddress && ip > 0 ? ip - 1 : ip
+        let capacity = scratch.count
+        let count = scratch.withUnsafeMutableBufferPointer { buffer in
+            Int(swl_dw_lookup(file.handle, address, buffer.baseAddress, Int32(capacity)))
+        }
+        guard count > 0 else {
+            return [SymbolizedFrame(ip: ip, object: object)]
+        }
+        var result: [SymbolizedFrame] = []
+        result.reserveCapacity(count)
+        for index in 0..<count {
+            let raw = scratch[index]
+            var name = raw.name.map { String(cString: $0) }
+            if demangle, let mangled = name { name = Demangler.demangle(mangled) }
+            var path = raw.file.map { String(cString: $0) }
+            if let relative = path, !relative.hasPrefix("/"), let compDir = raw.comp_dir.map({ String(cString: $0) }),
+               compDir.hasPrefix("/") {
+                // A relative comp dir (distributions build with -fdebug-prefix-map=…=.) is
+                // already part of the file name and would only repeat it.
+                path = joinPath(compDir, relative)
+            }
+            result.append(SymbolizedFrame(
+                ip: ip, function: name, file: path, line: raw.line > 0 ? Int(raw.line) : nil,
+                object: object, inlined: raw.inlined != 0))
+        }
+        return result
+    }
+}
+
+private func joinPath(_ directory: String, _ file: String) -> String {
+    if directory.isEmpty { return file }
+    var trimmed = file
+    while trimmed.hasPrefix("./") { trimmed.removeFirst(2) }
+    return directory.hasSuffix("/") ? directory + trimmed : directory + "/" + trimmed
+}
