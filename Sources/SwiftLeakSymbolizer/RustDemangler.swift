@@ -162,9 +162,10 @@ private struct V0Parser {
         return false
     }
 
+    /// Bounds recursion, and output: back references can expand a short name exponentially.
     mutating func enter() throws {
         depth += 1
-        if depth > 300 { throw Failure.tooDeep }
+        if depth > 300 || out.utf8.count > 65536 { throw Failure.tooDeep }
     }
 
     // MARK: Numbers and identifiers

@@ -54,8 +54,10 @@ func run(_ executable: String, _ arguments: [String]) throws -> String {
 
 /// Finds a tool on PATH (cc, g++, strip) or in the Swift toolchain.
 func tool(_ name: String) -> String {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    for directory in path.split(separator: ":") + ["/usr/bin", "/opt/swift/usr/bin"] {
+    let environment = ProcessInfo.processInfo.environment
+    let path = environment["PATH"] ?? "/usr/bin:/bin"
+    let cargo = (environment["HOME"] ?? "/root") + "/.cargo/bin"
+    for directory in path.split(separator: ":").map(String.init) + ["/usr/bin", "/opt/swift/usr/bin", cargo] {
         let candidate = "\(directory)/\(name)"
         if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
     }
