@@ -557,7 +557,12 @@ SWL_EXPORT void *valloc(size_t size) {
 
 SWL_EXPORT void *pvalloc(size_t size) {
     void *p = __libc_pvalloc(size);
-    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_PVALLOC, CALLER);
+    if (p && swl_should_record()) {
+        // The program owns whole pages: count them, as LeakSanitizer does.
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t rounded = size == 0 ? page : (size + page - 1) & ~(page - 1);
+        swl_record_alloc(p, rounded, SWL_FN_PVALLOC, CALLER);
+    }
     return p;
 }
 
