@@ -1,0 +1,151 @@
+/// Finds the live block a candidate pointer points at, in O(1) for the common case.
+///
+/// Blocks are sorted by address and do not overlap. The address range they cover is cut into
+/// *segments* wherever two consecutive blocks are far apart; each segment has a dense table with one
+/// entry per granule (2^`granuleShift` bytes): the index of the first block whose end lies beyond
+/// the granule's start. A lookup rejects words outside `[minStart, maxEnd)` with one compare, finds
+/// the segment (there is usually one per heap arena), reads one table entry and then steps over the
+/// few blocks in that granule (a binary search when there are many, e.g. when one huge block forced
+/// coarse granules). The granule size is the smallest power of two (≥ 16 bytes) that keeps the
+/// table within about two entries per block.
+///
+/// Zero-size blocks cover one byte, as in Valgrind's `find_chunk_for`: only a pointer to their start
+/// finds them.
+final class BlockIndex {
+    let count: Int
+    /// Block starts, sorted.
+    let starts: UnsafeMutablePointer<UInt64>
+    /// Block ends (start + size, or start + 1 for a zero-size block), sorted as well.
+    let ends: UnsafeMutablePointer<UInt64>
+    let minStart: UInt64
+    /// `maxEnd - minStart`: a word `w` can point into a block only if `w &- minStart < span`.
+    let span: UInt64
+    let granuleShift: UInt64
+
+    private let segmentCount: Int
+    private let segmentStarts: UnsafeMutablePointer<UInt64>
+    private let segmentEnds: UnsafeMutablePointer<UInt64>
+    /// Offset of each segment's first entry in `table`.
+    private let segmentTableOffsets: UnsafeMutablePointer<Int>
+    /// Per granule, the first block index whose end is above the granule start; each segment has one
+    /// more (sentinel) entry than it has granules.
+    private let table: UnsafeMutablePointer<Int32>
+    let tableEntries: Int
+
+    /// `blocks` must be sorted by address and must not overlap (checked: a violation is a bug of the
+    /// caller and traps).
+    init(_ blocks: [ScanBlock]) {
+        precondition(blocks.count < Int(Int32.max), "too many blocks for 32-bit indices")
+        count = blocks.count
+        starts = .allocate(capacity: max(count, 1))
+        ends = .allocate(capacity: max(count, 1))
+        var previousEnd: UInt64 = 0
+        for (index, block) in blocks.enumerated() {
+            let end = block.address &+ max(block.size, 1)
+            precondition(end > block.address, "block at \(block.address.hexString) wraps the address space")
+            precondition(index == 0 || block.address >= previousEnd,
+                         "blocks must be sorted by address and must not overlap (at \(block.address.hexString))")
+            starts[index] = block.address
+            ends[index] = end
+            previousEnd = end
+        }
+        minStart = count > 0 ? starts[0] : 1
+        span = count > 0 ? ends[count - 1] - starts[0] : 0
+
+        // Choose the granule: the smallest one whose table stays within the budget.
+        let budget = max(2 * count, 4096)
+        var shift: UInt64 = 4
+        while shift < 40 && BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift).entries > budget {
+            shift += 1
+        }
+        granuleShift = shift
+        let (entries, segments) = BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift)
+        tableEntries = entries
+        segmentCount = segments
+        segmentStarts = .allocate(capacity: max(segments, 1))
+        segmentEnds = .allocate(capacity: max(segments, 1))
+        segmentTableOffsets = .allocate(capacity: max(segments, 1))
+        table = .allocate(capacity: max(entries, 1))
+
+        // Fill: walk the segments again, sweeping a block cursor along the granules.
+        let gapLimit = UInt64(64) << shift
+        var segment = 0
+        var offset = 0
+        var first = 0
+        while first < count {
+            var last = first
+            while last + 1 < count && starts[last + 1] - ends[last] <= gapLimit { last += 1 }
+            let base = starts[first]
+            let granules = Int((ends[last] - base + (UInt64(1) << shift) - 1) >> shift)
+            segmentStarts[segment] = base
+            segmentEnds[segment] = ends[last]
+            segmentTableOffsets[segment] = offset
+            var cursor = first
+            for granule in 0...granules {
+                let granuleStart = base + (UInt64(granule) << shift)
+                while cursor <= last && ends[cursor] <= granuleStart { cursor += 1 }
+                table[offset + granule] = Int32(cursor)
+            }
+            offset += granules + 1
+            segment += 1
+            first = last + 1
+        }
+    }
+
+    deinit {
+        starts.deallocate()
+        ends.deallocate()
+        segmentStarts.deallocate()
+        segmentEnds.deallocate()
+        segmentTableOffsets.deallocate()
+        table.deallocate()
+    }
+
+    /// The table size (entries including one sentinel per segment) and segment count for a shift.
+    private static func tableSize(starts: UnsafeMutablePointer<UInt64>, ends: UnsafeMutablePointer<UInt64>,
+                                  count: Int, shift: UInt64) -> (entries: Int, segments: Int) {
+        let gapLimit = UInt64(64) << shift
+        var entries = 0
+        var segments = 0
+        var first = 0
+        while first < count {
+            var last = first
+            while last + 1 < count && starts[last + 1] - ends[last] <= gapLimit { last += 1 }
+            entries += Int((ends[last] - starts[first] + (UInt64(1) << shift) - 1) >> shift) + 1
+            segments += 1
+            first = last + 1
+        }
+        return (entries, segments)
+    }
+
+    /// The index of the block `pointer` points at or into, or -1.
+    @inline(__always)
+    func lookup(_ pointer: UInt64) -> Int {
+        if pointer &- minStart >= span { return -1 }
+        var segment = 0
+        if segmentCount > 1 {
+            // Last segment whose start is <= pointer.
+            var lo = 0
+            var hi = segmentCount
+            while hi - lo > 1 {
+                let mid = (lo + hi) >> 1
+                if segmentStarts[mid] <= pointer { lo = mid } else { hi = mid }
+            }
+            segment = lo
+            if pointer >= segmentEnds[segment] { return -1 }
+        }
+        let granule = Int((pointer - segmentStarts[segment]) >> granuleShift)
+        let entry = segmentTableOffsets[segment] + granule
+        var lo = Int(table[entry])
+        var hi = Int(table[entry + 1])  // first block whose end is above the next granule's start
+        if hi >= count { hi = count - 1 }
+        // The block containing pointer, if any, is the first in [lo, hi] whose end is above pointer.
+        while hi - lo > 8 {
+            let mid = (lo + hi) >> 1
+            if ends[mid] <= pointer { lo = mid + 1 } else { hi = mid }
+        }
+        while lo <= hi && ends[lo] <= pointer { lo += 1 }
+        if lo <= hi && starts[lo] <= pointer { return lo }
+        return -1
+    }
+}

@@ -1,0 +1,490 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import SwiftLeakCore
+
+/// The exit-time reachability scan: Valgrind Memcheck's leak check (`mc_leakcheck.c`) over a
+/// stopped process whose memory is read through a ``ProcessMemoryReader``.
+///
+/// Semantics (design.md §2), exactly as Memcheck:
+/// 1. Every aligned word of the root regions, then every register word, is a candidate pointer. A
+///    pointer to a block's start makes it reachable; a pointer into it makes it possibly lost,
+///    unless one of the enabled ``LeakHeuristics`` accepts it (then it counts as a start pointer).
+///    A reachable block's contents are scanned in turn; a possibly lost block's contents are too,
+///    but everything found through it is at best possibly lost. A block upgraded from possibly lost
+///    to reachable is rescanned. Everything is driven by an explicit mark stack: no recursion.
+/// 2. The blocks still unreached are visited in address order. Each one still unreached starts a
+///    clique as its leader (definitely lost); every unreached block found from it, through start or
+///    interior pointers, joins as indirectly lost and its size (plus the indirect bytes of an
+///    earlier leader it absorbs) is charged to the leader.
+public enum LeakScanner {
+    /// Tuning and options of one scan.
+    public struct Configuration: Sendable {
+        /// The interior-pointer heuristics to apply (Valgrind's default: all).
+        public var heuristics: LeakHeuristics = .all
+        /// The address space of the process (its `/proc/PID/maps`), needed only by the
+        /// multipleinheritance heuristic, which asks whether a word points into a file-backed
+        /// readable (vtable) or executable (function) mapping. Without it that heuristic never matches.
+        public var mappings: [MemoryMapping] = []
+        /// Bytes read per call when streaming root regions and big blocks.
+        public var readChunkSize: Int = 1 << 20
+        /// Block contents are read through a cache of windows of this many bytes (a power of two).
+        public var blockWindowSize: Int = 1 << 16
+        /// Total size of that cache (a power-of-two multiple of the window size).
+        public var blockCacheSize: Int = 1 << 24
+
+        public init() {}
+    }
+
+    /// Scans and classifies.
+    ///
+    /// - Parameters:
+    ///   - blocks: the live blocks, sorted by address, not overlapping (traps otherwise).
+    ///   - roots: the memory root regions (see ``RootSetBuilder``).
+    ///   - registerWords: the general-register words of every thread.
+    ///   - memory: reads the process.
+    public static func scan<Reader: ProcessMemoryReader>(
+        blocks: [ScanBlock], roots: [RootRegion], registerWords: [UInt64], memory: Reader,
+        configuration: Configuration = Configuration()
+    ) -> ScanResult {
+        let wallStart = monotonicSeconds()
+        let cpuStart = threadCPUSeconds()
+        let engine = ScanEngine(blocks: blocks, memory: memory, configuration: configuration)
+        engine.markFromRoots(roots: roots, registerWords: registerWords)
+        engine.gatherCliques()
+        var result = engine.result(blocks: blocks)
+        result.statistics.cpuSeconds = threadCPUSeconds() - cpuStart
+        result.statistics.wallSeconds = monotonicSeconds() - wallStart
+        return result
+    }
+
+    /// Scans with a root set from ``RootSetBuilder``.
+    public static func scan<Reader: ProcessMemoryReader>(
+        blocks: [ScanBlock], rootSet: RootSet, memory: Reader, configuration: Configuration = Configuration()
+    ) -> ScanResult {
+        scan(blocks: blocks, roots: rootSet.regions, registerWords: rootSet.registerWords, memory: memory,
+             configuration: configuration)
+    }
+
+    static func monotonicSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    static func threadCPUSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+}
+
+/// Block states, Valgrind's `Reachedness`, plus a pending bit (the block is on the mark stack).
+private enum BlockState {
+    static let unreached: UInt8 = 0
+    static let possible: UInt8 = 1
+    static let reachable: UInt8 = 2
+    static let indirect: UInt8 = 3
+    static let mask: UInt8 = 3
+    static let pending: UInt8 = 4
+    static let zeroSize: UInt8 = 8
+}
+
+/// The mutable state of one scan. Raw storage, owned here, freed in deinit.
+private final class ScanEngine<Reader: ProcessMemoryReader> {
+    let memory: Reader
+    let configuration: LeakScanner.Configuration
+    let index: BlockIndex
+    let count: Int
+    let state: UnsafeMutablePointer<UInt8>
+    let heuristic: UnsafeMutablePointer<UInt8>
+    /// Phase 2 only (allocated when some block is unreached): clique parent and indirect bytes.
+    var parent: UnsafeMutablePointer<Int32>? = nil
+    var indirectBytes: UnsafeMutablePointer<UInt64>? = nil
+    /// The mark stack: a block is on it at most once (pending bit), so `count` entries suffice.
+    let markStack: UnsafeMutablePointer<Int32>
+    /// Mutable scalars live in raw storage: a stored `var` of a class pays a dynamic exclusivity
+    /// check on every modification, which the hot loops cannot afford.
+    let markTopStorage: UnsafeMutablePointer<Int>
+    let counters: UnsafeMutablePointer<ScanStatistics>
+    var markTop: Int {
+        @inline(__always) get { markTopStorage.pointee }
+        @inline(__always) set { markTopStorage.pointee = newValue }
+    }
+    var statistics: ScanStatistics {
+        @inline(__always) get { counters.pointee }
+        @inline(__always) _modify { yield &counters.pointee }
+    }
+
+    /// A block's size: its end minus its start, except for zero-size blocks (which cover one byte
+    /// in the index and carry the zero-size flag).
+    @inline(__always)
+    func size(_ i: Int) -> UInt64 {
+        state[i] & BlockState.zeroSize != 0 ? 0 : index.ends[i] &- index.starts[i]
+    }
+    let heuristicsEnabled: Bool
+
+    /// Streaming buffer for root regions and big blocks.
+    let chunk: UnsafeMutableRawBufferPointer
+    /// Direct-mapped cache of block-content windows.
+    let windowShift: Int
+    let windowSize: Int
+    let cacheSlots: Int
+    let cache: UnsafeMutableRawPointer
+    let cacheTags: UnsafeMutablePointer<UInt64>       // window number + 1; 0 = empty
+    let cacheValidFrom: UnsafeMutablePointer<Int32>   // readable bytes [from, to) of the window
+    let cacheValidTo: UnsafeMutablePointer<Int32>
+
+    /// Sorted file-backed mappings for the multipleinheritance heuristic.
+    let fileMappings: [MemoryMapping]
+    var vtableMemo: [UInt64: Bool] = [:]
+
+    init(blocks: [ScanBlock], memory: Reader, configuration: LeakScanner.Configuration) {
+        self.memory = memory
+        self.configuration = configuration
+        index = BlockIndex(blocks)
+        count = blocks.count
+        let capacity = max(count, 1)
+        state = .allocate(capacity: capacity)
+        state.initialize(repeating: BlockState.unreached, count: capacity)
+        for (i, block) in blocks.enumerated() where block.size == 0 { state[i] = BlockState.zeroSize }
+        heuristic = .allocate(capacity: capacity)
+        heuristic.initialize(repeating: 0, count: capacity)
+        markStack = .allocate(capacity: capacity)
+        markTopStorage = .allocate(capacity: 1)
+        markTopStorage.initialize(to: 0)
+        counters = .allocate(capacity: 1)
+        counters.initialize(to: ScanStatistics())
+        heuristicsEnabled = !configuration.heuristics.isEmpty
+
+        chunk = .allocate(byteCount: max(configuration.readChunkSize, 4096) & ~7, alignment: 16)
+        var shift = 12
+        while (1 << shift) < configuration.blockWindowSize { shift += 1 }
+        windowShift = shift
+        windowSize = 1 << shift
+        var slots = 1
+        while slots * windowSize < configuration.blockCacheSize { slots <<= 1 }
+        cacheSlots = slots
+        cache = .allocate(byteCount: slots * windowSize, alignment: 16)
+        cacheTags = .allocate(capacity: slots)
+        cacheTags.initialize(repeating: 0, count: slots)
+        cacheValidFrom = .allocate(capacity: slots)
+        cacheValidTo = .allocate(capacity: slots)
+        fileMappings = configuration.mappings.filter { $0.isFileBacked }.sorted { $0.start < $1.start }
+    }
+
+    deinit {
+        state.deallocate()
+        heuristic.deallocate()
+        parent?.deallocate()
+        indirectBytes?.deallocate()
+        markStack.deallocate()
+        markTopStorage.deallocate()
+        counters.deallocate()
+        chunk.deallocate()
+        cache.deallocate()
+        cacheTags.deallocate()
+        cacheValidFrom.deallocate()
+        cacheValidTo.deallocate()
+    }
+
+    // MARK: Reading
+
+    @inline(__always)
+    func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        statistics.reads += 1
+        let got = max(0, min(memory.read(address, into: buffer), buffer.count))
+        statistics.bytesRead += UInt64(got)
+        return got
+    }
+
+    func readWord(_ address: UInt64) -> UInt64? {
+        var value: UInt64 = 0
+        let got = withUnsafeMutableBytes(of: &value) { read(address, into: $0) }
+        return got == 8 ? UInt64(littleEndian: value) : nil
+    }
+
+    /// Calls `body` with the aligned words of `[start, end)` as they are read, chunk by chunk,
+    /// skipping unreadable pages as Valgrind's `lc_scan_memory` does.
+    @inline(__always)
+    func streamWords(_ start: UInt64, _ end: UInt64, _ body: (UnsafePointer<UInt64>, Int) -> Void) {
+        var address = (start &+ 7) & ~7
+        let limit = end & ~7
+        guard address < limit else { return }
+        let chunkSize = UInt64(chunk.count)
+        while address < limit {
+            let want = Int(min(chunkSize, limit - address))
+            let got = read(address, into: UnsafeMutableRawBufferPointer(rebasing: chunk[0..<want])) & ~7
+            if got > 0 {
+                statistics.wordsScanned += UInt64(got >> 3)
+                body(chunk.baseAddress!.assumingMemoryBound(to: UInt64.self), got >> 3)
+                address += UInt64(got)
+            }
+            if got < want {
+                // Unreadable from `address`: skip to the next page.
+                let next = min((address | 4095) &+ 1, limit)
+                statistics.bytesUnreadable += next - address
+                address = next
+            }
+        }
+    }
+
+    /// The contents of block `i` from the window cache, or nil when the block is big, straddles a
+    /// window, or its window could not be read (then the caller streams it).
+    @inline(__always)
+    func cachedContents(_ start: UInt64, _ size: UInt64) -> UnsafeRawPointer? {
+        let window = start >> UInt64(windowShift)
+        guard size <= UInt64(windowSize >> 2), (start &+ size &- 1) >> UInt64(windowShift) == window else { return nil }
+        let slot = Int(window) & (cacheSlots - 1)
+        let slotBase = cache + slot << windowShift
+        let windowStart = window << UInt64(windowShift)
+        if cacheTags[slot] != window &+ 1 {
+            var got = read(windowStart, into: UnsafeMutableRawBufferPointer(start: slotBase, count: windowSize))
+            var from = 0
+            if got == 0 {
+                // The window starts in unmapped memory (a mapping starting mid-window): read from
+                // the block's page on.
+                from = Int((start & ~4095) - windowStart)
+                got = read(windowStart + UInt64(from),
+                           into: UnsafeMutableRawBufferPointer(start: slotBase + from, count: windowSize - from))
+            }
+            cacheTags[slot] = window &+ 1
+            cacheValidFrom[slot] = Int32(from)
+            cacheValidTo[slot] = Int32(from + got)
+        }
+        let offset = Int(start - windowStart)
+        guard offset >= Int(cacheValidFrom[slot]), offset + Int(size) <= Int(cacheValidTo[slot]) else { return nil }
+        return UnsafeRawPointer(slotBase + offset)
+    }
+
+    // MARK: Phase 1: reachability from the roots
+
+    func push(_ i: Int) {
+        if state[i] & BlockState.pending == 0 {
+            markStack[markTop] = Int32(truncatingIfNeeded: i)
+            markTop += 1
+            state[i] |= BlockState.pending
+        }
+    }
+
+    /// Valgrind's `lc_push_without_clique_if_a_chunk_ptr`.
+    @inline(__always)
+    func markPointer(_ pointer: UInt64, priorDefinite: Bool) {
+        let i = index.lookup(pointer)
+        if i < 0 { return }
+        let current = state[i] & BlockState.mask
+        if current == BlockState.reachable {
+            if heuristic[i] != 0 && pointer == index.starts[i] { heuristic[i] = 0 }
+            return
+        }
+        let viaStart: Bool
+        if pointer == index.starts[i] {
+            viaStart = true
+        } else if heuristicsEnabled {
+            let found = heuristicReachedness(pointer, block: i)
+            heuristic[i] = found
+            viaStart = found != 0
+        } else {
+            viaStart = false
+        }
+        if viaStart && priorDefinite {
+            state[i] = (state[i] & ~BlockState.mask) | BlockState.reachable
+            push(i)
+        } else if current == BlockState.unreached {
+            state[i] = (state[i] & ~BlockState.mask) | BlockState.possible
+            push(i)
+        }
+    }
+
+    func markWords(_ words: UnsafePointer<UInt64>, _ n: Int, priorDefinite: Bool) {
+        let minStart = index.minStart
+        let span = index.span
+        for k in 0..<n {
+            let word = UInt64(littleEndian: words[k])
+            if word &- minStart < span { markPointer(word, priorDefinite: priorDefinite) }
+        }
+    }
+
+    func markFromRoots(roots: [RootRegion], registerWords: [UInt64]) {
+        guard count > 0 else { return }
+        for region in roots where region.end > region.start {
+            statistics.rootBytes += region.end - region.start
+            streamWords(region.start, region.end) { words, n in markWords(words, n, priorDefinite: true) }
+        }
+        statistics.registerWords = registerWords.count
+        for word in registerWords { markPointer(word, priorDefinite: true) }
+        processMarkStack(clique: -1)
+    }
+
+    /// Valgrind's `lc_process_markstack`: pops blocks and scans their contents.
+    func processMarkStack(clique: Int) {
+        while markTop > 0 {
+            markTop -= 1
+            let top = Int(markStack[markTop])
+            state[top] &= ~BlockState.pending
+            let start = index.starts[top]
+            let size = self.size(top)
+            // Valgrind scans [roundup(start, 8), rounddown(start + size, 8)).
+            let first = (start &+ 7) & ~7
+            let last = (start &+ size) & ~7
+            guard first < last else { continue }
+            if clique < 0 {
+                let priorDefinite = state[top] & BlockState.mask != BlockState.possible
+                if let contents = cachedContents(first, last - first) {
+                    let n = Int((last - first) >> 3)
+                    statistics.wordsScanned += UInt64(n)
+                    markWords(contents.assumingMemoryBound(to: UInt64.self), n, priorDefinite: priorDefinite)
+                } else {
+                    streamWords(first, last) { words, n in markWords(words, n, priorDefinite: priorDefinite) }
+                }
+            } else {
+                if let contents = cachedContents(first, last - first) {
+                    let n = Int((last - first) >> 3)
+                    statistics.wordsScanned += UInt64(n)
+                    cliqueWords(contents.assumingMemoryBound(to: UInt64.self), n, clique: clique, current: top)
+                } else {
+                    streamWords(first, last) { words, n in cliqueWords(words, n, clique: clique, current: top) }
+                }
+            }
+        }
+    }
+
+    // MARK: Phase 2: cliques of lost blocks
+
+    /// Valgrind's `lc_push_with_clique_if_a_chunk_ptr`.
+    func cliqueWords(_ words: UnsafePointer<UInt64>, _ n: Int, clique: Int, current: Int) {
+        let minStart = index.minStart
+        let span = index.span
+        let parent = self.parent!
+        let indirectBytes = self.indirectBytes!
+        for k in 0..<n {
+            let word = UInt64(littleEndian: words[k])
+            if word &- minStart >= span { continue }
+            let i = index.lookup(word)
+            if i < 0 || i == clique || state[i] & BlockState.mask != BlockState.unreached { continue }
+            push(i)
+            indirectBytes[clique] &+= size(i) &+ indirectBytes[i]
+            indirectBytes[i] = 0
+            state[i] = (state[i] & ~BlockState.mask) | BlockState.indirect
+            parent[i] = Int32(truncatingIfNeeded: current)
+        }
+    }
+
+    func gatherCliques() {
+        guard let firstUnreached = (0..<count).first(where: { state[$0] & BlockState.mask == BlockState.unreached }) else {
+            return
+        }
+        let capacity = max(count, 1)
+        parent = .allocate(capacity: capacity)
+        parent!.initialize(repeating: -1, count: capacity)
+        indirectBytes = .allocate(capacity: capacity)
+        indirectBytes!.initialize(repeating: 0, count: capacity)
+        for i in firstUnreached..<count where state[i] & BlockState.mask == BlockState.unreached {
+            push(i)
+            processMarkStack(clique: i)
+        }
+    }
+
+    // MARK: Heuristics (Valgrind's heuristic_reachedness)
+
+    func heuristicReachedness(_ pointer: UInt64, block i: Int) -> UInt8 {
+        let start = index.starts[i]
+        let size = self.size(i)
+        let heuristics = configuration.heuristics
+        if heuristics.contains(.stdString), pointer == start &+ 24, let capacity = readWord(start &+ 8) {
+            // length, capacity, refcount, chars[capacity + 1]
+            if 24 &+ capacity &+ 1 == size, let length = readWord(start), length <= capacity {
+                return LeakHeuristic.stdString.rawValue
+            }
+        }
+        if heuristics.contains(.length64), pointer == start &+ 8, let remaining = readWord(start) {
+            if remaining > 0 && size &- 8 == remaining { return LeakHeuristic.length64.rawValue }
+        }
+        if heuristics.contains(.newArray), pointer == start &+ 8, let elements = readWord(start) {
+            if elements > 0 && (size &- 8) % elements == 0 { return LeakHeuristic.newArray.rawValue }
+        }
+        if heuristics.contains(.multipleInheritance), pointer & 7 == 0, let inner = readWord(pointer),
+           inner & 7 == 0, inner >= 4096, let first = readWord(start), first & 7 == 0, first >= 4096,
+           isVtableAddress(inner), isVtableAddress(first) {
+            return LeakHeuristic.multipleInheritance.rawValue
+        }
+        return 0
+    }
+
+    func fileMapping(containing address: UInt64) -> MemoryMapping? {
+        var lo = 0
+        var hi = fileMappings.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if fileMappings[mid].end <= address { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < fileMappings.count && fileMappings[lo].start <= address ? fileMappings[lo] : nil
+    }
+
+    /// Valgrind's `aligned_ptr_above_page0_is_vtable_addr`: `address` lies in a readable file-backed
+    /// mapping, and among the words from `address` (up to 21 of them, stopping before the last word of
+    /// that mapping) the first two non-null ones point into executable file-backed mappings, with no
+    /// non-null word before them pointing elsewhere.
+    func isVtableAddress(_ address: UInt64) -> Bool {
+        if let known = vtableMemo[address] { return known }
+        var answer = false
+        if let mapping = fileMapping(containing: address), mapping.isReadable {
+            let scanMax = min(address &+ 20 * 8, mapping.end &- 1 &- 8)
+            var functionPointers = 0
+            var scan = address
+            while scan <= scanMax {
+                guard let candidate = readWord(scan) else { break }
+                scan &+= 8
+                if candidate == 0 { continue }
+                guard let target = fileMapping(containing: candidate), target.isExecutable else { break }
+                functionPointers += 1
+                if functionPointers == 2 { answer = true; break }
+            }
+        }
+        if vtableMemo.count < 1 << 16 { vtableMemo[address] = answer }
+        return answer
+    }
+
+    // MARK: Result
+
+    func result(blocks: [ScanBlock]) -> ScanResult {
+        var kinds = [LeakKind](repeating: .stillReachable, count: count)
+        var charged = [UInt64](repeating: 0, count: count)
+        var leaders = [Int32](repeating: -1, count: count)
+        var parents = [Int32](repeating: -1, count: count)
+        var heuristics = [LeakHeuristic?](repeating: nil, count: count)
+        for i in 0..<count {
+            switch state[i] & BlockState.mask {
+            case BlockState.reachable:
+                kinds[i] = .stillReachable
+                heuristics[i] = LeakHeuristic(rawValue: heuristic[i])
+            case BlockState.possible:
+                kinds[i] = .possiblyLost
+            case BlockState.indirect:
+                kinds[i] = .indirectlyLost
+                parents[i] = parent![i]
+            default:
+                kinds[i] = .definitelyLost
+                charged[i] = indirectBytes![i]
+            }
+        }
+        // Resolve each indirect block's top-level leader by following parent links, iteratively, with
+        // path compression (a lost list of a million blocks is a chain of a million links).
+        for i in 0..<count where kinds[i] == .indirectlyLost && leaders[i] < 0 {
+            var root = Int(parents[i])
+            while kinds[root] == .indirectlyLost {
+                if leaders[root] >= 0 { root = Int(leaders[root]); break }
+                root = Int(parents[root])
+            }
+            var node = i
+            while kinds[node] == .indirectlyLost && leaders[node] < 0 {
+                leaders[node] = Int32(root)
+                node = Int(parents[node])
+            }
+        }
+        return ScanResult(kinds: kinds, indirectBytesCharged: charged, leaderOf: leaders, parentOf: parents,
+                          heuristics: heuristics, statistics: statistics)
+    }
+}

@@ -1,0 +1,54 @@
+import SwiftLeakCore
+import SwiftLeakScanner
+import Testing
+
+@Suite("Large scans: iterative marking, performance", .serialized)
+struct LargeScanTests {
+    @Test("a lost list of 1,000,000 blocks built by prepending: 1 definite, 999,999 indirect")
+    func millionLostDescending() {
+        let bench = LinkedListScanBenchmark(blockCount: 1_000_000, shape: .lostDescending)
+        let r = bench.run()
+        let last = bench.blocks.count - 1
+        let total = bench.blocks.reduce(UInt64(0)) { $0 + $1.size }
+        #expect(r.kinds[last] == .definitelyLost)
+        #expect(r.kinds.filter { $0 == .indirectlyLost }.count == 999_999)
+        #expect(r.indirectBytesCharged[last] == total - bench.blocks[last].size)
+        #expect(r.indirectBytesCharged.reduce(0, +) == total - bench.blocks[last].size)
+        #expect(r.leaderOf[0] == Int32(last))
+        #expect(r.leaderOf[last / 2] == Int32(last))
+        #expect(r.leaderOf[last] == -1)
+        #expect(r.parentOf[0] == 1)
+    }
+
+    @Test("a lost list of 1,000,000 blocks in address order: the head (lowest) is definite")
+    func millionLostAscending() {
+        let bench = LinkedListScanBenchmark(blockCount: 1_000_000, shape: .lostAscending)
+        let r = bench.run()
+        let total = bench.blocks.reduce(UInt64(0)) { $0 + $1.size }
+        #expect(r.kinds[0] == .definitelyLost)
+        #expect(r.kinds.dropFirst().allSatisfy { $0 == .indirectlyLost })
+        #expect(r.indirectBytesCharged[0] == total - bench.blocks[0].size)
+        #expect(r.leaderOf.dropFirst().allSatisfy { $0 == 0 })
+    }
+
+    @Test("4,000,000 reachable blocks in a list: all reachable (prints the time)")
+    func fourMillionReachable() {
+        let bench = LinkedListScanBenchmark(blockCount: 4_000_000, shape: .reachableAscending)
+        let r = bench.run()
+        #expect(r.kinds.allSatisfy { $0 == .stillReachable })
+        let stats = r.statistics
+        print("scan of 4,000,000 linked blocks: \(stats.cpuSeconds) s CPU, \(stats.wallSeconds) s wall, " +
+              "\(stats.wordsScanned) words, \(stats.reads) reads")
+    }
+
+    @Test("4,000,000 lost blocks in a list: 1 definite (prints the time)")
+    func fourMillionLost() {
+        let bench = LinkedListScanBenchmark(blockCount: 4_000_000, shape: .lostDescending)
+        let r = bench.run()
+        #expect(r.kinds.last == .definitelyLost)
+        #expect(r.kinds.dropLast().allSatisfy { $0 == .indirectlyLost })
+        let stats = r.statistics
+        print("scan of 4,000,000 lost linked blocks: \(stats.cpuSeconds) s CPU, \(stats.wallSeconds) s wall, " +
+              "\(stats.wordsScanned) words, \(stats.reads) reads")
+    }
+}
