@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+
+/// The traced program behaves exactly as without swiftleak: output, input, exit status, signal.
+@Suite("Program behaviour is unchanged")
+struct BehaviourTests {
+    static func native(_ program: String, _ arguments: [String], stdin: String? = nil) throws -> Harness.Result {
+        try Harness.run([program] + arguments, stdin: stdin)
+    }
+
+    /// swiftleak's report lines start with "==PID== "; everything else on stderr is the program's.
+    static func programStderr(_ stderr: String) -> String {
+        stderr.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.hasPrefix("==") }
+            .joined(separator: "\n")
+    }
+
+    @Test("exit status, stdout and stderr are the program's", arguments: [["exit", "0"], ["exit", "3"], ["_exit", "5"]])
+    func exitStatus(arguments: [String]) throws {
+        let program = try Harness.build("pipeline/behaviour.c")
+        let expected = try Self.native(program, arguments)
+        let (result, maybeReport) = try Harness.swiftleak(program, arguments)
+        #expect(result.status == expected.status)
+        #expect(result.signal == nil)
+        #expect(result.stdout == expected.stdout)
+        #expect(Self.programStderr(result.stderr) == expected.stderr)
+        let report = try #require(maybeReport)
+        #expect(report.exit == ["code": Int(expected.status)])
+        #expect(report.notFreed(allocatedIn: program) == Report.Count(bytes: 77, blocks: 1))
+    }
+
+    @Test("a program killed by a signal kills swiftleak with the same signal, after the report",
+          arguments: [("segv", SIGSEGV), ("abort", SIGABRT)])
+    func fatalSignal(mode: String, signal: Int32) throws {
+        let program = try Harness.build("pipeline/behaviour.c")
+        let expected = try Self.native(program, [mode])
+        #expect(expected.signal == signal)
+        let (result, maybeReport) = try Harness.swiftleak(program, [mode])
+        #expect(result.signal == signal)
+        #expect(result.stdout == expected.stdout)
+        #expect(Self.programStderr(result.stderr).hasPrefix("stderr line for \(mode)\n"))
+        #expect(result.stderr.contains("LEAK SUMMARY:"))
+        let report = try #require(maybeReport)
+        #expect(report.exit == ["signal": Int(signal)])
+        #expect(report.notFreed(allocatedIn: program) == Report.Count(bytes: 77, blocks: 1))
+    }
+
+    @Test("SIGKILL gives no exit stop: the blocks are still reported, unclassified")
+    func sigkill() throws {
+        let program = try Harness.build("pipeline/behaviour.c")
+        let (result, maybeReport) = try Harness.swiftleak(program, ["kill"])
+        #expect(result.signal == SIGKILL)
+        let report = try #require(maybeReport)
+        #expect(report.exit == ["signal": Int(SIGKILL)])
+        #expect(report.summary["unclassified"]?.blocks ?? 0 >= 1)
+        #expect(report.notFreed(allocatedIn: program) == Report.Count(bytes: 77, blocks: 1))
+    }
+
+    @Test("standard input reaches the program")
+    func standardInput() throws {
+        let program = try Harness.build("pipeline/behaviour.c")
+        let text = "line one\nline two\n"
+        let (result, _) = try Harness.swiftleak(program, ["stdin"], stdin: text)
+        #expect(result.status == 0)
+        #expect(result.stdout == "stdout line for stdin\n" + text)
+    }
+}
+
+/// Bad input: one clear line, a non-zero exit, never a crash or a hang.
+@Suite("Refused programs")
+struct RefusedProgramTests {
+    static func refusal(_ program: String) throws -> Harness.Result {
+        try Harness.run([Harness.swiftleak, "run", "--", program], timeout: 60)
+    }
+
+    @Test("a missing program")
+    func missing() throws {
+        let result = try Self.refusal("/nonexistent/program")
+        #expect(result.status != 0)
+        #expect(result.stderr == "swiftleak: /nonexistent/program: no such file (and not found in PATH)\n")
+    }
+
+    @Test("a file that is not executable")
+    func notExecutable() throws {
+        let path = Harness.workDirectory.appendingPathComponent("not-executable").path
+        FileManager.default.createFile(atPath: path, contents: Data("data".utf8), attributes: [.posixPermissions: 0o644])
+        let result = try Self.refusal(path)
+        #expect(result.status != 0)
+        #expect(result.stderr.hasPrefix("swiftleak: \(path): not executable"))
+        #expect(result.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test("a directory")
+    func directory() throws {
+        let result = try Self.refusal("/tmp")
+        #expect(result.status != 0)
+        #expect(result.stderr == "swiftleak: /tmp: is a directory, not a program\n")
+    }
+
+    @Test("a statically linked binary: LD_PRELOAD cannot work, and swiftleak says so")
+    func staticBinary() throws {
+        let program = try Harness.build("pipeline/behaviour.c", flags: ["-O0", "-static"])
+        let result = try Self.refusal(program)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("statically linked"))
+        #expect(result.stderr.contains("LD_PRELOAD"))
+        #expect(result.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test("no program at all")
+    func noProgram() throws {
+        let result = try Harness.run([Harness.swiftleak, "run"], timeout: 60)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("missing the program to run"))
+    }
+}
+
+@Suite("The preload library")
+struct PreloadLibraryTests {
+    @Test("needs nothing but the C library and libunwind: no Swift runtime in the traced program")
+    func dependencies() throws {
+        let result = try Harness.run(["/usr/bin/env", "readelf", "-d", Harness.preloadLibrary])
+        #expect(result.status == 0)
+        let needed = result.stdout.split(separator: "\n").filter { $0.contains("(NEEDED)") }
+            .compactMap { $0.split(separator: "[").last?.dropLast() }.map(String.init).sorted()
+        #expect(needed == ["libc.so.6", "libunwind.so.8"])
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import Testing
+
+/// Builds TestPrograms and runs the real swiftleak binary on them.
+enum Harness {
+    /// The package root, found from this file's path.
+    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static let testPrograms = packageRoot.appendingPathComponent("TestPrograms")
+
+    /// The build directory holding the test bundle, swiftleak and libswiftleak_preload.so.
+    static let buildDirectory: URL = {
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var directory = executable.deletingLastPathComponent()
+        // An .xctest bundle may be a directory on some set-ups.
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("swiftleak").path),
+              directory.path != "/" {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory
+    }()
+
+    static var swiftleak: String { buildDirectory.appendingPathComponent("swiftleak").path }
+    static var preloadLibrary: String { buildDirectory.appendingPathComponent("libswiftleak_preload.so").path }
+
+    static let workDirectory: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("swiftleak-tests-\(getpid())")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }()
+
+    private static let buildLock = NSLock()
+    nonisolated(unsafe) private static var built: [String: String] = [:]
+
+    /// Compiles TestPrograms/<source> (C with cc, C++ with c++) once per test run.
+    static func build(_ source: String, flags: [String] = ["-O0", "-g"], name: String? = nil) throws -> String {
+        let key = source + " " + flags.joined(separator: " ")
+        buildLock.lock()
+        defer { buildLock.unlock() }
+        if let path = built[key] { return path }
+        let input = testPrograms.appendingPathComponent(source).path
+        let output = workDirectory.appendingPathComponent(name ?? (source.replacingOccurrences(of: "/", with: "_") + "-\(built.count)")).path
+        let compiler = source.hasSuffix(".cpp") ? "c++" : "cc"
+        let result = try run(["/usr/bin/env", compiler] + flags + ["-pthread", "-o", output, input, "-ldl"])
+        guard result.status == 0 else {
+            throw HarnessError("\(compiler) failed on \(source): \(result.stderr)")
+        }
+        built[key] = output
+        return output
+    }
+
+    struct Result {
+        var status: Int32
+        /// Set when the process died by a signal.
+        var signal: Int32?
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a command to completion; kills it after `timeout` seconds (a hang is a failure).
+    static func run(_ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 300,
+                    environment: [String: String]? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        if let environment { process.environment = environment }
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let timer = DispatchSource.makeTimerSource()
+        timer.schedule(deadline: .now() + timeout)
+        timer.setEventHandler { kill(process.processIdentifier, SIGKILL) }
+        timer.resume()
+        // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let outBox = Box()
+        let group = DispatchGroup()
+        group.enter()
+        let outHandle = out.fileHandleForReading
+        DispatchQueue.global().async {
+            outBox.data = outHandle.readDataToEndOfFile()
+            group.leave()
+        }
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        let outData = outBox.data
+        process.waitUntilExit()
+        timer.cancel()
+        let signaled = process.terminationReason == .uncaughtSignal
+        return Result(status: process.terminationStatus, signal: signaled ? process.terminationStatus : nil,
+                      stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Runs `swiftleak run --json FILE [options] -- program arguments` and parses the JSON report.
+    static func swiftleak(_ program: String, _ arguments: [String] = [], options: [String] = [],
+                          stdin: String? = nil, timeout: TimeInterval = 300) throws -> (Result, Report?) {
+        let json = workDirectory.appendingPathComponent("report-\(UUID().uuidString).json").path
+        let result = try run([swiftleak, "run", "--json", json] + options + ["--", program] + arguments,
+                             stdin: stdin, timeout: timeout)
+        let report = (try? Data(contentsOf: URL(fileURLWithPath: json))).flatMap { try? Report(json: $0) }
+        try? FileManager.default.removeItem(atPath: json)
+        return (result, report)
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The parts of the JSON report (design.md §3) the tests look at.
+struct Report {
+    struct Count: Equatable, CustomStringConvertible {
+        var bytes: Int
+        var blocks: Int
+        var description: String { "\(bytes) bytes in \(blocks) blocks" }
+    }
+    struct Frame {
+        var ip: String
+        var function: String?
+        var file: String?
+        var line: Int?
+        var object: String?
+        var inlined: Bool
+    }
+    struct LossRecord {
+        var kind: String
+        var bytes: Int
+        var blocks: Int
+        var indirectBytes: Int
+        var function: String
+        var stack: [Frame]
+    }
+    var pid: Int
+    var exit: [String: Int]
+    var summary: [String: Count]
+    var allocations: Int
+    var frees: Int
+    var inUseAtExit: Count
+    var scanRan: Bool
+    var lossRecords: [LossRecord]
+
+    init(json: Data) throws {
+        guard let root = try JSONSerialization.jsonObject(with: json) as? [String: Any],
+              let processes = root["processes"] as? [[String: Any]], let process = processes.first else {
+            throw HarnessError("malformed report")
+        }
+        func count(_ any: Any?) -> Count {
+            let dictionary = any as? [String: Any] ?? [:]
+            return Count(bytes: dictionary["bytes"] as? Int ?? -1, blocks: dictionary["blocks"] as? Int ?? -1)
+        }
+        pid = process["pid"] as? Int ?? 0
+        exit = process["exit"] as? [String: Int] ?? [:]
+        let summaryObject = process["summary"] as? [String: Any] ?? [:]
+        summary = summaryObject.mapValues { count($0) }
+        let heap = process["heap"] as? [String: Any] ?? [:]
+        allocations = heap["allocations"] as? Int ?? -1
+        frees = heap["frees"] as? Int ?? -1
+        inUseAtExit = count(heap["in_use_at_exit"])
+        scanRan = (process["scan"] as? [String: Any])?["ran"] as? Bool ?? false
+        lossRecords = (process["loss_records"] as? [[String: Any]] ?? []).map { record in
+            LossRecord(
+                kind: record["kind"] as? String ?? "",
+                bytes: record["bytes"] as? Int ?? -1,
+                blocks: record["blocks"] as? Int ?? -1,
+                indirectBytes: record["indirect_bytes"] as? Int ?? -1,
+                function: record["function"] as? String ?? "",
+                stack: (record["stack"] as? [[String: Any]] ?? []).map { frame in
+                    Frame(ip: frame["ip"] as? String ?? "", function: frame["function"] as? String,
+                          file: frame["file"] as? String, line: frame["line"] as? Int,
+                          object: frame["object"] as? String, inlined: frame["inlined"] as? Bool ?? false)
+                })
+        }
+    }
+
+    /// Every block not freed at exit, whatever its kind.
+    var notFreed: Count {
+        summary.filter { $0.key != "suppressed" }.values.reduce(Count(bytes: 0, blocks: 0)) {
+            Count(bytes: $0.bytes + $1.bytes, blocks: $0.blocks + $1.blocks)
+        }
+    }
+
+    /// Blocks allocated directly by code in `object` (the first frame after the allocation
+    /// function lies in it): the program's own leaks, without the C library's.
+    func notFreed(allocatedIn object: String) -> Count {
+        var total = Count(bytes: 0, blocks: 0)
+        for record in lossRecords where record.stack.count > 1 && record.stack[1].object == object {
+            total.bytes += record.bytes
+            total.blocks += record.blocks
+        }
+        return total
+    }
+}
