@@ -9,24 +9,71 @@
 #include <elfutils/libdwfl.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 // The Itanium C++ ABI demangler, exported by libstdc++ (linked by this target).
 extern char *__cxa_demangle(const char *mangled, char *buffer, size_t *length, int *status);
 
-// One compile unit's address range, for modules without .debug_aranges (Swift, clang and rustc
-// do not emit it by default; elfutils 0.188 then finds no CU for any address).
-typedef struct swl_dw_cu_range {
+// elfutils 0.188 answers each dwfl_module_addrinfo with a linear scan of the symbol table, and each
+// dwarf_getscopes with a walk of the whole compile unit: far too slow for tens of thousands of
+// addresses in libraries with large symbol tables and compile units. So each module gets, built on
+// first use, a sorted function-symbol table, and each compile unit a sorted table of the address
+// ranges of its functions and inlined instances.
+
+/// A function symbol at its runtime address.
+typedef struct swl_dw_symbol {
+    Dwarf_Addr address, size;
+    const char *name;
+} swl_dw_symbol;
+
+/// A subprogram or inlined-subroutine DIE, with the nearest enclosing one.
+typedef struct swl_dw_function {
+    Dwarf_Die die;
+    int32_t parent;  // index in the CU's functions, -1 for none
+    int32_t depth;
+} swl_dw_function;
+
+/// One contiguous address range (DWARF addresses, i.e. without bias) of a function.
+typedef struct swl_dw_span {
     Dwarf_Addr low, high;
+    int32_t function;
+    int32_t depth;
+} swl_dw_span;
+
+typedef struct swl_dw_unit {
+    Dwarf_Off offset;
     Dwarf_Die cudie;
-} swl_dw_cu_range;
+    bool indexed;
+    swl_dw_function *functions;
+    size_t function_count, function_capacity;
+    swl_dw_span *spans;        // sorted by low, then depth
+    size_t span_count, span_capacity;
+} swl_dw_unit;
+
+/// One compile unit's address range, for modules without .debug_aranges (Swift, clang and rustc
+/// do not emit it by default; elfutils 0.188 then finds no CU for any address).
+typedef struct swl_dw_unit_range {
+    Dwarf_Addr low, high;
+    size_t unit;
+} swl_dw_unit_range;
 
 struct swl_dw_module {
     Dwfl *dwfl;
     Dwfl_Module *mod;
-    // Built on the first address dwfl_module_addrdie cannot place; sorted by `low`.
-    swl_dw_cu_range *cu_ranges;
-    size_t cu_range_count;
-    bool cu_ranges_built;
+
+    bool symbols_built;
+    swl_dw_symbol *symbols;  // sorted by address, one per address
+    size_t symbol_count;
+
+    bool units_built;
+    Dwarf *dwarf;
+    Dwarf_Addr dwarf_bias;
+    swl_dw_unit *units;      // in .debug_info order, so sorted by offset
+    size_t unit_count;
+
+    bool unit_ranges_built;
+    swl_dw_unit_range *unit_ranges;  // sorted by low
+    size_t unit_range_count;
 };
 
 // NULL: libdwfl's default, ":.debug:/usr/lib/debug" (next to the file, in .debug/ beside it, under
@@ -79,8 +126,14 @@ swl_dw_module *swl_dw_open(const char *path, uint64_t bias, const char **error) 
 
 void swl_dw_close(swl_dw_module *module) {
     if (module == NULL) return;
+    for (size_t i = 0; i < module->unit_count; i++) {
+        free(module->units[i].functions);
+        free(module->units[i].spans);
+    }
+    free(module->units);
+    free(module->unit_ranges);
+    free(module->symbols);
     dwfl_end(module->dwfl);
-    free(module->cu_ranges);
     free(module);
 }
 
@@ -110,64 +163,258 @@ void swl_dw_range(swl_dw_module *module, uint64_t *start, uint64_t *end) {
     *end = high;
 }
 
-static int swl_dw_compare_ranges(const void *a, const void *b) {
-    const swl_dw_cu_range *left = a, *right = b;
-    return left->low < right->low ? -1 : left->low > right->low ? 1 : 0;
+// Grows `*array` (of `size`-byte elements) so that one more fits. False when out of memory.
+static bool swl_dw_reserve(void **array, size_t *capacity, size_t count, size_t size) {
+    if (count < *capacity) return true;
+    size_t grown = *capacity == 0 ? 64 : *capacity * 2;
+    void *bigger = realloc(*array, grown * size);
+    if (bigger == NULL) return false;
+    *array = bigger;
+    *capacity = grown;
+    return true;
 }
 
-static void swl_dw_build_cu_ranges(swl_dw_module *module) {
-    module->cu_ranges_built = true;
-    Dwarf_Addr bias = 0;
-    Dwarf *dwarf = dwfl_module_getdwarf(module->mod, &bias);
-    if (dwarf == NULL) return;
-    size_t capacity = 0, count = 0;
-    swl_dw_cu_range *ranges = NULL;
-    Dwarf_CU *cu = NULL;
-    Dwarf_Die cudie;
-    uint8_t unit_type = 0;
-    while (dwarf_get_units(dwarf, cu, &cu, NULL, &unit_type, &cudie, NULL) == 0) {
-        if (unit_type == DW_UT_type || unit_type == DW_UT_split_type) continue;
-        Dwarf_Addr base = 0, low = 0, high = 0;
-        ptrdiff_t offset = 0;
-        while ((offset = dwarf_ranges(&cudie, offset, &base, &low, &high)) > 0) {
-            if (high <= low) continue;
-            if (count == capacity) {
-                size_t grown = capacity == 0 ? 64 : capacity * 2;
-                swl_dw_cu_range *bigger = realloc(ranges, grown * sizeof *ranges);
-                if (bigger == NULL) goto done;
-                ranges = bigger;
-                capacity = grown;
-            }
-            ranges[count++] = (swl_dw_cu_range){.low = low, .high = high, .cudie = cudie};
-        }
+// MARK: Symbols
+
+static int swl_dw_leading_underscores(const char *name) {
+    int count = 0;
+    while (name[count] == '_') count++;
+    return count;
+}
+
+static int swl_dw_binding_rank(int binding) {
+    return binding == STB_GLOBAL ? 3 : binding == STB_WEAK ? 2 : 1;
+}
+
+typedef struct swl_dw_symbol_candidate {
+    swl_dw_symbol symbol;
+    int rank;
+} swl_dw_symbol_candidate;
+
+// Same address: the better name first. Global over weak over local, sized over sizeless, and
+// among aliases the one with fewer leading underscores (`malloc` over `__libc_malloc`).
+static int swl_dw_compare_symbols(const void *a, const void *b) {
+    const swl_dw_symbol_candidate *left = a, *right = b;
+    if (left->symbol.address != right->symbol.address) return left->symbol.address < right->symbol.address ? -1 : 1;
+    if (left->rank != right->rank) return left->rank > right->rank ? -1 : 1;
+    if ((left->symbol.size != 0) != (right->symbol.size != 0)) return left->symbol.size != 0 ? -1 : 1;
+    int lu = swl_dw_leading_underscores(left->symbol.name), ru = swl_dw_leading_underscores(right->symbol.name);
+    if (lu != ru) return lu < ru ? -1 : 1;
+    return strcmp(left->symbol.name, right->symbol.name);
+}
+
+static void swl_dw_build_symbols(swl_dw_module *module) {
+    module->symbols_built = true;
+    int total = dwfl_module_getsymtab(module->mod);  // .symtab, else .dynsym; from the debug file if stripped
+    if (total <= 1) return;
+    swl_dw_symbol_candidate *candidates = calloc((size_t)total, sizeof *candidates);
+    if (candidates == NULL) return;
+    size_t count = 0;
+    for (int i = 1; i < total; i++) {
+        GElf_Sym sym;
+        GElf_Addr address = 0;
+        GElf_Word shndx = 0;
+        Elf *elf = NULL;
+        Dwarf_Addr bias = 0;
+        const char *name = dwfl_module_getsym_info(module->mod, i, &sym, &address, &shndx, &elf, &bias);
+        if (name == NULL || name[0] == '\0' || shndx == SHN_UNDEF) continue;
+        int type = GELF_ST_TYPE(sym.st_info);
+        if (type != STT_FUNC && type != STT_GNU_IFUNC) continue;
+        candidates[count].symbol = (swl_dw_symbol){.address = address, .size = sym.st_size, .name = name};
+        candidates[count].rank = swl_dw_binding_rank(GELF_ST_BIND(sym.st_info));
+        count++;
     }
-done:
-    if (count > 1) qsort(ranges, count, sizeof *ranges, swl_dw_compare_ranges);
-    module->cu_ranges = ranges;
-    module->cu_range_count = count;
+    qsort(candidates, count, sizeof *candidates, swl_dw_compare_symbols);
+    swl_dw_symbol *symbols = malloc((count == 0 ? 1 : count) * sizeof *symbols);
+    if (symbols == NULL) {
+        free(candidates);
+        return;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (kept > 0 && symbols[kept - 1].address == candidates[i].symbol.address) continue;
+        symbols[kept++] = candidates[i].symbol;
+    }
+    free(candidates);
+    module->symbols = symbols;
+    module->symbol_count = kept;
 }
 
-// The compile unit covering `address` (a runtime address); *bias is set as dwfl_module_addrdie does.
-static Dwarf_Die *swl_dw_find_cu(swl_dw_module *module, Dwarf_Addr address, Dwarf_Addr *bias) {
-    Dwarf_Die *cudie = dwfl_module_addrdie(module->mod, address, bias);
-    if (cudie != NULL) return cudie;
-    if (!module->cu_ranges_built) swl_dw_build_cu_ranges(module);
-    if (module->cu_range_count == 0) return NULL;
-    if (dwfl_module_getdwarf(module->mod, bias) == NULL) return NULL;
-    Dwarf_Addr target = address - *bias;
-    // The last range starting at or below the target; ranges of different CUs rarely nest, so a
-    // short walk back covers the cases where they do.
-    size_t low = 0, high = module->cu_range_count;
+// The function symbol covering a runtime address, or NULL.
+static const char *swl_dw_symbol_at(swl_dw_module *module, Dwarf_Addr address) {
+    if (!module->symbols_built) swl_dw_build_symbols(module);
+    size_t low = 0, high = module->symbol_count;
     while (low < high) {
         size_t mid = low + (high - low) / 2;
-        if (module->cu_ranges[mid].low <= target) low = mid + 1; else high = mid;
+        if (module->symbols[mid].address <= address) low = mid + 1; else high = mid;
     }
-    for (size_t i = low, steps = 0; i > 0 && steps < 64; i--, steps++) {
-        swl_dw_cu_range *range = &module->cu_ranges[i - 1];
-        if (target >= range->low && target < range->high) return &range->cudie;
+    if (low == 0) return NULL;
+    const swl_dw_symbol *candidate = &module->symbols[low - 1];
+    // A sizeless symbol (hand-written assembly) reaches to the next symbol, as libdwfl has it.
+    if (candidate->size == 0 || address < candidate->address + candidate->size) return candidate->name;
+    // Rarely, a bigger symbol starting earlier encloses this one.
+    for (size_t i = low - 1, steps = 0; i > 0 && steps < 16; i--, steps++) {
+        const swl_dw_symbol *earlier = &module->symbols[i - 1];
+        if (earlier->size != 0 && address < earlier->address + earlier->size) return earlier->name;
     }
     return NULL;
 }
+
+// MARK: Compile units
+
+static void swl_dw_build_units(swl_dw_module *module) {
+    module->units_built = true;
+    module->dwarf = dwfl_module_getdwarf(module->mod, &module->dwarf_bias);
+    if (module->dwarf == NULL) return;
+    size_t capacity = 0;
+    Dwarf_CU *cu = NULL;
+    Dwarf_Die cudie;
+    uint8_t unit_type = 0;
+    while (dwarf_get_units(module->dwarf, cu, &cu, NULL, &unit_type, &cudie, NULL) == 0) {
+        if (unit_type == DW_UT_type || unit_type == DW_UT_split_type) continue;
+        if (!swl_dw_reserve((void **)&module->units, &capacity, module->unit_count, sizeof *module->units)) return;
+        module->units[module->unit_count++] = (swl_dw_unit){.offset = dwarf_dieoffset(&cudie), .cudie = cudie};
+    }
+}
+
+static swl_dw_unit *swl_dw_unit_at_offset(swl_dw_module *module, Dwarf_Off offset) {
+    size_t low = 0, high = module->unit_count;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        if (module->units[mid].offset < offset) low = mid + 1; else high = mid;
+    }
+    if (low < module->unit_count && module->units[low].offset == offset) return &module->units[low];
+    return NULL;
+}
+
+static int swl_dw_compare_unit_ranges(const void *a, const void *b) {
+    const swl_dw_unit_range *left = a, *right = b;
+    return left->low < right->low ? -1 : left->low > right->low ? 1 : 0;
+}
+
+static void swl_dw_build_unit_ranges(swl_dw_module *module) {
+    module->unit_ranges_built = true;
+    size_t capacity = 0;
+    for (size_t unit = 0; unit < module->unit_count; unit++) {
+        Dwarf_Addr base = 0, low = 0, high = 0;
+        ptrdiff_t offset = 0;
+        while ((offset = dwarf_ranges(&module->units[unit].cudie, offset, &base, &low, &high)) > 0) {
+            if (high <= low) continue;
+            if (!swl_dw_reserve((void **)&module->unit_ranges, &capacity, module->unit_range_count,
+                                sizeof *module->unit_ranges)) goto done;
+            module->unit_ranges[module->unit_range_count++] = (swl_dw_unit_range){.low = low, .high = high, .unit = unit};
+        }
+    }
+done:
+    if (module->unit_range_count > 1) {
+        qsort(module->unit_ranges, module->unit_range_count, sizeof *module->unit_ranges, swl_dw_compare_unit_ranges);
+    }
+}
+
+// The compile unit covering a DWARF address (runtime address minus dwarf_bias), or NULL.
+static swl_dw_unit *swl_dw_find_unit(swl_dw_module *module, Dwarf_Addr address) {
+    if (module->unit_count == 0) return NULL;
+    Dwarf_Addr bias = 0;
+    Dwarf_Die *cudie = dwfl_module_addrdie(module->mod, address + module->dwarf_bias, &bias);
+    if (cudie != NULL) return swl_dw_unit_at_offset(module, dwarf_dieoffset(cudie));
+    if (!module->unit_ranges_built) swl_dw_build_unit_ranges(module);
+    size_t low = 0, high = module->unit_range_count;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        if (module->unit_ranges[mid].low <= address) low = mid + 1; else high = mid;
+    }
+    // Ranges of different CUs rarely nest; a short walk back covers the cases where they do.
+    for (size_t i = low, steps = 0; i > 0 && steps < 64; i--, steps++) {
+        const swl_dw_unit_range *range = &module->unit_ranges[i - 1];
+        if (address >= range->low && address < range->high) return &module->units[range->unit];
+    }
+    return NULL;
+}
+
+// MARK: Functions of a compile unit
+
+static bool swl_dw_is_function(int tag) {
+    return tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine || tag == DW_TAG_entry_point;
+}
+
+// Type DIEs hold only declarations of member functions: no code to find below them.
+static bool swl_dw_is_type(int tag) {
+    return tag == DW_TAG_structure_type || tag == DW_TAG_class_type || tag == DW_TAG_union_type ||
+           tag == DW_TAG_enumeration_type || tag == DW_TAG_subroutine_type;
+}
+
+static void swl_dw_index_children(swl_dw_unit *unit, Dwarf_Die *parent_die, int32_t parent, int32_t depth) {
+    if (depth > 256) return;
+    Dwarf_Die die;
+    if (dwarf_child(parent_die, &die) != 0) return;
+    do {
+        int tag = dwarf_tag(&die);
+        int32_t enclosing = parent;
+        if (swl_dw_is_function(tag)) {
+            int32_t index = (int32_t)unit->function_count;
+            size_t first = unit->span_count;
+            Dwarf_Addr base = 0, low = 0, high = 0;
+            ptrdiff_t offset = 0;
+            while ((offset = dwarf_ranges(&die, offset, &base, &low, &high)) > 0) {
+                if (high <= low) continue;
+                if (!swl_dw_reserve((void **)&unit->spans, &unit->span_capacity, unit->span_count, sizeof *unit->spans)) return;
+                unit->spans[unit->span_count++] = (swl_dw_span){.low = low, .high = high, .function = index, .depth = depth};
+            }
+            if (unit->span_count > first) {
+                if (!swl_dw_reserve((void **)&unit->functions, &unit->function_capacity, unit->function_count,
+                                    sizeof *unit->functions)) {
+                    unit->span_count = first;
+                    return;
+                }
+                unit->functions[unit->function_count++] = (swl_dw_function){
+                    .die = die, .parent = parent, .depth = depth,
+                };
+                enclosing = index;
+            }
+        }
+        if (!swl_dw_is_type(tag) && dwarf_haschildren(&die)) {
+            swl_dw_index_children(unit, &die, enclosing, depth + 1);
+        }
+    } while (dwarf_siblingof(&die, &die) == 0);
+}
+
+static int swl_dw_compare_spans(const void *a, const void *b) {
+    const swl_dw_span *left = a, *right = b;
+    if (left->low != right->low) return left->low < right->low ? -1 : 1;
+    return left->depth < right->depth ? -1 : left->depth > right->depth ? 1 : 0;
+}
+
+static void swl_dw_index_unit(swl_dw_unit *unit) {
+    unit->indexed = true;
+    swl_dw_index_children(unit, &unit->cudie, -1, 0);
+    if (unit->span_count > 1) qsort(unit->spans, unit->span_count, sizeof *unit->spans, swl_dw_compare_spans);
+}
+
+static bool swl_dw_function_contains(swl_dw_unit *unit, int32_t index, Dwarf_Addr address) {
+    return dwarf_haspc(&unit->functions[index].die, address) == 1;
+}
+
+// The innermost function or inlined instance containing a DWARF address: -1 for none.
+// Among properly nested ranges, every range starting between the innermost container's start and
+// the address lies inside that container, so walking up from the last range starting at or before
+// the address finds it.
+static int32_t swl_dw_innermost_function(swl_dw_unit *unit, Dwarf_Addr address) {
+    if (!unit->indexed) swl_dw_index_unit(unit);
+    size_t low = 0, high = unit->span_count;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        if (unit->spans[mid].low <= address) low = mid + 1; else high = mid;
+    }
+    if (low == 0) return -1;
+    const swl_dw_span *span = &unit->spans[low - 1];
+    if (address < span->high) return span->function;
+    for (int32_t index = unit->functions[span->function].parent; index >= 0; index = unit->functions[index].parent) {
+        if (swl_dw_function_contains(unit, index, address)) return index;
+    }
+    return -1;
+}
+
+// MARK: Lookup
 
 // The name to show for a subprogram or inlined-subroutine DIE: its linkage (mangled) name when it
 // has one, following DW_AT_abstract_origin and DW_AT_specification, else its plain name.
@@ -183,58 +430,39 @@ static const char *swl_dw_die_name(Dwarf_Die *die) {
     return name;
 }
 
-static bool swl_dw_is_function(int tag) {
-    return tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine || tag == DW_TAG_entry_point;
-}
-
 int swl_dw_lookup(swl_dw_module *module, uint64_t address, swl_dw_frame *frames, int capacity) {
     if (module == NULL || frames == NULL || capacity <= 0) return 0;
-    Dwfl_Module *mod = module->mod;
 
     // The ELF symbol (.symtab, else .dynsym; from the debug file when the binary is stripped).
-    GElf_Sym sym;
-    GElf_Off offset = 0;
-    const char *symbol = dwfl_module_addrinfo(mod, (GElf_Addr)address, &offset, &sym, NULL, NULL, NULL);
-    if (symbol != NULL && symbol[0] == '\0') symbol = NULL;
+    const char *symbol = swl_dw_symbol_at(module, (Dwarf_Addr)address);
 
     const char *file = NULL;
-    int line = 0;
-    Dwarf_Addr bias = 0;
-    Dwarf_Die *cudie = swl_dw_find_cu(module, (Dwarf_Addr)address, &bias);
     const char *comp_dir = NULL;
+    int line = 0;
     int count = 0;
-    if (cudie != NULL) {
+    if (!module->units_built) swl_dw_build_units(module);  // sets dwarf_bias
+    swl_dw_unit *unit = swl_dw_find_unit(module, (Dwarf_Addr)address - module->dwarf_bias);
+    if (unit != NULL) {
+        Dwarf_Addr pc = (Dwarf_Addr)address - module->dwarf_bias;
         Dwarf_Attribute attr;
-        comp_dir = dwarf_formstring(dwarf_attr(cudie, DW_AT_comp_dir, &attr));
+        comp_dir = dwarf_formstring(dwarf_attr(&unit->cudie, DW_AT_comp_dir, &attr));
 
         // The line table row of the innermost code at the address.
-        Dwarf_Line *row = dwarf_getsrc_die(cudie, (Dwarf_Addr)address - bias);
+        Dwarf_Line *row = dwarf_getsrc_die(&unit->cudie, pc);
         if (row != NULL) {
             file = dwarf_linesrc(row, NULL, NULL);
             if (dwarf_lineno(row, &line) != 0) line = 0;
         }
-
-        Dwarf_Die *scopes = NULL;
-        int nscopes = dwarf_getscopes(cudie, (Dwarf_Addr)address - bias, &scopes);
-        if (nscopes > 0) {
-            // dwarf_getscopes continues into the abstract definition once it reaches an inlined
-            // instance; the chain of concrete parents of the innermost scope is what we need.
-            Dwarf_Die innermost = scopes[0];
-            free(scopes);
-            scopes = NULL;
-            nscopes = dwarf_getscopes_die(&innermost, &scopes);
-        }
         Dwarf_Files *files = NULL;
         size_t nfiles = 0;
-        if (dwarf_getsrcfiles(cudie, &files, &nfiles) != 0) {
+        if (dwarf_getsrcfiles(&unit->cudie, &files, &nfiles) != 0) {
             files = NULL;
             nfiles = 0;
         }
-        for (int i = 0; i < nscopes && count < capacity; i++) {
-            Dwarf_Die *die = &scopes[i];
-            int tag = dwarf_tag(die);
-            if (!swl_dw_is_function(tag)) continue;
-            if (tag == DW_TAG_inlined_subroutine) {
+        for (int32_t index = swl_dw_innermost_function(unit, pc); index >= 0 && count < capacity;
+             index = unit->functions[index].parent) {
+            Dwarf_Die *die = &unit->functions[index].die;
+            if (dwarf_tag(die) == DW_TAG_inlined_subroutine) {
                 frames[count++] = (swl_dw_frame){
                     .name = swl_dw_die_name(die), .file = file, .comp_dir = comp_dir,
                     .line = line, .inlined = 1,
@@ -260,7 +488,6 @@ int swl_dw_lookup(swl_dw_module *module, uint64_t address, swl_dw_frame *frames,
                 break;
             }
         }
-        free(scopes);
         if (count > 0 && frames[count - 1].inlined) {
             // No enclosing subprogram DIE (or capacity exhausted): close the chain with the symbol.
             if (count < capacity) {

@@ -217,6 +217,7 @@ private struct State {
             var name = raw.name.map { String(cString: $0) }
             if demangle, let mangled = name { name = Demangler.demangle(mangled) }
             var path = raw.file.map { String(cString: $0) }
+            if let file = path, file.hasSuffix("<compiler-generated>") { path = nil }  // Swift thunks
             if let relative = path, !relative.hasPrefix("/"), let compDir = raw.comp_dir.map({ String(cString: $0) }),
                compDir.hasPrefix("/") {
                 // A relative comp dir (distributions build with -fdebug-prefix-map=…=.) is
