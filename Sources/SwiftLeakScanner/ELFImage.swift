@@ -15,6 +15,13 @@ public struct ELFImage: Sendable {
     public var segments: [ELFSegment]
     public var sections: [ELFSection]
 
+    public init(fileType: UInt16, machine: UInt16, segments: [ELFSegment], sections: [ELFSection]) {
+        self.fileType = fileType
+        self.machine = machine
+        self.segments = segments
+        self.sections = sections
+    }
+
     /// Why an ELF file could not be used.
     public struct Error: Swift.Error, Hashable, Sendable, CustomStringConvertible {
         public var path: String
@@ -133,8 +140,11 @@ public struct ELFImage: Sendable {
 
     /// The load bias of this image in a process where `mapping` (a mapping of this file) is mapped:
     /// runtime address = link-time virtual address + bias. Found from the `PT_LOAD` segment that
-    /// contains the mapping's file offset (page-aligned), preferring a writable one.
+    /// contains the mapping's file offset (page-aligned), preferring a writable one. Nil for a
+    /// `---p` mapping: the dynamic linker leaves the gap between segments mapped from the file with
+    /// no access, at a file offset that continues the previous mapping's and belongs to no segment.
     public func loadBias(for mapping: MemoryMapping) -> UInt64? {
+        guard mapping.perms.first != "-" || mapping.isWritable || mapping.isExecutable else { return nil }
         let loads = segments.filter { $0.type == ELFSegment.typeLoad }
         let containing = loads.filter { segment in
             let pageStart = segment.offset & ~4095
@@ -158,6 +168,17 @@ public struct ELFSegment: Hashable, Sendable {
     public var memorySize: UInt64
     public var alignment: UInt64
 
+    public init(type: UInt32, flags: UInt32, offset: UInt64, virtualAddress: UInt64, fileSize: UInt64,
+                memorySize: UInt64, alignment: UInt64 = 0x1000) {
+        self.type = type
+        self.flags = flags
+        self.offset = offset
+        self.virtualAddress = virtualAddress
+        self.fileSize = fileSize
+        self.memorySize = memorySize
+        self.alignment = alignment
+    }
+
     public var isWritable: Bool { flags & 2 != 0 }
 }
 
@@ -177,6 +198,17 @@ public struct ELFSection: Hashable, Sendable {
     public var offset: UInt64
     public var size: UInt64
     public var alignment: UInt64
+
+    public init(name: String, type: UInt32 = 1, flags: UInt64, address: UInt64, offset: UInt64, size: UInt64,
+                alignment: UInt64 = 8) {
+        self.name = name
+        self.type = type
+        self.flags = flags
+        self.address = address
+        self.offset = offset
+        self.size = size
+        self.alignment = alignment
+    }
 
     /// Sections whose contents are only relative offsets, strings, unwind tables or other
     /// position-independent data, even when the linker placed them in a writable segment. Read as

@@ -209,8 +209,8 @@ public struct RootSetBuilder {
             return "swiftleak's own memory (\(prefix))"
         }
         if !mapping.isReadable { return "not readable" }
-        if !mapping.isWritable { return "read-only" }
         if mapping.isExecutable { return "executable" }
+        if !mapping.isWritable { return "read-only" }
         if mapping.path == "[heap]" { return "the brk heap" }
         if mapping.path == "[stack]" { return "main stack without a thread in it" }
         if mapping.path.hasPrefix("[") && !mapping.isAnonymous { return "kernel pseudo-mapping \(mapping.path)" }
