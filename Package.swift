@@ -73,7 +73,7 @@ let package = Package(
             name: "SwiftLeakSession",
             dependencies: [
                 "SwiftLeakCore", "SwiftLeakTracer", "SwiftLeakRecorder", "SwiftLeakScanner",
-                "SwiftLeakSymbolizer", "SwiftLeakReports",
+                "SwiftLeakSymbolizer", "SwiftLeakReports", "CSwiftLeakSys",
             ]
         ),
         .executableTarget(

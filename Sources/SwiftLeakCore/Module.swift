@@ -51,9 +51,12 @@ public struct SymbolizedFrame: Hashable, Sendable, Codable {
     /// Set when the file on disk is not the one that was loaded (build ids differ): the names would
     /// be wrong, so none are given.
     public var note: String?
+    /// The address relative to its module's load bias (what addr2line takes), for frames the
+    /// symbolizer could not name.
+    public var moduleOffset: UInt64?
 
     public init(ip: UInt64, function: String? = nil, file: String? = nil, line: Int? = nil,
-                object: String? = nil, inlined: Bool = false, note: String? = nil) {
+                object: String? = nil, inlined: Bool = false, note: String? = nil, moduleOffset: UInt64? = nil) {
         self.ip = ip
         self.function = function
         self.file = file
@@ -61,5 +64,6 @@ public struct SymbolizedFrame: Hashable, Sendable, Codable {
         self.object = object
         self.inlined = inlined
         self.note = note
+        self.moduleOffset = moduleOffset
     }
 }

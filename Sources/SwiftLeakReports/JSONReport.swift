@@ -62,6 +62,7 @@ public enum JSONReport {
         parts.append("\"object\": \(frame.object.map(quote) ?? "null")")
         parts.append("\"inlined\": \(frame.inlined)")
         if let note = frame.note { parts.append("\"note\": \(quote(note))") }
+        if let offset = frame.moduleOffset { parts.append("\"module_offset\": \(quote("0x" + String(offset, radix: 16)))") }
         return "{" + parts.joined(separator: ", ") + "}"
     }
 

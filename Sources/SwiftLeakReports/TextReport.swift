@@ -103,7 +103,7 @@ public enum TextReport {
             let base = file.split(separator: "/").last.map(String.init) ?? file
             text += " (" + base + (frame.line.map { ":\($0)" } ?? "") + ")"
         } else if let object = frame.object {
-            text += " (in " + object + ")"
+            text += " (in " + object + (frame.moduleOffset.map { "+0x" + String($0, radix: 16) } ?? "") + ")"
         }
         if let note = frame.note { text += " [" + note + "]" }
         return text

@@ -1,12 +1,14 @@
 import SwiftLeakCore
 import SwiftLeakRecorder
 import SwiftLeakReports
+import SwiftLeakSymbolizer
 import SwiftLeakTracer
 
 /// Turns the recorder's live blocks (and the exit scan's verdicts) into loss records.
 struct ReportBuilder {
     var options: ReportOptions
     var ring: EventRing
+    var symbolizer: Symbolizer
 
     func build(base: ProcessReport, table: LiveBlockTable, stats: RecorderStatistics,
                modules: [ModuleSpan], exitStop: ExitStop?) -> ProcessReport {
@@ -50,14 +52,21 @@ struct ReportBuilder {
             group.indirect += indirectCharged[index]
             groups[key] = group
         }
-        let resolver = FrameResolver(modules: modules)
+        let resolver = FrameResolver(modules: modules, symbolizer: symbolizer)
         report.lossRecords = groups.map { key, group in
             LossRecord(kind: key.kind, bytes: group.bytes, blocks: group.blocks, indirectBytes: group.indirect,
                        function: key.function,
-                       stack: key.frames.flatMap { resolver.frames(for: $0, generation: group.generation) })
+                       stack: Self.cutBelowMain(key.frames.flatMap { resolver.frames(for: $0, generation: group.generation) }))
         }
         report.lossRecords.sort(by: Self.valgrindOrder)
         return report
+    }
+
+    /// Frames below `main` (the C library's start-up code) say nothing about a leak: Valgrind
+    /// stops its stacks at main too.
+    static func cutBelowMain(_ frames: [SymbolizedFrame]) -> [SymbolizedFrame] {
+        guard let main = frames.firstIndex(where: { $0.function == "main" && !$0.inlined }) else { return frames }
+        return Array(frames[...main])
     }
 
     /// Valgrind's order: by total bytes (direct + indirect) ascending, then by blocks, then kind.
@@ -70,15 +79,21 @@ struct ReportBuilder {
     }
 }
 
-/// Frames as `module+offset` (symbol names come from the symbolizer).
+/// Symbolizes the captured return addresses of a stack against the module map of its time.
 struct FrameResolver {
     var modules: [ModuleSpan]
+    var symbolizer: Symbolizer
 
     func frames(for ip: UInt64, generation: UInt8) -> [SymbolizedFrame] {
-        guard let module = modules.module(containing: ip, generation: generation) else {
-            return [SymbolizedFrame(ip: ip)]
+        let module = modules.module(containing: ip, generation: generation)
+        // Every captured address is a return address: the line wanted is the call's, at ip - 1.
+        var frames = symbolizer.symbolize(ip, in: module, isReturnAddress: true)
+        if let module {
+            for index in frames.indices where frames[index].function == nil {
+                frames[index].moduleOffset = ip &- module.loadBias
+                frames[index].object = module.path
+            }
         }
-        let offset = ip &- module.loadBias
-        return [SymbolizedFrame(ip: ip, function: "\(module.fileName)+0x\(String(offset, radix: 16))", object: module.path)]
+        return frames
     }
 }

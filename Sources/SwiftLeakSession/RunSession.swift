@@ -2,6 +2,7 @@ import CSwiftLeakSys
 import Glibc
 import SwiftLeakCore
 import SwiftLeakRecorder
+import SwiftLeakSymbolizer
 import SwiftLeakReports
 import SwiftLeakTracer
 
@@ -13,6 +14,8 @@ public struct RunConfiguration: Sendable {
     /// Path of libswiftleak_preload.so; nil: look next to the swiftleak executable.
     public var preloadLibrary: String?
     public var ring = EventRing.Configuration()
+    /// Demangle C++, Swift and Rust names (Valgrind's --demangle).
+    public var demangle = true
 
     public init(program: String, arguments: [String]) {
         self.program = program
@@ -65,7 +68,8 @@ public enum RunSession {
         recorder.start()
         let tracer = Tracer(pid: pid)
         var report = ProcessReport(pid: pid, ppid: getpid(), command: [configuration.program] + configuration.arguments)
-        let builder = ReportBuilder(options: configuration.report, ring: ring)
+        let builder = ReportBuilder(options: configuration.report, ring: ring,
+                                    symbolizer: Symbolizer(demangle: configuration.demangle))
         let exit = tracer.run { stop in
             // The process is frozen with its memory intact: drain what it published, then judge.
             recorder.drainAll(processStopped: true)

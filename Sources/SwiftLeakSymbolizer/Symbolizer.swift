@@ -215,6 +215,11 @@ private struct State {
         for index in 0..<count {
             let raw = scratch[index]
             var name = raw.name.map { String(cString: $0) }
+            // Symbol versions (`__libc_start_main@@GLIBC_2.34`) are the linker's business; Valgrind
+            // and suppression files use the bare name.
+            if let versioned = name, let at = versioned.firstIndex(of: "@"), at != versioned.startIndex {
+                name = String(versioned[..<at])
+            }
             if demangle, let mangled = name { name = Demangler.demangle(mangled) }
             var path = raw.file.map { String(cString: $0) }
             if let file = path, file.hasSuffix("<compiler-generated>") { path = nil }  // Swift thunks

@@ -35,6 +35,9 @@ struct LeakReportOptions: ParsableArguments {
     @Option(name: .customLong("num-callers"), help: "Frames shown per stack (default 12).")
     var numCallers: Int = 12
 
+    @Option(name: .customLong("demangle"), help: "yes (default) or no: show C++, Swift and Rust names as the symbol table spells them.")
+    var demangle: String = "yes"
+
     @Option(name: .customLong("json"), help: "Also write the report as JSON to this file.")
     var jsonFile: String?
 
@@ -50,6 +53,9 @@ struct LeakReportOptions: ParsableArguments {
         }
         guard LeakKindSet(parsing: errorsForLeakKinds) != nil else {
             throw ValidationError("--errors-for-leak-kinds: expected all, none or a list of definite,indirect,possible,reachable; got '\(errorsForLeakKinds)'")
+        }
+        guard ["yes", "no"].contains(demangle) else {
+            throw ValidationError("--demangle must be yes or no, not '\(demangle)'")
         }
         guard (1...500).contains(numCallers) else {
             throw ValidationError("--num-callers must be between 1 and 500")
@@ -99,6 +105,7 @@ extension SwiftLeakCommand {
         func run() throws {
             var configuration = RunConfiguration(program: command[0], arguments: Array(command.dropFirst()))
             configuration.report = report.reportOptions
+            configuration.demangle = report.demangle == "yes"
             configuration.ring.maxFrames = UInt32(min(128, report.numCallers + 8))
 
             let output: ReportOutput

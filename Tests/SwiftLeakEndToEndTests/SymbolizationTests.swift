@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+/// Frames in real reports: function, file and line of the allocating code, through the whole tool.
+@Suite("Symbolized stacks")
+struct SymbolizationTests {
+    /// The line of `// @<tag> <name>` in a test program.
+    static func line(of tag: String, in source: String) throws -> Int {
+        let text = try String(contentsOf: Harness.testPrograms.appendingPathComponent(source), encoding: .utf8)
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+        where line.contains("// @" + tag) {
+            return index + 1
+        }
+        throw HarnessError("no marker \(tag) in \(source)")
+    }
+
+    /// Whether some loss record has, somewhere in its stack, `function` at `file`:`line`.
+    static func hasFrame(_ report: Report, function: String, file: String, line: Int) -> Bool {
+        report.lossRecords.contains { record in
+            record.stack.contains { $0.function == function && $0.file?.hasSuffix("/" + file) == true && $0.line == line }
+        }
+    }
+
+    static func describe(_ report: Report) -> String {
+        report.lossRecords.map { record in
+            record.function + ": " + record.stack.map { "\($0.function ?? "???") \($0.file ?? "-"):\($0.line ?? 0)" }.joined(separator: " <- ")
+        }.joined(separator: "\n")
+    }
+
+    @Test("C: the allocating line and its caller")
+    func cFrames() throws {
+        let program = try Harness.build("stacks/c_site.c")
+        let (_, maybeReport) = try Harness.swiftleak(program)
+        let report = try #require(maybeReport)
+        let record = try #require(report.lossRecords.first { $0.bytes == 41 })
+        #expect(record.function == "malloc")
+        #expect(record.stack.count >= 4)
+        #expect(record.stack[1].function == "leaky_site")
+        #expect(record.stack[1].file?.hasSuffix("stacks/c_site.c") == true)
+        #expect(record.stack[1].line == (try Self.line(of: "alloc leaky_site", in: "stacks/c_site.c")))
+        #expect(record.stack[2].function == "caller_of_site")
+        #expect(record.stack[2].line == (try Self.line(of: "call caller_of_site", in: "stacks/c_site.c")))
+        #expect(record.stack[3].function == "main")
+        #expect(record.stack.count == 4, "frames below main are cut, as in Valgrind")
+    }
+
+    @Test("C++: demangled names with templates")
+    func cxxFrames() throws {
+        let source = "stacks/cxx_templates.cpp"
+        let program = try Harness.build(source)
+        let (_, maybeReport) = try Harness.swiftleak(program)
+        let report = try #require(maybeReport)
+        #expect(Self.hasFrame(report, function: "shapes::Factory<std::vector<int, std::allocator<int> > >::make()",
+                              file: "cxx_templates.cpp", line: try Self.line(of: "alloc Factory::make", in: source)),
+                "\(Self.describe(report))")
+        #expect(Self.hasFrame(report, function: "double* make_array<double>(unsigned long)",
+                              file: "cxx_templates.cpp", line: try Self.line(of: "alloc make_array", in: source)),
+                "\(Self.describe(report))")
+        let arrays = report.lossRecords.filter { $0.function == "operator new[](unsigned long)" }
+        #expect(arrays.map(\.bytes) == [72])
+    }
+
+    @Test("-O2: an inlined function and the function it was inlined into both appear")
+    func inlinedFrames() throws {
+        let source = "stacks/inline_o2.c"
+        let program = try Harness.build(source, flags: ["-O2", "-g"])
+        let (_, maybeReport) = try Harness.swiftleak(program)
+        let report = try #require(maybeReport)
+        let record = try #require(report.lossRecords.first { $0.bytes == 33 }, "\(Self.describe(report))")
+        #expect(record.stack[1].function == "inner_alloc")
+        #expect(record.stack[1].inlined)
+        #expect(record.stack[1].line == (try Self.line(of: "alloc inner_alloc", in: source)))
+        #expect(record.stack[2].function == "outer_alloc")
+        #expect(!record.stack[2].inlined)
+        #expect(record.stack[2].line == (try Self.line(of: "call outer_alloc", in: source)))
+        #expect(record.stack[1].ip == record.stack[2].ip, "inlined frames share the address")
+    }
+
+    @Test("a frame in a library dlclose'd before exit still resolves")
+    func unloadedLibrary() throws {
+        let plugin = Harness.workDirectory.appendingPathComponent("libplugin.so").path
+        let build = try Harness.run(["/usr/bin/env", "cc", "-O0", "-g", "-shared", "-fPIC", "-o", plugin,
+                                     Harness.testPrograms.appendingPathComponent("stacks/plugin.c").path])
+        #expect(build.status == 0, "\(build.stderr)")
+        let program = try Harness.build("stacks/main_dlopen.c")
+        let (result, maybeReport) = try Harness.swiftleak(program, [plugin])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(maybeReport)
+        let record = try #require(report.lossRecords.first { $0.bytes == 48 }, "\(Self.describe(report))")
+        #expect(record.stack[1].function == "plugin_alloc")
+        #expect(record.stack[1].object == plugin)
+        #expect(record.stack[1].line == (try Self.line(of: "alloc plugin_alloc", in: "stacks/plugin.c")))
+        #expect(record.stack[2].function == "main")
+    }
+
+    @Test("Swift: demangled names of the allocating functions")
+    func swiftFrames() throws {
+        let source = Harness.testPrograms.appendingPathComponent("stacks/swift_objects.swift").path
+        let program = Harness.workDirectory.appendingPathComponent("swift_objects").path
+        let build = try Harness.run(["/usr/bin/env", "swiftc", "-Onone", "-g", "-module-name", "swift_objects", "-o", program, source])
+        #expect(build.status == 0, "\(build.stderr)")
+        let (result, maybeReport) = try Harness.swiftleak(program)
+        #expect(result.status == 0)
+        let report = try #require(maybeReport)
+        let line = try Self.line(of: "alloc makeCycle", in: "stacks/swift_objects.swift")
+        #expect(Self.hasFrame(report, function: "swift_objects.makeCycle() -> ()", file: "swift_objects.swift", line: line),
+                "\(Self.describe(report))")
+        #expect(report.lossRecords.contains { $0.stack.contains { $0.function == "swift_allocObject" } })
+        #expect(report.lossRecords.contains { $0.stack.contains { $0.function?.hasPrefix("swift_objects.Node.__allocating_init()") == true } })
+    }
+}
