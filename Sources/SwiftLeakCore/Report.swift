@@ -32,6 +32,12 @@ public struct LossRecord: Sendable {
     /// The name of the suppression that matched, if any.
     public var suppressedBy: String?
 
+    /// Index in `stack` of the first frame of the program's own code: past the Swift runtime's
+    /// allocation plumbing (swift_slowAlloc, swift_allocObject, …), which stays in the stack.
+    public var firstUserFrame: Int? {
+        stack.firstIndex { !SwiftRuntime.isAllocationPlumbing($0) }
+    }
+
     public init(kind: LeakKind, bytes: UInt64, blocks: UInt64, indirectBytes: UInt64,
                 function: AllocationFunction, stack: [SymbolizedFrame], suppressedBy: String? = nil) {
         self.kind = kind
@@ -78,4 +84,18 @@ public struct ProcessReport: Sendable {
     }
 
     public func total(_ kind: LeakKind) -> ByteCount { summary[kind] ?? ByteCount() }
+}
+
+/// Knows which frames belong to the Swift runtime's allocation path.
+public enum SwiftRuntime {
+    static let libraryNames: [String] = [
+        "libswiftCore.so", "libswiftSwiftOnoneSupport.so", "libswift_Concurrency.so",
+        "libswift_StringProcessing.so", "libswift_RegexParser.so", "libswiftRemoteMirror.so",
+    ]
+
+    public static func isAllocationPlumbing(_ frame: SymbolizedFrame) -> Bool {
+        guard let object = frame.object else { return false }
+        let file = object.split(separator: "/").last.map(String.init) ?? object
+        return libraryNames.contains(file)
+    }
 }

@@ -51,6 +51,8 @@ public enum JSONReport {
         return "{\"kind\": \"\(record.kind.rawValue)\", \"bytes\": \(record.bytes), \"blocks\": \(record.blocks), "
             + "\"indirect_bytes\": \(record.indirectBytes), \"function\": \(quote(record.function.displayName)), "
             + "\"stack\": [" + frames.joined(separator: ", ") + "], "
+            // Counted in `stack` above, whose frame 0 is the allocation function.
+            + "\"first_user_frame\": \(record.firstUserFrame.map { String($0 + 1) } ?? "null"), "
             + "\"suppressed_by\": \(record.suppressedBy.map(quote) ?? "null")}"
     }
 

@@ -135,6 +135,7 @@ struct Report {
         var indirectBytes: Int
         var function: String
         var stack: [Frame]
+        var firstUserFrame: Int?
     }
     var pid: Int
     var exit: [String: Int]
@@ -174,7 +175,8 @@ struct Report {
                     Frame(ip: frame["ip"] as? String ?? "", function: frame["function"] as? String,
                           file: frame["file"] as? String, line: frame["line"] as? Int,
                           object: frame["object"] as? String, inlined: frame["inlined"] as? Bool ?? false)
-                })
+                },
+                firstUserFrame: record["first_user_frame"] as? Int)
         }
     }
 
