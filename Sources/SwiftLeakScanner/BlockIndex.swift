@@ -13,18 +13,28 @@
 /// finds them.
 final class BlockIndex {
     let count: Int
+    /// Every other word of one array: a block's start and end share a cache line, which halves
+    /// the cache misses of a lookup when marking visits blocks in random order.
+    struct Column {
+        let base: UnsafeMutablePointer<UInt64>
+        @inline(__always) subscript(_ i: Int) -> UInt64 {
+            get { base[i &<< 1] }
+            nonmutating set { base[i &<< 1] = newValue }
+        }
+    }
+    private let bounds: UnsafeMutablePointer<UInt64>
     /// Block starts, sorted.
-    let starts: UnsafeMutablePointer<UInt64>
+    let starts: Column
     /// Block ends (start + size, or start + 1 for a zero-size block), sorted as well.
-    let ends: UnsafeMutablePointer<UInt64>
+    let ends: Column
     let minStart: UInt64
     /// `maxEnd - minStart`: a word `w` can point into a block only if `w &- minStart < span`.
     let span: UInt64
     let granuleShift: UInt64
 
-    private let segmentCount: Int
-    private let segmentStarts: UnsafeMutablePointer<UInt64>
-    private let segmentEnds: UnsafeMutablePointer<UInt64>
+    let segmentCount: Int
+    let segmentStarts: UnsafeMutablePointer<UInt64>
+    let segmentEnds: UnsafeMutablePointer<UInt64>
     /// Offset of each segment's first entry in `table`.
     private let segmentTableOffsets: UnsafeMutablePointer<Int>
     /// Per granule, the first block index whose end is above the granule start; each segment has one
@@ -37,8 +47,9 @@ final class BlockIndex {
     init(_ blocks: [ScanBlock]) {
         precondition(blocks.count < Int(Int32.max), "too many blocks for 32-bit indices")
         count = blocks.count
-        starts = .allocate(capacity: max(count, 1))
-        ends = .allocate(capacity: max(count, 1))
+        bounds = .allocate(capacity: 2 * max(count, 1))
+        starts = Column(base: bounds)
+        ends = Column(base: bounds + 1)
         var previousEnd: UInt64 = 0
         for (index, block) in blocks.enumerated() {
             let end = block.address &+ max(block.size, 1)
@@ -93,8 +104,7 @@ final class BlockIndex {
     }
 
     deinit {
-        starts.deallocate()
-        ends.deallocate()
+        bounds.deallocate()
         segmentStarts.deallocate()
         segmentEnds.deallocate()
         segmentTableOffsets.deallocate()
@@ -102,7 +112,7 @@ final class BlockIndex {
     }
 
     /// The table size (entries including one sentinel per segment) and segment count for a shift.
-    private static func tableSize(starts: UnsafeMutablePointer<UInt64>, ends: UnsafeMutablePointer<UInt64>,
+    private static func tableSize(starts: Column, ends: Column,
                                   count: Int, shift: UInt64) -> (entries: Int, segments: Int) {
         let gapLimit = UInt64(64) << shift
         var entries = 0
@@ -116,6 +126,19 @@ final class BlockIndex {
             first = last + 1
         }
         return (entries, segments)
+    }
+
+    /// The segment holding `address`, or -1.
+    @inline(__always)
+    func segment(containing address: UInt64) -> Int {
+        if address &- minStart >= span { return -1 }
+        var lo = 0
+        var hi = segmentCount
+        while hi - lo > 1 {
+            let mid = (lo + hi) >> 1
+            if segmentStarts[mid] <= address { lo = mid } else { hi = mid }
+        }
+        return address < segmentEnds[lo] ? lo : -1
     }
 
     /// The index of the block `pointer` points at or into, or -1.

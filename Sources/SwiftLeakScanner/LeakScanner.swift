@@ -32,8 +32,11 @@ public enum LeakScanner {
         public var readChunkSize: Int = 1 << 20
         /// Block contents are read through a cache of windows of this many bytes (a power of two).
         public var blockWindowSize: Int = 1 << 16
-        /// Total size of that cache (a power-of-two multiple of the window size).
-        public var blockCacheSize: Int = 1 << 24
+        /// The most memory that cache may use. It is sized to hold every window that contains a
+        /// block, so that each is read once whatever order the marking visits blocks in; only when
+        /// the heap is larger than this do windows compete for slots (and a heap traversed in random
+        /// order is read more than once). Untouched slots cost no memory.
+        public var blockCacheLimit: Int = 1 << 30
 
         public init() {}
     }
@@ -93,8 +96,12 @@ private enum BlockState {
 }
 
 /// The mutable state of one scan. Raw storage, owned here, freed in deinit.
-private final class ScanEngine<Reader: ProcessMemoryReader> {
-    let memory: Reader
+///
+/// Not generic over the reader on purpose: a generic class used from another module runs
+/// unspecialized, with every stored-property access going through runtime metadata in the hot
+/// loops. Reads are few and large, so one dynamic call per read costs nothing.
+private final class ScanEngine {
+    let memory: any ProcessMemoryReader
     let configuration: LeakScanner.Configuration
     let index: BlockIndex
     let count: Int
@@ -135,6 +142,10 @@ private final class ScanEngine<Reader: ProcessMemoryReader> {
     let windowShift: Int
     let windowSize: Int
     let cacheSlots: Int
+    /// Per block-index segment, the first slot number of its windows: the windows of the heap are
+    /// numbered consecutively, so that they get distinct slots whenever they all fit.
+    let segmentWindowBase: [Int]
+    let segmentFirstWindow: [UInt64]
     let cache: UnsafeMutableRawPointer
     let cacheTags: UnsafeMutablePointer<UInt64>       // window number + 1; 0 = empty
     let cacheValidFrom: UnsafeMutablePointer<Int32>   // readable bytes [from, to) of the window
@@ -144,7 +155,7 @@ private final class ScanEngine<Reader: ProcessMemoryReader> {
     let fileMappings: [MemoryMapping]
     var vtableMemo: [UInt64: Bool] = [:]
 
-    init(blocks: [ScanBlock], memory: Reader, configuration: LeakScanner.Configuration) {
+    init(blocks: [ScanBlock], memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
         self.memory = memory
         self.configuration = configuration
         index = BlockIndex(blocks)
@@ -168,8 +179,22 @@ private final class ScanEngine<Reader: ProcessMemoryReader> {
         windowShift = shift
         windowSize = 1 << shift
         blockScratch = .allocate(byteCount: windowSize >> 2, alignment: 16)
-        var slots = 1
-        while slots * windowSize < configuration.blockCacheSize { slots <<= 1 }
+        var bases: [Int] = []
+        var firstWindows: [UInt64] = []
+        var heapWindows = 0
+        for segment in 0..<index.segmentCount {
+            let first = index.segmentStarts[segment] >> UInt64(shift)
+            let last = (index.segmentEnds[segment] - 1) >> UInt64(shift)
+            bases.append(heapWindows)
+            firstWindows.append(first)
+            heapWindows += Int(last - first + 1)
+        }
+        segmentWindowBase = bases
+        segmentFirstWindow = firstWindows
+        // Room for every heap window plus some for other memory (vtables read by a heuristic).
+        let maxSlots = max(configuration.blockCacheLimit >> shift, 16)
+        var slots = 16
+        while slots < heapWindows + 64 && slots < maxSlots { slots <<= 1 }
         cacheSlots = slots
         cache = .allocate(byteCount: slots * windowSize, alignment: 16)
         cacheTags = .allocate(capacity: slots)
@@ -245,7 +270,10 @@ private final class ScanEngine<Reader: ProcessMemoryReader> {
     func cachedContents(_ start: UInt64, _ size: UInt64) -> UnsafeRawPointer? {
         let window = start >> UInt64(windowShift)
         guard size <= UInt64(windowSize >> 2), (start &+ size &- 1) >> UInt64(windowShift) == window else { return nil }
-        let slot = Int(window) & (cacheSlots - 1)
+        let segment = index.segment(containing: start)
+        let slot = segment >= 0
+            ? (segmentWindowBase[segment] + Int(window - segmentFirstWindow[segment])) & (cacheSlots - 1)
+            : Int(truncatingIfNeeded: (window &* 0x9E37_79B9_7F4A_7C15) >> 40) & (cacheSlots - 1)
         let slotBase = cache + slot << windowShift
         let windowStart = window << UInt64(windowShift)
         if cacheTags[slot] != window &+ 1 {

@@ -11,6 +11,9 @@ public struct LinkedListScanBenchmark {
         case lostDescending
         /// Each block points to the next higher one, nothing points at the head (the lowest).
         case lostAscending
+        /// The blocks are linked in a pseudo-random order (a list whose nodes were allocated out
+        /// of order); a root points at the head. Worst case for memory locality.
+        case reachableShuffled
     }
 
     public let blocks: [ScanBlock]
@@ -33,20 +36,22 @@ public struct LinkedListScanBenchmark {
         let memory = InMemoryProcessMemory()
         memory.map(heapStart, size: Int(address - heapStart))
         let heapStart = self.heapStart
-        let descending: Bool
+        // order[k] is the k-th block of the list.
+        var order = Array(0..<blockCount)
         switch shape {
-        case .reachableAscending, .lostAscending: descending = false
-        case .lostDescending: descending = true
+        case .reachableAscending, .lostAscending: break
+        case .lostDescending: order.reverse()
+        case .reachableShuffled:
+            for k in stride(from: blockCount - 1, to: 0, by: -1) {
+                seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                order.swapAt(k, Int((seed >> 33) % UInt64(k + 1)))
+            }
         }
         blocks.withUnsafeBufferPointer { blocks in
             memory.withRegionBytes(startingAt: heapStart) { heap in
-                for i in 0..<blockCount {
-                    let next: UInt64
-                    if descending {
-                        next = i > 0 ? blocks[i - 1].address : 0
-                    } else {
-                        next = i + 1 < blockCount ? blocks[i + 1].address : 0
-                    }
+                for k in 0..<blockCount {
+                    let i = order[k]
+                    let next = k + 1 < blockCount ? blocks[order[k + 1]].address : 0
                     let offset = Int(blocks[i].address - heapStart)
                     heap.storeBytes(of: next.littleEndian, toByteOffset: offset, as: UInt64.self)
                     // A payload word that is not a pointer.
@@ -55,7 +60,11 @@ public struct LinkedListScanBenchmark {
             }
         }
         memory.map(rootStart, size: 4096)
-        if case .reachableAscending = shape, let first = blocks.first { memory.store(first.address, at: rootStart + 64) }
+        switch shape {
+        case .reachableAscending, .reachableShuffled:
+            if let head = order.first { memory.store(blocks[head].address, at: rootStart + 64) }
+        case .lostAscending, .lostDescending: break
+        }
         self.blocks = blocks
         self.memory = memory
         self.roots = [RootRegion(start: rootStart, end: rootStart + 4096, label: "benchmark root")]
