@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Reads the memory of the (stopped) process being scanned.
 ///
 /// The integrator implements this over `process_vm_readv` (or `/proc/PID/mem`); tests use
@@ -100,5 +106,33 @@ public final class InMemoryProcessMemory: ProcessMemoryReader {
             address += UInt64(count)
         }
         return copied
+    }
+}
+
+/// Reads a process through `/proc/PID/mem` (one `pread` per request). Works on a process this one
+/// is ptrace-attached to and stopped, and on this process itself; a range that runs into unmapped
+/// memory gives a short count, as the protocol requires.
+public final class ProcPIDMemReader: ProcessMemoryReader {
+    private let fd: Int32
+
+    /// Opens `/proc/<pid>/mem`; nil when it cannot be opened (no such process, no permission).
+    public init?(pid: Int32) {
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    public func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0, address <= UInt64(Int64.max) else { return 0 }
+        var done = 0
+        while done < buffer.count {
+            let got = pread(fd, base + done, buffer.count - done, off_t(Int64(bitPattern: address &+ UInt64(done))))
+            if got < 0 && errno == EINTR { continue }
+            if got <= 0 { break }
+            done += got
+        }
+        return done
     }
 }
