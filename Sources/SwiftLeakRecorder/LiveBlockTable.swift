@@ -137,6 +137,43 @@ public struct LiveBlockTable: Sendable {
         }
     }
 
+    /// Empties the table into its blocks sorted by address, reusing the table's own storage: no
+    /// second copy of millions of blocks at the moment memory is tightest (the exit scan).
+    public mutating func consumeSorted() -> SortedBlocks {
+        // Compact occupied slots to the front (order does not matter: we sort next).
+        var filled = 0
+        for slot in 0..<keys.count where keys[slot] != 0 {
+            keys[filled] = keys[slot]
+            infos[filled] = infos[slot]
+            stacks[filled] = stacks[slot]
+            filled += 1
+        }
+        var sortedKeys = keys, sortedInfos = infos, sortedStacks = stacks
+        self = LiveBlockTable(minimumCapacity: 16)
+        // Now the only references: shrink one array at a time to what is used.
+        sortedKeys = Self.shrunk(sortedKeys, to: filled)
+        sortedInfos = Self.shrunk(sortedInfos, to: filled)
+        sortedStacks = Self.shrunk(sortedStacks, to: filled)
+        sortedKeys.withUnsafeMutableBufferPointer { k in
+            sortedInfos.withUnsafeMutableBufferPointer { i in
+                sortedStacks.withUnsafeMutableBufferPointer { s in
+                    ParallelSort.sort(keys: k, infos: i, stacks: s)
+                }
+            }
+        }
+        return SortedBlocks(addresses: sortedKeys, infos: sortedInfos, stacks: sortedStacks)
+    }
+
+    /// A copy of the first `count` elements in storage of exactly that size.
+    private static func shrunk<T: BitwiseCopyable>(_ array: [T], to count: Int) -> [T] {
+        [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+            array.withUnsafeBufferPointer { source in
+                _ = buffer.initialize(from: source[0..<count])
+            }
+            initialized = count
+        }
+    }
+
     /// Every live block, in no particular order.
     public func allBlocks() -> [LiveBlock] {
         var result: [LiveBlock] = []
@@ -173,5 +210,86 @@ public struct LiveBlockTable: Sendable {
             newStacks[Int(destination[slot])] = stacks[slot]
         }
         stacks = newStacks
+    }
+}
+
+/// The live blocks at the end, sorted by address, in parallel arrays (20 bytes a block).
+public struct SortedBlocks: Sendable {
+    public private(set) var addresses: [UInt64]
+    private var infos: [UInt64]
+    public private(set) var stacks: [UInt32]
+
+    init(addresses: [UInt64], infos: [UInt64], stacks: [UInt32]) {
+        self.addresses = addresses
+        self.infos = infos
+        self.stacks = stacks
+    }
+
+    public init(_ blocks: [LiveBlock]) {
+        var table = LiveBlockTable()
+        blocks.forEach { table.insert($0) }
+        self = table.consumeSorted()
+    }
+
+    public var count: Int { addresses.count }
+    public func size(_ index: Int) -> UInt64 { infos[index] & 0xffff_ffff_ffff }
+    public func function(_ index: Int) -> AllocationFunction {
+        AllocationFunction(rawValue: UInt8(truncatingIfNeeded: infos[index] >> 48))
+    }
+    public func moduleGeneration(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: infos[index] >> 56) }
+    public subscript(index: Int) -> LiveBlock {
+        LiveBlock(address: addresses[index], size: size(index), stack: stacks[index],
+                  function: function(index), moduleGeneration: moduleGeneration(index))
+    }
+}
+
+/// An in-place quicksort of three parallel arrays by the first (distinct addresses), so sorting
+/// needs no index permutation or copy.
+enum ParallelSort {
+    static func sort(keys: UnsafeMutableBufferPointer<UInt64>, infos: UnsafeMutableBufferPointer<UInt64>,
+                     stacks: UnsafeMutableBufferPointer<UInt32>) {
+        @inline(__always) func swapAt(_ a: Int, _ b: Int) {
+            keys.swapAt(a, b)
+            infos.swapAt(a, b)
+            stacks.swapAt(a, b)
+        }
+        // Explicit stack of ranges; the smaller side is pushed, so it holds at most log2(n) ranges.
+        var pending: [(Int, Int)] = [(0, keys.count - 1)]
+        while let (lowStart, highStart) = pending.popLast() {
+            var low = lowStart, high = highStart
+            while high - low > 16 {
+                let middle = low + (high - low) / 2
+                if keys[middle] < keys[low] { swapAt(middle, low) }
+                if keys[high] < keys[low] { swapAt(high, low) }
+                if keys[high] < keys[middle] { swapAt(high, middle) }
+                let pivot = keys[middle]
+                var i = low, j = high
+                while i <= j {
+                    while keys[i] < pivot { i += 1 }
+                    while keys[j] > pivot { j -= 1 }
+                    if i <= j {
+                        swapAt(i, j)
+                        i += 1
+                        j -= 1
+                    }
+                }
+                if j - low < high - i {
+                    if low < j { pending.append((low, j)) }
+                    low = i
+                } else {
+                    if i < high { pending.append((i, high)) }
+                    high = j
+                }
+            }
+            if high > low {
+                for index in (low + 1)...high {
+                    var position = index
+                    while position > low && keys[position - 1] > keys[position] {
+                        swapAt(position - 1, position)
+                        position -= 1
+                    }
+                }
+            }
+        }
     }
 }

@@ -30,14 +30,20 @@ public struct ModuleSpan: Sendable {
 /// Drains one process's ring on its own thread into the table of live blocks.
 ///
 /// One lock guards the consumer side: the background thread takes it per batch, and the exit
-/// path takes it to drain the rest and read the table while the process is held at its exit.
+/// path takes it to drain the rest and take the table while the process is held at its exit.
 public final class Recorder: @unchecked Sendable {
+    /// Everything the events build up. Applied as a local value per batch: a stored property of a
+    /// class would pay a dynamic exclusivity check on every event.
+    struct State {
+        var table = LiveBlockTable()
+        var stats = RecorderStatistics()
+        var modules: [ModuleSpan] = []
+        var moduleGeneration: UInt8 = 0
+    }
+
     public let ring: EventRing
     private var lock = pthread_mutex_t()
-    private var table = LiveBlockTable()
-    private var stats = RecorderStatistics()
-    private var modules: [ModuleSpan] = []
-    private var moduleGeneration: UInt8 = 0
+    private var state = State()
     private var thread: pthread_t?
     private var stopRequested = false
     private let batch: UnsafeMutableBufferPointer<swl_event>
@@ -91,17 +97,23 @@ public final class Recorder: @unchecked Sendable {
         }
     }
 
-    /// Drains everything published. With `processStopped` (every thread of the traced process is
-    /// held at its exit, or it is gone), slots that were reserved but never published are skipped.
-    public func drainAll(processStopped: Bool) {
-        withLock {
-            while drainBatch(skipUnpublished: processStopped) > 0 {}
-        }
+    /// What the recorder knows once the process is frozen at its exit, or gone.
+    public struct FinalState: Sendable {
+        public var blocks: SortedBlocks
+        public var statistics: RecorderStatistics
+        public var modules: [ModuleSpan]
     }
 
-    /// Reads the state under the lock (at exit, after drainAll).
-    public func withState<T>(_ body: (_ table: LiveBlockTable, _ stats: RecorderStatistics, _ modules: [ModuleSpan]) throws -> T) rethrows -> T {
-        try withLock { try body(table, stats, modules) }
+    /// Stops draining, drains the rest, and hands over the live blocks sorted by address. With
+    /// `processStopped` (every thread of the process is held at its exit, or it is gone), slots that
+    /// were reserved but never published are skipped. The table's memory moves with the blocks:
+    /// the recorder is empty afterwards.
+    public func finish(processStopped: Bool) -> FinalState {
+        stop()
+        return withLock {
+            while drainBatch(skipUnpublished: processStopped) > 0 {}
+            return FinalState(blocks: state.table.consumeSorted(), statistics: state.stats, modules: state.modules)
+        }
     }
 
     private func withLock<T>(_ body: () throws -> T) rethrows -> T {
@@ -110,46 +122,52 @@ public final class Recorder: @unchecked Sendable {
         return try body()
     }
 
+    private static let placeholder = State()
+
     /// Must hold the lock.
     private func drainBatch(skipUnpublished: Bool) -> Int {
         var skipped: UInt64 = 0
         let count = ring.consume(into: batch, skipUnpublished: skipUnpublished, skipped: &skipped)
-        stats.abandonedSlots += skipped
-        stats.events += UInt64(count)
+        guard count > 0 || skipped > 0 else { return 0 }
+        var local = Self.placeholder
+        swap(&local, &state)
+        local.stats.abandonedSlots += skipped
+        local.stats.events += UInt64(count)
         for index in 0..<count {
-            apply(batch[index])
+            Self.apply(batch[index], to: &local, ring: ring)
         }
+        swap(&local, &state)
         return count
     }
 
     @inline(__always)
-    private func apply(_ event: swl_event) {
+    private static func apply(_ event: swl_event, to state: inout State, ring: EventRing) {
         let info = event.info
         switch UInt32(info >> 56) {
         case SWL_EVENT_ALLOC.rawValue:
             let size = info & 0xffff_ffff_ffff
             let block = LiveBlock(address: event.address, size: size, stack: event.stack,
                                   function: AllocationFunction(rawValue: UInt8(truncatingIfNeeded: info >> 48)),
-                                  moduleGeneration: moduleGeneration)
-            stats.allocations += 1
-            stats.bytesAllocated &+= size
-            if table.insert(block) != nil { stats.replacedBlocks += 1 }
-            if UInt64(table.count) > stats.peakLiveBlocks { stats.peakLiveBlocks = UInt64(table.count) }
+                                  moduleGeneration: state.moduleGeneration)
+            state.stats.allocations += 1
+            state.stats.bytesAllocated &+= size
+            if state.table.insert(block) != nil { state.stats.replacedBlocks += 1 }
+            if UInt64(state.table.count) > state.stats.peakLiveBlocks { state.stats.peakLiveBlocks = UInt64(state.table.count) }
         case SWL_EVENT_FREE.rawValue:
-            if table.remove(event.address) != nil {
-                stats.frees += 1
+            if state.table.remove(event.address) != nil {
+                state.stats.frees += 1
             } else {
-                stats.unknownFrees += 1
+                state.stats.unknownFrees += 1
             }
         case SWL_EVENT_MODULE_LOAD.rawValue:
             if let module = ring.module(event.stack) {
-                modules.append(ModuleSpan(module: module, firstGeneration: moduleGeneration, record: event.stack))
+                state.modules.append(ModuleSpan(module: module, firstGeneration: state.moduleGeneration, record: event.stack))
             }
         case SWL_EVENT_MODULE_UNLOAD.rawValue:
-            if let index = modules.lastIndex(where: { $0.record == event.stack && $0.lastGeneration == .max }) {
-                modules[index].lastGeneration = moduleGeneration
+            if let index = state.modules.lastIndex(where: { $0.record == event.stack && $0.lastGeneration == .max }) {
+                state.modules[index].lastGeneration = state.moduleGeneration
             }
-            if moduleGeneration < .max - 1 { moduleGeneration += 1 }
+            if state.moduleGeneration < .max - 1 { state.moduleGeneration += 1 }
         default:
             break // NOP and anything newer than this recorder
         }

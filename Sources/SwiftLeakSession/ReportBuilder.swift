@@ -10,53 +10,69 @@ struct ReportBuilder {
     var ring: EventRing
     var symbolizer: Symbolizer
 
-    func build(base: ProcessReport, table: LiveBlockTable, stats: RecorderStatistics,
-               modules: [ModuleSpan], exitStop: ExitStop?) -> ProcessReport {
+    /// Fills in heap totals and loss records. `kinds[i]` is the verdict on `final.blocks[i]`, and
+    /// `indirectBytes[i]` what a definitely lost leader was charged; without a scan every block is
+    /// `.unclassified`.
+    func build(base: ProcessReport, final: Recorder.FinalState, kinds: [LeakKind]?, indirectBytes: [UInt64]?) -> ProcessReport {
         var report = base
+        let stats = final.statistics
+        let blocks = final.blocks
         report.heap.allocations = stats.allocations
         report.heap.frees = stats.frees
         report.heap.bytesAllocated = stats.bytesAllocated
-        report.heap.inUseAtExit = ByteCount(bytes: table.totalBytes, blocks: UInt64(table.count))
+        report.heap.inUseAtExit = ByteCount()
         if stats.abandonedSlots > 0 {
             report.warnings.append("\(stats.abandonedSlots) allocation call(s) were cut short by the program's end; they are not counted")
         }
 
-        let blocks = table.allBlocks().sorted { $0.address < $1.address }
-        let kinds = [LeakKind](repeating: .unclassified, count: blocks.count)
-        let indirectCharged = [UInt64](repeating: 0, count: blocks.count)
-        report.scanRan = false
-        report.scanNote = "the exit scan is not implemented yet; every block not freed is listed as not freed"
-
+        // Group by (kind, function, stack id) first: cheap integer keys for millions of blocks.
+        struct GroupKey: Hashable {
+            var kind: LeakKind
+            var function: AllocationFunction
+            var stack: UInt32
+        }
+        struct Totals {
+            var bytes: UInt64 = 0
+            var blocks: UInt64 = 0
+            var indirect: UInt64 = 0
+            var generation: UInt8 = 0
+        }
+        var groups: [GroupKey: Totals] = [:]
         report.summary = [:]
-        struct Key: Hashable {
+        for index in 0..<blocks.count {
+            let kind = kinds?[index] ?? .unclassified
+            let size = blocks.size(index)
+            report.heap.inUseAtExit.add(bytes: size)
+            report.summary[kind, default: ByteCount()].add(bytes: size)
+            let key = GroupKey(kind: kind, function: blocks.function(index), stack: blocks.stacks[index])
+            var totals = groups[key] ?? Totals(generation: blocks.moduleGeneration(index))
+            totals.bytes += size
+            totals.blocks += 1
+            totals.indirect += indirectBytes?[index] ?? 0
+            groups[key] = totals
+        }
+
+        // Then merge groups whose stacks are equal (a race in the interposer can intern one stack
+        // twice) and symbolize each distinct stack once.
+        struct RecordKey: Hashable {
             var kind: LeakKind
             var function: AllocationFunction
             var frames: [UInt64]
         }
-        var groups: [Key: (bytes: UInt64, blocks: UInt64, indirect: UInt64, generation: UInt8)] = [:]
-        var stackCache: [UInt32: [UInt64]] = [:]
-        for (index, block) in blocks.enumerated() {
-            let kind = kinds[index]
-            report.summary[kind, default: ByteCount()].add(bytes: block.size)
-            let frames: [UInt64]
-            if let cached = stackCache[block.stack] {
-                frames = cached
-            } else {
-                frames = ring.stack(block.stack) ?? []
-                stackCache[block.stack] = frames
-            }
-            let key = Key(kind: kind, function: block.function, frames: frames)
-            var group = groups[key] ?? (0, 0, 0, block.moduleGeneration)
-            group.bytes += block.size
-            group.blocks += 1
-            group.indirect += indirectCharged[index]
-            groups[key] = group
+        var merged: [RecordKey: Totals] = [:]
+        for (key, totals) in groups {
+            let recordKey = RecordKey(kind: key.kind, function: key.function, frames: ring.stack(key.stack) ?? [])
+            var sum = merged[recordKey] ?? Totals(generation: totals.generation)
+            sum.bytes += totals.bytes
+            sum.blocks += totals.blocks
+            sum.indirect += totals.indirect
+            merged[recordKey] = sum
         }
-        let resolver = FrameResolver(modules: modules, symbolizer: symbolizer)
-        report.lossRecords = groups.map { key, group in
-            LossRecord(kind: key.kind, bytes: group.bytes, blocks: group.blocks, indirectBytes: group.indirect,
+        let resolver = FrameResolver(modules: final.modules, symbolizer: symbolizer)
+        report.lossRecords = merged.map { key, totals in
+            LossRecord(kind: key.kind, bytes: totals.bytes, blocks: totals.blocks, indirectBytes: totals.indirect,
                        function: key.function,
-                       stack: Self.cutBelowMain(key.frames.flatMap { resolver.frames(for: $0, generation: group.generation) }))
+                       stack: Self.cutBelowMain(key.frames.flatMap { resolver.frames(for: $0, generation: totals.generation) }))
         }
         report.lossRecords.sort(by: Self.valgrindOrder)
         return report

@@ -72,17 +72,13 @@ public enum RunSession {
                                     symbolizer: Symbolizer(demangle: configuration.demangle))
         let exit = tracer.run { stop in
             // The process is frozen with its memory intact: drain what it published, then judge.
-            recorder.drainAll(processStopped: true)
-            report = recorder.withState { table, stats, modules in
-                builder.build(base: report, table: table, stats: stats, modules: modules, exitStop: stop)
-            }
+            let final = recorder.finish(processStopped: true)
+            report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
+            report.scanNote = "the exit scan is not implemented yet; every block not freed is listed as not freed"
         }
-        recorder.stop()
         if !tracer.exitStopSeen {
-            recorder.drainAll(processStopped: true)
-            report = recorder.withState { table, stats, modules in
-                builder.build(base: report, table: table, stats: stats, modules: modules, exitStop: nil)
-            }
+            let final = recorder.finish(processStopped: true)
+            report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
             report.scanNote = tracer.replacedByExec
                 ? "the program replaced itself with exec; its heap at that point is listed as not freed"
                 : "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"

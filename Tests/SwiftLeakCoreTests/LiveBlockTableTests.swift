@@ -71,6 +71,36 @@ struct LiveBlockTableTests {
         #expect(Set(table.allBlocks().map(\.address)) == Set(model.keys))
     }
 
+    @Test("consumeSorted hands over every block sorted by address and empties the table")
+    func consumeSorted() {
+        var table = LiveBlockTable(minimumCapacity: 16)
+        var rng = SplitMix(seed: 7)
+        var model: [UInt64: LiveBlock] = [:]
+        for _ in 0..<100_000 {
+            let address = 0x7f00_0000_0000 + (rng.next() % 10_000_000) * 16
+            let block = LiveBlock(address: address, size: rng.next() % 5000, stack: UInt32(rng.next() % 1000),
+                                  function: AllocationFunction(rawValue: UInt8(rng.next() % 20 + 1)),
+                                  moduleGeneration: UInt8(rng.next() % 3))
+            table.insert(block)
+            model[address] = block
+        }
+        let sorted = table.consumeSorted()
+        #expect(table.count == 0)
+        #expect(sorted.count == model.count)
+        #expect(sorted.addresses == model.keys.sorted())
+        for index in stride(from: 0, to: sorted.count, by: 97) {
+            #expect(sorted[index] == model[sorted.addresses[index]])
+        }
+    }
+
+    @Test("sorting handles the edge sizes", arguments: [0, 1, 2, 17, 1000])
+    func sortSizes(count: Int) {
+        let blocks = (0..<count).reversed().map { Self.block(UInt64($0 + 1) * 16, size: UInt64($0)) }
+        let sorted = SortedBlocks(blocks)
+        #expect(sorted.addresses == (0..<count).map { UInt64($0 + 1) * 16 })
+        #expect((0..<count).allSatisfy { sorted.size($0) == UInt64($0) })
+    }
+
     @Test("memory stays under 64 bytes per live block, past the initial capacity")
     func footprint() {
         var table = LiveBlockTable(minimumCapacity: 4096)
