@@ -7,8 +7,10 @@ import SwiftLeakEventABI
 /// (layout in CShims/SwiftLeakEventABI). The launcher hands `fd` to the child; the interposer maps it.
 public final class EventRing: @unchecked Sendable {
     public struct Configuration: Sendable {
-        /// Ring slots (32 bytes each); a power of two.
-        public var capacity: UInt64 = 1 << 20
+        /// Ring slots (32 bytes each); a power of two. 8 MiB: big enough to ride out the
+        /// recorder losing its core for a few milliseconds, small enough to stay mostly in cache
+        /// (a 32 MiB ring cost each side a cache miss per slot).
+        public var capacity: UInt64 = 1 << 18
         /// Hash buckets for stack interning; a power of two.
         public var bucketCount: UInt32 = 1 << 20
         /// Virtual size of the stack store; only what is written takes memory.
