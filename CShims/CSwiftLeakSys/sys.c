@@ -121,6 +121,10 @@ uint64_t swl_ring_backlog(swl_ring_header *h) {
 uint64_t swl_ring_store_used(swl_ring_header *h) { return __atomic_load_n(&h->store_used, __ATOMIC_ACQUIRE); }
 const void *swl_ring_store_base(swl_ring_header *h) { return swl_ring_store(h); }
 uint64_t swl_ring_store_capacity(swl_ring_header *h) { return h->store_size; }
+void swl_ring_allocator_state(swl_ring_header *h, uint64_t *start, uint64_t *end) {
+    *start = h->allocator_state_start;
+    *end = h->allocator_state_end;
+}
 uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_disabled(swl_ring_header *h) { return __atomic_load_n(&h->disabled, __ATOMIC_ACQUIRE); }
 void swl_ring_set_traced_pid(swl_ring_header *h, int32_t pid) {

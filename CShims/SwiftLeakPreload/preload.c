@@ -387,6 +387,26 @@ static void swl_refresh_modules(void) {
 
 // MARK: - Start-up
 
+/// Finds glibc's main_arena: a chunk freed into the unsorted bin has its `bk` pointing at the bin,
+/// which sits 96 bytes into struct malloc_state (glibc 2.26 and later, x86_64). The recorder only
+/// uses the range if it lies in libc's writable data, so a wrong guess costs nothing.
+static void swl_locate_main_arena(void) {
+    void *probe = __libc_malloc(2048); // over the tcache limit (1032 bytes): goes to the unsorted bin
+    void *guard = __libc_malloc(16);   // keeps `probe` from merging into the top chunk
+    if (probe == NULL || guard == NULL) {
+        __libc_free(probe);
+        __libc_free(guard);
+        return;
+    }
+    __libc_free(probe);
+    uint64_t bin = ((volatile uint64_t *)probe)[1];
+    __libc_free(guard);
+    if (bin > 96) {
+        g_ring->allocator_state_start = bin - 96;
+        g_ring->allocator_state_end = bin - 96 + 2200; // sizeof(struct malloc_state)
+    }
+}
+
 static void swl_after_fork_in_child(void) {
     // The child shares the ring mapping but is not the traced process: it must not write to it.
     __atomic_store_n(&g_state, STATE_QUIET, __ATOMIC_RELEASE);
@@ -446,6 +466,7 @@ static void swl_try_init(void) {
     if (final_state == STATE_RECORDING) {
         unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
         pthread_atfork(NULL, NULL, swl_after_fork_in_child);
+        swl_locate_main_arena();
         __atomic_store_n(&g_state, STATE_RECORDING, __ATOMIC_RELEASE);
         swl_refresh_modules();
         __atomic_store_n(&g_ring->attached, 1, __ATOMIC_RELEASE);

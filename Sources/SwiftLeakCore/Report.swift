@@ -73,6 +73,9 @@ public struct ProcessReport: Sendable {
     /// Whether the exit scan classified the blocks; when false, `scanNote` says why.
     public var scanRan: Bool = false
     public var scanNote: String?
+    /// What the scan read, and how long it took (swiftleak's own time, the process frozen).
+    public var scanBytes: UInt64 = 0
+    public var scanSeconds: Double = 0
     /// Things the user should know about the recording itself (events lost because the recorder
     /// went away, a thread killed inside malloc, …).
     public var warnings: [String] = []

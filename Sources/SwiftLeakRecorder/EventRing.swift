@@ -52,6 +52,13 @@ public final class EventRing: @unchecked Sendable {
     /// Whether the interposer gave up (it saw the recorder gone).
     public var interposerDisabled: Bool { swl_ring_disabled(header) != 0 }
 
+    /// glibc's main_arena as the interposer located it, nil when it could not.
+    public var allocatorState: Range<UInt64>? {
+        var start: UInt64 = 0, end: UInt64 = 0
+        swl_ring_allocator_state(header, &start, &end)
+        return start != 0 && end > start ? start..<end : nil
+    }
+
     /// Closes our copy of the descriptor once the child has its own.
     public func closeDescriptor() {
         close(fd)

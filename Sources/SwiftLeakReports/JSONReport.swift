@@ -32,7 +32,8 @@ public enum JSONReport {
         fields.append("\"summary\": {\n        " + summary.joined(separator: ",\n        ") + "\n      }")
         let heap = report.heap
         fields.append("\"heap\": {\"allocations\": \(heap.allocations), \"frees\": \(heap.frees), \"bytes_allocated\": \(heap.bytesAllocated), \"in_use_at_exit\": \(count(heap.inUseAtExit))}")
-        fields.append("\"scan\": {\"ran\": \(report.scanRan), \"note\": \(report.scanNote.map(quote) ?? "null")}")
+        fields.append("\"scan\": {\"ran\": \(report.scanRan), \"note\": \(report.scanNote.map(quote) ?? "null"), "
+            + "\"bytes_scanned\": \(report.scanBytes), \"seconds\": \(report.scanSeconds)}")
         fields.append("\"warnings\": [" + report.warnings.map(quote).joined(separator: ", ") + "]")
         let records = report.lossRecords.map { record in
             "        " + lossRecord(record)

@@ -73,8 +73,16 @@ public enum RunSession {
         let exit = tracer.run { stop in
             // The process is frozen with its memory intact: drain what it published, then judge.
             let final = recorder.finish(processStopped: true)
-            report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
-            report.scanNote = "the exit scan is not implemented yet; every block not freed is listed as not freed"
+            let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring.allocatorState)
+            if let result = scan.result {
+                report = builder.build(base: report, final: final, kinds: result.kinds, indirectBytes: result.indirectBytesCharged)
+                report.scanRan = true
+                report.scanBytes = result.statistics.bytesScanned
+                report.scanSeconds = result.statistics.wallSeconds
+            } else {
+                report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
+                report.scanNote = scan.failure
+            }
         }
         if !tracer.exitStopSeen {
             let final = recorder.finish(processStopped: true)

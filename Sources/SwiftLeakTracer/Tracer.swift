@@ -188,7 +188,7 @@ private extension Substring {
 }
 
 /// Reads a /proc file (whose size stat reports as 0) in one go.
-func readSmallFile(_ path: String) -> String? {
+public func readSmallFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

@@ -113,7 +113,12 @@ typedef struct swl_ring_header {
     uint64_t store_offset;
     uint64_t store_size;            /* bytes */
     uint64_t total_size;            /* bytes of the whole mapping */
-    uint8_t reserved0[48];
+    /* glibc's main_arena as the interposer located it (0 when unknown): allocator bookkeeping in
+       libc's .data whose bin pointers aim at free chunk headers, i.e. into the last word of the
+       live block before them. The exit scan must not take it for a root. */
+    uint64_t allocator_state_start;
+    uint64_t allocator_state_end;
+    uint8_t reserved0[32];
 
     /* Producers: next position to reserve. */
     _Alignas(64) uint64_t tail;
