@@ -126,6 +126,7 @@ void swl_ring_allocator_state(swl_ring_header *h, uint64_t *start, uint64_t *end
     *end = h->allocator_state_end;
 }
 uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }
+uint32_t swl_ring_exiting(swl_ring_header *h) { return __atomic_load_n(&h->exiting, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_disabled(swl_ring_header *h) { return __atomic_load_n(&h->disabled, __ATOMIC_ACQUIRE); }
 void swl_ring_set_traced_pid(swl_ring_header *h, int32_t pid) {
     __atomic_store_n(&h->traced_pid, pid, __ATOMIC_RELEASE);

@@ -251,9 +251,18 @@ static __attribute__((noinline)) uint32_t swl_capture_stack(void *caller) {
     return swl_intern_stack((const uint64_t *)(raw + first), (uint32_t)depth);
 }
 
-static inline void swl_record_alloc(void *pointer, size_t size, swl_function fn, void *caller) {
+/// Captures the caller's stack *before* the real allocation runs: the unwinder's frames and saved
+/// register file then hold no copy of the new block's address, which would otherwise linger below
+/// the stack pointer and could later be taken by the exit scan for a live reference.
+static inline uint32_t swl_stack_before_call(void *caller) {
     t_busy = 1;
     uint32_t stack = swl_capture_stack(caller);
+    t_busy = 0;
+    return stack;
+}
+
+static inline void swl_publish_alloc(void *pointer, size_t size, swl_function fn, uint32_t stack) {
+    t_busy = 1;
     swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)pointer, size, stack);
     t_busy = 0;
 }
@@ -407,6 +416,12 @@ static void swl_locate_main_arena(void) {
     }
 }
 
+static void swl_announce_exit(void) {
+    if (g_ring && __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING) {
+        __atomic_store_n(&g_ring->exiting, 1, __ATOMIC_RELEASE);
+    }
+}
+
 static void swl_after_fork_in_child(void) {
     // The child shares the ring mapping but is not the traced process: it must not write to it.
     __atomic_store_n(&g_state, STATE_QUIET, __ATOMIC_RELEASE);
@@ -466,6 +481,8 @@ static void swl_try_init(void) {
     if (final_state == STATE_RECORDING) {
         unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
         pthread_atfork(NULL, NULL, swl_after_fork_in_child);
+        // Registered first, so it runs after every handler the program registers later.
+        atexit(swl_announce_exit);
         swl_locate_main_arena();
         __atomic_store_n(&g_state, STATE_RECORDING, __ATOMIC_RELEASE);
         swl_refresh_modules();
@@ -489,14 +506,18 @@ SWL_EXPORT int swl_preload_is_recording(void) {
 #define CALLER __builtin_return_address(0)
 
 SWL_EXPORT void *malloc(size_t size) {
+    if (!swl_should_record()) return __libc_malloc(size);
+    uint32_t stack = swl_stack_before_call(CALLER);
     void *p = __libc_malloc(size);
-    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_MALLOC, CALLER);
+    if (p) swl_publish_alloc(p, size, SWL_FN_MALLOC, stack);
     return p;
 }
 
 SWL_EXPORT void *calloc(size_t count, size_t size) {
+    if (!swl_should_record()) return __libc_calloc(count, size);
+    uint32_t stack = swl_stack_before_call(CALLER);
     void *p = __libc_calloc(count, size);
-    if (p && swl_should_record()) swl_record_alloc(p, count * size, SWL_FN_CALLOC, CALLER);
+    if (p) swl_publish_alloc(p, count * size, SWL_FN_CALLOC, stack);
     return p;
 }
 
@@ -509,12 +530,13 @@ SWL_EXPORT void free(void *p) {
 /// address the real realloc releases cannot be handed to another thread and recorded as its
 /// allocation ahead of our free.
 static inline void *swl_realloc(void *old, size_t size, swl_function fn, void *caller) {
+    if (!swl_should_record()) return __libc_realloc(old, size);
+    uint32_t stack = swl_stack_before_call(caller);
     if (old == NULL) {
         void *p = __libc_realloc(NULL, size);
-        if (p && swl_should_record()) swl_record_alloc(p, size, fn, caller);
+        if (p) swl_publish_alloc(p, size, fn, stack);
         return p;
     }
-    if (!swl_should_record()) return __libc_realloc(old, size);
 
     t_busy = 1;
     uint64_t pos;
@@ -529,7 +551,6 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, void *c
         swl_publish(slot, pos, (uint64_t)(uintptr_t)old,
                     swl_event_info(old_released ? SWL_EVENT_FREE : SWL_EVENT_NOP, fn, 0), 0);
         if (p && __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING) {
-            uint32_t stack = swl_capture_stack(caller);
             swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)p, size, stack);
         }
     }
@@ -555,9 +576,11 @@ static inline bool swl_is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)
 
 SWL_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
     if (alignment % sizeof(void *) != 0 || !swl_is_power_of_two(alignment / sizeof(void *))) return EINVAL;
+    bool record = swl_should_record();
+    uint32_t stack = record ? swl_stack_before_call(CALLER) : 0;
     void *p = __libc_memalign(alignment, size);
     if (p == NULL) return ENOMEM;
-    if (swl_should_record()) swl_record_alloc(p, size, SWL_FN_POSIX_MEMALIGN, CALLER);
+    if (record) swl_publish_alloc(p, size, SWL_FN_POSIX_MEMALIGN, stack);
     *out = p;
     return 0;
 }
@@ -567,30 +590,38 @@ SWL_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
         errno = EINVAL;
         return NULL;
     }
+    if (!swl_should_record()) return __libc_memalign(alignment, size);
+    uint32_t stack = swl_stack_before_call(CALLER);
     void *p = __libc_memalign(alignment, size);
-    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_ALIGNED_ALLOC, CALLER);
+    if (p) swl_publish_alloc(p, size, SWL_FN_ALIGNED_ALLOC, stack);
     return p;
 }
 
 SWL_EXPORT void *memalign(size_t alignment, size_t size) {
+    if (!swl_should_record()) return __libc_memalign(alignment, size);
+    uint32_t stack = swl_stack_before_call(CALLER);
     void *p = __libc_memalign(alignment, size);
-    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_MEMALIGN, CALLER);
+    if (p) swl_publish_alloc(p, size, SWL_FN_MEMALIGN, stack);
     return p;
 }
 
 SWL_EXPORT void *valloc(size_t size) {
+    if (!swl_should_record()) return __libc_valloc(size);
+    uint32_t stack = swl_stack_before_call(CALLER);
     void *p = __libc_valloc(size);
-    if (p && swl_should_record()) swl_record_alloc(p, size, SWL_FN_VALLOC, CALLER);
+    if (p) swl_publish_alloc(p, size, SWL_FN_VALLOC, stack);
     return p;
 }
 
 SWL_EXPORT void *pvalloc(size_t size) {
+    if (!swl_should_record()) return __libc_pvalloc(size);
+    uint32_t stack = swl_stack_before_call(CALLER);
     void *p = __libc_pvalloc(size);
-    if (p && swl_should_record()) {
+    if (p) {
         // The program owns whole pages: count them, as LeakSanitizer does.
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
         size_t rounded = size == 0 ? page : (size + page - 1) & ~(page - 1);
-        swl_record_alloc(p, rounded, SWL_FN_PVALLOC, CALLER);
+        swl_publish_alloc(p, rounded, SWL_FN_PVALLOC, stack);
     }
     return p;
 }
@@ -640,9 +671,11 @@ static __attribute__((noinline)) void *swl_new_failed(size_t size, size_t alignm
 
 static inline void *swl_new(size_t size, size_t alignment, bool nothrow, swl_function fn, void *caller) {
     if (size == 0) size = 1;
+    bool record = swl_should_record();
+    uint32_t stack = record ? swl_stack_before_call(caller) : 0;
     void *p = alignment ? __libc_memalign(alignment, size) : __libc_malloc(size);
     if (SWL_UNLIKELY(p == NULL)) p = swl_new_failed(size, alignment, nothrow);
-    if (p && swl_should_record()) swl_record_alloc(p, size, fn, caller);
+    if (p && record) swl_publish_alloc(p, size, fn, stack);
     return p;
 }
 

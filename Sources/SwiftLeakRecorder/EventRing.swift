@@ -49,6 +49,8 @@ public final class EventRing: @unchecked Sendable {
 
     /// Whether the interposer attached in the traced process.
     public var interposerAttached: Bool { swl_ring_attached(header) != 0 }
+    /// Whether the program's exit handlers have run: it is about to exit as a whole.
+    public var exitAnnounced: Bool { swl_ring_exiting(header) != 0 }
     /// Whether the interposer gave up (it saw the recorder gone).
     public var interposerDisabled: Bool { swl_ring_disabled(header) != 0 }
 

@@ -17,8 +17,8 @@ enum ExitScan {
     static let generalRegisterIndices = Array(0...14) + [19]
 
     static func run(stop: ExitStop, blocks: SortedBlocks, allocatorState: Range<UInt64>?) -> Outcome {
-        guard let mapsText = readSmallFile("/proc/\(stop.pid)/maps"),
-              let memory = ProcPIDMemReader(pid: stop.pid) else {
+        guard let mapsText = readSmallFile("/proc/\(stop.procTID)/maps"),
+              let memory = ProcPIDMemReader(pid: stop.procTID) else {
             return Outcome(failure: "cannot read the memory of process \(stop.pid) at its exit")
         }
         let mappings = MemoryMapping.parse(maps: mapsText)

@@ -66,7 +66,7 @@ public enum RunSession {
 
         let recorder = Recorder(ring: ring)
         recorder.start()
-        let tracer = Tracer(pid: pid)
+        let tracer = Tracer(pid: pid, exitAnnounced: { ring.exitAnnounced })
         var report = ProcessReport(pid: pid, ppid: getpid(), command: [configuration.program] + configuration.arguments)
         let builder = ReportBuilder(options: configuration.report, ring: ring,
                                     symbolizer: Symbolizer(demangle: configuration.demangle))

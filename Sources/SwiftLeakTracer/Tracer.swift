@@ -14,6 +14,9 @@ public struct ThreadSnapshot: Sendable {
 /// held at PTRACE_EVENT_EXIT and its memory is still there.
 public struct ExitStop: Sendable {
     public var pid: Int32
+    /// A thread held at its exit whose /proc/TID entry still shows the address space (the main
+    /// thread may already be a zombie after pthread_exit).
+    public var procTID: Int32
     public var threads: [ThreadSnapshot]
     /// The exit status the kernel will report (PTRACE_GETEVENTMSG of the exiting thread).
     public var pendingStatus: Int32
@@ -43,8 +46,15 @@ public final class Tracer {
     /// Set when the program replaced itself with exec: the recorded heap is gone with the image.
     public private(set) var replacedByExec = false
 
-    public init(pid: Int32) {
+    /// Asked at a thread's exit stop: has the program announced that it is exiting as a whole
+    /// (the interposer's atexit handler ran)?
+    private let exitAnnounced: () -> Bool
+    /// Set once we delivered a signal whose default action kills the process.
+    private var fatalSignalDelivered = false
+
+    public init(pid: Int32, exitAnnounced: @escaping () -> Bool = { false }) {
         self.pid = pid
+        self.exitAnnounced = exitAnnounced
         threads[pid] = .running
     }
 
@@ -104,7 +114,7 @@ public final class Tracer {
             }
             swl_ptrace_cont(tid, 0)
         case Int(SWL_EVENT_STOP_EXIT):
-            if groupExitHandled || !isGroupExiting(exitingThread: tid) {
+            if groupExitHandled || !isGroupExit(exitingThread: tid) {
                 // A lone thread ending (pthread_exit) while the others run on: let it go now, or
                 // a pthread_join on it would wait for ever.
                 threads[tid] = .released
@@ -125,18 +135,48 @@ public final class Tracer {
                 return
             }
             // Signal-delivery-stop: the program gets its signal, exactly as without us.
+            if Self.killsByDefault(signal) && !Self.isHandledOrIgnored(signal, pid: pid) {
+                fatalSignalDelivered = true
+            }
             swl_ptrace_cont(tid, signal)
         }
     }
 
     /// At a thread's exit stop: is the whole process exiting (exit, _exit, a fatal signal), or only
-    /// this thread? In a group exit the kernel queues SIGKILL on every other thread before the
-    /// first one stops, so a thread still running without it pending means a lone thread exit.
-    private func isGroupExiting(exitingThread: Int32) -> Bool {
+    /// this thread (pthread_exit)? Holding a lone thread would hang a pthread_join on it; letting go
+    /// of a thread of a group exit loses its stack and registers from the scan's roots. Signs of a
+    /// group exit, any of which is enough:
+    /// - it is the main thread (a main thread that calls pthread_exit is rare, and is only held);
+    /// - the main thread is already held at its exit;
+    /// - the interposer's atexit handler ran, or we delivered a signal that kills by default;
+    /// - another running thread has SIGKILL pending (the kernel queues it on every other thread
+    ///   of an exiting group before the first one stops; it may already be dequeued, hence the rest).
+    private func isGroupExit(exitingThread: Int32) -> Bool {
+        if exitingThread == pid || threads[pid] == .heldAtExit { return true }
+        if fatalSignalDelivered || exitAnnounced() { return true }
         for (tid, state) in threads where tid != exitingThread && state == .running {
-            if !Self.hasPendingSIGKILL(pid: pid, tid: tid) { return false }
+            if Self.hasPendingSIGKILL(pid: pid, tid: tid) { return true }
         }
-        return true
+        return false
+    }
+
+    /// Signals whose default action terminates the process (with or without a core file).
+    static func killsByDefault(_ signal: Int32) -> Bool {
+        switch signal {
+        case SIGCHLD, SIGCONT, SIGURG, SIGWINCH, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU: return false
+        default: return signal > 0 && signal <= 64 // real-time signals kill by default too
+        }
+    }
+
+    /// Whether the process catches or ignores `signal` (SigCgt / SigIgn in /proc/PID/status).
+    static func isHandledOrIgnored(_ signal: Int32, pid: Int32) -> Bool {
+        guard let text = readSmallFile("/proc/\(pid)/status") else { return true }
+        let bit = UInt64(1) << UInt64(signal - 1)
+        for line in text.split(separator: "\n") where line.hasPrefix("SigCgt:") || line.hasPrefix("SigIgn:") {
+            let hex = line.split(separator: ":").last.map { $0.trimmingCharacters(inSet: " \t") } ?? ""
+            if let mask = UInt64(hex, radix: 16), mask & bit != 0 { return true }
+        }
+        return false
     }
 
     static func hasPendingSIGKILL(pid: Int32, tid: Int32) -> Bool {
@@ -150,7 +190,8 @@ public final class Tracer {
     }
 
     private func handleExitStopsIfComplete(onExit: (ExitStop) -> Void) {
-        let held = threads.filter { $0.value == .heldAtExit }.map(\.key).sorted()
+        // The main thread first: its /proc entry is the process's.
+        let held = threads.filter { $0.value == .heldAtExit }.map(\.key).sorted { ($0 == pid ? 0 : $0) < ($1 == pid ? 0 : $1) }
         guard !groupExitHandled, !held.isEmpty, !threads.values.contains(.running) else { return }
         groupExitHandled = true
         exitStopSeen = true
@@ -171,7 +212,7 @@ public final class Tracer {
                 pendingStatus = Int32(truncatingIfNeeded: message)
             }
         }
-        onExit(ExitStop(pid: pid, threads: snapshots, pendingStatus: pendingStatus))
+        onExit(ExitStop(pid: pid, procTID: held[0], threads: snapshots, pendingStatus: pendingStatus))
         for tid in held {
             swl_ptrace_cont(tid, 0)
         }

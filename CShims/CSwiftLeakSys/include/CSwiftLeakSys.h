@@ -37,6 +37,8 @@ const void *swl_ring_store_base(swl_ring_header *ring);
 uint64_t swl_ring_store_capacity(swl_ring_header *ring);
 uint32_t swl_ring_attached(swl_ring_header *ring);
 uint32_t swl_ring_disabled(swl_ring_header *ring);
+/// Non-zero once the program's exit handlers have run (see swl_ring_header.exiting).
+uint32_t swl_ring_exiting(swl_ring_header *ring);
 void swl_ring_set_traced_pid(swl_ring_header *ring, int32_t pid);
 /// Where the interposer found the allocator's own state (see swl_ring_header); 0, 0 when unknown.
 void swl_ring_allocator_state(swl_ring_header *ring, uint64_t *start, uint64_t *end);

@@ -135,7 +135,10 @@ typedef struct swl_ring_header {
     uint32_t disabled;
     /* Set by the interposer once it is initialised in the traced process. */
     uint32_t attached;
-    uint8_t pad3[48];
+    /* Set by the interposer's atexit handler, which runs after the program's own: the process is
+       about to exit_group, so the tracer holds every thread that stops at its exit from now on. */
+    uint32_t exiting;
+    uint8_t pad3[44];
 } swl_ring_header;
 
 _Static_assert(sizeof(swl_ring_header) == 320, "swl_ring_header layout is shared with the recorder");
