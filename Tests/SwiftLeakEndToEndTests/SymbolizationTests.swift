@@ -124,4 +124,27 @@ struct SymbolizationTests {
             #expect(record.stack[first].object == program)
         }
     }
+
+    @Test("no debug info: names from the symbol table; stripped: module+offset; never a crash")
+    func withoutDebugInfo() throws {
+        let noDebug = try Harness.build("stacks/c_site.c", flags: ["-O0"], name: "c_site_nodebug")
+        let (_, maybeReport) = try Harness.swiftleak(noDebug)
+        let report = try #require(maybeReport)
+        let record = try #require(report.lossRecords.first { $0.bytes == 41 })
+        #expect(record.stack[1].function == "leaky_site")
+        #expect(record.stack[1].file == nil)
+        #expect(record.stack[2].function == "caller_of_site")
+
+        let stripped = try Harness.build("stacks/c_site.c", flags: ["-O0", "-s"], name: "c_site_stripped")
+        let (result, maybeStripped) = try Harness.swiftleak(stripped)
+        #expect(result.status == 0)
+        let strippedReport = try #require(maybeStripped)
+        let strippedRecord = try #require(strippedReport.lossRecords.first { $0.bytes == 41 })
+        #expect(strippedRecord.stack[1].function == nil)
+        #expect(strippedRecord.stack[1].object == stripped)
+        // The text report falls back to module+offset, which addr2line takes.
+        #expect(result.stderr.contains("??? (in \(stripped)+0x"))
+        // Frames in libraries that keep their symbols are still named.
+        #expect(strippedRecord.stack.contains { $0.function == "__libc_start_call_main" })
+    }
 }
