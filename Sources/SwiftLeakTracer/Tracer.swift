@@ -194,6 +194,11 @@ public final class Tracer {
         let held = threads.filter { $0.value == .heldAtExit }.map(\.key).sorted { ($0 == pid ? 0 : $0) < ($1 == pid ? 0 : $1) }
         guard !groupExitHandled, !held.isEmpty, !threads.values.contains(.running) else { return }
         groupExitHandled = true
+        guard !replacedByExec else {
+            // The recorded heap belonged to the image exec replaced: nothing here to scan it in.
+            for tid in held { swl_ptrace_cont(tid, 0) }
+            return
+        }
         exitStopSeen = true
         var snapshots: [ThreadSnapshot] = []
         var pendingStatus: Int32 = 0

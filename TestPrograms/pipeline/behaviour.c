@@ -1,5 +1,5 @@
 // Exit paths and output, for checking that swiftleak changes nothing the program does.
-// Usage: behaviour MODE [CODE]. Modes: exit CODE | segv | abort | kill | _exit CODE | stdin.
+// Usage: behaviour MODE [CODE]. Modes: exit CODE | segv | abort | kill | _exit CODE | stdin | exec.
 // Each mode leaks one 77-byte block first and writes to stdout and stderr.
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +26,11 @@ int main(int argc, char **argv) {
         kill(getpid(), SIGKILL);
     } else if (strcmp(mode, "_exit") == 0) {
         _exit(code);
+    } else if (strcmp(mode, "exec") == 0) {
+        // Replace this image with another program; its heap goes with it.
+        char *const arguments[] = {argv[0], "exit", "6", NULL};
+        execv(argv[0], arguments);
+        return 99;
     } else if (strcmp(mode, "stdin") == 0) {
         char buffer[256];
         size_t n;
