@@ -1,0 +1,37 @@
+/* linked_list: N blocks (16..48 bytes) linked in one list, live at exit, for the exit scan's speed.
+ *
+ * Usage: linked_list N reachable|lost
+ *   reachable: a global points at the head, so the scan marks all N through the list;
+ *   lost:      the head pointer is dropped, so the scan finds one definitely lost leader and
+ *              N-1 indirectly lost blocks behind it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct node {
+    struct node *next;
+    char payload[];
+};
+
+static struct node *volatile head;
+
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 4000000;
+    int lost = argc > 2 && strcmp(argv[2], "lost") == 0;
+    struct node *list = NULL;
+    for (long i = 0; i < n; i++) {
+        struct node *node = malloc(16 + (size_t)(i % 5) * 8);
+        if (node == NULL) { perror("malloc"); return 2; }
+        node->next = list;
+        list = node;
+    }
+    head = list;
+    if (lost) {
+        head = NULL;
+        list = NULL;
+        volatile char scrub[16384];
+        memset((char *)scrub, 0, sizeof scrub);
+    }
+    return 0;
+}
