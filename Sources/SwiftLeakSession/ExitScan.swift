@@ -14,6 +14,9 @@ enum ExitScan {
 
     /// x86_64 user_regs_struct indices of the 16 general-purpose registers Valgrind scans: r15…rdi
     /// (0…14) and rsp (19). orig_rax, rip, segment and flag words are not pointers to data.
+    /// As in Valgrind, the registers of the thread that ended the process are not roots: at its
+    /// exit_group they hold whatever exit() left, often a returned main's stale values, which would
+    /// hide real leaks. Its stack is scanned; other threads' registers are live state.
     static let generalRegisterIndices = Array(0...14) + [19]
 
     static func run(stop: ExitStop, blocks: SortedBlocks, allocatorState: Range<UInt64>?) -> Outcome {
@@ -24,7 +27,8 @@ enum ExitScan {
         let mappings = MemoryMapping.parse(maps: mapsText)
         let threads = stop.threads.map { thread in
             ThreadRoots(tid: thread.tid, stackPointer: thread.stackPointer,
-                        registers: generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil })
+                        registers: thread.endedProcess ? []
+                            : generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil })
         }
         var scanBlocks: [ScanBlock] = []
         scanBlocks.reserveCapacity(blocks.count)

@@ -5,6 +5,9 @@ import SwiftLeakCore
 /// A thread of the traced process held at its exit stop, as the exit scan needs it.
 public struct ThreadSnapshot: Sendable {
     public var tid: Int32
+    /// The thread that ended the process (the first to stop at its exit): its registers hold
+    /// what exit() left in them, stale copies of values of frames that have returned.
+    public var endedProcess: Bool
     /// General registers (x86_64 user_regs_struct order), every one a possible pointer.
     public var registers: [UInt64]
     public var stackPointer: UInt64
@@ -39,6 +42,8 @@ public final class Tracer {
     private var awaitingFirstStop: Set<Int32> = []
     private var unannounced: Set<Int32> = []
     private var groupExitHandled = false
+    /// The first thread held at its exit in the group exit.
+    private var exitInitiator: Int32?
     private var execCount = 0
 
     /// Whether the exit work ran (false after SIGKILL or an exec that replaced the image).
@@ -122,6 +127,7 @@ public final class Tracer {
                 return
             }
             threads[tid] = .heldAtExit
+            if exitInitiator == nil { exitInitiator = tid }
             handleExitStopsIfComplete(onExit: onExit)
         default:
             if signal == SIGSTOP, awaitingFirstStop.remove(tid) != nil {
@@ -209,7 +215,8 @@ public final class Tracer {
                 swl_ptrace_getregs(tid, $0.baseAddress, Int32($0.count), &sp)
             }
             if count > 0 {
-                snapshots.append(ThreadSnapshot(tid: tid, registers: Array(words[0..<Int(count)]), stackPointer: sp))
+                snapshots.append(ThreadSnapshot(tid: tid, endedProcess: tid == exitInitiator,
+                                                registers: Array(words[0..<Int(count)]), stackPointer: sp))
             }
             if tid == pid {
                 var message: UInt = 0
