@@ -177,6 +177,7 @@ static void leak_for_exit_path(void) {
 __attribute__((noinline)) static void scrub_stack(void) {
     volatile char area[32 * 1024];
     memset((char *)area, 0, sizeof area);
+    __asm__ volatile("" : : "r"(area) : "memory"); /* keep the stores at any -O */
 }
 
 int main(int argc, char **argv) {
