@@ -38,18 +38,37 @@ struct ReportBuilder {
             var generation: UInt8 = 0
         }
         var groups: [GroupKey: Totals] = [:]
-        report.summary = [:]
+        var summary = [ByteCount](repeating: ByteCount(), count: 5)
+        // Neighbouring blocks often share a key: sum runs first, touch the dictionary per run.
+        var runKey: GroupKey?
+        var run = Totals()
+        func flush() {
+            guard let key = runKey else { return }
+            var totals = groups[key] ?? Totals(generation: run.generation)
+            totals.bytes += run.bytes
+            totals.blocks += run.blocks
+            totals.indirect += run.indirect
+            groups[key] = totals
+        }
         for index in 0..<blocks.count {
             let kind = kinds?[index] ?? .unclassified
             let size = blocks.size(index)
-            report.heap.inUseAtExit.add(bytes: size)
-            report.summary[kind, default: ByteCount()].add(bytes: size)
+            summary[kind.index].add(bytes: size)
             let key = GroupKey(kind: kind, function: blocks.function(index), stack: blocks.stacks[index])
-            var totals = groups[key] ?? Totals(generation: blocks.moduleGeneration(index))
-            totals.bytes += size
-            totals.blocks += 1
-            totals.indirect += indirectBytes?[index] ?? 0
-            groups[key] = totals
+            if key != runKey {
+                flush()
+                runKey = key
+                run = Totals(generation: blocks.moduleGeneration(index))
+            }
+            run.bytes += size
+            run.blocks += 1
+            run.indirect += indirectBytes?[index] ?? 0
+        }
+        flush()
+        report.summary = [:]
+        for kind in LeakKind.allCases where summary[kind.index].blocks > 0 {
+            report.summary[kind] = summary[kind.index]
+            report.heap.inUseAtExit.add(bytes: summary[kind.index].bytes, blocks: summary[kind.index].blocks)
         }
 
         // Then merge groups whose stacks are equal (a race in the interposer can intern one stack
@@ -111,5 +130,18 @@ struct FrameResolver {
             }
         }
         return frames
+    }
+}
+
+private extension LeakKind {
+    /// Position in `allCases`, for per-kind arrays.
+    var index: Int {
+        switch self {
+        case .definitelyLost: return 0
+        case .indirectlyLost: return 1
+        case .possiblyLost: return 2
+        case .stillReachable: return 3
+        case .unclassified: return 4
+        }
     }
 }
