@@ -3,6 +3,8 @@ import SwiftLeakCore
 /// How much of a report to show, in Valgrind's terms.
 public struct ReportOptions: Sendable {
     public enum LeakCheck: String, Sendable, CaseIterable {
+        /// No exit scan: the heap summary only (Valgrind's --leak-check=no).
+        case no
         case summary, full
     }
     public var leakCheck: LeakCheck = .full
@@ -17,6 +19,7 @@ public struct ReportOptions: Sendable {
 extension ProcessReport {
     /// Loss records that count as errors (Valgrind's ERROR SUMMARY and --error-exitcode).
     public func errorRecords(_ options: ReportOptions) -> [LossRecord] {
+        guard options.leakCheck != .no else { return [] }
         return lossRecords.filter { options.errorKinds.contains($0.kind) && $0.suppressedBy == nil }
     }
 }

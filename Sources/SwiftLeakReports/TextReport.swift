@@ -20,6 +20,12 @@ public enum TextReport {
         for warning in report.warnings {
             lines.append("Warning: " + warning)
         }
+        if options.leakCheck == .no {
+            lines.append("For a detailed leak analysis, rerun with: --leak-check=full")
+            lines.append("")
+            lines.append(errorSummary(report, options: options))
+            return lines
+        }
         if !report.scanRan, let note = report.scanNote {
             lines.append("No leak classification: " + note)
             lines.append("")

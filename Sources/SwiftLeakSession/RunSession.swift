@@ -73,6 +73,11 @@ public enum RunSession {
         let exit = tracer.run { stop in
             // The process is frozen with its memory intact: drain what it published, then judge.
             let final = recorder.finish(processStopped: true)
+            guard configuration.report.leakCheck != .no else {
+                report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
+                report.scanNote = "--leak-check=no"
+                return
+            }
             let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring.allocatorState)
             if let result = scan.result {
                 report = builder.build(base: report, final: final, kinds: result.kinds, indirectBytes: result.indirectBytesCharged)

@@ -18,7 +18,7 @@ struct SwiftLeakCommand: ParsableCommand {
 
 /// Options of the leak report, named as in Valgrind so habits and CI scripts carry over.
 struct LeakReportOptions: ParsableArguments {
-    @Option(name: .customLong("leak-check"), help: "summary or full (default full).")
+    @Option(name: .customLong("leak-check"), help: "no, summary or full (default full). no: skip the exit scan.")
     var leakCheck: String = "full"
 
     @Option(name: .customLong("show-leak-kinds"),
@@ -46,7 +46,7 @@ struct LeakReportOptions: ParsableArguments {
 
     func validate() throws {
         guard ReportOptions.LeakCheck(rawValue: leakCheck) != nil else {
-            throw ValidationError("--leak-check must be summary or full, not '\(leakCheck)'")
+            throw ValidationError("--leak-check must be no, summary or full, not '\(leakCheck)'")
         }
         guard LeakKindSet(parsing: showLeakKinds) != nil else {
             throw ValidationError("--show-leak-kinds: expected all, none or a list of definite,indirect,possible,reachable; got '\(showLeakKinds)'")
