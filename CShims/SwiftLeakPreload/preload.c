@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <link.h>
 #include <linux/futex.h>
@@ -103,9 +104,28 @@ static void swl_go_quiet(void) {
 
 // MARK: - Ring
 
+/// Whether swiftleak still runs. A recorder killed outright can stay a zombie until its parent
+/// reaps it, and kill(pid, 0) succeeds on a zombie: read its state from /proc too (only on this
+/// slow path, with a stack buffer: nothing here may allocate).
 static bool swl_recorder_alive(void) {
-    if (kill(g_ring->recorder_pid, 0) == 0) return true;
-    return errno != ESRCH;
+    pid_t pid = g_ring->recorder_pid;
+    if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+    char path[64] = "/proc/", digits[16], stat_text[512];
+    int length = 0;
+    for (unsigned value = (unsigned)pid; length == 0 || value != 0; value /= 10) digits[length++] = (char)('0' + value % 10);
+    size_t at = strlen(path);
+    while (length > 0) path[at++] = digits[--length];
+    memcpy(path + at, "/stat", 6);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno != ENOENT;
+    ssize_t n = read(fd, stat_text, sizeof stat_text - 1);
+    close(fd);
+    if (n <= 0) return true;
+    stat_text[n] = 0;
+    const char *end_of_name = strrchr(stat_text, ')');
+    if (end_of_name == NULL || end_of_name[1] != ' ') return true;
+    char state = end_of_name[2];
+    return state != 'Z' && state != 'X';
 }
 
 /// Waits until the consumer has freed the slot for `pos`. Returns false when the recorder is gone:

@@ -76,6 +76,32 @@ struct BehaviourTests {
         #expect(result.stderr.contains("replaced itself with exec"))
     }
 
+    @Test("if swiftleak dies, the program runs on untracked to its end")
+    func recorderDeath() throws {
+        let program = try Harness.build("pipeline/long_runner.c")
+        let started = Harness.workDirectory.appendingPathComponent("long_runner.started").path
+        let done = Harness.workDirectory.appendingPathComponent("long_runner.done").path
+        try? FileManager.default.removeItem(atPath: started)
+        try? FileManager.default.removeItem(atPath: done)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.swiftleak)
+        process.arguments = ["run", "--", program, "3", started, done]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait (bounded) until the program is running and recording, then kill swiftleak outright.
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: started) && Date() < deadline { usleep(20_000) }
+        #expect(FileManager.default.fileExists(atPath: started))
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        // The program, now untraced, fills the ring, sees the recorder gone and goes on untracked.
+        let finish = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: done) && Date() < finish { usleep(50_000) }
+        let text = try? String(contentsOfFile: done, encoding: .utf8)
+        #expect(text?.hasPrefix("done after ") == true)
+    }
+
     @Test("standard input reaches the program")
     func standardInput() throws {
         let program = try Harness.build("pipeline/behaviour.c")
