@@ -65,7 +65,13 @@ let package = Package(
         // MARK: Swift side
         .target(name: "SwiftLeakCore"),
         .target(name: "SwiftLeakTracer", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
-        .target(name: "SwiftLeakRecorder", dependencies: ["SwiftLeakCore", "CSwiftLeakSys", "SwiftLeakEventABI"]),
+        .target(
+            name: "SwiftLeakRecorder",
+            dependencies: ["SwiftLeakCore", "CSwiftLeakSys", "SwiftLeakEventABI"],
+            // The drain loop applies every event the program publishes; the table's indices are
+            // masked into range by construction.
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
         .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
         .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
         .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore"]),
