@@ -30,7 +30,8 @@ public enum LeakKind: String, CaseIterable, Sendable, Codable, Comparable {
         }
     }
 
-    private var order: Int {
+    /// Position in `allCases`: for per-kind arrays and for sorting.
+    public var index: Int {
         switch self {
         case .definitelyLost: return 0
         case .indirectlyLost: return 1
@@ -40,7 +41,7 @@ public enum LeakKind: String, CaseIterable, Sendable, Codable, Comparable {
         }
     }
 
-    public static func < (lhs: LeakKind, rhs: LeakKind) -> Bool { lhs.order < rhs.order }
+    public static func < (lhs: LeakKind, rhs: LeakKind) -> Bool { lhs.index < rhs.index }
 }
 
 /// A set of leak kinds as `--show-leak-kinds=definite,possible` spells it.

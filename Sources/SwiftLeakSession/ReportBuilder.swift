@@ -38,7 +38,7 @@ struct ReportBuilder {
             var generation: UInt8 = 0
         }
         var groups: [GroupKey: Totals] = [:]
-        var summary = [ByteCount](repeating: ByteCount(), count: 5)
+        var summary = [ByteCount](repeating: ByteCount(), count: LeakKind.allCases.count)
         // Neighbouring blocks often share a key: sum runs first, touch the dictionary per run.
         var runKey: GroupKey?
         var run = Totals()
@@ -130,18 +130,5 @@ struct FrameResolver {
             }
         }
         return frames
-    }
-}
-
-private extension LeakKind {
-    /// Position in `allCases`, for per-kind arrays.
-    var index: Int {
-        switch self {
-        case .definitelyLost: return 0
-        case .indirectlyLost: return 1
-        case .possiblyLost: return 2
-        case .stillReachable: return 3
-        case .unclassified: return 4
-        }
     }
 }

@@ -82,10 +82,7 @@ struct ScanTests {
 
     @Test("Swift reference cycles: one definitely lost node per cycle, the rest indirectly lost")
     func swiftCycles() throws {
-        let source = Harness.testPrograms.appendingPathComponent("scan/swift_cycles.swift").path
-        let program = Harness.workDirectory.appendingPathComponent("swift_cycles").path
-        let build = try Harness.run(["/usr/bin/env", "swiftc", "-Onone", "-g", "-module-name", "swift_cycles", "-o", program, source])
-        #expect(build.status == 0, "\(build.stderr)")
+        let program = try Harness.build("scan/swift_cycles.swift")
         let (result, maybeReport) = try Harness.swiftleak(program)
         #expect(result.stdout == "leaked 5 cycles, 12 nodes\n")
         let report = try #require(maybeReport)
@@ -174,10 +171,7 @@ struct ValgrindDifferentialTests {
 
     @Test("Swift reference cycles")
     func swiftCycles() throws {
-        let source = Harness.testPrograms.appendingPathComponent("scan/swift_cycles.swift").path
-        let program = Harness.workDirectory.appendingPathComponent("swift_cycles_vg").path
-        let build = try Harness.run(["/usr/bin/env", "swiftc", "-Onone", "-g", "-module-name", "swift_cycles", "-o", program, source])
-        #expect(build.status == 0, "\(build.stderr)")
+        let program = try Harness.build("scan/swift_cycles.swift")
         #expect(try Self.swiftleak(program, []) == (try Self.valgrind(program, [])))
     }
 }

@@ -33,7 +33,8 @@ enum Harness {
     private static let buildLock = NSLock()
     nonisolated(unsafe) private static var built: [String: String] = [:]
 
-    /// Compiles TestPrograms/<source> (C with cc, C++ with c++) once per test run.
+    /// Compiles TestPrograms/<source> once per test run: C with cc, C++ with c++ (with `flags`),
+    /// Swift with swiftc -Onone -g (the module named after the file).
     static func build(_ source: String, flags: [String] = ["-O0", "-g"], name: String? = nil) throws -> String {
         let key = source + " " + flags.joined(separator: " ")
         buildLock.lock()
@@ -41,8 +42,15 @@ enum Harness {
         if let path = built[key] { return path }
         let input = testPrograms.appendingPathComponent(source).path
         let output = workDirectory.appendingPathComponent(name ?? (source.replacingOccurrences(of: "/", with: "_") + "-\(built.count)")).path
-        let compiler = source.hasSuffix(".cpp") ? "c++" : "cc"
-        let result = try run(["/usr/bin/env", compiler] + flags + ["-pthread", "-o", output, input, "-ldl"])
+        let command: [String]
+        if source.hasSuffix(".swift") {
+            let module = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
+            command = ["swiftc", "-Onone", "-g", "-module-name", module, "-o", output, input]
+        } else {
+            command = [source.hasSuffix(".cpp") ? "c++" : "cc"] + flags + ["-pthread", "-o", output, input, "-ldl"]
+        }
+        let compiler = command[0]
+        let result = try run(["/usr/bin/env"] + command)
         guard result.status == 0 else {
             throw HarnessError("\(compiler) failed on \(source): \(result.stderr)")
         }

@@ -95,10 +95,7 @@ struct SymbolizationTests {
 
     @Test("Swift: demangled names of the allocating functions")
     func swiftFrames() throws {
-        let source = Harness.testPrograms.appendingPathComponent("stacks/swift_objects.swift").path
-        let program = Harness.workDirectory.appendingPathComponent("swift_objects").path
-        let build = try Harness.run(["/usr/bin/env", "swiftc", "-Onone", "-g", "-module-name", "swift_objects", "-o", program, source])
-        #expect(build.status == 0, "\(build.stderr)")
+        let program = try Harness.build("stacks/swift_objects.swift")
         let (result, maybeReport) = try Harness.swiftleak(program)
         #expect(result.status == 0)
         let report = try #require(maybeReport)
