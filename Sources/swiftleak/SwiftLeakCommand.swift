@@ -18,7 +18,7 @@ struct SwiftLeakCommand: ParsableCommand {
 
 /// Options of the leak report, named as in Valgrind so habits and CI scripts carry over.
 struct LeakReportOptions: ParsableArguments {
-    @Option(name: .customLong("leak-check"), help: "no, summary or full (default full). no: skip the exit scan.")
+    @Option(name: .customLong("leak-check"), help: "no, summary or full; no skips the exit scan.")
     var leakCheck: String = "full"
 
     @Option(name: .customLong("show-leak-kinds"),
@@ -32,10 +32,10 @@ struct LeakReportOptions: ParsableArguments {
             help: "Exit with this status when leaks of the error kinds were found.")
     var errorExitCode: Int32?
 
-    @Option(name: .customLong("num-callers"), help: "Frames shown per stack (default 12).")
+    @Option(name: .customLong("num-callers"), help: "Frames shown per stack.")
     var numCallers: Int = 12
 
-    @Option(name: .customLong("demangle"), help: "yes (default) or no: show C++, Swift and Rust names as the symbol table spells them.")
+    @Option(name: .customLong("demangle"), help: "yes or no; no shows C++, Swift and Rust names as the symbol table spells them.")
     var demangle: String = "yes"
 
     @Option(name: .customLong("json"), help: "Also write the report as JSON to this file.")
@@ -81,7 +81,7 @@ extension SwiftLeakCommand {
 
         @OptionGroup var report: LeakReportOptions
 
-        @Flag(name: .customLong("no-trace"), help: "Do not write a trace file.")
+        @Flag(name: .customLong("no-trace"), help: "Do not write a trace file (none is written yet: accepted for scripts written for later versions).")
         var noTrace = false
 
         @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
