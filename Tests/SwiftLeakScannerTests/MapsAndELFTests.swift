@@ -2,20 +2,6 @@ import Glibc
 import SwiftLeakScanner
 import Testing
 
-private func readText(_ path: String) -> String {
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { return "" }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let got = read(fd, &buffer, buffer.count)
-        if got <= 0 { break }
-        bytes += buffer[0..<got]
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
-
 nonisolated(unsafe) private var aWritableGlobal: Int = 42
 
 @Suite("/proc/PID/maps parsing")

@@ -5,20 +5,6 @@ import Testing
 
 nonisolated(unsafe) private var rootSlot: UInt = 0
 
-private func readMaps() -> String {
-    let fd = open("/proc/self/maps", O_RDONLY)
-    guard fd >= 0 else { return "" }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let got = read(fd, &buffer, buffer.count)
-        if got <= 0 { break }
-        bytes += buffer[0..<got]
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
-
 @Suite("Scanning this very process through /proc/self/mem")
 struct RealProcessTests {
     @Test("a block held by a global of this binary, and one held only by that block, are reachable")
@@ -35,7 +21,7 @@ struct RealProcessTests {
         outer.storeBytes(of: UInt(bitPattern: inner), toByteOffset: 16, as: UInt.self)
         rootSlot = UInt(bitPattern: outer)
 
-        let maps = MemoryMapping.parse(maps: readMaps())
+        let maps = MemoryMapping.parse(maps: readText("/proc/self/maps"))
         let blocks = [ScanBlock(address: UInt64(UInt(bitPattern: outer)), size: 64),
                       ScanBlock(address: UInt64(UInt(bitPattern: inner)), size: 40)]
             .sorted { $0.address < $1.address }
@@ -72,7 +58,7 @@ struct RealProcessTests {
     @Test("the /proc/PID/mem reader gives short counts at unmapped memory")
     func shortReads() throws {
         let reader = try #require(ProcPIDMemReader(pid: getpid()))
-        let maps = MemoryMapping.parse(maps: readMaps())
+        let maps = MemoryMapping.parse(maps: readText("/proc/self/maps"))
         // The last page of a readable mapping followed by a hole.
         let pairs = zip(maps, maps.dropFirst())
         let edge = try #require(pairs.first { $0.0.isReadable && $0.0.end < $0.1.start }?.0)
