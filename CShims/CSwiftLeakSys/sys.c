@@ -268,26 +268,44 @@ static void swl_forward_signal(int signal) {
     errno = saved;
 }
 
+/// SIGINT and SIGQUIT typed at the terminal reach the whole foreground process group, the program
+/// included: swiftleak's own copy (from the kernel) is dropped. Sent to swiftleak alone by another
+/// process (kill -INT), they are passed on.
+static void swl_forward_if_sent_by_a_process(int signal, siginfo_t *info, void *context) {
+    (void)context;
+    if (info != NULL && info->si_code <= 0) swl_forward_signal(signal);
+}
+
 void swl_signals_forward_to(pid_t child) {
     g_forward_to = child;
-    struct sigaction ignore = {0};
-    ignore.sa_handler = SIG_IGN;
-    sigemptyset(&ignore.sa_mask);
     struct sigaction old;
-    // Keyboard signals reach the whole foreground process group: the program gets its own copy.
-    sigaction(SIGINT, NULL, &old);
-    if (old.sa_handler == SIG_DFL) sigaction(SIGINT, &ignore, NULL);
-    sigaction(SIGQUIT, NULL, &old);
-    if (old.sa_handler == SIG_DFL) sigaction(SIGQUIT, &ignore, NULL);
+    struct sigaction keyboard = {0};
+    keyboard.sa_sigaction = swl_forward_if_sent_by_a_process;
+    keyboard.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&keyboard.sa_mask);
+    const int keyboard_signals[] = {SIGINT, SIGQUIT};
+    for (size_t i = 0; i < sizeof keyboard_signals / sizeof keyboard_signals[0]; i++) {
+        sigaction(keyboard_signals[i], NULL, &old);
+        if (old.sa_handler == SIG_DFL) sigaction(keyboard_signals[i], &keyboard, NULL);
+    }
     struct sigaction forward = {0};
     forward.sa_handler = swl_forward_signal;
     forward.sa_flags = SA_RESTART;
     sigemptyset(&forward.sa_mask);
     const int forwarded[] = {SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGINT);
+    sigaddset(&unblock, SIGQUIT);
     for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
         sigaction(forwarded[i], NULL, &old);
         if (old.sa_handler != SIG_IGN) sigaction(forwarded[i], &forward, NULL);
+        sigaddset(&unblock, forwarded[i]);
     }
+    // The child kept the signal mask swiftleak was started with (it forked before this); swiftleak
+    // itself must receive these to pass them on, whatever its parent blocked (a signal the program
+    // blocks then waits in the program, as it would without us). Threads started later inherit this.
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
 }
 
 void swl_die_by_signal(int signal) {

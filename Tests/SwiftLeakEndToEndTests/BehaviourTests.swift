@@ -102,6 +102,30 @@ struct BehaviourTests {
         #expect(text?.hasPrefix("done after ") == true)
     }
 
+    @Test("signals sent to swiftleak reach the program, which dies by them, after the report",
+          arguments: [SIGTERM, SIGINT])
+    func forwardedSignal(signal: Int32) throws {
+        let program = try Harness.build("pipeline/behaviour.c")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.swiftleak)
+        process.arguments = ["run", "--", program, "stdin"]
+        let input = Pipe(), output = Pipe(), errors = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        // The program prints its first line, then blocks reading stdin: it is running, traced.
+        let firstLine = output.fileHandleForReading.availableData
+        #expect(String(decoding: firstLine, as: UTF8.self).hasPrefix("stdout line for stdin"))
+        kill(process.processIdentifier, signal)
+        let report = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        try? input.fileHandleForWriting.close()
+        #expect(process.terminationReason == .uncaughtSignal)
+        #expect(process.terminationStatus == signal)
+        #expect(String(decoding: report, as: UTF8.self).contains("LEAK SUMMARY"))
+    }
+
     @Test("standard input reaches the program")
     func standardInput() throws {
         let program = try Harness.build("pipeline/behaviour.c")

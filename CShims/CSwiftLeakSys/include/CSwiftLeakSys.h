@@ -89,8 +89,8 @@ bool swl_wcoredump(int status);
 
 // MARK: Signals
 
-/// Makes SIGINT and SIGQUIT (which the terminal also sends to the program) leave swiftleak alone,
-/// and forwards SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 to `child`.
+/// Forwards SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 to `child`, and SIGINT and SIGQUIT when another
+/// process sent them; from the terminal, those two reach the program by themselves.
 void swl_signals_forward_to(pid_t child);
 /// Dies by `signal` the way the traced program did: default action, no core file of our own.
 void swl_die_by_signal(int signal);
