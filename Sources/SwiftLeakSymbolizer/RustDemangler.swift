@@ -162,6 +162,19 @@ private struct V0Parser {
         return false
     }
 
+    /// Prints the items of a list that ends with `E`, with `separator` between them; returns how
+    /// many there were.
+    @discardableResult
+    mutating func printList(separator: String, _ item: (inout V0Parser) throws -> Void) throws -> Int {
+        var count = 0
+        while !eat("E") {
+            if count > 0 { out += separator }
+            try item(&self)
+            count += 1
+        }
+        return count
+    }
+
     /// Bounds recursion, and output: back references can expand a short name exponentially.
     mutating func enter() throws {
         depth += 1
@@ -299,12 +312,7 @@ private struct V0Parser {
             try printPath(inValue: inValue)
             if inValue { out += "::" }
             out += "<"
-            var first = true
-            while !eat("E") {
-                if !first { out += ", " }
-                first = false
-                try printGenericArg()
-            }
+            try printList(separator: ", ") { try $0.printGenericArg() }
             out += ">"
         case UInt8(ascii: "B"):
             try atBackref { try $0.printPath(inValue: inValue) }
@@ -409,12 +417,7 @@ private struct V0Parser {
             out += "]"
         case UInt8(ascii: "T"):
             out += "("
-            var count = 0
-            while !eat("E") {
-                if count > 0 { out += ", " }
-                try printType()
-                count += 1
-            }
+            let count = try printList(separator: ", ") { try $0.printType() }
             if count == 1 { out += "," }
             out += ")"
         case UInt8(ascii: "F"):
@@ -430,12 +433,7 @@ private struct V0Parser {
                 }
             }
             out += "fn("
-            var first = true
-            while !eat("E") {
-                if !first { out += ", " }
-                first = false
-                try printType()
-            }
+            try printList(separator: ", ") { try $0.printType() }
             out += ")"
             if eat("u") {
                 // returns ()
@@ -448,12 +446,7 @@ private struct V0Parser {
             out += "dyn "
             let saved = boundLifetimes
             _ = try printBinder()
-            var first = true
-            while !eat("E") {
-                if !first { out += " + " }
-                first = false
-                try printDynTrait()
-            }
+            try printList(separator: " + ") { try $0.printDynTrait() }
             boundLifetimes = saved
             guard eat("L") else { throw Failure.invalid }
             let lifetime = try base62()
@@ -499,12 +492,7 @@ private struct V0Parser {
         if eat("I") {
             try printPath(inValue: false)
             out += "<"
-            var first = true
-            while !eat("E") {
-                if !first { out += ", " }
-                first = false
-                try printGenericArg()
-            }
+            try printList(separator: ", ") { try $0.printGenericArg() }
             return true
         }
         try printPath(inValue: false)
