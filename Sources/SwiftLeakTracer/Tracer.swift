@@ -176,23 +176,27 @@ public final class Tracer {
 
     /// Whether the process catches or ignores `signal` (SigCgt / SigIgn in /proc/PID/status).
     static func isHandledOrIgnored(_ signal: Int32, pid: Int32) -> Bool {
-        guard let text = readSmallFile("/proc/\(pid)/status") else { return true }
-        let bit = UInt64(1) << UInt64(signal - 1)
-        for line in text.split(separator: "\n") where line.hasPrefix("SigCgt:") || line.hasPrefix("SigIgn:") {
-            let hex = line.split(separator: ":").last.map { $0.trimmingCharacters(inSet: " \t") } ?? ""
-            if let mask = UInt64(hex, radix: 16), mask & bit != 0 { return true }
-        }
-        return false
+        guard let masks = statusMasks("/proc/\(pid)/status") else { return true }
+        return ((masks["SigCgt"] ?? 0) | (masks["SigIgn"] ?? 0)) & signalBit(signal) != 0
     }
 
     static func hasPendingSIGKILL(pid: Int32, tid: Int32) -> Bool {
-        guard let text = readSmallFile("/proc/\(pid)/task/\(tid)/status") else { return true }
-        for line in text.split(separator: "\n") where line.hasPrefix("SigPnd:") {
-            let hex = line.dropFirst("SigPnd:".count).trimmingCharacters(inSet: " \t")
-            guard let mask = UInt64(hex, radix: 16) else { return false }
-            return mask & (1 << (UInt64(SIGKILL) - 1)) != 0
+        guard let masks = statusMasks("/proc/\(pid)/task/\(tid)/status") else { return true }
+        return (masks["SigPnd"] ?? 0) & signalBit(SIGKILL) != 0
+    }
+
+    static func signalBit(_ signal: Int32) -> UInt64 { UInt64(1) << UInt64(signal - 1) }
+
+    /// The hexadecimal signal masks (`SigPnd`, `SigCgt`, `SigIgn`, …) of a /proc status file, by
+    /// name; nil when the file cannot be read (the thread is gone).
+    static func statusMasks(_ path: String) -> [String: UInt64]? {
+        guard let text = readSmallFile(path) else { return nil }
+        var masks: [String: UInt64] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("Sig") || line.hasPrefix("ShdPnd") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            masks[String(line[..<colon])] = UInt64(line[line.index(after: colon)...].trimmingCharacters(inSet: " \t"), radix: 16)
         }
-        return false
+        return masks
     }
 
     private func handleExitStopsIfComplete(onExit: (ExitStop) -> Void) {
