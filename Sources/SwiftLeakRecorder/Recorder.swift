@@ -14,7 +14,6 @@ public struct RecorderStatistics: Sendable, Hashable {
     public var replacedBlocks: UInt64 = 0
     /// Slots a thread reserved and never filled (it was killed inside an allocation function).
     public var abandonedSlots: UInt64 = 0
-    public var peakLiveBlocks: UInt64 = 0
     public init() {}
 }
 
@@ -152,7 +151,6 @@ public final class Recorder: @unchecked Sendable {
             state.stats.allocations += 1
             state.stats.bytesAllocated &+= size
             if state.table.insert(block) != nil { state.stats.replacedBlocks += 1 }
-            if UInt64(state.table.count) > state.stats.peakLiveBlocks { state.stats.peakLiveBlocks = UInt64(state.table.count) }
         case SWL_EVENT_FREE.rawValue:
             if state.table.remove(event.address) != nil {
                 state.stats.frees += 1

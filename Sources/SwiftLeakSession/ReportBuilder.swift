@@ -1,12 +1,10 @@
 import SwiftLeakCore
 import SwiftLeakRecorder
-import SwiftLeakReports
 import SwiftLeakSymbolizer
 import SwiftLeakTracer
 
 /// Turns the recorder's live blocks (and the exit scan's verdicts) into loss records.
 struct ReportBuilder {
-    var options: ReportOptions
     var ring: EventRing
     var symbolizer: Symbolizer
 

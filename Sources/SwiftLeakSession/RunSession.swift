@@ -68,7 +68,7 @@ public enum RunSession {
         recorder.start()
         let tracer = Tracer(pid: pid, exitAnnounced: { ring.exitAnnounced })
         var report = ProcessReport(pid: pid, ppid: getpid(), command: [configuration.program] + configuration.arguments)
-        let builder = ReportBuilder(options: configuration.report, ring: ring,
+        let builder = ReportBuilder(ring: ring,
                                     symbolizer: Symbolizer(demangle: configuration.demangle))
         let exit = tracer.run { stop in
             // The process is frozen with its memory intact: drain what it published, then judge.

@@ -21,8 +21,6 @@ public struct ExitStop: Sendable {
     /// thread may already be a zombie after pthread_exit).
     public var procTID: Int32
     public var threads: [ThreadSnapshot]
-    /// The exit status the kernel will report (PTRACE_GETEVENTMSG of the exiting thread).
-    public var pendingStatus: Int32
 }
 
 /// The ptrace event loop of one traced process. It must run on the thread that spawned the
@@ -211,7 +209,6 @@ public final class Tracer {
         }
         exitStopSeen = true
         var snapshots: [ThreadSnapshot] = []
-        var pendingStatus: Int32 = 0
         for tid in held {
             var words = [UInt64](repeating: 0, count: 32)
             var sp: UInt64 = 0
@@ -222,13 +219,8 @@ public final class Tracer {
                 snapshots.append(ThreadSnapshot(tid: tid, endedProcess: tid == exitInitiator,
                                                 registers: Array(words[0..<Int(count)]), stackPointer: sp))
             }
-            if tid == pid {
-                var message: UInt = 0
-                swl_ptrace_geteventmsg(tid, &message)
-                pendingStatus = Int32(truncatingIfNeeded: message)
-            }
         }
-        onExit(ExitStop(pid: pid, procTID: held[0], threads: snapshots, pendingStatus: pendingStatus))
+        onExit(ExitStop(pid: pid, procTID: held[0], threads: snapshots))
         for tid in held {
             swl_ptrace_cont(tid, 0)
         }
