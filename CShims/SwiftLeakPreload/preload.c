@@ -14,6 +14,7 @@
 
 #include "SwiftLeakPreload.h"
 #include "SwiftLeakEventABI.h"
+#include "unwind.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -250,25 +251,120 @@ static uint32_t swl_intern_stack(const uint64_t *frames, uint32_t depth) {
     }
 }
 
+// MARK: - Stack capture
+
+/// Which unwinder captures stacks. SWIFTLEAK_UNWINDER=libunwind forces libunwind (to compare
+/// speed); =verify runs both on every stack and reports any difference on stderr at exit (tests).
+enum { UNWINDER_OWN = 0, UNWINDER_LIBUNWIND = 1, UNWINDER_VERIFY = 2 };
+static int g_unwinder = UNWINDER_OWN;
+
+static struct {
+    uint64_t stacks, walked_by_own, mismatches;
+} g_verify;
+
+/// Drops the frames of our own (this function, the hook) that precede the program's call. Returns
+/// the index of `caller` in `raw`, or -1 when the unwinder did not walk out of the hook.
+static inline int swl_first_program_frame(const uint64_t *raw, int count, void *caller) {
+    for (int i = 0; i < count && i < SWL_OWN_FRAMES + 1; i++) {
+        if (raw[i] == (uint64_t)(uintptr_t)caller) return i;
+    }
+    return -1;
+}
+
+static void swl_write_stderr(const char *text) {
+    size_t length = strlen(text);
+    while (length > 0) {
+        ssize_t n = write(2, text, length);
+        if (n <= 0) return;
+        text += n;
+        length -= (size_t)n;
+    }
+}
+
+static char *swl_append_hex(char *out, uint64_t value) {
+    *out++ = '0';
+    *out++ = 'x';
+    int shift = 60;
+    while (shift > 0 && ((value >> shift) & 15) == 0) shift -= 4;
+    for (; shift >= 0; shift -= 4) *out++ = "0123456789abcdef"[(value >> shift) & 15];
+    return out;
+}
+
+static char *swl_append_decimal(char *out, uint64_t value) {
+    char digits[24];
+    int n = 0;
+    do digits[n++] = (char)('0' + value % 10); while ((value /= 10) != 0);
+    while (n > 0) *out++ = digits[--n];
+    return out;
+}
+
+/// Verify mode: walks the stack with both unwinders and reports (the first few) differences.
+static __attribute__((noinline)) void swl_verify_walk(const uint64_t *own_raw, int own_count, void *caller) {
+    uint64_t reference[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
+    int limit = (int)g_max_frames + SWL_OWN_FRAMES;
+    int reference_count = unw_backtrace((void **)reference, limit);
+    __atomic_fetch_add(&g_verify.stacks, 1, __ATOMIC_RELAXED);
+    if (own_count < 0) return; // our walker handed this stack to libunwind: nothing to compare
+    __atomic_fetch_add(&g_verify.walked_by_own, 1, __ATOMIC_RELAXED);
+    int own_first = swl_first_program_frame(own_raw, own_count, caller);
+    int reference_first = swl_first_program_frame(reference, reference_count, caller);
+    int own_depth = own_count - own_first, reference_depth = reference_count - reference_first;
+    // The walkers may start at different own frames but must agree from the program's call on,
+    // up to the depth kept (a walk that hits the limit stops at a different outer frame).
+    int kept = (int)g_max_frames;
+    if (own_depth > kept) own_depth = kept;
+    if (reference_depth > kept) reference_depth = kept;
+    bool same = own_first >= 0 && reference_first >= 0 && own_depth == reference_depth &&
+                memcmp(own_raw + own_first, reference + reference_first, (size_t)own_depth * 8) == 0;
+    if (same) return;
+    if (__atomic_fetch_add(&g_verify.mismatches, 1, __ATOMIC_RELAXED) >= 5) return;
+    char line[64 + 2 * (SWL_MAX_FRAMES + SWL_OWN_FRAMES) * 20], *out = line;
+    const char *intro = "swiftleak: unwinder mismatch: own";
+    memcpy(out, intro, strlen(intro));
+    out += strlen(intro);
+    for (int i = 0; i < own_count; i++) { *out++ = ' '; out = swl_append_hex(out, own_raw[i]); }
+    memcpy(out, " / libunwind", 12);
+    out += 12;
+    for (int i = 0; i < reference_count; i++) { *out++ = ' '; out = swl_append_hex(out, reference[i]); }
+    *out++ = '\n';
+    *out = 0;
+    swl_write_stderr(line);
+}
+
+static void swl_report_verify(void) {
+    char line[256], *out = line;
+    const char *parts[] = {"swiftleak: unwinder verify: ", " stacks, ", " walked by swiftleak, ", " mismatches\n"};
+    uint64_t values[] = {__atomic_load_n(&g_verify.stacks, __ATOMIC_RELAXED),
+                         __atomic_load_n(&g_verify.walked_by_own, __ATOMIC_RELAXED),
+                         __atomic_load_n(&g_verify.mismatches, __ATOMIC_RELAXED)};
+    for (int i = 0; i < 4; i++) {
+        memcpy(out, parts[i], strlen(parts[i]));
+        out += strlen(parts[i]);
+        if (i < 3) out = swl_append_decimal(out, values[i]);
+    }
+    *out = 0;
+    swl_write_stderr(line);
+}
+
 /// Captures the stack of the program's call to an allocation function. `caller` is the hook's
 /// return address: frames before it are our own and are dropped.
 static __attribute__((noinline)) uint32_t swl_capture_stack(void *caller) {
-    void *raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
-    int count = unw_backtrace(raw, (int)g_max_frames + SWL_OWN_FRAMES);
-    int first = -1;
-    for (int i = 0; i < count && i < SWL_OWN_FRAMES + 1; i++) {
-        if (raw[i] == caller) { first = i; break; }
-    }
+    uint64_t raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
+    int limit = (int)g_max_frames + SWL_OWN_FRAMES;
+    int count = g_unwinder == UNWINDER_LIBUNWIND ? -1 : swl_unwind(raw, limit);
+    if (SWL_UNLIKELY(g_unwinder == UNWINDER_VERIFY)) swl_verify_walk(raw, count, caller);
+    if (count < 0) count = unw_backtrace((void **)raw, limit);
+    int first = swl_first_program_frame(raw, count, caller);
     if (first < 0) {
         // The unwinder could not walk out of the hook (no unwind info somewhere): keep the one
         // frame we know for sure.
-        raw[0] = caller;
+        raw[0] = (uint64_t)(uintptr_t)caller;
         first = 0;
         count = 1;
     }
     int depth = count - first;
     if (depth > (int)g_max_frames) depth = (int)g_max_frames;
-    return swl_intern_stack((const uint64_t *)(raw + first), (uint32_t)depth);
+    return swl_intern_stack(raw + first, (uint32_t)depth);
 }
 
 /// Captures the caller's stack *before* the real allocation runs: the unwinder's frames and saved
@@ -499,6 +595,11 @@ static void swl_try_init(void) {
         }
     }
     if (final_state == STATE_RECORDING) {
+        const char *unwinder = getenv(SWL_ENV_UNWINDER);
+        if (unwinder && strcmp(unwinder, "libunwind") == 0) g_unwinder = UNWINDER_LIBUNWIND;
+        if (unwinder && strcmp(unwinder, "verify") == 0) g_unwinder = UNWINDER_VERIFY;
+        if (!swl_unwind_available()) g_unwinder = UNWINDER_LIBUNWIND;
+        if (g_unwinder == UNWINDER_VERIFY) atexit(swl_report_verify);
         unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
         pthread_atfork(NULL, NULL, swl_after_fork_in_child);
         // Registered first, so it runs after every handler the program registers later.
@@ -660,6 +761,9 @@ SWL_EXPORT int dlclose(void *handle) {
     static int (*real_dlclose)(void *);
     if (real_dlclose == NULL) real_dlclose = (int (*)(void *))dlsym(RTLD_NEXT, "dlclose");
     int rc = real_dlclose(handle);
+    // Code of the closed module may be gone and another mapped at its addresses: the cached
+    // unwind rules for them are stale. Whatever is on a live stack is re-read on the next miss.
+    swl_unwind_forget();
     if (swl_should_record()) swl_refresh_modules();
     return rc;
 }

@@ -105,11 +105,14 @@ enum Harness {
     }
 
     /// Runs `swiftleak run --json FILE [options] -- program arguments` and parses the JSON report.
+    /// `environment` is added to this process's environment.
     static func swiftleak(_ program: String, _ arguments: [String] = [], options: [String] = [],
-                          stdin: String? = nil, timeout: TimeInterval = 300) throws -> (Result, Report?) {
+                          stdin: String? = nil, timeout: TimeInterval = 300,
+                          environment: [String: String] = [:]) throws -> (Result, Report?) {
         let json = workDirectory.appendingPathComponent("report-\(UUID().uuidString).json").path
+        let merged = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let result = try run([swiftleak, "run", "--json", json] + options + ["--", program] + arguments,
-                             stdin: stdin, timeout: timeout)
+                             stdin: stdin, timeout: timeout, environment: merged)
         let report = (try? Data(contentsOf: URL(fileURLWithPath: json))).flatMap { try? Report(json: $0) }
         try? FileManager.default.removeItem(atPath: json)
         return (result, report)

@@ -25,6 +25,9 @@ extern "C" {
 #define SWL_RING_MEMFD_NAME "swiftleak-ring"
 /// Environment variables set by the launcher for the interposer.
 #define SWL_ENV_RING_FD "SWIFTLEAK_RING_FD"
+/// Diagnostic knob read by the interposer: "libunwind" captures every stack with libunwind instead
+/// of swiftleak's own walker; "verify" walks each stack with both and reports differences on stderr.
+#define SWL_ENV_UNWINDER "SWIFTLEAK_UNWINDER"
 
 /// What an event says. Stored in the top byte of `swl_event.info`.
 typedef enum swl_event_type {

@@ -1,0 +1,527 @@
+// The interposer's own stack walker: see unwind.h for why it exists.
+//
+// How a frame is stepped (x86_64, System V): every frame's canonical frame address (CFA) is the
+// caller's stack pointer, computed from either RSP or RBP plus an offset (or, in functions that
+// realign their stack, loaded from RBP+offset). The return address sits at CFA-8, and RBP is
+// either untouched or saved at a fixed offset. Those few numbers are "the rule" for a return
+// address; the compiler's DWARF call-frame information (.eh_frame, found through the
+// .eh_frame_hdr search table that glibc's _dl_find_object hands out lock-free) says what they are
+// at each instruction. A rule is computed once per return address and cached in one 64-bit word,
+// so threads share the cache without locks and without ever reading a torn entry.
+#ifndef _GNU_SOURCE
+#error "_GNU_SOURCE must be set by Package.swift"
+#endif
+
+#include "unwind.h"
+
+#include <dlfcn.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(DLFO_STRUCT_HAS_EH_DBASE)
+#define SWL_HAVE_WALKER 1
+#else
+#define SWL_HAVE_WALKER 0
+#endif
+
+bool swl_unwind_available(void) { return SWL_HAVE_WALKER; }
+
+/// The entry point only records the stack pointer and frame pointer as they are at the call and
+/// jumps on: [rsp] is then the return address into the caller, rsp+8 the caller's stack pointer
+/// after the return, and rbp the caller's (nothing has touched it). That is exactly the state of
+/// the caller's frame, so walking starts from known values, not from guesses about our own frame.
+__asm__(".text\n"
+        ".globl swl_unwind\n"
+        ".hidden swl_unwind\n"
+        ".type swl_unwind, @function\n"
+        "swl_unwind:\n"
+        ".cfi_startproc\n"
+        "    movq %rsp, %rdx\n"
+        "    movq %rbp, %rcx\n"
+        "    jmp swl_unwind_from\n"
+        ".cfi_endproc\n"
+        ".size swl_unwind, .-swl_unwind\n");
+
+__attribute__((used, visibility("hidden"))) int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
+
+#if !SWL_HAVE_WALKER
+
+int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+    (void)frames, (void)max, (void)sp, (void)rbp;
+    return -1;
+}
+
+void swl_unwind_forget(void) {}
+
+#else
+
+// MARK: - Rules and their cache
+
+enum {
+    RULE_EMPTY = 0,      // cache slot never filled (a valid word never has kind 0)
+    RULE_STEP = 1,       // step with the fields below
+    RULE_OUTERMOST = 2,  // the return address is undefined here: the stack ends
+    RULE_LIBUNWIND = 3,  // something this walker does not do: let libunwind walk the whole stack
+};
+
+enum { RBP_SAME = 0, RBP_AT_CFA = 1, RBP_AT_RBP = 2 };
+
+/// Flag on a frame-pointer RULE_STEP: no unwind information covers this address. Such code (ld.so's
+/// _dl_start_user at the base of every constructor's stack; thunks in libswiftCore built without
+/// unwind tables) is walked as libunwind walks it: RBP == 0 ends the stack, any other RBP is taken
+/// for a frame pointer (CFA = RBP+16, return address at CFA-8, caller's RBP at CFA-16).
+#define RULE_NO_INFO (1u << 31)
+
+typedef struct {
+    int kind;
+    bool cfa_from_rbp; // else from RSP
+    bool cfa_deref;    // CFA = *(base + offset), as in stack-realigning (DRAP) functions
+    int rbp_rule;
+    int64_t cfa_offset;
+    int64_t rbp_offset;
+    bool no_info;      // no FDE covers the address: a frame-pointer guess (RULE_NO_INFO)
+} swl_rule;
+
+// Cache word: bits 63..32 the tag (pc >> INDEX_BITS; user-space code lies below 2^47, so the tag
+// and the slot index together identify the pc exactly), bits 31..0 the packed rule:
+// 0-1 kind, 2 cfa_from_rbp, 3 cfa_deref, 4-5 rbp_rule, 6-21 cfa_offset/8, 22-30 rbp_offset/8,
+// 31 RULE_NO_INFO.
+#define INDEX_BITS 15
+#define INDEX_MASK ((1u << INDEX_BITS) - 1)
+static uint64_t g_rules[1u << INDEX_BITS];
+
+static inline uint32_t rule_slot(uint64_t pc) { return (uint32_t)((pc ^ (pc >> INDEX_BITS)) & INDEX_MASK); }
+
+static uint32_t pack_rule(swl_rule rule) {
+    if (rule.kind != RULE_STEP) return (uint32_t)rule.kind;
+    int64_t cfa = rule.cfa_offset / 8, rbp = rule.rbp_offset / 8;
+    bool fits = rule.cfa_offset % 8 == 0 && rule.rbp_offset % 8 == 0 && cfa >= -32768 && cfa <= 32767 &&
+                rbp >= -256 && rbp <= 255;
+    if (!fits) return RULE_LIBUNWIND; // a frame over 256 KiB, or an odd offset: rare enough
+    return RULE_STEP | (uint32_t)rule.cfa_from_rbp << 2 | (uint32_t)rule.cfa_deref << 3 |
+           (uint32_t)rule.rbp_rule << 4 | ((uint32_t)cfa & 0xffff) << 6 | ((uint32_t)rbp & 0x1ff) << 22 |
+           (rule.no_info ? RULE_NO_INFO : 0);
+}
+
+static inline int packed_kind(uint32_t packed) { return (int)(packed & 3); }
+static inline int64_t packed_cfa_offset(uint32_t packed) { return (int64_t)(int16_t)(packed >> 6) * 8; }
+static inline int64_t packed_rbp_offset(uint32_t packed) {
+    int32_t field = (int32_t)((packed >> 22) & 0x1ff); // 9 bits, sign-extend
+    return (int64_t)((field ^ 0x100) - 0x100) * 8;
+}
+
+void swl_unwind_forget(void) {
+    for (size_t i = 0; i < sizeof g_rules / sizeof g_rules[0]; i++) __atomic_store_n(&g_rules[i], 0, __ATOMIC_RELAXED);
+}
+
+// MARK: - Reading DWARF
+
+static inline uint64_t read_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t read_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t read_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+static uint64_t read_uleb(const uint8_t **p) {
+    uint64_t value = 0;
+    unsigned shift = 0;
+    uint8_t byte;
+    do {
+        byte = *(*p)++;
+        if (shift < 64) value |= (uint64_t)(byte & 0x7f) << shift;
+        shift += 7;
+    } while (byte & 0x80);
+    return value;
+}
+
+static int64_t read_sleb(const uint8_t **p) {
+    uint64_t value = 0;
+    unsigned shift = 0;
+    uint8_t byte;
+    do {
+        byte = *(*p)++;
+        if (shift < 64) value |= (uint64_t)(byte & 0x7f) << shift;
+        shift += 7;
+    } while (byte & 0x80);
+    if (shift < 64 && (byte & 0x40)) value |= ~(uint64_t)0 << shift;
+    return (int64_t)value;
+}
+
+enum {
+    PE_OMIT = 0xff, PE_INDIRECT = 0x80,
+    PE_ABSPTR = 0x00, PE_ULEB = 0x01, PE_UDATA2 = 0x02, PE_UDATA4 = 0x03, PE_UDATA8 = 0x04,
+    PE_SLEB = 0x09, PE_SDATA2 = 0x0a, PE_SDATA4 = 0x0b, PE_SDATA8 = 0x0c,
+    PE_PCREL = 0x10, PE_DATAREL = 0x30,
+};
+
+/// Reads a pointer in DW_EH_PE encoding `encoding`. `data_base` is what DW_EH_PE_datarel is
+/// relative to (the .eh_frame_hdr section). With `follow_indirect` false an indirect pointer is
+/// only skipped (personality routines: we never need them).
+static bool read_encoded(const uint8_t **p, uint8_t encoding, uint64_t data_base, bool follow_indirect, uint64_t *out) {
+    if (encoding == PE_OMIT) return false;
+    const uint8_t *field = *p;
+    uint64_t value;
+    switch (encoding & 0x0f) {
+    case PE_ABSPTR: case PE_UDATA8: case PE_SDATA8: value = read_u64(field); *p += 8; break;
+    case PE_UDATA4: value = read_u32(field); *p += 4; break;
+    case PE_SDATA4: value = (uint64_t)(int64_t)(int32_t)read_u32(field); *p += 4; break;
+    case PE_UDATA2: value = read_u16(field); *p += 2; break;
+    case PE_SDATA2: value = (uint64_t)(int64_t)(int16_t)read_u16(field); *p += 2; break;
+    case PE_ULEB: value = read_uleb(p); break;
+    case PE_SLEB: value = (uint64_t)read_sleb(p); break;
+    default: return false;
+    }
+    switch (encoding & 0x70) {
+    case 0: break;
+    case PE_PCREL: value += (uint64_t)(uintptr_t)field; break;
+    case PE_DATAREL: value += data_base; break;
+    default: return false; // textrel, funcrel, aligned: not produced for x86_64 Linux
+    }
+    if ((encoding & PE_INDIRECT) && follow_indirect) value = read_u64((const uint8_t *)(uintptr_t)value);
+    *out = value;
+    return true;
+}
+
+/// Finds the FDE covering `pc` through the module's .eh_frame_hdr binary-search table.
+static const uint8_t *find_fde(uint64_t pc) {
+    struct dl_find_object found;
+    if (_dl_find_object((void *)(uintptr_t)pc, &found) != 0 || found.dlfo_eh_frame == NULL) return NULL;
+    const uint8_t *header = found.dlfo_eh_frame;
+    uint64_t base = (uint64_t)(uintptr_t)header;
+    if (header[0] != 1) return NULL;
+    const uint8_t *p = header + 4;
+    uint64_t eh_frame, count;
+    if (!read_encoded(&p, header[1], base, true, &eh_frame) || !read_encoded(&p, header[2], base, true, &count)) return NULL;
+    if (header[3] != (PE_DATAREL | PE_SDATA4) || count == 0) return NULL; // the only table form linkers write
+    const uint8_t *table = p;
+    uint64_t low = 0, high = count; // invariant: entry[low].start <= pc < entry[high].start
+    if (base + (uint64_t)(int64_t)(int32_t)read_u32(table) > pc) return NULL;
+    while (high - low > 1) {
+        uint64_t middle = low + (high - low) / 2;
+        uint64_t start = base + (uint64_t)(int64_t)(int32_t)read_u32(table + middle * 8);
+        if (start <= pc) low = middle; else high = middle;
+    }
+    return (const uint8_t *)(uintptr_t)(base + (uint64_t)(int64_t)(int32_t)read_u32(table + low * 8 + 4));
+}
+
+/// Reads a CIE/FDE length field; returns the end of the entry and moves `p` past the field.
+static const uint8_t *entry_end(const uint8_t **p, bool *is64) {
+    uint64_t length = read_u32(*p);
+    *p += 4;
+    *is64 = length == 0xffffffffu;
+    if (*is64) {
+        length = read_u64(*p);
+        *p += 8;
+    }
+    return length == 0 ? NULL : *p + length;
+}
+
+typedef struct {
+    uint64_t code_align;
+    int64_t data_align;
+    uint64_t ra_register;
+    uint8_t fde_encoding;
+    bool has_augmentation_data;
+    bool signal_frame;
+    const uint8_t *instructions, *end;
+} swl_cie;
+
+static bool parse_cie(const uint8_t *p, swl_cie *cie) {
+    bool is64;
+    const uint8_t *end = entry_end(&p, &is64);
+    if (end == NULL) return false;
+    uint64_t id = is64 ? read_u64(p) : read_u32(p);
+    p += is64 ? 8 : 4;
+    if (id != 0) return false;
+    uint8_t version = *p++;
+    if (version != 1 && version != 3 && version != 4) return false;
+    const char *augmentation = (const char *)p;
+    p += strlen(augmentation) + 1;
+    if (version == 4) p += 2; // address_size, segment_selector_size
+    cie->code_align = read_uleb(&p);
+    cie->data_align = read_sleb(&p);
+    cie->ra_register = version == 1 ? *p++ : read_uleb(&p);
+    cie->fde_encoding = PE_ABSPTR;
+    cie->has_augmentation_data = false;
+    cie->signal_frame = false;
+    if (augmentation[0] == 'z') {
+        cie->has_augmentation_data = true;
+        uint64_t length = read_uleb(&p);
+        const uint8_t *data = p, *data_end = p + length;
+        bool known = true;
+        for (const char *a = augmentation + 1; *a && known && data < data_end; a++) {
+            uint64_t ignored;
+            switch (*a) {
+            case 'R': cie->fde_encoding = *data++; break;
+            case 'L': data++; break; // LSDA encoding
+            case 'P': { // personality routine
+                uint8_t encoding = *data++;
+                if (!read_encoded(&data, encoding, 0, false, &ignored)) return false;
+                break;
+            }
+            case 'S': cie->signal_frame = true; break;
+            case 'B': break;
+            default: known = false; break; // the data length lets us skip what we do not know
+            }
+        }
+        p = data_end;
+    } else if (augmentation[0] != 0) {
+        return false;
+    }
+    cie->instructions = p;
+    cie->end = end;
+    return true;
+}
+
+// MARK: - Running the call-frame program
+
+enum { HOW_SAME = 0, HOW_UNDEFINED, HOW_AT_CFA, HOW_AT_RBP, HOW_UNSUPPORTED };
+enum { CFA_REGISTER = 0, CFA_DEREF, CFA_UNSUPPORTED };
+enum { DW_RBP = 6, DW_RSP = 7 };
+
+typedef struct {
+    int how;
+    int64_t offset;
+} swl_register_rule;
+
+typedef struct {
+    int cfa_how;
+    uint64_t cfa_register;
+    int64_t cfa_offset;
+    swl_register_rule rbp, ra;
+} swl_frame_state;
+
+static swl_register_rule *tracked(swl_frame_state *state, uint64_t reg, const swl_cie *cie) {
+    if (reg == DW_RBP) return &state->rbp;
+    if (reg == cie->ra_register) return &state->ra;
+    return NULL;
+}
+
+static void set_rule(swl_frame_state *state, uint64_t reg, const swl_cie *cie, int how, int64_t offset) {
+    swl_register_rule *rule = tracked(state, reg, cie);
+    if (rule) *rule = (swl_register_rule){how, offset};
+}
+
+/// Recognizes the two DWARF expressions GCC and Clang emit around stack realignment:
+/// "DW_OP_breg6/7 N; DW_OP_deref" for the CFA and "DW_OP_breg6 N" for where RBP is saved.
+static bool match_breg(const uint8_t *p, const uint8_t *end, bool deref, uint64_t *reg, int64_t *offset) {
+    if (p >= end || *p < 0x70 || *p > 0x8f) return false; // DW_OP_breg0..31
+    *reg = (uint64_t)(*p++ - 0x70);
+    *offset = read_sleb(&p);
+    if (deref) {
+        if (p >= end || *p != 0x06) return false; // DW_OP_deref
+        p++;
+    }
+    return p == end;
+}
+
+/// Runs call-frame instructions from `p` to `end`, starting at code address `location`, until the
+/// row that covers `target`. Returns false on anything it cannot parse.
+static bool run_program(const uint8_t *p, const uint8_t *end, uint64_t location, uint64_t target, const swl_cie *cie,
+                        const swl_frame_state *initial, swl_frame_state *state) {
+    swl_frame_state saved[8];
+    int depth = 0;
+    while (p < end) {
+        uint8_t op = *p++;
+        uint64_t reg, delta;
+        int64_t offset;
+        switch (op & 0xc0) {
+        case 0x40: // DW_CFA_advance_loc
+            location += (uint64_t)(op & 0x3f) * cie->code_align;
+            if (location > target) return true;
+            continue;
+        case 0x80: // DW_CFA_offset
+            set_rule(state, op & 0x3f, cie, HOW_AT_CFA, (int64_t)read_uleb(&p) * cie->data_align);
+            continue;
+        case 0xc0: { // DW_CFA_restore
+            swl_register_rule *rule = tracked(state, op & 0x3f, cie);
+            if (rule) *rule = *tracked((swl_frame_state *)initial, op & 0x3f, cie);
+            continue;
+        }
+        }
+        switch (op) {
+        case 0x00: break; // nop
+        case 0x01: // set_loc
+            if (!read_encoded(&p, cie->fde_encoding, 0, true, &location)) return false;
+            if (location > target) return true;
+            break;
+        case 0x02: delta = *p; p += 1; goto advance;
+        case 0x03: delta = read_u16(p); p += 2; goto advance;
+        case 0x04: delta = read_u32(p); p += 4; goto advance;
+        advance:
+            location += delta * cie->code_align;
+            if (location > target) return true;
+            break;
+        case 0x05: // offset_extended
+            reg = read_uleb(&p);
+            set_rule(state, reg, cie, HOW_AT_CFA, (int64_t)read_uleb(&p) * cie->data_align);
+            break;
+        case 0x06: { // restore_extended
+            reg = read_uleb(&p);
+            swl_register_rule *rule = tracked(state, reg, cie);
+            if (rule) *rule = *tracked((swl_frame_state *)initial, reg, cie);
+            break;
+        }
+        case 0x07: set_rule(state, read_uleb(&p), cie, HOW_UNDEFINED, 0); break;
+        case 0x08: set_rule(state, read_uleb(&p), cie, HOW_SAME, 0); break;
+        case 0x09: // register: the value lives in another register, which we do not track
+            reg = read_uleb(&p);
+            (void)read_uleb(&p);
+            set_rule(state, reg, cie, HOW_UNSUPPORTED, 0);
+            break;
+        case 0x0a: // remember_state (the CFA included, as GCC's and LLVM's unwinders do)
+            if (depth == 8) return false;
+            saved[depth++] = *state;
+            break;
+        case 0x0b: // restore_state
+            if (depth == 0) return false;
+            *state = saved[--depth];
+            break;
+        case 0x0c: // def_cfa
+            state->cfa_how = CFA_REGISTER;
+            state->cfa_register = read_uleb(&p);
+            state->cfa_offset = (int64_t)read_uleb(&p);
+            break;
+        case 0x0d: state->cfa_register = read_uleb(&p); break; // def_cfa_register
+        case 0x0e: state->cfa_offset = (int64_t)read_uleb(&p); break; // def_cfa_offset
+        case 0x0f: { // def_cfa_expression
+            uint64_t length = read_uleb(&p);
+            bool ok = match_breg(p, p + length, true, &reg, &offset);
+            state->cfa_how = ok ? CFA_DEREF : CFA_UNSUPPORTED;
+            state->cfa_register = reg;
+            state->cfa_offset = ok ? offset : 0;
+            p += length;
+            break;
+        }
+        case 0x10: { // expression: the register is saved at the address the expression computes
+            reg = read_uleb(&p);
+            uint64_t length = read_uleb(&p);
+            uint64_t base;
+            bool ok = reg == DW_RBP && match_breg(p, p + length, false, &base, &offset) && base == DW_RBP;
+            set_rule(state, reg, cie, ok ? HOW_AT_RBP : HOW_UNSUPPORTED, ok ? offset : 0);
+            p += length;
+            break;
+        }
+        case 0x11: // offset_extended_sf
+            reg = read_uleb(&p);
+            set_rule(state, reg, cie, HOW_AT_CFA, read_sleb(&p) * cie->data_align);
+            break;
+        case 0x12: // def_cfa_sf
+            state->cfa_how = CFA_REGISTER;
+            state->cfa_register = read_uleb(&p);
+            state->cfa_offset = read_sleb(&p) * cie->data_align;
+            break;
+        case 0x13: state->cfa_offset = read_sleb(&p) * cie->data_align; break; // def_cfa_offset_sf
+        case 0x14: case 0x15: // val_offset(_sf): the value, not a save slot
+            reg = read_uleb(&p);
+            (void)(op == 0x14 ? (int64_t)read_uleb(&p) : read_sleb(&p));
+            set_rule(state, reg, cie, HOW_UNSUPPORTED, 0);
+            break;
+        case 0x16: { // val_expression
+            reg = read_uleb(&p);
+            uint64_t length = read_uleb(&p);
+            set_rule(state, reg, cie, HOW_UNSUPPORTED, 0);
+            p += length;
+            break;
+        }
+        case 0x2e: (void)read_uleb(&p); break; // GNU_args_size
+        case 0x2f: // GNU_negative_offset_extended
+            reg = read_uleb(&p);
+            set_rule(state, reg, cie, HOW_AT_CFA, -(int64_t)read_uleb(&p) * cie->data_align);
+            break;
+        default: return false;
+        }
+    }
+    return true;
+}
+
+/// Computes the rule for a return address: the row of its FDE that covers `pc - 1` (the call
+/// instruction; a call to a noreturn function can leave the return address past the function's end).
+static swl_rule compute_rule(uint64_t return_address) {
+    swl_rule libunwind = {.kind = RULE_LIBUNWIND};
+    uint64_t pc = return_address - 1;
+    swl_rule frame_pointer_guess = {.kind = RULE_STEP, .cfa_from_rbp = true, .cfa_offset = 16,
+                                    .rbp_rule = RBP_AT_CFA, .rbp_offset = -16, .no_info = true};
+    const uint8_t *fde = find_fde(pc);
+    if (fde == NULL) return frame_pointer_guess;
+    const uint8_t *p = fde;
+    bool is64;
+    const uint8_t *fde_end = entry_end(&p, &is64);
+    if (fde_end == NULL) return libunwind;
+    uint64_t cie_offset = is64 ? read_u64(p) : read_u32(p);
+    if (cie_offset == 0) return libunwind; // a CIE, not an FDE
+    swl_cie cie;
+    if (!parse_cie(p - cie_offset, &cie)) return libunwind;
+    p += is64 ? 8 : 4;
+    uint64_t start, range;
+    if (!read_encoded(&p, cie.fde_encoding, 0, true, &start)) return libunwind;
+    if (!read_encoded(&p, cie.fde_encoding & 0x0f, 0, false, &range)) return libunwind;
+    if (pc < start || pc - start >= range) return frame_pointer_guess; // code between FDEs
+    if (cie.has_augmentation_data) p += read_uleb(&p);
+    if (cie.signal_frame) return libunwind;
+
+    swl_frame_state initial = {.cfa_how = CFA_UNSUPPORTED, .rbp = {HOW_SAME, 0}, .ra = {HOW_UNSUPPORTED, 0}};
+    if (!run_program(cie.instructions, cie.end, start, pc, &cie, &initial, &initial)) return libunwind;
+    swl_frame_state state = initial;
+    if (!run_program(p, fde_end, start, pc, &cie, &initial, &state)) return libunwind;
+
+    if (state.ra.how == HOW_UNDEFINED) return (swl_rule){.kind = RULE_OUTERMOST};
+    if (state.ra.how != HOW_AT_CFA || state.ra.offset != -8) return libunwind;
+    if (state.cfa_how == CFA_UNSUPPORTED || (state.cfa_register != DW_RBP && state.cfa_register != DW_RSP)) return libunwind;
+    swl_rule rule = {
+        .kind = RULE_STEP,
+        .cfa_from_rbp = state.cfa_register == DW_RBP,
+        .cfa_deref = state.cfa_how == CFA_DEREF,
+        .cfa_offset = state.cfa_offset,
+    };
+    switch (state.rbp.how) {
+    case HOW_SAME: rule.rbp_rule = RBP_SAME; break;
+    case HOW_AT_CFA: rule.rbp_rule = RBP_AT_CFA; rule.rbp_offset = state.rbp.offset; break;
+    case HOW_AT_RBP: rule.rbp_rule = RBP_AT_RBP; rule.rbp_offset = state.rbp.offset; break;
+    default: return libunwind;
+    }
+    return rule;
+}
+
+static inline uint32_t rule_for(uint64_t return_address) {
+    if (return_address >> 47) return RULE_LIBUNWIND;
+    uint32_t slot = rule_slot(return_address);
+    uint64_t tag = return_address >> INDEX_BITS;
+    uint64_t word = __atomic_load_n(&g_rules[slot], __ATOMIC_RELAXED);
+    if ((word >> 32) == tag && packed_kind((uint32_t)word) != RULE_EMPTY) return (uint32_t)word;
+    uint32_t packed = pack_rule(compute_rule(return_address));
+    __atomic_store_n(&g_rules[slot], tag << 32 | packed, __ATOMIC_RELAXED);
+    return packed;
+}
+
+// MARK: - Walking
+
+int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+    uint64_t ip = sp[0];
+    uint64_t rsp = (uint64_t)(uintptr_t)(sp + 1);
+    int count = 0;
+    while (count < max && ip != 0) {
+        frames[count++] = ip;
+        uint32_t rule = rule_for(ip);
+        switch (packed_kind(rule)) {
+        case RULE_OUTERMOST: return count;
+        case RULE_STEP:
+            if ((rule & RULE_NO_INFO) && rbp == 0) return count;
+            break;
+        default: return -1;
+        }
+        uint64_t cfa = ((rule & 4) ? rbp : rsp) + (uint64_t)packed_cfa_offset(rule);
+        if (rule & 8) cfa = *(const uint64_t *)(uintptr_t)cfa;
+        // Each caller's frame lies above its callee's. Anything else means the rules and the stack
+        // disagree (hand-written code with wrong CFI, a stack switch): do not follow it.
+        if (cfa <= rsp || cfa - rsp > (1u << 30)) return -1;
+        switch ((rule >> 4) & 3) {
+        case RBP_AT_CFA: rbp = *(const uint64_t *)(uintptr_t)(cfa + (uint64_t)packed_rbp_offset(rule)); break;
+        case RBP_AT_RBP: rbp = *(const uint64_t *)(uintptr_t)(rbp + (uint64_t)packed_rbp_offset(rule)); break;
+        default: break;
+        }
+        ip = *(const uint64_t *)(uintptr_t)(cfa - 8);
+        rsp = cfa;
+    }
+    return count;
+}
+
+#endif

@@ -1,0 +1,28 @@
+// The interposer's own stack walker (x86_64 Linux), private to libswiftleak_preload.so.
+//
+// libunwind's unw_backtrace spent more than half of a malloc-heavy program's time under swiftleak,
+// most of it setting up a cursor for every call. This walker keeps one rule per return address in
+// a lock-free cache (how to find the caller's stack pointer, return address and frame pointer,
+// read once from the module's .eh_frame) and then needs a couple of loads a frame. Whatever it
+// cannot express (signal frames, unusual CFA expressions, code without unwind tables) makes
+// swl_unwind return -1, and the caller then asks libunwind for the whole stack.
+#ifndef SWIFTLEAK_PRELOAD_UNWIND_H
+#define SWIFTLEAK_PRELOAD_UNWIND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/// Whether the walker can run in this process (it needs glibc's _dl_find_object, glibc 2.35+,
+/// and x86_64). When false, swl_unwind always returns -1.
+bool swl_unwind_available(void);
+
+/// Writes the return addresses of the calling thread's stack into `frames`, innermost first:
+/// frames[0] is the return address into the function that called swl_unwind. Returns how many
+/// it wrote (at most `max`), or -1 when some frame needs libunwind.
+int swl_unwind(uint64_t *frames, int max);
+
+/// Forgets every cached rule. Called after dlclose: a new module may be mapped where the old
+/// one's code was.
+void swl_unwind_forget(void);
+
+#endif

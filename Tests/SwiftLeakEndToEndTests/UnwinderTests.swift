@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+
+/// swiftleak's own stack walker (CShims/SwiftLeakPreload/unwind.c) against libunwind, stack by stack:
+/// with SWIFTLEAK_UNWINDER=verify the interposer walks every allocation's stack both ways and
+/// prints, at the program's exit, `swiftleak: unwinder verify: N stacks, W walked by swiftleak,
+/// M mismatches` (and the first mismatching stacks).
+@Suite("Own stack walker")
+struct UnwinderTests {
+    struct Verdict {
+        var stacks: Int
+        var walked: Int
+        var mismatches: Int
+    }
+
+    static func verdict(_ stderr: String) throws -> Verdict {
+        let line = try #require(stderr.split(separator: "\n").first { $0.hasPrefix("swiftleak: unwinder verify: ") },
+                                "no verify line in: \(stderr)")
+        let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        try #require(numbers.count == 3, "\(line)")
+        return Verdict(stacks: numbers[0], walked: numbers[1], mismatches: numbers[2])
+    }
+
+    static func verify(_ program: String, _ arguments: [String] = []) throws -> (Verdict, Harness.Result) {
+        let (result, _) = try Harness.swiftleak(program, arguments, options: ["--leak-check=summary"],
+                                                environment: ["SWIFTLEAK_UNWINDER": "verify"])
+        return (try verdict(result.stderr), result)
+    }
+
+    @Test("same stacks as libunwind: deep, VLA, -O0, realigned, signal, exceptions, library callbacks, threads, dlclose",
+          arguments: [["-O0", "-g"], ["-O2", "-g"]])
+    func shapes(flags: [String]) throws {
+        let plugin = Harness.workDirectory.appendingPathComponent("libplugin-unwind\(flags[0]).so").path
+        let build = try Harness.run(["/usr/bin/env", "cc", "-O2", "-g", "-shared", "-fPIC", "-o", plugin,
+                                     Harness.testPrograms.appendingPathComponent("stacks/plugin.c").path])
+        try #require(build.status == 0, "\(build.stderr)")
+        let program = try Harness.build("stacks/unwind_shapes.cpp", flags: flags)
+        let (verdict, result) = try Self.verify(program, [plugin])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "unwind_shapes: done\n")
+        #expect(verdict.mismatches == 0, "\(result.stderr)")
+        // 3 rounds and 3 threads of a few hundred allocations each, plus the C++ runtime's.
+        #expect(verdict.stacks > 10_000)
+        // Signal frames are libunwind's (one per raise), and nearly everything else is ours.
+        #expect(verdict.stacks - verdict.walked >= 3, "the signal handler's stacks go to libunwind")
+        #expect(verdict.walked * 100 >= verdict.stacks * 99, "\(verdict)")
+    }
+
+    @Test("same stacks as libunwind in Swift code and the Swift runtime")
+    func swiftRuntime() throws {
+        let program = try Harness.build("stacks/swift_objects.swift")
+        let (verdict, result) = try Self.verify(program)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(verdict.mismatches == 0, "\(result.stderr)")
+        #expect(verdict.stacks > 20)
+        #expect(verdict.walked * 100 >= verdict.stacks * 99, "\(verdict)")
+    }
+
+    @Test("the report is the same whichever unwinder captured the stacks")
+    func sameReport() throws {
+        let program = try Harness.build("stacks/cxx_templates.cpp", flags: ["-O2", "-g"])
+        let (_, own) = try Harness.swiftleak(program)
+        let (_, reference) = try Harness.swiftleak(program, environment: ["SWIFTLEAK_UNWINDER": "libunwind"])
+        let ownReport = try #require(own), referenceReport = try #require(reference)
+        func stacks(_ report: Report) -> [String] {
+            report.lossRecords.map { record in
+                "\(record.kind) \(record.bytes) " + record.stack.map { "\($0.function ?? "?"):\($0.line ?? 0)" }.joined(separator: " ")
+            }.sorted()
+        }
+        #expect(!stacks(ownReport).isEmpty)
+        #expect(stacks(ownReport) == stacks(referenceReport))
+    }
+}
