@@ -2,22 +2,21 @@
  *
  * Usage: xthread [THREADS [PAIRS_PER_THREAD]]   (default 2 threads, 1000000 pairs)
  *
- * Thread i allocates PAIRS_PER_THREAD message blocks of varied small sizes
- * (16..256 bytes, through a few helper frames) and fills them. It hands them,
- * BATCH at a time in a malloc'd batch block, through a lock-free
- * single-producer/single-consumer ring to thread (i+1) % THREADS, and after
- * each batch it pops the batches thread (i-1) % THREADS sent it, reads the
- * messages and frees them and the batch block. With 2 threads they pass
- * blocks to each other; every free is a cross-thread free. There are
- * PAIRS_PER_THREAD * (1 + 1/BATCH) malloc/free pairs per thread.
+ * Thread i allocates PAIRS_PER_THREAD messages of MESSAGE bytes (through a few helper frames),
+ * writes their first and last bytes, and hands them, BATCH at a time in a malloc'd batch block,
+ * through a lock-free single-producer/single-consumer ring to thread (i+1) % THREADS. After each
+ * batch it pops the batches thread (i-1) % THREADS sent it, reads the messages and frees them and
+ * the batch block. With 2 threads they pass blocks to each other; every free is a cross-thread
+ * free. There are PAIRS_PER_THREAD * (1 + 1/BATCH) malloc/free pairs per thread.
  *
- * Handing over batches (rather than single pointers through a big ring) keeps
- * the number of blocks in flight small enough for glibc's per-thread cache;
- * with single pointers and a deep ring, glibc's arena locks made the native
- * run time swing between 0.2 s and 3 s from run to run, useless as a baseline.
- * A full outgoing ring makes the producer drain its own incoming ring and
- * yield, so it works (slowly) when threads are serialized (valgrind) or there
- * are fewer CPUs than threads.
+ * Why one message size and batches of 6: glibc keeps up to 7 freed chunks per size class in a
+ * per-thread cache. A thread that frees 6 of its neighbour's messages and then allocates 6 of its
+ * own recycles them through that cache, so the native run measures allocation and not glibc's
+ * arena lock. An earlier version (messages of 16-256 bytes, filled byte by byte, batches of 16)
+ * overflowed the cache: natively it made 1.4 million sched_yield and 1.5 million futex calls per
+ * run, and its time swung between 0.8 s and 4.7 s from run to run, useless as a denominator.
+ * A full outgoing ring makes the producer drain its own incoming ring and yield, so it works
+ * (slowly) when threads are serialized (valgrind) or there are fewer CPUs than threads.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -31,7 +30,10 @@
 #define RING 64 /* batches, power of two */
 #endif
 #ifndef BATCH
-#define BATCH 16 /* messages per batch */
+#define BATCH 6 /* messages per batch: below glibc's tcache depth of 7 */
+#endif
+#ifndef MESSAGE
+#define MESSAGE 64 /* bytes per message */
 #endif
 
 struct ring {
@@ -79,10 +81,10 @@ static void *ring_pop(struct ring *r) {
 
 NOINLINE static void *make_message(struct worker *w) {
     uint64_t r = next_rng(w);
-    size_t n = 16 + (size_t)(r % 241);
-    unsigned char *p = malloc(n);
+    unsigned char *p = malloc(MESSAGE);
     if (p == NULL) { perror("malloc"); exit(2); }
-    for (size_t k = 0; k < n; k++) p[k] = (unsigned char)(r >> (k & 31));
+    p[0] = (unsigned char)r;
+    p[MESSAGE - 1] = (unsigned char)(r >> 8);
     return p;
 }
 
@@ -90,9 +92,7 @@ NOINLINE static void *encode_message(struct worker *w) { return make_message(w);
 
 NOINLINE static void consume_message(struct worker *w, void *p) {
     const volatile unsigned char *b = p;
-    uint64_t sum = 0;
-    for (size_t k = 0; k < 16; k++) sum += b[k];
-    w->checksum += sum;
+    w->checksum += b[0] + b[MESSAGE - 1];
     free(p);
     w->freed++;
 }
