@@ -66,11 +66,12 @@ enum {
 
 enum { RBP_SAME = 0, RBP_AT_CFA = 1, RBP_AT_RBP = 2 };
 
-/// Flag on a frame-pointer RULE_STEP: no unwind information covers this address. Such code (ld.so's
-/// _dl_start_user at the base of every constructor's stack; thunks in libswiftCore built without
-/// unwind tables) is walked as libunwind walks it: RBP == 0 ends the stack, any other RBP is taken
-/// for a frame pointer (CFA = RBP+16, return address at CFA-8, caller's RBP at CFA-16).
-#define RULE_NO_INFO (1u << 31)
+/// Flag on RULE_OUTERMOST: no unwind information covers this address. There the stack ends only if
+/// RBP is 0, as libunwind decides: ld.so's _dl_start_user, at the base of every library
+/// constructor's stack, clears RBP before its call. With any other RBP (thunks in libswiftCore
+/// built without unwind tables, JIT code) libunwind guesses a frame-pointer chain; the walker
+/// never reads memory on a guess, so it hands such stacks to libunwind.
+#define RULE_NO_INFO 4u
 
 typedef struct {
     int kind;
@@ -79,13 +80,13 @@ typedef struct {
     int rbp_rule;
     int64_t cfa_offset;
     int64_t rbp_offset;
-    bool no_info;      // no FDE covers the address: a frame-pointer guess (RULE_NO_INFO)
+    bool no_info;      // RULE_OUTERMOST because no FDE covers the address (RULE_NO_INFO)
 } swl_rule;
 
 // Cache word: bits 63..32 the tag (pc >> INDEX_BITS; user-space code lies below 2^47, so the tag
 // and the slot index together identify the pc exactly), bits 31..0 the packed rule:
-// 0-1 kind, 2 cfa_from_rbp, 3 cfa_deref, 4-5 rbp_rule, 6-21 cfa_offset/8, 22-30 rbp_offset/8,
-// 31 RULE_NO_INFO.
+// 0-1 kind, 2 cfa_from_rbp (RULE_NO_INFO for RULE_OUTERMOST), 3 cfa_deref, 4-5 rbp_rule,
+// 6-21 cfa_offset/8, 22-31 rbp_offset/8.
 #define INDEX_BITS 15
 #define INDEX_MASK ((1u << INDEX_BITS) - 1)
 static uint64_t g_rules[1u << INDEX_BITS];
@@ -93,21 +94,21 @@ static uint64_t g_rules[1u << INDEX_BITS];
 static inline uint32_t rule_slot(uint64_t pc) { return (uint32_t)((pc ^ (pc >> INDEX_BITS)) & INDEX_MASK); }
 
 static uint32_t pack_rule(swl_rule rule) {
+    if (rule.kind == RULE_OUTERMOST) return RULE_OUTERMOST | (rule.no_info ? RULE_NO_INFO : 0);
     if (rule.kind != RULE_STEP) return (uint32_t)rule.kind;
     int64_t cfa = rule.cfa_offset / 8, rbp = rule.rbp_offset / 8;
     bool fits = rule.cfa_offset % 8 == 0 && rule.rbp_offset % 8 == 0 && cfa >= -32768 && cfa <= 32767 &&
-                rbp >= -256 && rbp <= 255;
+                rbp >= -512 && rbp <= 511;
     if (!fits) return RULE_LIBUNWIND; // a frame over 256 KiB, or an odd offset: rare enough
     return RULE_STEP | (uint32_t)rule.cfa_from_rbp << 2 | (uint32_t)rule.cfa_deref << 3 |
-           (uint32_t)rule.rbp_rule << 4 | ((uint32_t)cfa & 0xffff) << 6 | ((uint32_t)rbp & 0x1ff) << 22 |
-           (rule.no_info ? RULE_NO_INFO : 0);
+           (uint32_t)rule.rbp_rule << 4 | ((uint32_t)cfa & 0xffff) << 6 | ((uint32_t)rbp & 0x3ff) << 22;
 }
 
 static inline int packed_kind(uint32_t packed) { return (int)(packed & 3); }
 static inline int64_t packed_cfa_offset(uint32_t packed) { return (int64_t)(int16_t)(packed >> 6) * 8; }
 static inline int64_t packed_rbp_offset(uint32_t packed) {
-    int32_t field = (int32_t)((packed >> 22) & 0x1ff); // 9 bits, sign-extend
-    return (int64_t)((field ^ 0x100) - 0x100) * 8;
+    int32_t field = (int32_t)(packed >> 22); // 10 bits, sign-extend
+    return (int64_t)((field ^ 0x200) - 0x200) * 8;
 }
 
 void swl_unwind_forget(void) {
@@ -438,10 +439,9 @@ static bool run_program(const uint8_t *p, const uint8_t *end, uint64_t location,
 static swl_rule compute_rule(uint64_t return_address) {
     swl_rule libunwind = {.kind = RULE_LIBUNWIND};
     uint64_t pc = return_address - 1;
-    swl_rule frame_pointer_guess = {.kind = RULE_STEP, .cfa_from_rbp = true, .cfa_offset = 16,
-                                    .rbp_rule = RBP_AT_CFA, .rbp_offset = -16, .no_info = true};
+    swl_rule no_info = {.kind = RULE_OUTERMOST, .no_info = true};
     const uint8_t *fde = find_fde(pc);
-    if (fde == NULL) return frame_pointer_guess;
+    if (fde == NULL) return no_info;
     const uint8_t *p = fde;
     bool is64;
     const uint8_t *fde_end = entry_end(&p, &is64);
@@ -454,7 +454,7 @@ static swl_rule compute_rule(uint64_t return_address) {
     uint64_t start, range;
     if (!read_encoded(&p, cie.fde_encoding, 0, true, &start)) return libunwind;
     if (!read_encoded(&p, cie.fde_encoding & 0x0f, 0, false, &range)) return libunwind;
-    if (pc < start || pc - start >= range) return frame_pointer_guess; // code between FDEs
+    if (pc < start || pc - start >= range) return no_info; // code between FDEs
     if (cie.has_augmentation_data) p += read_uleb(&p);
     if (cie.signal_frame) return libunwind;
 
@@ -502,10 +502,10 @@ int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp)
         frames[count++] = ip;
         uint32_t rule = rule_for(ip);
         switch (packed_kind(rule)) {
-        case RULE_OUTERMOST: return count;
-        case RULE_STEP:
-            if ((rule & RULE_NO_INFO) && rbp == 0) return count;
-            break;
+        case RULE_OUTERMOST:
+            if ((rule & RULE_NO_INFO) && rbp != 0) return -1;
+            return count;
+        case RULE_STEP: break;
         default: return -1;
         }
         uint64_t cfa = ((rule & 4) ? rbp : rsp) + (uint64_t)packed_cfa_offset(rule);
