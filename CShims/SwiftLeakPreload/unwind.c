@@ -481,15 +481,22 @@ static swl_rule compute_rule(uint64_t return_address) {
     return rule;
 }
 
-static inline uint32_t rule_for(uint64_t return_address) {
-    if (return_address >> 47) return RULE_LIBUNWIND;
-    uint32_t slot = rule_slot(return_address);
-    uint64_t tag = return_address >> INDEX_BITS;
-    uint64_t word = __atomic_load_n(&g_rules[slot], __ATOMIC_RELAXED);
-    if ((word >> 32) == tag && packed_kind((uint32_t)word) != RULE_EMPTY) return (uint32_t)word;
+/// The cache miss: kept out of line so the walking loop stays small and keeps its registers.
+static __attribute__((noinline, cold)) uint32_t learn_rule(uint64_t return_address) {
+    if (return_address >> 47) return RULE_LIBUNWIND; // not user-space code: the tag would not fit
     uint32_t packed = pack_rule(compute_rule(return_address));
-    __atomic_store_n(&g_rules[slot], tag << 32 | packed, __ATOMIC_RELAXED);
+    uint64_t tag = return_address >> INDEX_BITS;
+    __atomic_store_n(&g_rules[rule_slot(return_address)], tag << 32 | packed, __ATOMIC_RELAXED);
     return packed;
+}
+
+static inline uint32_t rule_for(uint64_t return_address) {
+    uint64_t word = __atomic_load_n(&g_rules[rule_slot(return_address)], __ATOMIC_RELAXED);
+    // A word whose tag matches has a kind; an address at or above 2^47 never matches a tag.
+    if (__builtin_expect((word >> 32) == (return_address >> INDEX_BITS) && packed_kind((uint32_t)word) != RULE_EMPTY, 1)) {
+        return (uint32_t)word;
+    }
+    return learn_rule(return_address);
 }
 
 // MARK: - Walking
