@@ -121,7 +121,8 @@ static inline uint64_t read_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8)
 static inline uint32_t read_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline uint16_t read_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-static uint64_t read_uleb(const uint8_t **p) {
+/// Reads a LEB128 number; `last_byte` gets its final byte (bit 6 is the sign of a signed one).
+static uint64_t read_leb(const uint8_t **p, unsigned *shift_out, uint8_t *last_byte) {
     uint64_t value = 0;
     unsigned shift = 0;
     uint8_t byte;
@@ -130,19 +131,22 @@ static uint64_t read_uleb(const uint8_t **p) {
         if (shift < 64) value |= (uint64_t)(byte & 0x7f) << shift;
         shift += 7;
     } while (byte & 0x80);
+    *shift_out = shift;
+    *last_byte = byte;
     return value;
 }
 
+static uint64_t read_uleb(const uint8_t **p) {
+    unsigned shift;
+    uint8_t last;
+    return read_leb(p, &shift, &last);
+}
+
 static int64_t read_sleb(const uint8_t **p) {
-    uint64_t value = 0;
-    unsigned shift = 0;
-    uint8_t byte;
-    do {
-        byte = *(*p)++;
-        if (shift < 64) value |= (uint64_t)(byte & 0x7f) << shift;
-        shift += 7;
-    } while (byte & 0x80);
-    if (shift < 64 && (byte & 0x40)) value |= ~(uint64_t)0 << shift;
+    unsigned shift;
+    uint8_t last;
+    uint64_t value = read_leb(p, &shift, &last);
+    if (shift < 64 && (last & 0x40)) value |= ~(uint64_t)0 << shift;
     return (int64_t)value;
 }
 
