@@ -103,6 +103,35 @@ static void swl_go_quiet(void) {
     if (g_ring) __atomic_store_n(&g_ring->disabled, 1, __ATOMIC_RELEASE);
 }
 
+// MARK: - Text without stdio (nothing here may allocate)
+
+static void swl_write_stderr(const char *text) {
+    size_t length = strlen(text);
+    while (length > 0) {
+        ssize_t n = write(2, text, length);
+        if (n <= 0) return;
+        text += n;
+        length -= (size_t)n;
+    }
+}
+
+static char *swl_append_hex(char *out, uint64_t value) {
+    *out++ = '0';
+    *out++ = 'x';
+    int shift = 60;
+    while (shift > 0 && ((value >> shift) & 15) == 0) shift -= 4;
+    for (; shift >= 0; shift -= 4) *out++ = "0123456789abcdef"[(value >> shift) & 15];
+    return out;
+}
+
+static char *swl_append_decimal(char *out, uint64_t value) {
+    char digits[24];
+    int n = 0;
+    do digits[n++] = (char)('0' + value % 10); while ((value /= 10) != 0);
+    while (n > 0) *out++ = digits[--n];
+    return out;
+}
+
 // MARK: - Ring
 
 /// Whether swiftleak still runs. A recorder killed outright can stay a zombie until its parent
@@ -111,12 +140,9 @@ static void swl_go_quiet(void) {
 static bool swl_recorder_alive(void) {
     pid_t pid = g_ring->recorder_pid;
     if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-    char path[64] = "/proc/", digits[16], stat_text[512];
-    int length = 0;
-    for (unsigned value = (unsigned)pid; length == 0 || value != 0; value /= 10) digits[length++] = (char)('0' + value % 10);
-    size_t at = strlen(path);
-    while (length > 0) path[at++] = digits[--length];
-    memcpy(path + at, "/stat", 6);
+    char path[64] = "/proc/", stat_text[512];
+    char *end = swl_append_decimal(path + 6, (uint64_t)(unsigned)pid);
+    memcpy(end, "/stat", 6);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return errno != ENOENT;
     ssize_t n = read(fd, stat_text, sizeof stat_text - 1);
@@ -269,33 +295,6 @@ static inline int swl_first_program_frame(const uint64_t *raw, int count, void *
         if (raw[i] == (uint64_t)(uintptr_t)caller) return i;
     }
     return -1;
-}
-
-static void swl_write_stderr(const char *text) {
-    size_t length = strlen(text);
-    while (length > 0) {
-        ssize_t n = write(2, text, length);
-        if (n <= 0) return;
-        text += n;
-        length -= (size_t)n;
-    }
-}
-
-static char *swl_append_hex(char *out, uint64_t value) {
-    *out++ = '0';
-    *out++ = 'x';
-    int shift = 60;
-    while (shift > 0 && ((value >> shift) & 15) == 0) shift -= 4;
-    for (; shift >= 0; shift -= 4) *out++ = "0123456789abcdef"[(value >> shift) & 15];
-    return out;
-}
-
-static char *swl_append_decimal(char *out, uint64_t value) {
-    char digits[24];
-    int n = 0;
-    do digits[n++] = (char)('0' + value % 10); while ((value /= 10) != 0);
-    while (n > 0) *out++ = digits[--n];
-    return out;
 }
 
 /// Verify mode: walks the stack with both unwinders and reports (the first few) differences.
