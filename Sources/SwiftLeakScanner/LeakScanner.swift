@@ -151,8 +151,16 @@ private final class ScanEngine {
     let cacheValidFrom: UnsafeMutablePointer<Int32>   // readable bytes [from, to) of the window
     let cacheValidTo: UnsafeMutablePointer<Int32>
 
-    /// Sorted file-backed mappings for the multipleinheritance heuristic.
-    let fileMappings: [MemoryMapping]
+    /// File-backed mappings, sorted, as plain ranges: the multipleinheritance heuristic looks up
+    /// addresses in them for many interior pointers, and `MemoryMapping` carries strings (a retain
+    /// per copy, a parse of `perms` per flag).
+    struct FileRange {
+        var start: UInt64
+        var end: UInt64
+        var isReadable: Bool
+        var isExecutable: Bool
+    }
+    let fileRanges: [FileRange]
     var vtableMemo: [UInt64: Bool] = [:]
 
     init(blocks: [ScanBlock], memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
@@ -201,7 +209,9 @@ private final class ScanEngine {
         cacheTags.initialize(repeating: 0, count: slots)
         cacheValidFrom = .allocate(capacity: slots)
         cacheValidTo = .allocate(capacity: slots)
-        fileMappings = configuration.mappings.filter { $0.isFileBacked }.sorted { $0.start < $1.start }
+        fileRanges = configuration.mappings.filter { $0.isFileBacked }.sorted { $0.start < $1.start }.map {
+            FileRange(start: $0.start, end: $0.end, isReadable: $0.isReadable, isExecutable: $0.isExecutable)
+        }
     }
 
     deinit {
@@ -447,22 +457,25 @@ private final class ScanEngine {
         if heuristics.contains(.newArray), pointer == start &+ 8, let elements = readWord(start) {
             if elements > 0 && (size &- 8) % elements == 0 { return LeakHeuristic.newArray.rawValue }
         }
+        // The same conditions as Valgrind's, in the order that rejects most interior pointers
+        // soonest: the word they point at is rarely a vtable address, and the block's first word
+        // is one more read from a cold part of the heap.
         if heuristics.contains(.multipleInheritance), pointer & 7 == 0, let inner = readWord(pointer),
-           inner & 7 == 0, inner >= 4096, let first = readWord(start), first & 7 == 0, first >= 4096,
-           isVtableAddress(inner), isVtableAddress(first) {
+           inner & 7 == 0, inner >= 4096, isVtableAddress(inner),
+           let first = readWord(start), first & 7 == 0, first >= 4096, isVtableAddress(first) {
             return LeakHeuristic.multipleInheritance.rawValue
         }
         return 0
     }
 
-    func fileMapping(containing address: UInt64) -> MemoryMapping? {
+    func fileMapping(containing address: UInt64) -> FileRange? {
         var lo = 0
-        var hi = fileMappings.count
+        var hi = fileRanges.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            if fileMappings[mid].end <= address { lo = mid + 1 } else { hi = mid }
+            if fileRanges[mid].end <= address { lo = mid + 1 } else { hi = mid }
         }
-        return lo < fileMappings.count && fileMappings[lo].start <= address ? fileMappings[lo] : nil
+        return lo < fileRanges.count && fileRanges[lo].start <= address ? fileRanges[lo] : nil
     }
 
     /// Valgrind's `aligned_ptr_above_page0_is_vtable_addr`: `address` lies in a readable file-backed
@@ -470,20 +483,21 @@ private final class ScanEngine {
     /// that mapping) the first two non-null ones point into executable file-backed mappings, with no
     /// non-null word before them pointing elsewhere.
     func isVtableAddress(_ address: UInt64) -> Bool {
+        // Most candidates are heap addresses: a binary search over the few file mappings rejects
+        // them without hashing into the memo.
+        guard let mapping = fileMapping(containing: address), mapping.isReadable else { return false }
         if let known = vtableMemo[address] { return known }
         var answer = false
-        if let mapping = fileMapping(containing: address), mapping.isReadable {
-            let scanMax = min(address &+ 20 * 8, mapping.end &- 1 &- 8)
-            var functionPointers = 0
-            var scan = address
-            while scan <= scanMax {
-                guard let candidate = readWord(scan) else { break }
-                scan &+= 8
-                if candidate == 0 { continue }
-                guard let target = fileMapping(containing: candidate), target.isExecutable else { break }
-                functionPointers += 1
-                if functionPointers == 2 { answer = true; break }
-            }
+        let scanMax = min(address &+ 20 * 8, mapping.end &- 1 &- 8)
+        var functionPointers = 0
+        var scan = address
+        while scan <= scanMax {
+            guard let candidate = readWord(scan) else { break }
+            scan &+= 8
+            if candidate == 0 { continue }
+            guard let target = fileMapping(containing: candidate), target.isExecutable else { break }
+            functionPointers += 1
+            if functionPointers == 2 { answer = true; break }
         }
         if vtableMemo.count < 1 << 16 { vtableMemo[address] = answer }
         return answer
