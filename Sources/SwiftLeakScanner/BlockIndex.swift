@@ -79,15 +79,10 @@ final class BlockIndex {
         table = .allocate(capacity: max(entries, 1))
 
         // Fill: walk the segments again, sweeping a block cursor along the granules.
-        let gapLimit = UInt64(64) << shift
         var segment = 0
         var offset = 0
-        var first = 0
-        while first < count {
-            var last = first
-            while last + 1 < count && starts[last + 1] - ends[last] <= gapLimit { last += 1 }
+        BlockIndex.forEachSegment(starts: starts, ends: ends, count: count, shift: shift) { first, last, granules in
             let base = starts[first]
-            let granules = Int((ends[last] - base + (UInt64(1) << shift) - 1) >> shift)
             segmentStarts[segment] = base
             segmentEnds[segment] = ends[last]
             segmentTableOffsets[segment] = offset
@@ -99,7 +94,6 @@ final class BlockIndex {
             }
             offset += granules + 1
             segment += 1
-            first = last + 1
         }
     }
 
@@ -111,19 +105,29 @@ final class BlockIndex {
         table.deallocate()
     }
 
-    /// The table size (entries including one sentinel per segment) and segment count for a shift.
-    private static func tableSize(starts: Column, ends: Column,
-                                  count: Int, shift: UInt64) -> (entries: Int, segments: Int) {
+    /// Calls `body` for each segment: a run of blocks `first...last` whose gaps are at most 64
+    /// granules, covering `granules` granules from `starts[first]`.
+    @inline(__always)
+    private static func forEachSegment(starts: Column, ends: Column, count: Int, shift: UInt64,
+                                       _ body: (_ first: Int, _ last: Int, _ granules: Int) -> Void) {
         let gapLimit = UInt64(64) << shift
-        var entries = 0
-        var segments = 0
         var first = 0
         while first < count {
             var last = first
             while last + 1 < count && starts[last + 1] - ends[last] <= gapLimit { last += 1 }
-            entries += Int((ends[last] - starts[first] + (UInt64(1) << shift) - 1) >> shift) + 1
-            segments += 1
+            body(first, last, Int((ends[last] - starts[first] + (UInt64(1) << shift) - 1) >> shift))
             first = last + 1
+        }
+    }
+
+    /// The table size (entries including one sentinel per segment) and segment count for a shift.
+    private static func tableSize(starts: Column, ends: Column,
+                                  count: Int, shift: UInt64) -> (entries: Int, segments: Int) {
+        var entries = 0
+        var segments = 0
+        forEachSegment(starts: starts, ends: ends, count: count, shift: shift) { _, _, granules in
+            entries += granules + 1
+            segments += 1
         }
         return (entries, segments)
     }
