@@ -75,6 +75,7 @@ let package = Package(
         .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
         .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
         .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore"]),
+        .target(name: "SwiftLeakSuppressions", dependencies: ["SwiftLeakCore"]),
         .target(
             name: "SwiftLeakSession",
             dependencies: [
@@ -86,6 +87,7 @@ let package = Package(
             name: "swiftleak",
             dependencies: [
                 "SwiftLeakSession", "SwiftLeakCore", "SwiftLeakReports", "SwiftLeakTracer", "CSwiftLeakSys",
+                "SwiftLeakSuppressions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -95,6 +97,7 @@ let package = Package(
             name: "SwiftLeakCoreTests",
             dependencies: ["SwiftLeakCore", "SwiftLeakRecorder", "SwiftLeakReports"]
         ),
+        .testTarget(name: "SwiftLeakSuppressionsTests", dependencies: ["SwiftLeakSuppressions", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),
         .testTarget(

@@ -43,6 +43,9 @@ public struct LoadedModule: Hashable, Sendable {
 public struct SymbolizedFrame: Hashable, Sendable, Codable {
     public var ip: UInt64
     public var function: String?
+    /// The function's name as the symbol table spells it (mangled for C++, Swift and Rust, without
+    /// a symbol version): what Valgrind suppressions' `fun:` lines and `--gen-suppressions` use.
+    public var mangledFunction: String?
     public var file: String?
     public var line: Int?
     /// The module's path, nil when the address is in no known module.
@@ -56,9 +59,11 @@ public struct SymbolizedFrame: Hashable, Sendable, Codable {
     public var moduleOffset: UInt64?
 
     public init(ip: UInt64, function: String? = nil, file: String? = nil, line: Int? = nil,
-                object: String? = nil, inlined: Bool = false, note: String? = nil, moduleOffset: UInt64? = nil) {
+                object: String? = nil, inlined: Bool = false, note: String? = nil, moduleOffset: UInt64? = nil,
+                mangledFunction: String? = nil) {
         self.ip = ip
         self.function = function
+        self.mangledFunction = mangledFunction
         self.file = file
         self.line = line
         self.object = object

@@ -31,6 +31,8 @@ public struct LossRecord: Sendable {
     public var stack: [SymbolizedFrame]
     /// The name of the suppression that matched, if any.
     public var suppressedBy: String?
+    /// Where that suppression was written (`file:line`).
+    public var suppressedAt: String?
 
     /// Index in `stack` of the first frame of the program's own code: past the Swift runtime's
     /// allocation plumbing (swift_slowAlloc, swift_allocObject, …), which stays in the stack.
@@ -47,6 +49,21 @@ public struct LossRecord: Sendable {
         self.function = function
         self.stack = stack
         self.suppressedBy = suppressedBy
+    }
+}
+
+/// How much one suppression hid.
+public struct SuppressionUse: Hashable, Sendable {
+    public var name: String
+    /// `file:line` of its name.
+    public var location: String
+    /// Loss records it matched (Valgrind's use count).
+    public var records: Int = 0
+    public var suppressed = ByteCount()
+
+    public init(name: String, location: String) {
+        self.name = name
+        self.location = location
     }
 }
 
@@ -79,6 +96,9 @@ public struct ProcessReport: Sendable {
     /// Things the user should know about the recording itself (events lost because the recorder
     /// went away, a thread killed inside malloc, …).
     public var warnings: [String] = []
+    /// The suppressions that matched at least one loss record, in the order they were given
+    /// (Valgrind's `used_suppression` lines under `-v`).
+    public var usedSuppressions: [SuppressionUse] = []
 
     public init(pid: Int32, ppid: Int32, command: [String]) {
         self.pid = pid

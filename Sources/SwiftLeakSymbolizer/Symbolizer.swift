@@ -220,6 +220,7 @@ private struct State {
             if let versioned = name, let at = versioned.firstIndex(of: "@"), at != versioned.startIndex {
                 name = String(versioned[..<at])
             }
+            let linkerName = name
             if demangle, let mangled = name { name = Demangler.demangle(mangled) }
             var path = raw.file.map { String(cString: $0) }
             if let file = path, file.hasSuffix("<compiler-generated>") { path = nil }  // Swift thunks
@@ -231,7 +232,7 @@ private struct State {
             }
             result.append(SymbolizedFrame(
                 ip: ip, function: name, file: path, line: raw.line > 0 ? Int(raw.line) : nil,
-                object: object, inlined: raw.inlined != 0))
+                object: object, inlined: raw.inlined != 0, mangledFunction: linkerName))
         }
         return result
     }
