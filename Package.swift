@@ -74,8 +74,8 @@ let package = Package(
         ),
         .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
         .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
-        .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore"]),
         .target(name: "SwiftLeakSuppressions", dependencies: ["SwiftLeakCore"]),
+        .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore", "SwiftLeakSuppressions"]),
         .target(
             name: "SwiftLeakSession",
             dependencies: [

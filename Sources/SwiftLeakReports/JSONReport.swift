@@ -34,6 +34,11 @@ public enum JSONReport {
         fields.append("\"heap\": {\"allocations\": \(heap.allocations), \"frees\": \(heap.frees), \"bytes_allocated\": \(heap.bytesAllocated), \"in_use_at_exit\": \(count(heap.inUseAtExit))}")
         fields.append("\"scan\": {\"ran\": \(report.scanRan), \"note\": \(report.scanNote.map(quote) ?? "null"), "
             + "\"bytes_scanned\": \(report.scanBytes), \"seconds\": \(report.scanSeconds)}")
+        let uses = report.usedSuppressions.map { use in
+            "{\"name\": \(quote(use.name)), \"location\": \(quote(use.location)), \"records\": \(use.records), "
+                + "\"bytes\": \(use.suppressed.bytes), \"blocks\": \(use.suppressed.blocks)}"
+        }
+        fields.append("\"used_suppressions\": [" + uses.joined(separator: ", ") + "]")
         fields.append("\"warnings\": [" + report.warnings.map(quote).joined(separator: ", ") + "]")
         let records = report.lossRecords.map { record in
             "        " + lossRecord(record)
@@ -54,7 +59,8 @@ public enum JSONReport {
             + "\"stack\": [" + frames.joined(separator: ", ") + "], "
             // Counted in `stack` above, whose frame 0 is the allocation function.
             + "\"first_user_frame\": \(record.firstUserFrame.map { String($0 + 1) } ?? "null"), "
-            + "\"suppressed_by\": \(record.suppressedBy.map(quote) ?? "null")}"
+            + "\"suppressed_by\": \(record.suppressedBy.map(quote) ?? "null"), "
+            + "\"suppressed_at\": \(record.suppressedAt.map(quote) ?? "null")}"
     }
 
     static func frame(_ frame: SymbolizedFrame) -> String {

@@ -13,6 +13,10 @@ public struct ReportOptions: Sendable {
     /// Frames printed per loss record (the allocation function counts as one, as in Valgrind).
     public var numCallers: Int = 12
     public var toolVersion: String = "0.1.0"
+    /// `-v`: also list the suppressions used (Valgrind's `used_suppression` lines).
+    public var verbose = false
+    /// `--gen-suppressions=all`: print a ready-to-paste suppression after each loss record shown.
+    public var genSuppressions = false
     public init() {}
 }
 

@@ -1,7 +1,12 @@
 import SwiftLeakCore
+import SwiftLeakSuppressions
 
 /// The Valgrind-shaped text report, one line per element, each to be prefixed with "==PID== ".
 public enum TextReport {
+    /// Marks a line to be written without the "==PID== " prefix: Valgrind prints the blocks of
+    /// `--gen-suppressions` bare, so they can be pasted into a file as they are.
+    public static let unprefixedMarker: Character = "\u{1}"
+
     public static func header(command: [String], options: ReportOptions) -> [String] {
         [
             "swiftleak-\(options.toolVersion), a memory leak tracker",
@@ -45,6 +50,9 @@ public enum TextReport {
             lines.append(lossRecordTitle(record, number: index + 1, of: report.lossRecords.count))
             lines += frames(record, options: options)
             lines.append("")
+            if options.genSuppressions {
+                lines += SuppressionWriter.block(record, numCallers: options.numCallers).map { String(unprefixedMarker) + $0 }
+            }
         }
 
         lines.append("LEAK SUMMARY:")
@@ -70,8 +78,21 @@ public enum TextReport {
             lines.append("To see them, rerun with: --leak-check=full --show-leak-kinds=all")
         }
         lines.append("")
+        if options.verbose && !report.usedSuppressions.isEmpty {
+            lines += usedSuppressions(report)
+            lines.append("")
+        }
         lines.append(errorSummary(report, options: options))
         return lines
+    }
+
+    /// Valgrind's `-v` lines: "used_suppression:      1 name file.supp:3 suppressed: 10 bytes in 1 blocks".
+    static func usedSuppressions(_ report: ProcessReport) -> [String] {
+        report.usedSuppressions.map { use in
+            let count = String(use.records)
+            return "used_suppression: " + String(repeating: " ", count: max(0, 6 - count.count)) + count
+                + " \(use.name) \(use.location) suppressed: \(groupedDigits(use.suppressed.bytes)) bytes in \(groupedDigits(use.suppressed.blocks)) blocks"
+        }
     }
 
     static func errorSummary(_ report: ProcessReport, options: ReportOptions) -> String {

@@ -4,6 +4,7 @@ import Glibc
 import SwiftLeakCore
 import SwiftLeakReports
 import SwiftLeakSession
+import SwiftLeakSuppressions
 import SwiftLeakTracer
 
 @main
@@ -81,6 +82,10 @@ extension SwiftLeakCommand {
 
         @OptionGroup var report: LeakReportOptions
 
+        @OptionGroup var suppressions: SuppressionOptions
+
+        @OptionGroup var valgrind: ValgrindOptions
+
         @Flag(name: .customLong("no-trace"), help: "Do not write a trace file (none is written yet: accepted for scripts written for later versions).")
         var noTrace = false
 
@@ -107,6 +112,15 @@ extension SwiftLeakCommand {
             configuration.report = report.reportOptions
             configuration.demangle = report.demangle == "yes"
             configuration.ring.maxFrames = UInt32(min(128, report.numCallers + 8))
+            configuration.report.genSuppressions = suppressions.generateAll
+            valgrind.apply(to: &configuration.report)
+            let suppressionSet: SuppressionSet
+            let suppressionWarnings: [String]
+            do {
+                (suppressionSet, suppressionWarnings) = try suppressions.load()
+            } catch {
+                throw fail("\(error)")
+            }
 
             let output: ReportOutput
             do {
@@ -114,7 +128,7 @@ extension SwiftLeakCommand {
             } catch {
                 throw fail("\(error)")
             }
-            let result: RunResult
+            var result: RunResult
             do {
                 result = try RunSession.run(configuration) { pid in
                     output.write(TextReport.header(command: command, options: configuration.report), pid: pid)
@@ -124,6 +138,9 @@ extension SwiftLeakCommand {
             } catch let error as SessionError {
                 throw fail(error.description)
             }
+            result.report = suppressionSet.apply(to: result.report, numCallers: configuration.report.numCallers,
+                                                 interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
+            result.report.warnings += suppressionWarnings
             output.write(TextReport.render(result.report, options: configuration.report), pid: result.report.pid)
             if let jsonFile = report.jsonFile {
                 let json = JSONReport.render([result.report], options: configuration.report)
@@ -170,7 +187,11 @@ final class ReportOutput {
     func write(_ lines: [String], pid: Int32) {
         var text = ""
         for line in lines {
-            text += "==\(pid)== " + line + "\n"
+            if line.first == TextReport.unprefixedMarker {
+                text += line.dropFirst() + "\n"
+            } else {
+                text += "==\(pid)== " + line + "\n"
+            }
         }
         writeAll(fd, text)
     }

@@ -27,7 +27,7 @@ struct SymbolizerTests {
         let call = symbolizer.symbolize(ip, in: program.module, isReturnAddress: true)
         #expect(call == [SymbolizedFrame(ip: ip, function: "leaf_function", file: sourcePath("frames.c"),
                                          line: try markerLine("probe_in_leaf", in: "frames.c"),
-                                         object: program.module.path)])
+                                         object: program.module.path, mangledFunction: "leaf_function")])
 
         // A static function: its name comes from .symtab / DWARF all the same.
         let hidden = symbolizer.symbolize(try program.ret("in_hidden"), in: program.module, isReturnAddress: true)
@@ -72,6 +72,8 @@ struct SymbolizerTests {
         #expect(get.first?.function == "shapes::Box<double>::get() const")
         #expect(get.first?.file == sourcePath("templates.cpp"))
         #expect(get.first?.line == (try markerLine("probe_in_get", in: "templates.cpp")))
+        // The linker's name rides along for suppression files' fun: lines.
+        #expect(get.first?.mangledFunction == "_ZNK6shapes3BoxIdE3getEv")
 
         let raw = Symbolizer(demangle: false).symbolize(try program.ret("in_box_get"), in: program.module, isReturnAddress: true)
         #expect(raw.first?.function == "_ZNK6shapes3BoxIdE3getEv")

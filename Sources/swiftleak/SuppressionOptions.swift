@@ -1,0 +1,85 @@
+import ArgumentParser
+import Glibc
+import SwiftLeakCore
+import SwiftLeakReports
+import SwiftLeakSuppressions
+
+/// `--suppressions`, `--default-suppressions` and `--gen-suppressions`, as Valgrind names them.
+struct SuppressionOptions: ParsableArguments {
+    @Option(name: .customLong("suppressions"), parsing: .singleValue,
+            help: ArgumentHelp("A Valgrind .supp file or a LeakSanitizer file of leak: lines (repeatable).", valueName: "file"))
+    var files: [String] = []
+
+    @Option(name: .customLong("default-suppressions"),
+            help: "yes or no: apply the shipped default.supp (glibc, ld.so, libstdc++, Swift runtime) and the program's __lsan_default_suppressions().")
+    var defaults: String = "yes"
+
+    @Option(name: .customLong("gen-suppressions"),
+            help: "no or all (yes is taken as all): print a suppression after each loss record shown.")
+    var generate: String = "no"
+
+    func validate() throws {
+        guard ["yes", "no"].contains(defaults) else {
+            throw ValidationError("--default-suppressions must be yes or no, not '\(defaults)'")
+        }
+        // Valgrind's `yes` asks interactively for each error; there is no terminal dialogue at
+        // exit here, so it prints them all.
+        guard ["no", "yes", "all"].contains(generate) else {
+            throw ValidationError("--gen-suppressions must be no, yes or all, not '\(generate)'")
+        }
+    }
+
+    var useDefaults: Bool { defaults == "yes" }
+    var generateAll: Bool { generate != "no" }
+
+    /// Loads the defaults (unless turned off) and every given file, before the program runs: a
+    /// file that cannot be used stops swiftleak with `FILE:LINE: what was expected`.
+    func load() throws(SuppressionFileError) -> (set: SuppressionSet, warnings: [String]) {
+        var set = SuppressionSet()
+        var warnings: [String] = []
+        if useDefaults {
+            if let path = DefaultSuppressions.locate() {
+                set.append(try SuppressionSet.load(path: path))
+            } else {
+                warnings.append("the default suppressions (\(DefaultSuppressions.fileName)) were not found next to swiftleak or in ../share/swiftleak; library pools show up as leaks (--default-suppressions=no silences this)")
+            }
+        }
+        for file in files {
+            set.append(try SuppressionSet.load(path: file))
+        }
+        return (set, warnings)
+    }
+}
+
+/// Where `Suppressions/default.supp` is at run time: `share/swiftleak/` of the install prefix,
+/// or the source tree the build directory is in (`.build/<triple>/<configuration>/swiftleak`).
+enum DefaultSuppressions {
+    static let fileName = "default.supp"
+
+    static func locate() -> String? {
+        guard let executable = selfPath() else { return nil }
+        var directory = parent(executable)
+        let installed = directory + "/../share/swiftleak/" + fileName
+        if access(installed, R_OK) == 0 { return installed }
+        // A build tree: walk up to the directory that holds Package.swift.
+        for _ in 0..<6 {
+            directory = parent(directory)
+            guard !directory.isEmpty else { break }
+            let candidate = directory + "/Suppressions/" + fileName
+            if access(directory + "/Package.swift", R_OK) == 0, access(candidate, R_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "" }
+        return String(path[..<slash])
+    }
+
+    static func selfPath() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        return String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
