@@ -37,8 +37,27 @@ public enum LeakScanner {
         /// the heap is larger than this do windows compete for slots (and a heap traversed in random
         /// order is read more than once). Untouched slots cost no memory.
         public var blockCacheLimit: Int = 1 << 30
+        /// How far a block's contents reach. The requested size decides whether a word points into a
+        /// block (Valgrind's rule); the words scanned may go further, into the allocator's slack.
+        public var contents: BlockContents = .requestedSize
+        /// When set, the only memory that is readable (merged ranges, sorted; see
+        /// ``MemoryMapping/readableRanges(_:)``): nothing outside them is read, and a pointer to an
+        /// address outside them is not followed, even into a block (Valgrind's
+        /// `am_is_valid_for_client(…, VKI_PROT_READ)` in `lc_scan_memory` and `lc_is_a_chunk_ptr`).
+        /// Needed because `/proc/PID/mem` reads `PROT_NONE` pages as if they were readable.
+        public var readableRanges: [Range<UInt64>]? = nil
 
         public init() {}
+    }
+
+    /// Which bytes of a block are scanned for pointers.
+    public enum BlockContents: Sendable {
+        /// The bytes the program asked for (what Valgrind's own allocator gives it).
+        case requestedSize
+        /// Up to glibc's `malloc_usable_size`, read from each block's chunk header at scan time
+        /// (``GlibcChunk``); a header that fails glibc's invariants falls back to the requested size.
+        /// Programs that ask for the usable size (Swift's arrays) keep live pointers in the slack.
+        case glibcUsableSize
     }
 
     /// Scans and classifies.
@@ -93,6 +112,8 @@ private enum BlockState {
     static let mask: UInt8 = 3
     static let pending: UInt8 = 4
     static let zeroSize: UInt8 = 8
+    /// Some byte of the block is outside the readable ranges: a pointer into it is checked.
+    static let partlyUnreadable: UInt8 = 16
 }
 
 /// The mutable state of one scan. Raw storage, owned here, freed in deinit.
@@ -162,6 +183,10 @@ private final class ScanEngine {
     }
     let fileRanges: [FileRange]
     var vtableMemo: [UInt64: Bool] = [:]
+    /// ``LeakScanner/Configuration/readableRanges``, as parallel sorted arrays (empty: everything is readable).
+    let readableStarts: [UInt64]
+    let readableEnds: [UInt64]
+    let usesUsableSize: Bool
 
     init(blocks: [ScanBlock], memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
         self.memory = memory
@@ -212,6 +237,22 @@ private final class ScanEngine {
         fileRanges = configuration.mappings.filter { $0.isFileBacked }.sorted { $0.start < $1.start }.map {
             FileRange(start: $0.start, end: $0.end, isReadable: $0.isReadable, isExecutable: $0.isExecutable)
         }
+        usesUsableSize = configuration.contents == .glibcUsableSize
+        let readable = configuration.readableRanges ?? []
+        readableStarts = readable.map(\.lowerBound)
+        readableEnds = readable.map(\.upperBound)
+        if configuration.readableRanges != nil {
+            // One merge-like pass: flag the blocks not wholly inside one readable range.
+            var r = 0
+            for i in 0..<count {
+                let start = index.starts[i]
+                let end = index.ends[i]
+                while r < readable.count && readable[r].upperBound <= start { r += 1 }
+                if r == readable.count || readable[r].lowerBound > start || readable[r].upperBound < end {
+                    state[i] |= BlockState.partlyUnreadable
+                }
+            }
+        }
     }
 
     deinit {
@@ -232,8 +273,27 @@ private final class ScanEngine {
 
     // MARK: Reading
 
+    /// The end of the readable range holding `address`, or nil when it is not readable.
+    @inline(__always)
+    func readableEnd(_ address: UInt64) -> UInt64? {
+        var lo = 0
+        var hi = readableEnds.count
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if readableEnds[mid] <= address { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < readableEnds.count && readableStarts[lo] <= address ? readableEnds[lo] : nil
+    }
+
     @inline(__always)
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        var buffer = buffer
+        if configuration.readableRanges != nil {
+            guard let end = readableEnd(address) else { return 0 }
+            if end &- address < UInt64(buffer.count) {
+                buffer = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(end &- address)])
+            }
+        }
         statistics.reads += 1
         let got = max(0, min(memory.read(address, into: buffer), buffer.count))
         statistics.bytesRead += UInt64(got)
@@ -320,6 +380,7 @@ private final class ScanEngine {
     func markPointer(_ pointer: UInt64, priorDefinite: Bool) {
         let i = index.lookup(pointer)
         if i < 0 { return }
+        if state[i] & BlockState.partlyUnreadable != 0 && readableEnd(pointer) == nil { return }
         let current = state[i] & BlockState.mask
         if current == BlockState.reachable {
             if heuristic[i] != 0 && pointer == index.starts[i] { heuristic[i] = 0 }
@@ -371,10 +432,9 @@ private final class ScanEngine {
             let top = Int(markStack[markTop])
             state[top] &= ~BlockState.pending
             let start = index.starts[top]
-            let size = self.size(top)
             // Valgrind scans [roundup(start, 8), rounddown(start + size, 8)).
             let first = (start &+ 7) & ~7
-            let last = (start &+ size) & ~7
+            let last = contentsEnd(top) & ~7
             guard first < last else { continue }
             if clique < 0 {
                 let priorDefinite = state[top] & BlockState.mask != BlockState.possible
@@ -398,6 +458,21 @@ private final class ScanEngine {
         }
     }
 
+    /// Where the words of block `i` end: its requested end, or glibc's usable end when the header
+    /// says so, never past the next block's start.
+    @inline(__always)
+    func contentsEnd(_ i: Int) -> UInt64 {
+        let start = index.starts[i]
+        let requestedEnd = start &+ size(i)
+        guard usesUsableSize, let chunk = GlibcChunk.interpret(start: start, size: size(i), word: readWord) else {
+            return requestedEnd
+        }
+        var end = start &+ chunk.usableSize
+        if i + 1 < count && end > index.starts[i + 1] { end = index.starts[i + 1] }
+        if end > requestedEnd { statistics.slackBytesScanned &+= end - requestedEnd }
+        return max(end, requestedEnd)
+    }
+
     // MARK: Phase 2: cliques of lost blocks
 
     /// Valgrind's `lc_push_with_clique_if_a_chunk_ptr`.
@@ -411,6 +486,7 @@ private final class ScanEngine {
             if word &- minStart >= span { continue }
             let i = index.lookup(word)
             if i < 0 || i == clique || state[i] & BlockState.mask != BlockState.unreached { continue }
+            if state[i] & BlockState.partlyUnreadable != 0 && readableEnd(word) == nil { continue }
             // An unreached block below the current leader is an earlier leader: it was scanned when
             // its own clique was gathered, and everything unreached that it reaches joined that
             // clique then. Valgrind pushes it again, but that rescan can only find blocks that are

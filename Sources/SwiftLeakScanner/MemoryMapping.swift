@@ -47,6 +47,19 @@ public struct MemoryMapping: Hashable, Sendable {
         return path.hasSuffix(suffix) ? String(path.dropLast(suffix.count)) : path
     }
 
+    /// The readable address ranges of `mappings`, adjacent ones merged, sorted.
+    public static func readableRanges(_ mappings: [MemoryMapping]) -> [Range<UInt64>] {
+        var ranges: [Range<UInt64>] = []
+        for mapping in mappings.sorted(by: { $0.start < $1.start }) where mapping.isReadable && mapping.start < mapping.end {
+            if let last = ranges.last, last.upperBound == mapping.start {
+                ranges[ranges.count - 1] = last.lowerBound..<mapping.end
+            } else {
+                ranges.append(mapping.start..<mapping.end)
+            }
+        }
+        return ranges
+    }
+
     /// Parses the text of `/proc/PID/maps`. Lines that do not parse are skipped (the kernel never
     /// writes them; a truncated last line can happen when the text was read while the map changed).
     public static func parse(maps text: String) -> [MemoryMapping] {

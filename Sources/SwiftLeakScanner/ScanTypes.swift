@@ -59,6 +59,9 @@ public struct ScanStatistics: Hashable, Sendable {
     public var bytesScanned: UInt64 { wordsScanned &* 8 }
     /// Bytes of root regions or blocks that could not be read and were skipped.
     public var bytesUnreadable: UInt64 = 0
+    /// Bytes of blocks scanned past their requested size, in glibc's slack
+    /// (``LeakScanner/BlockContents/glibcUsableSize``); a block scanned twice counts twice.
+    public var slackBytesScanned: UInt64 = 0
     /// Root-region bytes requested (before alignment and unreadable parts).
     public var rootBytes: UInt64 = 0
     /// Register words examined.
