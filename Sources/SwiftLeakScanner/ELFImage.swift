@@ -143,6 +143,10 @@ public struct ELFImage: Sendable {
     /// contains the mapping's file offset (page-aligned), preferring a writable one. Nil for a
     /// `---p` mapping: the dynamic linker leaves the gap between segments mapped from the file with
     /// no access, at a file offset that continues the previous mapping's and belongs to no segment.
+    ///
+    /// Prefer ``loadBias(for:moduleStart:)``: when two writable `PT_LOAD`s share a file page (lld
+    /// puts RELRO and `.data` in one page of the file), the file offset cannot tell which segment
+    /// a mapping is, and this guess may be a page off.
     public func loadBias(for mapping: MemoryMapping) -> UInt64? {
         guard mapping.perms.first != "-" || mapping.isWritable || mapping.isExecutable else { return nil }
         let loads = segments.filter { $0.type == ELFSegment.typeLoad }
@@ -153,6 +157,38 @@ public struct ELFImage: Sendable {
         guard let segment = containing.first(where: { $0.isWritable }) ?? containing.first else { return nil }
         // File offset O maps to virtual address vaddr - offset + O (vaddr ≡ offset modulo the page size).
         return mapping.start &- (segment.virtualAddress &- segment.offset &+ mapping.offset)
+    }
+
+    /// Bytes from the first page of the lowest `PT_LOAD` to the end of the highest, page-rounded:
+    /// the span the dynamic linker reserves for the module.
+    public var loadSpan: UInt64 {
+        let loads = segments.filter { $0.type == ELFSegment.typeLoad }
+        guard let low = loads.map(\.virtualAddress).min(),
+              let high = loads.map({ $0.virtualAddress &+ $0.memorySize }).max(), high > low else { return 0 }
+        return ((high &+ 4095) & ~4095) &- (low & ~4095)
+    }
+
+    /// The load bias (the dynamic linker's `l_addr`) from where the module really is: `moduleStart`
+    /// is the start of the module's first mapping (file offset 0), where the dynamic linker (or the
+    /// kernel, for the executable) put the page of the lowest `PT_LOAD`, so
+    /// `bias = moduleStart − trunc_page(p_vaddr)`. Checked against `mapping`: under that bias the
+    /// mapping must be a part of one `PT_LOAD` at its file offset (or the zero-filled rest of one);
+    /// nil otherwise (a file mapped some other way).
+    public func loadBias(for mapping: MemoryMapping, moduleStart: UInt64) -> UInt64? {
+        guard mapping.start >= moduleStart, mapping.start - moduleStart < loadSpan else { return nil }
+        let pageMask: UInt64 = 4095
+        let loads = segments.filter { $0.type == ELFSegment.typeLoad }
+        guard let lowest = loads.min(by: { $0.virtualAddress < $1.virtualAddress }),
+              lowest.offset & ~pageMask == 0 else { return nil }
+        let bias = moduleStart &- (lowest.virtualAddress & ~pageMask)
+        let address = mapping.start &- bias
+        let fits = loads.contains { segment in
+            let first = segment.virtualAddress & ~pageMask
+            let end = (segment.virtualAddress &+ segment.memorySize &+ pageMask) & ~pageMask
+            guard first <= address, address < end else { return false }
+            return address &- first &+ (segment.offset & ~pageMask) == mapping.offset
+        }
+        return fits ? bias : nil
     }
 }
 

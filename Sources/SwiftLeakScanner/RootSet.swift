@@ -20,6 +20,23 @@ public struct ThreadRoots: Hashable, Sendable {
     }
 }
 
+/// A thread that ended before the process did, with its stack pointer at its exit (the tracer's
+/// `PTRACE_EVENT_EXIT` stop). glibc caches the stack mapping of a joined (or detached) thread for
+/// the next `pthread_create`: below that stack pointer lie only the dead thread's frames, whose
+/// words Valgrind no longer counts (they became inaccessible as the stack unwound). Above it are
+/// `start_thread`'s frame, the thread's static TLS and its `struct pthread` (the descriptor glibc
+/// keeps to reuse the stack, with its DTV pointer): memory that is still there, and roots as under
+/// Valgrind.
+public struct ExitedThread: Hashable, Sendable {
+    public var tid: Int32
+    public var stackPointer: UInt64
+
+    public init(tid: Int32, stackPointer: UInt64) {
+        self.tid = tid
+        self.stackPointer = stackPointer
+    }
+}
+
 /// A range of process memory whose aligned words are roots.
 public struct RootRegion: Hashable, Sendable {
     public var start: UInt64
@@ -101,8 +118,15 @@ public struct RootSetBuilder {
     /// - Parameters:
     ///   - mappings: the process's mappings (``MemoryMapping/parse(maps:)``), in address order.
     ///   - threads: every thread's stack pointer and registers.
+    ///   - exitedThreads: threads that ended earlier, in the order they exited: a mapping that holds
+    ///     no live thread's stack pointer but the last stack pointer of one of them is a cached dead
+    ///     stack, scanned only from that stack pointer up (see ``ExitedThread``).
     ///   - liveBlocks: the live blocks, sorted by address.
-    public func build(mappings: [MemoryMapping], threads: [ThreadRoots], liveBlocks: [ScanBlock]) -> RootSet {
+    ///   - memory: reads the process, to tell from glibc's chunk headers (``GlibcChunk``) which part
+    ///     of an anonymous mapping holding live blocks is the allocator's. Without it, such a mapping
+    ///     is left out whole.
+    public func build(mappings: [MemoryMapping], threads: [ThreadRoots], liveBlocks: [ScanBlock],
+                      exitedThreads: [ExitedThread] = [], memory: (any ProcessMemoryReader)? = nil) -> RootSet {
         let mappings = mappings.sorted { $0.start < $1.start }
         var regions: [RootRegion] = []
         var excluded: [(mapping: MemoryMapping, reason: String)] = []
@@ -110,13 +134,17 @@ public struct RootSetBuilder {
 
         /// The first live block address at or above `address`, if below `limit`.
         func firstBlock(from address: UInt64, below limit: UInt64) -> UInt64? {
+            let lo = firstBlockIndex(from: address)
+            return lo < liveBlocks.count && liveBlocks[lo].address < limit ? liveBlocks[lo].address : nil
+        }
+        func firstBlockIndex(from address: UInt64) -> Int {
             var lo = 0
             var hi = liveBlocks.count
             while lo < hi {
                 let mid = (lo + hi) / 2
                 if liveBlocks[mid].address < address { lo = mid + 1 } else { hi = mid }
             }
-            return lo < liveBlocks.count && liveBlocks[lo].address < limit ? liveBlocks[lo].address : nil
+            return lo
         }
         func mappingIndex(containing address: UInt64) -> Int? {
             var lo = 0
@@ -139,6 +167,19 @@ public struct RootSetBuilder {
             let end = firstBlock(from: start, below: mapping.end) ?? mapping.end
             regions.append(RootRegion(start: start, end: end, label: "stack of thread \(thread.tid)"))
         }
+        // Cached stacks of exited threads (the last one to exit on a stack left it as it is).
+        for thread in exitedThreads.reversed() {
+            guard let i = mappingIndex(containing: thread.stackPointer), !isStack[i],
+                  exclusionReason(mappings[i]) == nil, mappings[i].isAnonymous else { continue }
+            let mapping = mappings[i]
+            isStack[i] = true
+            var dead = mapping
+            dead.end = thread.stackPointer
+            excluded.append((dead, "dead frames of exited thread \(thread.tid)"))
+            let end = firstBlock(from: thread.stackPointer, below: mapping.end) ?? mapping.end
+            regions.append(RootRegion(start: thread.stackPointer, end: end,
+                                      label: "descriptor and TLS of exited thread \(thread.tid)"))
+        }
 
         // Modules: the ELF images of file-backed mappings, by path, with the bias and the end of the
         // module's writable segment in memory.
@@ -148,6 +189,25 @@ public struct RootSetBuilder {
             let loaded = options.useELFSections ? loadELF(mapping) : nil
             images[mapping.path] = loaded
             return loaded
+        }
+
+        /// The load bias of the module that file-backed `mappings[i]` belongs to: from its first
+        /// mapping (where file offset 0 is mapped), else guessed from the
+        /// mapping's own file offset.
+        func bias(_ image: ELFImage, _ i: Int) -> UInt64? {
+            let mapping = mappings[i]
+            // The lowest offset-0 mapping of this file whose load span still covers `mapping` (a
+            // module's later segment may map file page 0 too, as lld's data segment does).
+            var moduleStart: UInt64?
+            var j = i
+            while j >= 0 && mappings[j].path == mapping.path && mappings[j].inode == mapping.inode {
+                if mappings[j].offset == 0 && mapping.start &- mappings[j].start < image.loadSpan {
+                    moduleStart = mappings[j].start
+                }
+                j -= 1
+            }
+            if let moduleStart, let bias = image.loadBias(for: mapping, moduleStart: moduleStart) { return bias }
+            return image.loadBias(for: mapping)
         }
 
         /// Roots for `[start, end)` of a module mapped with `bias`: the intersections with the
@@ -170,7 +230,7 @@ public struct RootSetBuilder {
                 continue
             }
             if mapping.isFileBacked {
-                if let image = image(for: mapping), let bias = image.loadBias(for: mapping) {
+                if let image = image(for: mapping), let bias = bias(image, i) {
                     regions += sectionRegions(image, bias: bias, start: mapping.start, end: mapping.end, path: mapping.filePath)
                 } else {
                     regions.append(RootRegion(start: mapping.start, end: mapping.end, label: "\(mapping.filePath) (whole mapping)"))
@@ -181,7 +241,7 @@ public struct RootSetBuilder {
             // module's .bss continuation.
             var start = mapping.start
             if i > 0, mappings[i - 1].end == mapping.start, mappings[i - 1].isFileBacked, !isStack[i - 1],
-               let image = image(for: mappings[i - 1]), let bias = image.loadBias(for: mappings[i - 1]) {
+               let image = image(for: mappings[i - 1]), let bias = bias(image, i - 1) {
                 let moduleEnd = image.segments
                     .filter { $0.type == ELFSegment.typeLoad }
                     .map { ($0.virtualAddress &+ $0.memorySize &+ bias &+ 4095) & ~4095 }
@@ -194,13 +254,65 @@ public struct RootSetBuilder {
                 }
             }
             guard start < mapping.end else { continue }
-            if let block = firstBlock(from: start, below: mapping.end) {
+            let label = mapping.path.isEmpty ? "anonymous" : mapping.path
+            guard let block = firstBlock(from: start, below: mapping.end) else {
+                regions.append(RootRegion(start: start, end: mapping.end, label: label))
+                continue
+            }
+            // The kernel merges adjacent anonymous mappings with the same flags: an mmapped chunk
+            // or an arena heap may share a mapping with the program's own anonymous memory (CPython
+            // puts its arenas next to mmapped chunks). Leave out only what is the allocator's.
+            guard let memory, let holes = allocatorRanges(in: start..<mapping.end, from: firstBlockIndex(from: start),
+                                                          liveBlocks: liveBlocks, memory: memory) else {
                 excluded.append((mapping, "holds live block \(block.hexString): allocator memory"))
                 continue
             }
-            regions.append(RootRegion(start: start, end: mapping.end, label: mapping.path.isEmpty ? "anonymous" : mapping.path))
+            var cursor = start
+            for hole in holes {
+                var part = mapping
+                part.start = hole.lowerBound
+                part.end = hole.upperBound
+                excluded.append((part, hole.kind))
+                if cursor < hole.lowerBound { regions.append(RootRegion(start: cursor, end: hole.lowerBound, label: label)) }
+                cursor = max(cursor, hole.upperBound)
+            }
+            if cursor < mapping.end { regions.append(RootRegion(start: cursor, end: mapping.end, label: label)) }
         }
         return RootSet(regions: regions, registerWords: threads.flatMap(\.registers), excluded: excluded)
+    }
+
+    /// The allocator's parts of `range` (part of one anonymous mapping), from the chunk header of
+    /// each live block in it, in address order, clipped to `range`: an mmapped chunk's mapping, or
+    /// the aligned `HEAP_MAX_SIZE` heap of a non-main arena (its `heap_info`, `malloc_state`, free
+    /// chunks and blocks). Nil when a block's header is not glibc's: then the caller leaves the
+    /// whole mapping out, as it cannot tell the allocator's memory from the program's.
+    func allocatorRanges(in range: Range<UInt64>, from first: Int, liveBlocks: [ScanBlock],
+                         memory: any ProcessMemoryReader) -> [(lowerBound: UInt64, upperBound: UInt64, kind: String)]? {
+        var holes: [(lowerBound: UInt64, upperBound: UInt64, kind: String)] = []
+        var i = first
+        while i < liveBlocks.count && liveBlocks[i].address < range.upperBound {
+            let block = liveBlocks[i]
+            if let last = holes.last, block.address < last.upperBound {
+                i += 1
+                continue
+            }
+            guard let chunk = GlibcChunk.read(start: block.address, size: block.size, memory: memory) else { return nil }
+            let hole: Range<UInt64>
+            let kind: String
+            if let mapped = chunk.mmappedRange {
+                hole = mapped
+                kind = "glibc's mmapped chunk of live block \(block.address.hexString)"
+            } else {
+                let heap = block.address & ~(GlibcChunk.arenaHeapSize - 1)
+                hole = heap..<(heap &+ GlibcChunk.arenaHeapSize)
+                kind = "glibc arena heap at \(heap.hexString) (holds live block \(block.address.hexString))"
+            }
+            let clipped = max(hole.lowerBound, range.lowerBound)..<min(hole.upperBound, range.upperBound)
+            guard clipped.lowerBound < clipped.upperBound, clipped.contains(block.address) else { return nil }
+            holes.append((clipped.lowerBound, clipped.upperBound, kind))
+            i += 1
+        }
+        return holes
     }
 
     /// Why a (non-stack) mapping is never a root, or nil.

@@ -35,12 +35,17 @@ enum ExitScan {
         for index in 0..<blocks.count {
             scanBlocks.append(ScanBlock(address: blocks.addresses[index], size: blocks.size(index)))
         }
-        var rootSet = RootSetBuilder().build(mappings: mappings, threads: threads, liveBlocks: scanBlocks)
+        let exited = stop.exitedThreads.map { ExitedThread(tid: $0.tid, stackPointer: $0.stackPointer) }
+        var rootSet = RootSetBuilder().build(mappings: mappings, threads: threads, liveBlocks: scanBlocks,
+                                             exitedThreads: exited, memory: memory)
         if let state = allocatorState, isInLibcData(state, mappings: mappings) {
             rootSet.regions = subtract(state, from: rootSet.regions)
         }
         var configuration = LeakScanner.Configuration()
         configuration.mappings = mappings
+        // Swift's arrays (and C containers) fill malloc_usable_size; /proc/PID/mem reads PROT_NONE.
+        configuration.contents = .glibcUsableSize
+        configuration.readableRanges = MemoryMapping.readableRanges(mappings)
         return Outcome(result: LeakScanner.scan(blocks: scanBlocks, rootSet: rootSet, memory: memory,
                                                 configuration: configuration))
     }

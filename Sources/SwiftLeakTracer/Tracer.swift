@@ -21,6 +21,11 @@ public struct ExitStop: Sendable {
     /// thread may already be a zombie after pthread_exit).
     public var procTID: Int32
     public var threads: [ThreadSnapshot]
+    /// Threads that ended before the process did (pthread_exit, a return from their start
+    /// routine), in the order they exited, with their stack pointer at their exit stop. glibc keeps
+    /// a joined thread's stack mapping cached for reuse: below that stack pointer it holds only
+    /// dead frames, which are not roots.
+    public var exitedThreads: [(tid: Int32, stackPointer: UInt64)] = []
 }
 
 /// The ptrace event loop of one traced process. It must run on the thread that spawned the
@@ -43,6 +48,8 @@ public final class Tracer {
     /// The first thread held at its exit in the group exit.
     private var exitInitiator: Int32?
     private var execCount = 0
+    /// See ``ExitStop/exitedThreads``.
+    private var exitedThreads: [(tid: Int32, stackPointer: UInt64)] = []
 
     /// Whether the exit work ran (false after SIGKILL or an exec that replaced the image).
     public private(set) var exitStopSeen = false
@@ -114,12 +121,14 @@ public final class Tracer {
                 replacedByExec = true
                 // After exec only the leader survives (the kernel reaped the other threads).
                 threads = [pid: .running]
+                exitedThreads = []
             }
             swl_ptrace_cont(tid, 0)
         case Int(SWL_EVENT_STOP_EXIT):
             if groupExitHandled || !isGroupExit(exitingThread: tid) {
                 // A lone thread ending (pthread_exit) while the others run on: let it go now, or
                 // a pthread_join on it would wait for ever.
+                recordExitedThread(tid)
                 threads[tid] = .released
                 swl_ptrace_cont(tid, 0)
                 return
@@ -144,6 +153,14 @@ public final class Tracer {
             }
             swl_ptrace_cont(tid, signal)
         }
+    }
+
+    /// Notes where a lone exiting thread's stack ends (its stack pointer at its exit stop).
+    private func recordExitedThread(_ tid: Int32) {
+        var words = [UInt64](repeating: 0, count: 32)
+        var sp: UInt64 = 0
+        let count = words.withUnsafeMutableBufferPointer { swl_ptrace_getregs(tid, $0.baseAddress, Int32($0.count), &sp) }
+        if count > 0 { exitedThreads.append((tid, sp)) }
     }
 
     /// At a thread's exit stop: is the whole process exiting (exit, _exit, a fatal signal), or only
@@ -220,7 +237,7 @@ public final class Tracer {
                                                 registers: Array(words[0..<Int(count)]), stackPointer: sp))
             }
         }
-        onExit(ExitStop(pid: pid, procTID: held[0], threads: snapshots))
+        onExit(ExitStop(pid: pid, procTID: held[0], threads: snapshots, exitedThreads: exitedThreads))
         for tid in held {
             swl_ptrace_cont(tid, 0)
         }
