@@ -191,15 +191,17 @@ typedef struct swl_dw_symbol_candidate {
     int rank;
 } swl_dw_symbol_candidate;
 
-// Same address: the better name first. Global over weak over local, sized over sizeless, and
-// among aliases the one with fewer leading underscores (`malloc` over `__libc_malloc`).
+// Same address: the better name first. Among aliases the one with fewer leading underscores
+// (`malloc` over `__libc_malloc`, `strdup` over `__strdup` although only the latter is global),
+// as Valgrind names frames and so as suppression files spell them; then global over weak over
+// local, sized over sizeless.
 static int swl_dw_compare_symbols(const void *a, const void *b) {
     const swl_dw_symbol_candidate *left = a, *right = b;
     if (left->symbol.address != right->symbol.address) return left->symbol.address < right->symbol.address ? -1 : 1;
-    if (left->rank != right->rank) return left->rank > right->rank ? -1 : 1;
-    if ((left->symbol.size != 0) != (right->symbol.size != 0)) return left->symbol.size != 0 ? -1 : 1;
     int lu = swl_dw_leading_underscores(left->symbol.name), ru = swl_dw_leading_underscores(right->symbol.name);
     if (lu != ru) return lu < ru ? -1 : 1;
+    if (left->rank != right->rank) return left->rank > right->rank ? -1 : 1;
+    if ((left->symbol.size != 0) != (right->symbol.size != 0)) return left->symbol.size != 0 ? -1 : 1;
     return strcmp(left->symbol.name, right->symbol.name);
 }
 
