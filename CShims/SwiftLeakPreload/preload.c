@@ -792,13 +792,15 @@ static __attribute__((noinline)) void *swl_new_failed(size_t size, size_t alignm
     }
 }
 
-static inline void *swl_new(size_t size, size_t alignment, bool nothrow, swl_function fn, void *caller) {
-    if (size == 0) size = 1;
+static inline void *swl_new(size_t requested, size_t alignment, bool nothrow, swl_function fn, void *caller) {
+    // new(0) must return a unique pointer, so the allocator is asked for a byte; the block is
+    // recorded at the size the program asked for, as Valgrind counts it.
+    size_t size = requested == 0 ? 1 : requested;
     bool record = swl_should_record();
     uint32_t stack = record ? swl_stack_before_call(caller) : 0;
     void *p = alignment ? __libc_memalign(alignment, size) : __libc_malloc(size);
     if (SWL_UNLIKELY(p == NULL)) p = swl_new_failed(size, alignment, nothrow);
-    if (p && record) swl_publish_alloc(p, size, fn, stack);
+    if (p && record) swl_publish_alloc(p, requested, fn, stack);
     return p;
 }
 
