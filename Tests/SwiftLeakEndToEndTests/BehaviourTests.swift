@@ -71,7 +71,10 @@ struct BehaviourTests {
         #expect(result.stdout == "stdout line for exec\nstdout line for exit\n")
         let report = try #require(maybeReport)
         #expect(!report.scanRan)
-        #expect(report.summary["unclassified"] == report.inUseAtExit)
+        // Everything is unclassified, but for glibc's stdout buffer, which the default
+        // suppressions take.
+        #expect(report.notFreed == report.inUseAtExit)
+        #expect(report.summary["unclassified"].map { $0.blocks + (report.summary["suppressed"]?.blocks ?? 0) } == report.inUseAtExit.blocks)
         #expect(report.notFreed(allocatedIn: program) == Report.Count(bytes: 77, blocks: 1))
         #expect(result.stderr.contains("replaced itself with exec"))
     }

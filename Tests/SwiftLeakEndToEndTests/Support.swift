@@ -147,6 +147,7 @@ struct Report {
         var function: String
         var stack: [Frame]
         var firstUserFrame: Int?
+        var suppressedBy: String? = nil
     }
     var pid: Int
     var exit: [String: Int]
@@ -187,13 +188,14 @@ struct Report {
                           file: frame["file"] as? String, line: frame["line"] as? Int,
                           object: frame["object"] as? String, inlined: frame["inlined"] as? Bool ?? false)
                 },
-                firstUserFrame: record["first_user_frame"] as? Int)
+                firstUserFrame: record["first_user_frame"] as? Int,
+                suppressedBy: record["suppressed_by"] as? String)
         }
     }
 
-    /// Every block not freed at exit, whatever its kind.
+    /// Every block not freed at exit, whatever its kind, suppressed ones included.
     var notFreed: Count {
-        summary.filter { $0.key != "suppressed" }.values.reduce(Count(bytes: 0, blocks: 0)) {
+        summary.values.reduce(Count(bytes: 0, blocks: 0)) {
             Count(bytes: $0.bytes + $1.bytes, blocks: $0.blocks + $1.blocks)
         }
     }
