@@ -22,7 +22,8 @@ public final class EventRing: @unchecked Sendable {
 
     /// swl_ring_header*: its aligned atomics keep it opaque to Swift; the C shim reads it.
     let header: OpaquePointer
-    public let fd: Int32
+    /// -1 once `closeDescriptor` ran.
+    public private(set) var fd: Int32
     private let store: UnsafeRawPointer
     private let storeSize: UInt64
 
@@ -62,8 +63,12 @@ public final class EventRing: @unchecked Sendable {
     }
 
     /// Closes our copy of the descriptor once the child has its own.
+    /// Closing it only once matters: by deinit the number may belong to another file (the log
+    /// file a `--log-file=%p` name opens once the pid is known).
     public func closeDescriptor() {
+        guard fd >= 0 else { return }
         close(fd)
+        fd = -1
     }
 
     /// The frames of an interned stack, innermost first; nil for id 0 or a damaged record.
