@@ -17,13 +17,29 @@ public struct ReportOptions: Sendable {
     public var verbose = false
     /// `--gen-suppressions=all`: print a ready-to-paste suppression after each loss record shown.
     public var genSuppressions = false
+    /// `-q`: the loss records only, without the header and the summaries.
+    public var quiet = false
+    /// `--leak-resolution`: how many stack entries two records must share to be merged.
+    public enum LeakResolution: String, Sendable {
+        case low, med, high
+        /// Stack entries compared, the allocation function included; nil: all of them.
+        public var entries: Int? {
+            switch self {
+            case .low: return 2
+            case .med: return 4
+            case .high: return nil
+            }
+        }
+    }
+    public var leakResolution: LeakResolution = .high
     public init() {}
 }
 
 extension ProcessReport {
-    /// Loss records that count as errors (Valgrind's ERROR SUMMARY and --error-exitcode).
+    /// Loss records that count as errors (Valgrind's ERROR SUMMARY and --error-exitcode). As in
+    /// Valgrind, leaks are errors only with --leak-check=full.
     public func errorRecords(_ options: ReportOptions) -> [LossRecord] {
-        guard options.leakCheck != .no else { return [] }
+        guard options.leakCheck == .full else { return [] }
         return lossRecords.filter { options.errorKinds.contains($0.kind) && $0.suppressedBy == nil }
     }
 }

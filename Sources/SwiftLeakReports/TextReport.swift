@@ -8,7 +8,8 @@ public enum TextReport {
     public static let unprefixedMarker: Character = "\u{1}"
 
     public static func header(command: [String], options: ReportOptions) -> [String] {
-        [
+        if options.quiet { return [] }
+        return [
             "swiftleak-\(options.toolVersion), a memory leak tracker",
             "Command: " + command.joined(separator: " "),
             "",
@@ -16,6 +17,7 @@ public enum TextReport {
     }
 
     public static func render(_ report: ProcessReport, options: ReportOptions) -> [String] {
+        if options.quiet { return quietRender(report, options: options) }
         var lines: [String] = [""]
         let heap = report.heap
         lines.append("HEAP SUMMARY:")
@@ -43,17 +45,7 @@ public enum TextReport {
             return lines
         }
 
-        let shown = report.lossRecords.enumerated().filter {
-            options.leakCheck == .full && options.showKinds.contains($0.element.kind) && $0.element.suppressedBy == nil
-        }
-        for (index, record) in shown {
-            lines.append(lossRecordTitle(record, number: index + 1, of: report.lossRecords.count))
-            lines += frames(record, options: options)
-            lines.append("")
-            if options.genSuppressions {
-                lines += SuppressionWriter.block(record, numCallers: options.numCallers).map { String(unprefixedMarker) + $0 }
-            }
-        }
+        lines += lossRecords(report, options: options)
 
         lines.append("LEAK SUMMARY:")
         let width = 15
@@ -86,6 +78,31 @@ public enum TextReport {
         return lines
     }
 
+    /// The loss records shown (not suppressed, of a kind --show-leak-kinds asks for), numbered
+    /// among all records as Valgrind numbers them, each followed by its suppression block under
+    /// --gen-suppressions.
+    static func lossRecords(_ report: ProcessReport, options: ReportOptions) -> [String] {
+        guard options.leakCheck == .full else { return [] }
+        var lines: [String] = []
+        for (index, record) in report.lossRecords.enumerated()
+        where options.showKinds.contains(record.kind) && record.suppressedBy == nil {
+            lines.append(lossRecordTitle(record, number: index + 1, of: report.lossRecords.count))
+            lines += frames(record, options: options)
+            lines.append("")
+            if options.genSuppressions {
+                lines += SuppressionWriter.block(record, numCallers: options.numCallers).map { String(unprefixedMarker) + $0 }
+            }
+        }
+        return lines
+    }
+
+    /// `-q`: Valgrind prints the errors only, so a clean run prints nothing at all.
+    static func quietRender(_ report: ProcessReport, options: ReportOptions) -> [String] {
+        var lines = report.warnings.map { "Warning: " + $0 }
+        if !report.scanRan, let note = report.scanNote, options.leakCheck != .no { lines.append("No leak classification: " + note) }
+        return lines + lossRecords(report, options: options)
+    }
+
     /// Valgrind's `-v` lines: "used_suppression:      1 name file.supp:3 suppressed: 10 bytes in 1 blocks".
     static func usedSuppressions(_ report: ProcessReport) -> [String] {
         report.usedSuppressions.map { use in
@@ -111,10 +128,11 @@ public enum TextReport {
         return "\(groupedDigits(record.bytes)) bytes in \(blocks) are \(record.kind.valgrindWords) \(place)"
     }
 
-    /// "   at 0x…: malloc" then "   by 0x…: caller (file.c:12)", at most numCallers lines.
+    /// "   at 0x…: malloc" then "   by 0x…: caller (file.c:12)": numCallers stack entries, each
+    /// with the frames inlined at its address, as Valgrind prints them.
     static func frames(_ record: LossRecord, options: ReportOptions) -> [String] {
         var lines = ["   at 0x0: \(record.function.displayName) (in swiftleak's interposer)"]
-        for frame in record.stack.prefix(max(0, options.numCallers - 1)) {
+        for frame in MatchFrame.stackPrefix(record.stack, addresses: max(0, options.numCallers - 1)) {
             lines.append("   by " + describe(frame))
         }
         return lines

@@ -13,8 +13,18 @@ struct SwiftLeakCommand: ParsableCommand {
         commandName: "swiftleak",
         abstract: "Track every heap allocation of a program and report what it leaks at exit.",
         version: "0.1.0",
-        subcommands: [Run.self]
+        subcommands: [Run.self],
+        // `swiftleak [options] ./prog args`, as `valgrind [options] ./prog args`.
+        defaultSubcommand: Run.self
     )
+
+    static func main() {
+        ValgrindCommandLine.startTime = ValgrindCommandLine.now()
+        let rewritten = ValgrindCommandLine.rewrite(Array(CommandLine.arguments.dropFirst()),
+                                                    environment: getenv("SWIFTLEAK_OPTS").map { String(cString: $0) })
+        for note in rewritten.notes { writeAll(STDERR_FILENO, note + "\n") }
+        main(rewritten.arguments)
+    }
 }
 
 /// Options of the leak report, named as in Valgrind so habits and CI scripts carry over.
@@ -61,6 +71,9 @@ struct LeakReportOptions: ParsableArguments {
         guard (1...500).contains(numCallers) else {
             throw ValidationError("--num-callers must be between 1 and 500")
         }
+        if let errorExitCode, !(0...255).contains(errorExitCode) {
+            throw ValidationError("--error-exitcode must be between 0 (off) and 255, not \(errorExitCode)")
+        }
     }
 
     var reportOptions: ReportOptions {
@@ -103,7 +116,8 @@ extension SwiftLeakCommand {
                 throw ValidationError("missing the program to run: swiftleak run [options] -- ./program [arguments]")
             }
             if first.hasPrefix("-") {
-                throw ValidationError("unknown option '\(first)' (put the program after --)")
+                let hint = ValgrindCommandLine.suggestion(for: first).map { "; did you mean \($0)?" } ?? " (put the program after --)"
+                throw ValidationError("unknown option '\(first)'" + hint)
             }
         }
 
@@ -131,6 +145,7 @@ extension SwiftLeakCommand {
             var result: RunResult
             do {
                 result = try RunSession.run(configuration) { pid in
+                    valgrind.programStarted()
                     output.write(TextReport.header(command: command, options: configuration.report), pid: pid)
                 }
             } catch let error as LaunchError {
@@ -138,7 +153,7 @@ extension SwiftLeakCommand {
             } catch let error as SessionError {
                 throw fail(error.description)
             }
-            result.report = suppressionSet.apply(to: result.report, numCallers: configuration.report.numCallers,
+            result.report = suppressionSet.apply(to: result.report.merged(resolution: configuration.report.leakResolution), numCallers: configuration.report.numCallers,
                                                  interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
             result.report.warnings += suppressionWarnings
             output.write(TextReport.render(result.report, options: configuration.report), pid: result.report.pid)
@@ -148,9 +163,14 @@ extension SwiftLeakCommand {
                     output.writeError("cannot write the JSON report to \(jsonFile): \(String(cString: strerror(errno)))")
                 }
             }
+            if let problem = valgrind.writeXML(result.report, command: command, options: configuration.report,
+                                               interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate())) {
+                output.writeError(problem)
+            }
             output.close()
 
-            if let code = report.errorExitCode, !result.report.errorRecords(configuration.report).isEmpty {
+            // Valgrind's --error-exitcode=0 turns the option off.
+            if let code = report.errorExitCode, code != 0, !result.report.errorRecords(configuration.report).isEmpty {
                 Glibc.exit(code)
             }
             switch result.exit {
@@ -169,22 +189,39 @@ extension SwiftLeakCommand {
 }
 
 /// Where the text report goes: stderr (each line prefixed "==PID== " like Valgrind's) or a file.
+/// A `--log-file` name with `%p` is opened once the program's pid is known.
 final class ReportOutput {
-    private let fd: Int32
+    private var fd: Int32 = STDERR_FILENO
+    private var pendingName: String?
 
     init(logFile: String?) throws {
-        if let logFile {
-            let fd = open(logFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else {
-                throw SessionError("cannot open the log file \(logFile): \(String(cString: strerror(errno)))")
-            }
-            self.fd = fd
+        guard let logFile else { return }
+        // Checked now, so that a bad name stops swiftleak before the program runs.
+        let checked = try ValgrindCommandLine.expandFileName(logFile, pid: 0, environment: ValgrindCommandLine.environment)
+        if logFile.contains("%p") {
+            pendingName = logFile
         } else {
-            self.fd = STDERR_FILENO
+            fd = try Self.open(checked)
         }
     }
 
+    private static func open(_ name: String) throws -> Int32 {
+        let fd = Glibc.open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw SessionError("cannot open the log file \(name): \(String(cString: strerror(errno)))")
+        }
+        return fd
+    }
+
     func write(_ lines: [String], pid: Int32) {
+        if let pattern = pendingName {
+            pendingName = nil
+            do {
+                fd = try Self.open(try ValgrindCommandLine.expandFileName(pattern, pid: pid, environment: ValgrindCommandLine.environment))
+            } catch {
+                writeError("\(error); the report goes to stderr")
+            }
+        }
         var text = ""
         for line in lines {
             if line.first == TextReport.unprefixedMarker {
