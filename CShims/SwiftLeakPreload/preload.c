@@ -14,6 +14,7 @@
 
 #include "SwiftLeakPreload.h"
 #include "SwiftLeakEventABI.h"
+#include "own_stack.h"
 #include "unwind.h"
 
 #include <dlfcn.h>
@@ -345,12 +346,14 @@ static void swl_report_verify(void) {
     swl_write_stderr(line);
 }
 
-/// Captures the stack of the program's call to an allocation function. `caller` is the hook's
-/// return address: frames before it are our own and are dropped.
-static __attribute__((noinline)) uint32_t swl_capture_stack(void *caller) {
+/// Captures the stack of the program's call to an allocation function, from the program's frame
+/// at the hooked call (`entry`: the hooks run on a stack of their own). libunwind, which walks
+/// from here, goes through the stack switch's CFI; its own frames before the caller are dropped.
+static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry) {
     uint64_t raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
+    void *caller = (void *)(uintptr_t)entry.sp[0];
     int limit = (int)g_max_frames + SWL_OWN_FRAMES;
-    int count = g_unwinder == UNWINDER_LIBUNWIND ? -1 : swl_unwind(raw, limit);
+    int count = g_unwinder == UNWINDER_LIBUNWIND ? -1 : swl_unwind_at(raw, (int)g_max_frames, entry.sp, entry.rbp);
     if (SWL_UNLIKELY(g_unwinder == UNWINDER_VERIFY)) swl_verify_walk(raw, count, caller);
     if (count < 0) count = unw_backtrace((void **)raw, limit);
     int first = swl_first_program_frame(raw, count, caller);
@@ -366,12 +369,12 @@ static __attribute__((noinline)) uint32_t swl_capture_stack(void *caller) {
     return swl_intern_stack(raw + first, (uint32_t)depth);
 }
 
-/// Captures the caller's stack *before* the real allocation runs: the unwinder's frames and saved
-/// register file then hold no copy of the new block's address, which would otherwise linger below
-/// the stack pointer and could later be taken by the exit scan for a live reference.
-static inline uint32_t swl_stack_before_call(void *caller) {
+/// Captures the caller's stack *before* the real allocation runs, so nothing of the walk holds a
+/// copy of the new block's address (the own stack is not scanned either; this keeps libunwind's
+/// caches clean too).
+static inline uint32_t swl_stack_before_call(swl_entry entry) {
     t_busy = 1;
-    uint32_t stack = swl_capture_stack(caller);
+    uint32_t stack = swl_capture_stack(entry);
     t_busy = 0;
     return stack;
 }
@@ -623,35 +626,47 @@ SWL_EXPORT int swl_preload_is_recording(void) {
 
 // MARK: - The C allocation functions
 
-#define CALLER __builtin_return_address(0)
+// Each exported allocation function is a stub (own_stack.h) that runs its swl_hook_* on the
+// thread's own stack; the hook gets the program's frame as `entry`. SWL_HOOK marks the
+// implementations the stubs jump to; SWL_UNUSED pads a hook's arguments to three, so `entry` is
+// always in rcx:r8.
+#define SWL_HOOK __attribute__((used, visibility("hidden")))
+#define SWL_UNUSED __attribute__((unused)) uintptr_t
+#define CALLER ((void *)(uintptr_t)entry.sp[0])
 
-SWL_EXPORT void *malloc(size_t size) {
+int swl_own_stack_wanted(void) { return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != STATE_QUIET; }
+
+SWL_HOOK void *swl_hook_malloc(size_t size, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
     if (!swl_should_record()) return __libc_malloc(size);
-    uint32_t stack = swl_stack_before_call(CALLER);
+    uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_malloc(size);
     if (p) swl_publish_alloc(p, size, SWL_FN_MALLOC, stack);
     return p;
 }
+SWL_HOOK_ON_OWN_STACK(malloc, swl_hook_malloc);
 
-SWL_EXPORT void *calloc(size_t count, size_t size) {
+SWL_HOOK void *swl_hook_calloc(size_t count, size_t size, SWL_UNUSED c, swl_entry entry) {
     if (!swl_should_record()) return __libc_calloc(count, size);
-    uint32_t stack = swl_stack_before_call(CALLER);
+    uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_calloc(count, size);
     if (p) swl_publish_alloc(p, count * size, SWL_FN_CALLOC, stack);
     return p;
 }
+SWL_HOOK_ON_OWN_STACK(calloc, swl_hook_calloc);
 
-SWL_EXPORT void free(void *p) {
+SWL_HOOK void swl_hook_free(void *p, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
+    (void)entry;
     if (p && swl_should_record()) swl_record_free(p, SWL_FN_FREE);
     __libc_free(p);
 }
+SWL_HOOK_ON_OWN_STACK(free, swl_hook_free);
 
 /// realloc and reallocarray: the old block's "gone" slot is reserved before the real call, so an
 /// address the real realloc releases cannot be handed to another thread and recorded as its
 /// allocation ahead of our free.
-static inline void *swl_realloc(void *old, size_t size, swl_function fn, void *caller) {
+static inline void *swl_realloc(void *old, size_t size, swl_function fn, swl_entry entry) {
     if (!swl_should_record()) return __libc_realloc(old, size);
-    uint32_t stack = swl_stack_before_call(caller);
+    uint32_t stack = swl_stack_before_call(entry);
     if (old == NULL) {
         void *p = __libc_realloc(NULL, size);
         if (p) swl_publish_alloc(p, size, fn, stack);
@@ -679,63 +694,69 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, void *c
     return p;
 }
 
-SWL_EXPORT void *realloc(void *old, size_t size) {
-    return swl_realloc(old, size, SWL_FN_REALLOC, CALLER);
+SWL_HOOK void *swl_hook_realloc(void *old, size_t size, SWL_UNUSED c, swl_entry entry) {
+    return swl_realloc(old, size, SWL_FN_REALLOC, entry);
 }
+SWL_HOOK_ON_OWN_STACK(realloc, swl_hook_realloc);
 
-SWL_EXPORT void *reallocarray(void *old, size_t count, size_t size) {
+SWL_HOOK void *swl_hook_reallocarray(void *old, size_t count, size_t size, swl_entry entry) {
     size_t total;
     if (__builtin_mul_overflow(count, size, &total)) {
         errno = ENOMEM;
         return NULL;
     }
-    return swl_realloc(old, total, SWL_FN_REALLOCARRAY, CALLER);
+    return swl_realloc(old, total, SWL_FN_REALLOCARRAY, entry);
 }
+SWL_HOOK_ON_OWN_STACK(reallocarray, swl_hook_reallocarray);
 
 static inline bool swl_is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
-SWL_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
+SWL_HOOK int swl_hook_posix_memalign(void **out, size_t alignment, size_t size, swl_entry entry) {
     if (alignment % sizeof(void *) != 0 || !swl_is_power_of_two(alignment / sizeof(void *))) return EINVAL;
     bool record = swl_should_record();
-    uint32_t stack = record ? swl_stack_before_call(CALLER) : 0;
+    uint32_t stack = record ? swl_stack_before_call(entry) : 0;
     void *p = __libc_memalign(alignment, size);
     if (p == NULL) return ENOMEM;
     if (record) swl_publish_alloc(p, size, SWL_FN_POSIX_MEMALIGN, stack);
     *out = p;
     return 0;
 }
+SWL_HOOK_ON_OWN_STACK(posix_memalign, swl_hook_posix_memalign);
 
-SWL_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
+SWL_HOOK void *swl_hook_aligned_alloc(size_t alignment, size_t size, SWL_UNUSED c, swl_entry entry) {
     if (!swl_is_power_of_two(alignment)) {
         errno = EINVAL;
         return NULL;
     }
     if (!swl_should_record()) return __libc_memalign(alignment, size);
-    uint32_t stack = swl_stack_before_call(CALLER);
+    uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_memalign(alignment, size);
     if (p) swl_publish_alloc(p, size, SWL_FN_ALIGNED_ALLOC, stack);
     return p;
 }
+SWL_HOOK_ON_OWN_STACK(aligned_alloc, swl_hook_aligned_alloc);
 
-SWL_EXPORT void *memalign(size_t alignment, size_t size) {
+SWL_HOOK void *swl_hook_memalign(size_t alignment, size_t size, SWL_UNUSED c, swl_entry entry) {
     if (!swl_should_record()) return __libc_memalign(alignment, size);
-    uint32_t stack = swl_stack_before_call(CALLER);
+    uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_memalign(alignment, size);
     if (p) swl_publish_alloc(p, size, SWL_FN_MEMALIGN, stack);
     return p;
 }
+SWL_HOOK_ON_OWN_STACK(memalign, swl_hook_memalign);
 
-SWL_EXPORT void *valloc(size_t size) {
+SWL_HOOK void *swl_hook_valloc(size_t size, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
     if (!swl_should_record()) return __libc_valloc(size);
-    uint32_t stack = swl_stack_before_call(CALLER);
+    uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_valloc(size);
     if (p) swl_publish_alloc(p, size, SWL_FN_VALLOC, stack);
     return p;
 }
+SWL_HOOK_ON_OWN_STACK(valloc, swl_hook_valloc);
 
-SWL_EXPORT void *pvalloc(size_t size) {
+SWL_HOOK void *swl_hook_pvalloc(size_t size, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
     if (!swl_should_record()) return __libc_pvalloc(size);
-    uint32_t stack = swl_stack_before_call(CALLER);
+    uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_pvalloc(size);
     if (p) {
         // The program owns whole pages: count them, as LeakSanitizer does.
@@ -745,6 +766,7 @@ SWL_EXPORT void *pvalloc(size_t size) {
     }
     return p;
 }
+SWL_HOOK_ON_OWN_STACK(pvalloc, swl_hook_pvalloc);
 
 // MARK: - dlopen / dlclose: keep the module map current
 
@@ -792,12 +814,12 @@ static __attribute__((noinline)) void *swl_new_failed(size_t size, size_t alignm
     }
 }
 
-static inline void *swl_new(size_t requested, size_t alignment, bool nothrow, swl_function fn, void *caller) {
+static inline void *swl_new(size_t requested, size_t alignment, bool nothrow, swl_function fn, swl_entry entry) {
     // new(0) must return a unique pointer, so the allocator is asked for a byte; the block is
     // recorded at the size the program asked for, as Valgrind counts it.
     size_t size = requested == 0 ? 1 : requested;
     bool record = swl_should_record();
-    uint32_t stack = record ? swl_stack_before_call(caller) : 0;
+    uint32_t stack = record ? swl_stack_before_call(entry) : 0;
     void *p = alignment ? __libc_memalign(alignment, size) : __libc_malloc(size);
     if (SWL_UNLIKELY(p == NULL)) p = swl_new_failed(size, alignment, nothrow);
     if (p && record) swl_publish_alloc(p, requested, fn, stack);
@@ -809,36 +831,39 @@ static inline void swl_delete(void *p, swl_function fn) {
     __libc_free(p);
 }
 
-SWL_EXPORT void *_Znwm(size_t n) { return swl_new(n, 0, false, SWL_FN_NEW, CALLER); }
-SWL_EXPORT void *_Znam(size_t n) { return swl_new(n, 0, false, SWL_FN_NEW_ARRAY, CALLER); }
-SWL_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const void *tag) {
-    (void)tag;
-    return swl_new(n, 0, true, SWL_FN_NEW_NOTHROW, CALLER);
-}
-SWL_EXPORT void *_ZnamRKSt9nothrow_t(size_t n, const void *tag) {
-    (void)tag;
-    return swl_new(n, 0, true, SWL_FN_NEW_ARRAY_NOTHROW, CALLER);
-}
-SWL_EXPORT void *_ZnwmSt11align_val_t(size_t n, size_t a) { return swl_new(n, a, false, SWL_FN_NEW_ALIGNED, CALLER); }
-SWL_EXPORT void *_ZnamSt11align_val_t(size_t n, size_t a) { return swl_new(n, a, false, SWL_FN_NEW_ARRAY_ALIGNED, CALLER); }
-SWL_EXPORT void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *tag) {
-    (void)tag;
-    return swl_new(n, a, true, SWL_FN_NEW_ALIGNED_NOTHROW, CALLER);
-}
-SWL_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *tag) {
-    (void)tag;
-    return swl_new(n, a, true, SWL_FN_NEW_ARRAY_ALIGNED_NOTHROW, CALLER);
-}
+/// One operator new: its hook (size, alignment or 0, the ignored nothrow tag) and its stub.
+#define SWL_NEW(name, alignment_argument, nothrow, fn)                                              \
+    SWL_HOOK void *swl_hook##name(size_t n, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {          \
+        return swl_new(n, alignment_argument, nothrow, fn, entry);                                  \
+    }                                                                                               \
+    SWL_HOOK_ON_OWN_STACK(name, swl_hook##name)
 
-SWL_EXPORT void _ZdlPv(void *p) { swl_delete(p, SWL_FN_DELETE); }
-SWL_EXPORT void _ZdaPv(void *p) { swl_delete(p, SWL_FN_DELETE_ARRAY); }
-SWL_EXPORT void _ZdlPvm(void *p, size_t n) { (void)n; swl_delete(p, SWL_FN_DELETE); }
-SWL_EXPORT void _ZdaPvm(void *p, size_t n) { (void)n; swl_delete(p, SWL_FN_DELETE_ARRAY); }
-SWL_EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const void *t) { (void)t; swl_delete(p, SWL_FN_DELETE); }
-SWL_EXPORT void _ZdaPvRKSt9nothrow_t(void *p, const void *t) { (void)t; swl_delete(p, SWL_FN_DELETE_ARRAY); }
-SWL_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t a) { (void)a; swl_delete(p, SWL_FN_DELETE); }
-SWL_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t a) { (void)a; swl_delete(p, SWL_FN_DELETE_ARRAY); }
-SWL_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t n, size_t a) { (void)n; (void)a; swl_delete(p, SWL_FN_DELETE); }
-SWL_EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t n, size_t a) { (void)n; (void)a; swl_delete(p, SWL_FN_DELETE_ARRAY); }
-SWL_EXPORT void _ZdlPvSt11align_val_tRKSt9nothrow_t(void *p, size_t a, const void *t) { (void)a; (void)t; swl_delete(p, SWL_FN_DELETE); }
-SWL_EXPORT void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *p, size_t a, const void *t) { (void)a; (void)t; swl_delete(p, SWL_FN_DELETE_ARRAY); }
+/// One operator delete: the size, alignment and nothrow arguments are ignored.
+#define SWL_DELETE(name, fn)                                                                         \
+    SWL_HOOK void swl_hook##name(void *p, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {             \
+        (void)entry;                                                                                \
+        swl_delete(p, fn);                                                                          \
+    }                                                                                               \
+    SWL_HOOK_ON_OWN_STACK(name, swl_hook##name)
+
+SWL_NEW(_Znwm, 0, false, SWL_FN_NEW);
+SWL_NEW(_Znam, 0, false, SWL_FN_NEW_ARRAY);
+SWL_NEW(_ZnwmRKSt9nothrow_t, 0, true, SWL_FN_NEW_NOTHROW);
+SWL_NEW(_ZnamRKSt9nothrow_t, 0, true, SWL_FN_NEW_ARRAY_NOTHROW);
+SWL_NEW(_ZnwmSt11align_val_t, b, false, SWL_FN_NEW_ALIGNED);
+SWL_NEW(_ZnamSt11align_val_t, b, false, SWL_FN_NEW_ARRAY_ALIGNED);
+SWL_NEW(_ZnwmSt11align_val_tRKSt9nothrow_t, b, true, SWL_FN_NEW_ALIGNED_NOTHROW);
+SWL_NEW(_ZnamSt11align_val_tRKSt9nothrow_t, b, true, SWL_FN_NEW_ARRAY_ALIGNED_NOTHROW);
+
+SWL_DELETE(_ZdlPv, SWL_FN_DELETE);
+SWL_DELETE(_ZdaPv, SWL_FN_DELETE_ARRAY);
+SWL_DELETE(_ZdlPvm, SWL_FN_DELETE);
+SWL_DELETE(_ZdaPvm, SWL_FN_DELETE_ARRAY);
+SWL_DELETE(_ZdlPvRKSt9nothrow_t, SWL_FN_DELETE);
+SWL_DELETE(_ZdaPvRKSt9nothrow_t, SWL_FN_DELETE_ARRAY);
+SWL_DELETE(_ZdlPvSt11align_val_t, SWL_FN_DELETE);
+SWL_DELETE(_ZdaPvSt11align_val_t, SWL_FN_DELETE_ARRAY);
+SWL_DELETE(_ZdlPvmSt11align_val_t, SWL_FN_DELETE);
+SWL_DELETE(_ZdaPvmSt11align_val_t, SWL_FN_DELETE_ARRAY);
+SWL_DELETE(_ZdlPvSt11align_val_tRKSt9nothrow_t, SWL_FN_DELETE);
+SWL_DELETE(_ZdaPvSt11align_val_tRKSt9nothrow_t, SWL_FN_DELETE_ARRAY);

@@ -44,6 +44,10 @@ __asm__(".text\n"
 
 __attribute__((used, visibility("hidden"))) int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
 
+int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+    return swl_unwind_from(frames, max, sp, rbp);
+}
+
 #if !SWL_HAVE_WALKER
 
 int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {

@@ -21,6 +21,11 @@ bool swl_unwind_available(void);
 /// it wrote (at most `max`), or -1 when some frame needs libunwind.
 int swl_unwind(uint64_t *frames, int max);
 
+/// The same walk from a frame given by the caller: `sp` points at the return address of a call
+/// (as at a function's first instruction) and `rbp` is the frame pointer there. frames[0] is then
+/// `sp[0]`. The hooks use it to walk the program's stack while they run on a stack of their own.
+int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
+
 /// Forgets every cached rule. Called after dlclose: a new module may be mapped where the old
 /// one's code was.
 void swl_unwind_forget(void);

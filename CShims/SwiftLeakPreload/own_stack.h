@@ -1,0 +1,66 @@
+// The hooks' own stacks: every hooked call runs its bookkeeping and the real allocator on a
+// per-thread stack of swiftleak's, never on the program's (x86_64 Linux).
+//
+// Why: code running on the program's stack leaves copies of block addresses below the program's
+// stack pointer (a prologue that pushes rax while it still holds the previous malloc's result,
+// glibc's allocator spilling a chunk pointer, the walker's locals). The program's later frames
+// need not overwrite them, and the exit scan would take such a stale copy for a live reference:
+// a loop of 1,000 forgotten mallocs was reported as 999 lost. Valgrind runs its allocator off the
+// program's stack; so do we. The only word a hooked call writes on the program's stack is the
+// return address its caller pushed.
+//
+// How: each exported hook is a two-instruction stub (SWL_HOOK_ON_OWN_STACK) that jumps to
+// swl_own_stack_call with the implementation's address in rax. That routine passes the program's
+// frame (its stack pointer at the call and rbp) to the implementation as a trailing swl_entry
+// argument, switches rsp to the top of the thread's own stack, calls the implementation, switches
+// back and returns. The program's stack pointer is saved in the top word of the own stack, which
+// is also how the exit scan finds the program's stack of a thread stopped inside a hook.
+//
+// The own stack is mapped on the thread's first hooked call, from a memfd named
+// SWL_OWN_STACK_MEMFD_NAME (MAP_PRIVATE: a fork child gets its own copy), so /proc/PID/maps shows
+// `/memfd:swiftleak-stack (deleted)` and the exit scan does not take it for a root. A call made
+// while the thread already runs on its own stack (a signal handler that interrupted a hook, the C++
+// unwinder throwing bad_alloc from operator new, the allocator's own re-entry) stays where it is:
+// whether the thread is on its own stack is decided by rsp alone, so a longjmp or an exception out
+// of a hook leaves nothing to repair. A thread for which no stack can be made (descriptor limit,
+// out of memory) runs its hooks on the program's stack, as before.
+#ifndef SWIFTLEAK_PRELOAD_OWN_STACK_H
+#define SWIFTLEAK_PRELOAD_OWN_STACK_H
+
+#include <stdint.h>
+
+/// The program's frame at the hooked call: `sp[0]` is the return address into the program (what
+/// __builtin_return_address(0) gives in an ordinary function), `rbp` its frame pointer. Passed in
+/// rcx:r8, after at most three integer arguments.
+typedef struct swl_entry {
+    const uint64_t *sp;
+    uint64_t rbp;
+} swl_entry;
+
+/// Usable bytes of each own stack (a guard page lies below). Virtual: only touched pages cost
+/// memory. Big enough for a signal handler that interrupts a hook to run on it.
+#define SWL_OWN_STACK_SIZE (1u << 20)
+#define SWL_OWN_STACK_MEMFD_NAME "swiftleak-stack"
+
+/// Defines the exported function `name` as a stub that runs `impl` on the thread's own stack.
+/// `impl` takes the hook's (up to three integer) arguments, padded to three, then a swl_entry.
+#define SWL_HOOK_ON_OWN_STACK(name, impl)                                                           \
+    __asm__(".text\n"                                                                             \
+            ".globl " #name "\n"                                                                  \
+            ".type " #name ", @function\n"                                                        \
+            ".p2align 4\n" #name ":\n"                                                            \
+            ".cfi_startproc\n"                                                                    \
+            "    endbr64\n"                                                                       \
+            "    leaq " #impl "(%rip), %rax\n"                                                    \
+            "    jmp swl_own_stack_call\n"                                                        \
+            ".cfi_endproc\n"                                                                      \
+            ".size " #name ", .-" #name "\n")
+
+/// Called by swl_own_stack_call on a thread without an own stack (hidden; not for C callers).
+void swl_own_stack_make(void);
+
+/// Whether own stacks should be made at all (false in a process swiftleak does not trace, where
+/// the hooks only pass calls through). Defined by preload.c.
+int swl_own_stack_wanted(void);
+
+#endif
