@@ -125,6 +125,10 @@ void swl_ring_allocator_state(swl_ring_header *h, uint64_t *start, uint64_t *end
     *start = h->allocator_state_start;
     *end = h->allocator_state_end;
 }
+void swl_ring_exit_caller(swl_ring_header *h, uint64_t *stack_pointer, uint32_t *tid) {
+    *stack_pointer = __atomic_load_n(&h->exit_caller_sp, __ATOMIC_ACQUIRE);
+    *tid = __atomic_load_n(&h->exit_caller_tid, __ATOMIC_ACQUIRE);
+}
 uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_exiting(swl_ring_header *h) { return __atomic_load_n(&h->exiting, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_disabled(swl_ring_header *h) { return __atomic_load_n(&h->disabled, __ATOMIC_ACQUIRE); }

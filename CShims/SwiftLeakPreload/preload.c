@@ -534,8 +534,14 @@ static void swl_locate_main_arena(void) {
     }
 }
 
+static void swl_record_caller_of_exit(void);
+
 static void swl_announce_exit(void) {
     if (g_ring && __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING) {
+        int was_busy = t_busy;
+        t_busy = 1; // libunwind may allocate
+        swl_record_caller_of_exit();
+        t_busy = was_busy;
         __atomic_store_n(&g_ring->exiting, 1, __ATOMIC_RELEASE);
     }
 }
@@ -767,6 +773,101 @@ SWL_HOOK void *swl_hook_pvalloc(size_t size, SWL_UNUSED b, SWL_UNUSED c, swl_ent
     return p;
 }
 SWL_HOOK_ON_OWN_STACK(pvalloc, swl_hook_pvalloc);
+
+// MARK: - Leaving: where libc's exit path begins
+
+// At the exit stop, the thread that ends the process is deep in libc: exit's atexit and stdio
+// work, _exit, abort's signal sets. Those frames were laid over the program's dead frames without
+// writing most of their words, and the stale block addresses there are exactly what Valgrind's
+// definedness bits ignore. The exit scan starts that thread's stack at the frame that called the
+// exit function instead (SwiftLeakEventABI.h, exit_caller_sp); docs/scanner.md says what remains.
+
+static void swl_record_exit_caller(uint64_t stack_pointer) {
+    if (g_ring == NULL || __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != STATE_RECORDING) return;
+    if ((int32_t)syscall(SYS_getpid) != g_ring->traced_pid) return; // a vfork child leaving
+    __atomic_store_n(&g_ring->exit_caller_tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
+    __atomic_store_n(&g_ring->exit_caller_sp, stack_pointer, __ATOMIC_RELEASE);
+}
+
+/// From the atexit handler, which libc's exit runs last: walks out to the frame that called exit
+/// (the program's, or libc's __libc_start_call_main when main returned). A return address in
+/// exit's code marks exit's frame; the next frame is its caller.
+static __attribute__((noinline)) void swl_record_caller_of_exit(void) {
+    Dl_info info;
+    const ElfW(Sym) *symbol = NULL;
+    void *libc_exit = (void *)&exit;
+    if (!dladdr1(libc_exit, &info, (void **)&symbol, RTLD_DL_SYMENT) || symbol == NULL || symbol->st_size == 0) return;
+    uint64_t start = (uint64_t)(uintptr_t)info.dli_saddr, size = symbol->st_size;
+    // libunwind, not our walker: this runs once, and the walker hands anything unusual over anyway.
+    unw_context_t context;
+    unw_cursor_t cursor;
+    if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0) return;
+    bool in_exit = false;
+    for (int depth = 0; depth < 64 && unw_step(&cursor) > 0; depth++) {
+        unw_word_t ip = 0, sp = 0;
+        if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0) return;
+        if (in_exit) {
+            swl_record_exit_caller(sp);
+            return;
+        }
+        // exit ends in a call that does not return: its return address may be the next function's.
+        in_exit = ip - 1 - start < size;
+    }
+}
+
+static void (*g_real_exit_now)(int);
+static void (*g_real_abort)(void);
+static int (*g_real_raise)(int);
+static void (*g_real_assert_fail)(const char *, const char *, unsigned int, const char *);
+
+__attribute__((constructor(102))) static void swl_resolve_exit_functions(void) {
+    int was_busy = t_busy;
+    t_busy = 1;
+    g_real_exit_now = (void (*)(int))dlsym(RTLD_NEXT, "_exit");
+    g_real_abort = (void (*)(void))dlsym(RTLD_NEXT, "abort");
+    g_real_raise = (int (*)(int))dlsym(RTLD_NEXT, "raise");
+    g_real_assert_fail = (void (*)(const char *, const char *, unsigned int, const char *))dlsym(RTLD_NEXT, "__assert_fail");
+    t_busy = was_busy;
+}
+
+/// _exit and _Exit (one function in glibc). Calls from inside libc (exit's own) do not come here.
+SWL_HOOK void swl_hook_exit_now(int status, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
+    swl_record_exit_caller((uint64_t)(uintptr_t)(entry.sp + 1));
+    if (g_real_exit_now) g_real_exit_now(status);
+    for (;;) syscall(SYS_exit_group, status);
+}
+SWL_HOOK_ON_OWN_STACK(_exit, swl_hook_exit_now);
+SWL_HOOK_ON_OWN_STACK(_Exit, swl_hook_exit_now);
+
+SWL_HOOK void swl_hook_abort(SWL_UNUSED a, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
+    swl_record_exit_caller((uint64_t)(uintptr_t)(entry.sp + 1));
+    if (g_real_abort) g_real_abort();
+    for (;;) {
+        signal(SIGABRT, SIG_DFL);
+        raise(SIGABRT);
+    }
+}
+SWL_HOOK_ON_OWN_STACK(abort, swl_hook_abort);
+
+/// raise: the process may die of the signal right here. If raise returns, the signal was handled
+/// or ignored and the program goes on: the record is withdrawn.
+SWL_HOOK int swl_hook_raise(int signal_number, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
+    uint64_t caller = (uint64_t)(uintptr_t)(entry.sp + 1);
+    swl_record_exit_caller(caller);
+    int result = g_real_raise ? g_real_raise(signal_number) : (int)syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), signal_number);
+    if (g_ring) __atomic_compare_exchange_n(&g_ring->exit_caller_sp, &caller, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    return result;
+}
+SWL_HOOK_ON_OWN_STACK(raise, swl_hook_raise);
+
+/// A failed assert() leaves through libc's own abort, which does not come through the hook above.
+/// (Four arguments: not a stub on the own stack; the frame address gives the caller's frame.)
+SWL_EXPORT __attribute__((noreturn)) void __assert_fail(const char *assertion, const char *file, unsigned int line,
+                                                        const char *function) {
+    swl_record_exit_caller((uint64_t)(uintptr_t)__builtin_frame_address(0) + 16);
+    if (g_real_assert_fail) g_real_assert_fail(assertion, file, line, function);
+    for (;;) raise(SIGABRT);
+}
 
 // MARK: - dlopen / dlclose: keep the module map current
 

@@ -62,6 +62,14 @@ public final class EventRing: @unchecked Sendable {
         return start != 0 && end > start ? start..<end : nil
     }
 
+    /// The stack pointer of the frame that called exit, _exit, _Exit or abort, and its thread, as
+    /// the interposer recorded it; nil when the program left otherwise (a fatal signal).
+    public var exitCaller: (tid: Int32, stackPointer: UInt64)? {
+        var stackPointer: UInt64 = 0, tid: UInt32 = 0
+        swl_ring_exit_caller(header, &stackPointer, &tid)
+        return stackPointer != 0 && tid != 0 ? (Int32(bitPattern: tid), stackPointer) : nil
+    }
+
     /// Closes our copy of the descriptor once the child has its own.
     /// Closing it only once matters: by deinit the number may belong to another file (the log
     /// file a `--log-file=%p` name opens once the pid is known).

@@ -12,11 +12,17 @@ public struct ThreadRoots: Hashable, Sendable {
     /// The general-register words to treat as roots (on x86-64 the 16 GPRs Valgrind scans: rax,
     /// rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8–r15; extra words such as rip or fs_base are harmless).
     public var registers: [UInt64]
+    /// Where the thread's live frames begin, when that is known better than from its stack
+    /// pointer: the thread that ended the process by exit, _exit or abort is scanned from the
+    /// frame that made the call, not from inside libc's exit path, and without a red zone below
+    /// it. Ignored unless it lies at or above `stackPointer` in the mapping that holds it.
+    public var liveStackStart: UInt64?
 
-    public init(tid: Int32, stackPointer: UInt64, registers: [UInt64]) {
+    public init(tid: Int32, stackPointer: UInt64, registers: [UInt64], liveStackStart: UInt64? = nil) {
         self.tid = tid
         self.stackPointer = stackPointer
         self.registers = registers
+        self.liveStackStart = liveStackStart
     }
 }
 
@@ -163,7 +169,8 @@ public struct RootSetBuilder {
             guard let i = mappingIndex(containing: thread.stackPointer) else { continue }
             let mapping = mappings[i]
             isStack[i] = true
-            let start = max(mapping.start, thread.stackPointer >= options.redZone ? thread.stackPointer - options.redZone : 0)
+            var start = max(mapping.start, thread.stackPointer >= options.redZone ? thread.stackPointer - options.redZone : 0)
+            if let live = thread.liveStackStart, live >= thread.stackPointer, live < mapping.end { start = live }
             let end = firstBlock(from: start, below: mapping.end) ?? mapping.end
             regions.append(RootRegion(start: start, end: end, label: "stack of thread \(thread.tid)"))
         }

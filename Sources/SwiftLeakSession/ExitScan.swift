@@ -16,19 +16,26 @@ enum ExitScan {
     /// (0…14) and rsp (19). orig_rax, rip, segment and flag words are not pointers to data.
     /// As in Valgrind, the registers of the thread that ended the process are not roots: at its
     /// exit_group they hold whatever exit() left, often a returned main's stale values, which would
-    /// hide real leaks. Its stack is scanned; other threads' registers are live state.
+    /// hide real leaks. Its stack is scanned from where its live frames begin: the frame that
+    /// called the exit function when the interposer recorded one, else its stack pointer without
+    /// the red zone (only a leaf function keeps data there, and its registers are not counted
+    /// either). Other threads' registers are live state.
     static let generalRegisterIndices = Array(0...14) + [19]
 
-    static func run(stop: ExitStop, blocks: SortedBlocks, allocatorState: Range<UInt64>?) -> Outcome {
+    static func run(stop: ExitStop, blocks: SortedBlocks, allocatorState: Range<UInt64>?,
+                    exitCaller: (tid: Int32, stackPointer: UInt64)? = nil) -> Outcome {
         guard let mapsText = readSmallFile("/proc/\(stop.procTID)/maps"),
               let memory = ProcPIDMemReader(pid: stop.procTID) else {
             return Outcome(failure: "cannot read the memory of process \(stop.pid) at its exit")
         }
         let mappings = MemoryMapping.parse(maps: mapsText)
         let threads = stop.threads.map { thread in
-            ThreadRoots(tid: thread.tid, stackPointer: thread.stackPointer,
-                        registers: thread.endedProcess ? []
-                            : generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil })
+            let inHook = stackPointerAtHookCall(thread.stackPointer, mappings: mappings, memory: memory)
+            return ThreadRoots(tid: thread.tid, stackPointer: inHook ?? thread.stackPointer,
+                               registers: thread.endedProcess ? []
+                                   : generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil },
+                               liveStackStart: exitCaller?.tid == thread.tid ? exitCaller?.stackPointer
+                                   : inHook ?? (thread.endedProcess ? thread.stackPointer : nil))
         }
         var scanBlocks: [ScanBlock] = []
         scanBlocks.reserveCapacity(blocks.count)
@@ -49,6 +56,24 @@ enum ExitScan {
         return Outcome(result: LeakScanner.scan(blocks: scanBlocks, rootSet: rootSet, memory: memory,
                                                 configuration: configuration))
     }
+
+    /// For a thread stopped inside an allocation function, the program's stack pointer at the
+    /// call (where its live frames begin); nil for any other thread. Such a thread runs on the
+    /// interposer's own stack (CShims/SwiftLeakPreload/own_stack.h), which is not a root and whose
+    /// top word holds the program's stack pointer.
+    static func stackPointerAtHookCall(_ stackPointer: UInt64, mappings: [MemoryMapping],
+                                       memory: some ProcessMemoryReader) -> UInt64? {
+        guard let ownStack = mappings.first(where: { $0.start <= stackPointer && stackPointer < $0.end }),
+              ownStack.path.hasPrefix("/memfd:" + ownStackMemfdName), ownStack.end - ownStack.start >= 16 else {
+            return nil
+        }
+        var saved: UInt64 = 0
+        let copied = withUnsafeMutableBytes(of: &saved) { memory.read(ownStack.end - 8, into: $0) }
+        return copied == 8 && saved != 0 ? saved : nil
+    }
+
+    /// SWL_OWN_STACK_MEMFD_NAME (CShims/SwiftLeakPreload/own_stack.h).
+    static let ownStackMemfdName = "swiftleak-stack"
 
     /// The interposer's guess at main_arena is trusted only inside libc's writable data.
     static func isInLibcData(_ range: Range<UInt64>, mappings: [MemoryMapping]) -> Bool {

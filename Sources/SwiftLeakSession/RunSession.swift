@@ -78,7 +78,8 @@ public enum RunSession {
                 report.scanNote = "--leak-check=no"
                 return
             }
-            let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring.allocatorState)
+            let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring.allocatorState,
+                                    exitCaller: ring.exitCaller)
             if let result = scan.result {
                 report = builder.build(base: report, final: final, kinds: result.kinds, indirectBytes: result.indirectBytesCharged)
                 report.scanRan = true

@@ -121,7 +121,13 @@ typedef struct swl_ring_header {
        live block before them. The exit scan must not take it for a root. */
     uint64_t allocator_state_start;
     uint64_t allocator_state_end;
-    uint8_t reserved0[32];
+    /* Written by the interposer when the program starts to leave by exit (from its atexit
+       handler, found by walking out of libc's exit), _exit, _Exit or abort: the stack pointer of
+       the frame that made the call, and the thread. The frames below it belong to libc's exit
+       path, and the exit scan starts that thread's stack there (0 when unknown). */
+    uint64_t exit_caller_sp;
+    uint32_t exit_caller_tid;
+    uint8_t reserved0[20];
 
     /* Producers: next position to reserve. */
     _Alignas(64) uint64_t tail;
