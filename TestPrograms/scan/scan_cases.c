@@ -170,16 +170,6 @@ static void leak_for_exit_path(void) {
     global_roots[7] = malloc(40);
 }
 
-// Dead frames keep old pointer values, and the exit path's live frames can leave them in place:
-// a stale copy of a lost block's address then makes it look reachable. Valgrind knows those words
-// are uninitialised (its definedness bits) and ignores them; swiftleak cannot, so before exiting
-// the program overwrites the stack below main, as LeakSanitizer's own tests do.
-__attribute__((noinline)) static void scrub_stack(void) {
-    volatile char area[32 * 1024];
-    memset((char *)area, 0, sizeof area);
-    __asm__ volatile("" : : "r"(area) : "memory"); /* keep the stores at any -O */
-}
-
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     if (!strcmp(mode, "tree")) lost_tree();
@@ -196,7 +186,6 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "register-cleared")) exit_holding_in_register(0);
     else {
         leak_for_exit_path();
-        scrub_stack();
         if (!strcmp(mode, "return")) return 0;
         if (!strcmp(mode, "exit")) exit(4);
         if (!strcmp(mode, "_exit")) _exit(5);
@@ -204,6 +193,5 @@ int main(int argc, char **argv) {
         if (!strcmp(mode, "segv")) raise(SIGSEGV);
         return 2;
     }
-    scrub_stack();
     return 0;
 }

@@ -54,9 +54,13 @@ struct ScanTests {
         return total
     }
 
-    @Test("each heap shape gets Valgrind's verdict", arguments: cases)
-    func shape(_ expected: Case) throws {
-        let program = try Harness.build("scan/scan_cases.c")
+    /// The accuracy programs are built as users build theirs, unoptimised and optimised, and their
+    /// stacks are never scrubbed.
+    static let optimizations = ["-O0", "-O2"]
+
+    @Test("each heap shape gets Valgrind's verdict", arguments: cases, optimizations)
+    func shape(_ expected: Case, optimization: String) throws {
+        let program = try Harness.build("scan/scan_cases.c", flags: [optimization, "-g"])
         let (result, maybeReport) = try Harness.swiftleak(program, [expected.mode], options: ["--show-leak-kinds=all"])
         #expect(result.signal == expected.signal)
         if expected.signal == nil { #expect(result.status == expected.status) }
@@ -80,9 +84,10 @@ struct ScanTests {
         #expect(result.stderr.contains("indirectly lost: 192 bytes in 6 blocks"))
     }
 
-    @Test("Swift reference cycles: one definitely lost node per cycle, the rest indirectly lost")
-    func swiftCycles() throws {
-        let program = try Harness.build("scan/swift_cycles.swift")
+    @Test("Swift reference cycles: one definitely lost node per cycle, the rest indirectly lost",
+          arguments: optimizations)
+    func swiftCycles(optimization: String) throws {
+        let program = try Harness.build("scan/swift_cycles.swift", flags: [optimization])
         let (result, maybeReport) = try Harness.swiftleak(program)
         #expect(result.stdout == "leaked 5 cycles, 12 nodes\n")
         let report = try #require(maybeReport)
@@ -154,9 +159,9 @@ struct ValgrindDifferentialTests {
     /// modules; in still reachable, Valgrind frees glibc's stdio buffers and libstdc++'s emergency
     /// pool at exit (__libc_freeres, __gnu_cxx::__freeres) while swiftleak reports them still
     /// reachable.
-    @Test("scan cases", arguments: ScanTests.cases.map(\.mode))
-    func scanCases(mode: String) throws {
-        let program = try Harness.build("scan/scan_cases.c")
+    @Test("scan cases", arguments: ScanTests.cases.map(\.mode), ScanTests.optimizations)
+    func scanCases(mode: String, optimization: String) throws {
+        let program = try Harness.build("scan/scan_cases.c", flags: [optimization, "-g"])
         #expect(try Self.swiftleak(program, [mode]) == (try Self.valgrind(program, [mode])))
     }
 
@@ -169,9 +174,70 @@ struct ValgrindDifferentialTests {
         }
     }
 
-    @Test("Swift reference cycles")
-    func swiftCycles() throws {
-        let program = try Harness.build("scan/swift_cycles.swift")
+    @Test("Swift reference cycles", arguments: ScanTests.optimizations)
+    func swiftCycles(optimization: String) throws {
+        let program = try Harness.build("scan/swift_cycles.swift", flags: [optimization])
         #expect(try Self.swiftleak(program, []) == (try Self.valgrind(program, [])))
+    }
+}
+
+/// Copies of block addresses that the program never made: left by swiftleak's hooks, its stack
+/// walker and glibc's allocator running under them (the hooks run on a stack of their own), or
+/// left in the frames of libc's exit path. Valgrind, run live, is the oracle.
+@Suite("Stale copies of block addresses")
+struct StaleCopyTests {
+    typealias Count = Report.Count
+
+    static func summary(_ report: Report) -> ValgrindDifferentialTests.Summary {
+        ValgrindDifferentialTests.Summary(definite: report.summary["definitely_lost"] ?? Count(bytes: -1, blocks: -1),
+                                          indirect: report.summary["indirectly_lost"] ?? Count(bytes: -1, blocks: -1))
+    }
+
+    /// Each mode forgets 1,000 blocks right after the call that returned them.
+    static let forgotten: [String: Count] = [
+        "loop": Count(bytes: 16_000, blocks: 1000),
+        "families": Count(bytes: 200 * (24 + 40 + 56 + 72 + 96), blocks: 1000),
+        "thread": Count(bytes: 16_000, blocks: 1000),
+    ]
+
+    @Test("no hooked call leaves a copy of the block it returned", arguments: ["loop", "families", "thread"],
+          ScanTests.optimizations)
+    func forgottenBlocks(mode: String, optimization: String) throws {
+        let program = try Harness.build("scan/hook_copies.c", flags: [optimization, "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program, [mode])
+        #expect(result.status == 0)
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Self.forgotten[mode])
+        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [mode])))
+    }
+
+    /// How each exit_paths mode ends natively: status or signal.
+    static let exitModes: [(mode: String, status: Int32, signal: Int32?)] = [
+        ("return", 0, nil), ("exit", 4, nil), ("_exit", 5, nil), ("_Exit", 6, nil),
+        ("abort", 0, SIGABRT), ("assert", 0, SIGABRT), ("raise", 0, SIGSEGV), ("fault", 0, SIGSEGV),
+    ]
+
+    @Test("the exit path's frames hold no roots, however the program leaves",
+          arguments: exitModes.map(\.mode), ScanTests.optimizations)
+    func exitPaths(mode: String, optimization: String) throws {
+        let program = try Harness.build("scan/exit_paths.c", flags: [optimization, "-g"])
+        let expected = try #require(Self.exitModes.first { $0.mode == mode })
+        let (result, maybeReport) = try Harness.swiftleak(program, [mode])
+        #expect(result.signal == expected.signal)
+        if expected.signal == nil { #expect(result.status == expected.status) }
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Count(bytes: 48, blocks: 1))
+        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [mode])))
+    }
+
+    @Test("a thread stopped inside operator new: its program stack is scanned from the call, the own stack not at all",
+          arguments: ScanTests.optimizations)
+    func threadInsideHook(optimization: String) throws {
+        let program = try Harness.build("scan/inside_hook.cpp", flags: [optimization, "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program, [], options: ["--show-leak-kinds=all"], timeout: 120)
+        #expect(result.status == 0)
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Count(bytes: 48, blocks: 1))
+        #expect(ScanTests.total(report, "still_reachable", allocatedIn: program) == Count(bytes: 72, blocks: 1))
     }
 }

@@ -34,7 +34,7 @@ enum Harness {
     nonisolated(unsafe) private static var built: [String: String] = [:]
 
     /// Compiles TestPrograms/<source> once per test run: C with cc, C++ with c++ (with `flags`),
-    /// Swift with swiftc -Onone -g (the module named after the file).
+    /// Swift with swiftc -g and -O when `flags` has -O2, else -Onone (the module named after the file).
     static func build(_ source: String, flags: [String] = ["-O0", "-g"], name: String? = nil) throws -> String {
         let key = source + " " + flags.joined(separator: " ")
         buildLock.lock()
@@ -45,7 +45,7 @@ enum Harness {
         let command: [String]
         if source.hasSuffix(".swift") {
             let module = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
-            command = ["swiftc", "-Onone", "-g", "-module-name", module, "-o", output, input]
+            command = ["swiftc", flags.contains("-O2") ? "-O" : "-Onone", "-g", "-module-name", module, "-o", output, input]
         } else {
             command = [source.hasSuffix(".cpp") ? "c++" : "cc"] + flags + ["-pthread", "-o", output, input, "-ldl"]
         }
