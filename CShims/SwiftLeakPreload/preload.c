@@ -385,6 +385,35 @@ static inline void swl_publish_alloc(void *pointer, size_t size, swl_function fn
     t_busy = 0;
 }
 
+/// A block fresh from glibc (malloc, the memalign family, operator new; not calloc, which zeroes,
+/// nor realloc, which keeps the old contents) still holds what its memory held while it was free:
+/// the free-list links glibc wrote there (fd/bk in a chunk's first words, fd_nextsize/bk_nextsize
+/// after them for large chunks, and the same words of every freed chunk merged into a bigger free
+/// one). A raw link points at a chunk header, 16 bytes before a block, i.e. into the block before
+/// it (for sizes of 16k + 8): inside a reachable block such a word makes a lost block "possibly
+/// lost", inside a lost one it makes another lost block "indirectly" lost. Valgrind's blocks
+/// carry no such words (and it ignores their undefined contents). So every word of the block
+/// that can be such a link, non-zero and 16-byte aligned as chunk headers are, is cleared before
+/// the program gets the block: the contents of a fresh block are indeterminate, so no correct
+/// program can tell. Safe-linked (mangled) tcache and fastbin links never look like addresses and
+/// are left alone; so are chunks glibc mmapped (fresh zero pages). Blocks over 4 KiB get only
+/// their first four words cleared, so that memory the program may never touch is not read.
+#define SWL_CLEAR_WHOLE_BLOCK_LIMIT 4096
+static inline void swl_forget_allocator_links(void *block, size_t requested) {
+    uint64_t *words = block;
+    uint64_t size_field = words[-1];
+    if (size_field & 2) return; // IS_MMAPPED
+    uint64_t chunk_size = size_field & ~(uint64_t)7;
+    if (chunk_size < 32) return;
+    uint64_t count = requested <= SWL_CLEAR_WHOLE_BLOCK_LIMIT ? (requested + 7) / 8 : 4;
+    uint64_t usable_words = (chunk_size - 8) / 8;
+    if (count > usable_words) count = usable_words;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t word = words[i];
+        if (word != 0 && (word & 15) == 0) words[i] = 0;
+    }
+}
+
 static inline void swl_record_free(void *pointer, swl_function fn) {
     t_busy = 1;
     swl_emit(SWL_EVENT_FREE, fn, (uint64_t)(uintptr_t)pointer, 0, 0);
@@ -646,7 +675,10 @@ SWL_HOOK void *swl_hook_malloc(size_t size, SWL_UNUSED b, SWL_UNUSED c, swl_entr
     if (!swl_should_record()) return __libc_malloc(size);
     uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_malloc(size);
-    if (p) swl_publish_alloc(p, size, SWL_FN_MALLOC, stack);
+    if (p) {
+        swl_forget_allocator_links(p, size);
+        swl_publish_alloc(p, size, SWL_FN_MALLOC, stack);
+    }
     return p;
 }
 SWL_HOOK_ON_OWN_STACK(malloc, swl_hook_malloc);
@@ -723,7 +755,10 @@ SWL_HOOK int swl_hook_posix_memalign(void **out, size_t alignment, size_t size, 
     uint32_t stack = record ? swl_stack_before_call(entry) : 0;
     void *p = __libc_memalign(alignment, size);
     if (p == NULL) return ENOMEM;
-    if (record) swl_publish_alloc(p, size, SWL_FN_POSIX_MEMALIGN, stack);
+    if (record) {
+        swl_forget_allocator_links(p, size);
+        swl_publish_alloc(p, size, SWL_FN_POSIX_MEMALIGN, stack);
+    }
     *out = p;
     return 0;
 }
@@ -737,7 +772,10 @@ SWL_HOOK void *swl_hook_aligned_alloc(size_t alignment, size_t size, SWL_UNUSED 
     if (!swl_should_record()) return __libc_memalign(alignment, size);
     uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_memalign(alignment, size);
-    if (p) swl_publish_alloc(p, size, SWL_FN_ALIGNED_ALLOC, stack);
+    if (p) {
+        swl_forget_allocator_links(p, size);
+        swl_publish_alloc(p, size, SWL_FN_ALIGNED_ALLOC, stack);
+    }
     return p;
 }
 SWL_HOOK_ON_OWN_STACK(aligned_alloc, swl_hook_aligned_alloc);
@@ -746,7 +784,10 @@ SWL_HOOK void *swl_hook_memalign(size_t alignment, size_t size, SWL_UNUSED c, sw
     if (!swl_should_record()) return __libc_memalign(alignment, size);
     uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_memalign(alignment, size);
-    if (p) swl_publish_alloc(p, size, SWL_FN_MEMALIGN, stack);
+    if (p) {
+        swl_forget_allocator_links(p, size);
+        swl_publish_alloc(p, size, SWL_FN_MEMALIGN, stack);
+    }
     return p;
 }
 SWL_HOOK_ON_OWN_STACK(memalign, swl_hook_memalign);
@@ -755,7 +796,10 @@ SWL_HOOK void *swl_hook_valloc(size_t size, SWL_UNUSED b, SWL_UNUSED c, swl_entr
     if (!swl_should_record()) return __libc_valloc(size);
     uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_valloc(size);
-    if (p) swl_publish_alloc(p, size, SWL_FN_VALLOC, stack);
+    if (p) {
+        swl_forget_allocator_links(p, size);
+        swl_publish_alloc(p, size, SWL_FN_VALLOC, stack);
+    }
     return p;
 }
 SWL_HOOK_ON_OWN_STACK(valloc, swl_hook_valloc);
@@ -765,6 +809,7 @@ SWL_HOOK void *swl_hook_pvalloc(size_t size, SWL_UNUSED b, SWL_UNUSED c, swl_ent
     uint32_t stack = swl_stack_before_call(entry);
     void *p = __libc_pvalloc(size);
     if (p) {
+        swl_forget_allocator_links(p, size);
         // The program owns whole pages: count them, as LeakSanitizer does.
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
         size_t rounded = size == 0 ? page : (size + page - 1) & ~(page - 1);
@@ -820,7 +865,7 @@ static void (*g_real_abort)(void);
 static int (*g_real_raise)(int);
 static void (*g_real_assert_fail)(const char *, const char *, unsigned int, const char *);
 
-__attribute__((constructor(102))) static void swl_resolve_exit_functions(void) {
+__attribute__((constructor(102))) static void swl_check_and_resolve_at_start(void) {
     int was_busy = t_busy;
     t_busy = 1;
     g_real_exit_now = (void (*)(int))dlsym(RTLD_NEXT, "_exit");
@@ -923,7 +968,10 @@ static inline void *swl_new(size_t requested, size_t alignment, bool nothrow, sw
     uint32_t stack = record ? swl_stack_before_call(entry) : 0;
     void *p = alignment ? __libc_memalign(alignment, size) : __libc_malloc(size);
     if (SWL_UNLIKELY(p == NULL)) p = swl_new_failed(size, alignment, nothrow);
-    if (p && record) swl_publish_alloc(p, requested, fn, stack);
+    if (p && record) {
+        swl_forget_allocator_links(p, requested);
+        swl_publish_alloc(p, requested, fn, stack);
+    }
     return p;
 }
 
