@@ -129,6 +129,7 @@ void swl_ring_exit_caller(swl_ring_header *h, uint64_t *stack_pointer, uint32_t 
     *stack_pointer = __atomic_load_n(&h->exit_caller_sp, __ATOMIC_ACQUIRE);
     *tid = __atomic_load_n(&h->exit_caller_tid, __ATOMIC_ACQUIRE);
 }
+uint32_t swl_ring_foreign_malloc(swl_ring_header *h) { return __atomic_load_n(&h->foreign_malloc, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_exiting(swl_ring_header *h) { return __atomic_load_n(&h->exiting, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_disabled(swl_ring_header *h) { return __atomic_load_n(&h->disabled, __ATOMIC_ACQUIRE); }

@@ -865,9 +865,21 @@ static void (*g_real_abort)(void);
 static int (*g_real_raise)(int);
 static void (*g_real_assert_fail)(const char *, const char *, unsigned int, const char *);
 
+/// Whether the malloc the program's calls reach is ours. An executable that defines malloc comes
+/// first in the lookup scope, and its calls (and libc's) never reach the hooks.
+static void swl_check_malloc_is_ours(void) {
+    Dl_info found, ours;
+    void *program_malloc = dlsym(RTLD_DEFAULT, "malloc");
+    if (program_malloc == NULL || !dladdr(program_malloc, &found) || !dladdr((void *)&swl_hook_malloc, &ours)) return;
+    if (found.dli_fbase != ours.dli_fbase && g_ring && __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING) {
+        __atomic_store_n(&g_ring->foreign_malloc, 1, __ATOMIC_RELEASE);
+    }
+}
+
 __attribute__((constructor(102))) static void swl_check_and_resolve_at_start(void) {
     int was_busy = t_busy;
     t_busy = 1;
+    swl_check_malloc_is_ours();
     g_real_exit_now = (void (*)(int))dlsym(RTLD_NEXT, "_exit");
     g_real_abort = (void (*)(void))dlsym(RTLD_NEXT, "abort");
     g_real_raise = (int (*)(int))dlsym(RTLD_NEXT, "raise");

@@ -52,6 +52,9 @@ public final class EventRing: @unchecked Sendable {
     public var interposerAttached: Bool { swl_ring_attached(header) != 0 }
     /// Whether the program's exit handlers have run: it is about to exit as a whole.
     public var exitAnnounced: Bool { swl_ring_exiting(header) != 0 }
+    /// Whether the program's `malloc` is not the interposer's: the executable defines its own, and
+    /// the allocations it makes through it are not seen.
+    public var programDefinesMalloc: Bool { swl_ring_foreign_malloc(header) != 0 }
     /// Whether the interposer gave up (it saw the recorder gone).
     public var interposerDisabled: Bool { swl_ring_disabled(header) != 0 }
 

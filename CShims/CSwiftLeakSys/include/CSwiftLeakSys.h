@@ -42,6 +42,8 @@ uint32_t swl_ring_exiting(swl_ring_header *ring);
 void swl_ring_set_traced_pid(swl_ring_header *ring, int32_t pid);
 /// Where the interposer found the allocator's own state (see swl_ring_header); 0, 0 when unknown.
 void swl_ring_allocator_state(swl_ring_header *ring, uint64_t *start, uint64_t *end);
+/// Non-zero when the program's malloc is not the interposer's (the executable defines its own).
+uint32_t swl_ring_foreign_malloc(swl_ring_header *ring);
 /// The frame that called exit, _exit, _Exit or abort, as the interposer recorded it (0, 0 when none).
 void swl_ring_exit_caller(swl_ring_header *ring, uint64_t *stack_pointer, uint32_t *tid);
 

@@ -127,7 +127,10 @@ typedef struct swl_ring_header {
        path, and the exit scan starts that thread's stack there (0 when unknown). */
     uint64_t exit_caller_sp;
     uint32_t exit_caller_tid;
-    uint8_t reserved0[20];
+    /* Set by the interposer when the program's malloc is not the interposer's (the executable
+       defines its own): none of the program's allocations through it are seen. */
+    uint32_t foreign_malloc;
+    uint8_t reserved0[16];
 
     /* Producers: next position to reserve. */
     _Alignas(64) uint64_t tail;
