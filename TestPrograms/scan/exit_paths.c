@@ -1,7 +1,9 @@
 // A lost block whose address is left in a dead frame right below main's, where libc's exit path
 // then lays its own frames without writing most of their words: Valgrind calls those words
 // undefined and the block definitely lost, whichever way the program leaves.
-// Usage: exit_paths MODE, MODE = return | exit | _exit | _Exit | abort | assert | raise | fault
+// Usage: exit_paths MODE, MODE = return | exit | _exit | _Exit | abort | assert | raise | fault |
+// raise-handled (raise a handled signal from main, then fault in a deeper frame that holds the only
+// pointer to a second block: that block is still reachable, the frame is live).
 #define _GNU_SOURCE
 #include <assert.h>
 #include <signal.h>
@@ -19,6 +21,14 @@ __attribute__((noinline)) static void leak_leaving_copies_in_frame(void) {
     sink = NULL;
 }
 
+static void ignore_signal(int signal_number) { (void)signal_number; }
+
+__attribute__((noinline)) static void fault_holding_a_block(void) {
+    void *volatile held = malloc(72);
+    *(volatile int *)sink = 1;
+    sink = held;
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     leak_leaving_copies_in_frame();
@@ -30,5 +40,10 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "assert")) assert(!"leaving by a failed assertion");
     if (!strcmp(mode, "raise")) raise(SIGSEGV);
     if (!strcmp(mode, "fault")) *(volatile int *)sink = 1;
+    if (!strcmp(mode, "raise-handled")) {
+        signal(SIGUSR1, ignore_signal);
+        raise(SIGUSR1);
+        fault_holding_a_block();
+    }
     return 2;
 }

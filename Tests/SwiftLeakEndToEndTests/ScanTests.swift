@@ -215,6 +215,7 @@ struct StaleCopyTests {
     static let exitModes: [(mode: String, status: Int32, signal: Int32?)] = [
         ("return", 0, nil), ("exit", 4, nil), ("_exit", 5, nil), ("_Exit", 6, nil),
         ("abort", 0, SIGABRT), ("assert", 0, SIGABRT), ("raise", 0, SIGSEGV), ("fault", 0, SIGSEGV),
+        ("raise-handled", 0, SIGSEGV),
     ]
 
     @Test("the exit path's frames hold no roots, however the program leaves",
@@ -228,6 +229,34 @@ struct StaleCopyTests {
         let report = try #require(maybeReport)
         #expect(report.summary["definitely_lost"] == Count(bytes: 48, blocks: 1))
         #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [mode])))
+        if mode == "raise-handled" {
+            // raise returned: its record of an exit was withdrawn, and the faulting frame is live.
+            #expect(ScanTests.total(report, "still_reachable", allocatedIn: program) == Count(bytes: 72, blocks: 1))
+        }
+    }
+
+    @Test("glibc's free-list links left in fresh blocks are not followed", arguments: ScanTests.optimizations)
+    func allocatorLinks(optimization: String) throws {
+        let program = try Harness.build("scan/allocator_links.c", flags: [optimization, "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program)
+        #expect(result.status == 0)
+        #expect(result.stdout.hasPrefix("leaked block 0 of 24 bytes\n"))
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Count(bytes: 1984, blocks: 50))
+        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
+    }
+
+    @Test("a program with its own malloc is told, in one line, that it is not tracked")
+    func ownMalloc() throws {
+        let program = try Harness.build("scan/own_malloc.c")
+        let (result, _) = try Harness.swiftleak(program)
+        #expect(result.status == 0)
+        #expect(result.stdout == "allocated with my own malloc\n")
+        let lines = result.stderr.split(separator: "\n").filter { $0.contains("defines its own malloc") }
+        #expect(lines.count == 1)
+        // A program that uses libc's malloc gets no such line.
+        let (plain, _) = try Harness.swiftleak(try Harness.build("scan/hook_copies.c"), ["loop"])
+        #expect(!plain.stderr.contains("defines its own malloc"))
     }
 
     @Test("a thread stopped inside operator new: its program stack is scanned from the call, the own stack not at all",
