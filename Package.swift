@@ -65,21 +65,28 @@ let package = Package(
         // MARK: Swift side
         .target(name: "SwiftLeakCore"),
         .target(name: "SwiftLeakTracer", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
+        // Recording: the ring and its drain, turned into a stream of `HeapEvent`s.
         .target(
             name: "SwiftLeakRecorder",
             dependencies: ["SwiftLeakCore", "CSwiftLeakSys", "SwiftLeakEventABI"],
-            // The drain loop applies every event the program publishes; the table's indices are
-            // masked into range by construction.
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        // The heap model: a pure consumer of that stream (live blocks, per-stack figures over time).
+        .target(
+            name: "SwiftLeakModel",
+            dependencies: ["SwiftLeakCore"],
+            // It applies every event the program publishes; the table's indices are masked into
+            // range by construction.
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
         .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
         .target(name: "SwiftLeakSuppressions", dependencies: ["SwiftLeakCore"]),
-        .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore", "SwiftLeakSuppressions"]),
+        .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore", "SwiftLeakModel", "SwiftLeakSymbolizer", "SwiftLeakSuppressions"]),
         .target(
             name: "SwiftLeakSession",
             dependencies: [
-                "SwiftLeakCore", "SwiftLeakTracer", "SwiftLeakRecorder", "SwiftLeakScanner",
+                "SwiftLeakCore", "SwiftLeakTracer", "SwiftLeakRecorder", "SwiftLeakModel", "SwiftLeakScanner",
                 "SwiftLeakSymbolizer", "SwiftLeakReports", "CSwiftLeakSys",
             ]
         ),
@@ -98,6 +105,7 @@ let package = Package(
             dependencies: ["SwiftLeakCore", "SwiftLeakRecorder", "SwiftLeakReports"]
         ),
         .testTarget(name: "SwiftLeakSuppressionsTests", dependencies: ["SwiftLeakSuppressions", "SwiftLeakCore"]),
+        .testTarget(name: "SwiftLeakModelTests", dependencies: ["SwiftLeakModel", "SwiftLeakReports", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),
         .testTarget(

@@ -99,6 +99,8 @@ public struct ProcessReport: Sendable {
     /// The suppressions that matched at least one loss record, in the order they were given
     /// (Valgrind's `used_suppression` lines under `-v`).
     public var usedSuppressions: [SuppressionUse] = []
+    /// Stacks whose reachable bytes grew all run, fastest first.
+    public var growthSuspects: [GrowthSuspect] = []
 
     public init(pid: Int32, ppid: Int32, command: [String]) {
         self.pid = pid
@@ -120,5 +122,28 @@ public enum SwiftRuntime {
         guard let object = frame.object else { return false }
         let file = object.split(separator: "/").last.map(String.init) ?? object
         return libraryNames.contains(file)
+    }
+}
+
+/// A stack whose live bytes rose through the run (a trend, not one spike) and that still held
+/// reachable (or unclassified) blocks at exit: the cache that only grows.
+public struct GrowthSuspect: Sendable, Hashable {
+    public var function: AllocationFunction
+    public var stack: [SymbolizedFrame]
+    /// Live at exit.
+    public var bytes: UInt64
+    public var blocks: UInt64
+    /// The least-squares slope of its live bytes and blocks over the run.
+    public var bytesPerSecond: Double
+    public var blocksPerSecond: Double
+
+    public init(function: AllocationFunction, stack: [SymbolizedFrame], bytes: UInt64, blocks: UInt64,
+                bytesPerSecond: Double, blocksPerSecond: Double) {
+        self.function = function
+        self.stack = stack
+        self.bytes = bytes
+        self.blocks = blocks
+        self.bytesPerSecond = bytesPerSecond
+        self.blocksPerSecond = blocksPerSecond
     }
 }

@@ -2,55 +2,51 @@ import Glibc
 import SwiftLeakCore
 import SwiftLeakEventABI
 
-/// Counts the recorder keeps while it drains (Valgrind's "total heap usage" and our own checks).
-public struct RecorderStatistics: Sendable, Hashable {
-    public var events: UInt64 = 0
-    public var allocations: UInt64 = 0
-    public var frees: UInt64 = 0
-    public var bytesAllocated: UInt64 = 0
-    /// Frees of addresses we never saw allocated (allocated before the interposer attached).
-    public var unknownFrees: UInt64 = 0
-    /// Allocations at an address that was still live: a free we never saw.
-    public var replacedBlocks: UInt64 = 0
-    /// Slots a thread reserved and never filled (it was killed inside an allocation function).
-    public var abandonedSlots: UInt64 = 0
-    public init() {}
-}
-
-/// A module of the traced process and the stretch of time it was mapped, counted in module
-/// generations (the number of unloads seen before).
-public struct ModuleSpan: Sendable {
-    public var module: LoadedModule
-    public var firstGeneration: UInt8
-    public var lastGeneration: UInt8 = .max
-    var record: UInt32
-}
-
-/// Drains one process's ring on its own thread into the table of live blocks.
+/// Drains one process's ring on its own thread and hands on what it finds as `HeapEvent`s, in
+/// batches, to one consumer (the session's heap model and trace writer). It turns ring facts into
+/// values: stack ids become dense and each new stack is sent once with its frames, module records
+/// become `LoadedModule`s, and the drain adds what only it sees (the time, the RSS every 100 ms,
+/// abandoned slots).
 ///
 /// One lock guards the consumer side: the background thread takes it per batch, and the exit
-/// path takes it to drain the rest and take the table while the process is held at its exit.
+/// path takes it to drain the rest while the process is held at its exit. The consumer runs under
+/// that lock, on the draining thread or the finishing one, never on two at once.
 public final class Recorder: @unchecked Sendable {
-    /// Everything the events build up. Applied as a local value per batch: a stored property of a
-    /// class would pay a dynamic exclusivity check on every event.
-    struct State {
-        var table = LiveBlockTable()
-        var stats = RecorderStatistics()
-        var modules: [ModuleSpan] = []
-        var moduleGeneration: UInt8 = 0
-    }
+    public typealias Consumer = (UnsafeBufferPointer<HeapEvent>) -> Void
 
     public let ring: EventRing
+    private let pid: Int32
+    private let consumer: Consumer
     private var lock = pthread_mutex_t()
-    private var state = State()
     private var thread: pthread_t?
     private var stopRequested = false
     private let batch: UnsafeMutableBufferPointer<swl_event>
+    /// What the conversion keeps between batches. Worked on as a local value per batch: a stored
+    /// property of a class would pay a dynamic exclusivity check on every event.
+    struct Conversion {
+        /// Events handed on per batch: each ring event gives one, plus a `.stack` for a new stack.
+        var events: [HeapEvent] = []
+        /// Ring stack id → dense id (0: not seen yet, or damaged).
+        var denseStacks: [UInt32] = []
+        var stackCount: UInt32 = 0
+        var lastTime: UInt64 = 0
+        var lastResidentSample: UInt64 = 0
+    }
+    private var conversion = Conversion()
+    private let startTime: UInt64
 
-    public init(ring: EventRing) {
+    /// Time events are sent when the clock moved at least this much (nanoseconds).
+    static let timeResolution: UInt64 = 1_000_000
+    static let residentInterval: UInt64 = 100_000_000
+
+    public init(ring: EventRing, pid: Int32, consumer: @escaping Consumer) {
         self.ring = ring
+        self.pid = pid
+        self.consumer = consumer
         pthread_mutex_init(&lock, nil)
         batch = .allocate(capacity: 8192)
+        conversion.events.reserveCapacity(2 * 8192 + 4)
+        startTime = Self.monotonicNow()
     }
 
     deinit {
@@ -96,22 +92,19 @@ public final class Recorder: @unchecked Sendable {
         }
     }
 
-    /// What the recorder knows once the process is frozen at its exit, or gone.
-    public struct FinalState: Sendable {
-        public var blocks: SortedBlocks
-        public var statistics: RecorderStatistics
-        public var modules: [ModuleSpan]
-    }
-
-    /// Stops draining, drains the rest, and hands over the live blocks sorted by address. With
-    /// `processStopped` (every thread of the process is held at its exit, or it is gone), slots that
-    /// were reserved but never published are skipped. The table's memory moves with the blocks:
-    /// the recorder is empty afterwards.
-    public func finish(processStopped: Bool) -> FinalState {
+    /// Stops draining and drains the rest. With `processStopped` (every thread of the process is
+    /// held at its exit, or it is gone), slots that were reserved but never published are
+    /// skipped. The consumer has seen every event when this returns.
+    public func finish(processStopped: Bool) {
         stop()
-        return withLock {
+        withLock {
             while drainBatch(skipUnpublished: processStopped) > 0 {}
-            return FinalState(blocks: state.table.consumeSorted(), statistics: state.stats, modules: state.modules)
+            var local = Conversion()
+            swap(&local, &conversion)
+            local.events.removeAll(keepingCapacity: true)
+            addClockEvents(force: true, news: true, to: &local)
+            deliver(local.events)
+            swap(&local, &conversion)
         }
     }
 
@@ -121,64 +114,105 @@ public final class Recorder: @unchecked Sendable {
         return try body()
     }
 
-    private static let placeholder = State()
-
-    /// Must hold the lock.
+    /// Must hold the lock. Returns the number of ring events consumed (0 also when only the
+    /// clock had news).
     private func drainBatch(skipUnpublished: Bool) -> Int {
         var skipped: UInt64 = 0
         let count = ring.consume(into: batch, skipUnpublished: skipUnpublished, skipped: &skipped)
-        guard count > 0 || skipped > 0 else { return 0 }
-        var local = Self.placeholder
-        swap(&local, &state)
-        local.stats.abandonedSlots += skipped
-        local.stats.events += UInt64(count)
+        var local = Conversion()
+        swap(&local, &conversion)
+        local.events.removeAll(keepingCapacity: true)
+        addClockEvents(force: false, news: count > 0 || skipped > 0, to: &local)
+        if skipped > 0 { local.events.append(.abandonedSlots(count: skipped)) }
         for index in 0..<count {
-            Self.apply(batch[index], to: &local, ring: ring)
+            Self.convert(batch[index], ring: ring, into: &local)
         }
-        swap(&local, &state)
+        deliver(local.events)
+        swap(&local, &conversion)
         return count
     }
 
+    private func deliver(_ events: [HeapEvent]) {
+        guard !events.isEmpty else { return }
+        events.withUnsafeBufferPointer { consumer($0) }
+    }
+
+    /// The clock goes into the stream when events follow or an RSS sample is due: an idle
+    /// program costs the trace one time and one RSS record per 100 ms.
+    private func addClockEvents(force: Bool, news: Bool, to state: inout Conversion) {
+        let now = Self.monotonicNow() &- startTime
+        let residentDue = force || now &- state.lastResidentSample >= Self.residentInterval
+        if force || residentDue || (news && now &- state.lastTime >= Self.timeResolution) {
+            state.lastTime = now
+            state.events.append(.time(nanoseconds: now))
+        }
+        if residentDue {
+            state.lastResidentSample = now
+            if let bytes = Self.residentBytes(pid: pid) { state.events.append(.residentMemory(bytes: bytes)) }
+        }
+    }
+
     @inline(__always)
-    private static func apply(_ event: swl_event, to state: inout State, ring: EventRing) {
+    private static func convert(_ event: swl_event, ring: EventRing, into state: inout Conversion) {
         let info = event.info
         switch UInt32(info >> 56) {
         case SWL_EVENT_ALLOC.rawValue:
-            let size = info & 0xffff_ffff_ffff
-            let block = LiveBlock(address: event.address, size: size, stack: event.stack,
-                                  function: AllocationFunction(rawValue: UInt8(truncatingIfNeeded: info >> 48)),
-                                  moduleGeneration: state.moduleGeneration)
-            state.stats.allocations += 1
-            state.stats.bytesAllocated &+= size
-            if state.table.insert(block) != nil { state.stats.replacedBlocks += 1 }
+            let stack = denseStack(event.stack, ring: ring, state: &state)
+            state.events.append(.allocation(address: event.address, size: info & 0xffff_ffff_ffff, stack: stack,
+                                      function: AllocationFunction(rawValue: UInt8(truncatingIfNeeded: info >> 48)),
+                                      thread: event.thread))
         case SWL_EVENT_FREE.rawValue:
-            if state.table.remove(event.address) != nil {
-                state.stats.frees += 1
-            } else {
-                state.stats.unknownFrees += 1
-            }
+            state.events.append(.free(address: event.address, thread: event.thread))
         case SWL_EVENT_MODULE_LOAD.rawValue:
             if let module = ring.module(event.stack) {
-                state.modules.append(ModuleSpan(module: module, firstGeneration: state.moduleGeneration, record: event.stack))
+                state.events.append(.moduleLoad(id: event.stack, module: module))
             }
         case SWL_EVENT_MODULE_UNLOAD.rawValue:
-            if let index = state.modules.lastIndex(where: { $0.record == event.stack && $0.lastGeneration == .max }) {
-                state.modules[index].lastGeneration = state.moduleGeneration
-            }
-            if state.moduleGeneration < .max - 1 { state.moduleGeneration += 1 }
+            state.events.append(.moduleUnload(id: event.stack))
         default:
             break // NOP and anything newer than this recorder
         }
     }
-}
 
-extension Array where Element == ModuleSpan {
-    /// The module that covered `address` for a block of `generation`.
-    public func module(containing address: UInt64, generation: UInt8) -> LoadedModule? {
-        for span in self.reversed() where span.module.contains(address)
-            && span.firstGeneration <= generation && generation <= span.lastGeneration {
-            return span.module
+    /// The dense id of a ring stack id; the first time, the `.stack` event that defines it goes
+    /// out first. A damaged id (not a stack record in the store) is 0.
+    @inline(__always)
+    private static func denseStack(_ ringID: UInt32, ring: EventRing, state: inout Conversion) -> UInt32 {
+        let index = Int(ringID)
+        if index < state.denseStacks.count, state.denseStacks[index] != 0 { return state.denseStacks[index] }
+        return newStack(ringID, ring: ring, state: &state)
+    }
+
+    private static func newStack(_ ringID: UInt32, ring: EventRing, state: inout Conversion) -> UInt32 {
+        // `stack` validates the id against what the store holds, so the table below stays within
+        // the store's size.
+        guard let frames = ring.stack(ringID) else { return 0 }
+        let index = Int(ringID)
+        if index >= state.denseStacks.count {
+            state.denseStacks += repeatElement(0, count: max(index + 1 - state.denseStacks.count, state.denseStacks.count))
         }
-        return nil
+        state.stackCount += 1
+        state.denseStacks[index] = state.stackCount
+        state.events.append(.stack(id: state.stackCount, frames: frames))
+        return state.stackCount
+    }
+
+    static func monotonicNow() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    /// Resident bytes of `pid` from /proc/PID/statm (its second field, in pages).
+    static func residentBytes(pid: Int32) -> UInt64? {
+        let fd = open("/proc/\(pid)/statm", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        let fields = buffer[..<count].split(separator: UInt8(ascii: " "))
+        guard fields.count >= 2, let pages = UInt64(String(decoding: fields[1], as: UTF8.self)) else { return nil }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
     }
 }

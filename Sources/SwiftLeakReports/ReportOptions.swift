@@ -12,6 +12,8 @@ public struct ReportOptions: Sendable {
     public var errorKinds: LeakKindSet = .defaultKinds
     /// Frames printed per loss record (the allocation function counts as one, as in Valgrind).
     public var numCallers: Int = 12
+    /// Demangle C++, Swift and Rust names (Valgrind's --demangle).
+    public var demangle = true
     public var toolVersion: String = "0.1.0"
     /// `-v`: also list the suppressions used (Valgrind's `used_suppression` lines).
     public var verbose = false

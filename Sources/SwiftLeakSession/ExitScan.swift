@@ -1,5 +1,5 @@
 import SwiftLeakCore
-import SwiftLeakRecorder
+import SwiftLeakModel
 import SwiftLeakScanner
 import SwiftLeakTracer
 

@@ -1,6 +1,7 @@
 import CSwiftLeakSys
 import Glibc
 import SwiftLeakCore
+import SwiftLeakModel
 import SwiftLeakRecorder
 import SwiftLeakSymbolizer
 import SwiftLeakReports
@@ -14,8 +15,6 @@ public struct RunConfiguration: Sendable {
     /// Path of libswiftleak_preload.so; nil: look next to the swiftleak executable.
     public var preloadLibrary: String?
     public var ring = EventRing.Configuration()
-    /// Demangle C++, Swift and Rust names (Valgrind's --demangle).
-    public var demangle = true
 
     public init(program: String, arguments: [String]) {
         self.program = program
@@ -35,7 +34,9 @@ public struct RunResult: Sendable {
     public var exit: ProcessExit
 }
 
-/// Runs one program under the tracer and the recorder, and builds its report.
+/// Runs one program under the tracer: record → heap model → exit scan → (program released) →
+/// symbols → the report. Recording and the model meet only through `HeapEvent`s, and the report
+/// comes from `ReportBuilder`, the same as `analyze`'s.
 public enum RunSession {
     /// Launches the program. `onStart` gets the pid before the program runs (to print the
     /// report header); the result comes back after the program is gone.
@@ -57,56 +58,66 @@ public enum RunSession {
         childEnvironment.append("LD_PRELOAD=" + preload + existingPreload)
         childEnvironment.append(SWL_ENV_RING_FD + "=\(ring.fd)")
 
-        let pid = try Launcher.spawn(path: programPath, arguments: [configuration.program] + configuration.arguments,
+        let command = [configuration.program] + configuration.arguments
+        let pid = try Launcher.spawn(path: programPath, arguments: command,
                                      environment: childEnvironment, keepDescriptor: ring.fd,
                                      prepare: { ring.setTracedProcess($0) })
         ring.closeDescriptor()
         swl_signals_forward_to(pid)
+        let process = ProcessFacts(pid: pid, ppid: getpid(), command: command, startTime: wallClockNow())
         onStart(pid)
 
-        let recorder = Recorder(ring: ring)
+        let model = ModelFeed()
+        let recorder = Recorder(ring: ring, pid: pid) { model.consume($0) }
         recorder.start()
         let tracer = Tracer(pid: pid, exitAnnounced: { ring.exitAnnounced })
-        var report = ProcessReport(pid: pid, ppid: getpid(), command: [configuration.program] + configuration.arguments)
-        let builder = ReportBuilder(ring: ring,
-                                    symbolizer: Symbolizer(demangle: configuration.demangle))
+        var heap: FinalHeap?
+        var facts = ExitFacts()
         let exit = tracer.run { stop in
-            // The process is frozen with its memory intact: drain what it published, then judge.
-            let final = recorder.finish(processStopped: true)
+            // The process is frozen with its memory intact: drain what it published, judge, and
+            // let it go. Everything else (symbols, the report) waits until it is released.
+            recorder.finish(processStopped: true)
+            let final = model.finish()
+            heap = final
             guard configuration.report.leakCheck != .no else {
-                report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
-                report.scanNote = "--leak-check=no"
+                facts.scanNote = "--leak-check=no"
                 return
             }
             let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring.allocatorState,
                                     exitCaller: ring.exitCaller)
             if let result = scan.result {
-                report = builder.build(base: report, final: final, kinds: result.kinds, indirectBytes: result.indirectBytesCharged)
-                report.scanRan = true
-                report.scanBytes = result.statistics.bytesScanned
-                report.scanSeconds = result.statistics.wallSeconds
+                facts.verdicts = ExitVerdicts(kinds: result.kinds, indirectBytes: result.indirectBytesCharged,
+                                              leaders: result.leaderOf)
+                facts.scanBytes = result.statistics.bytesScanned
+                facts.scanSeconds = result.statistics.wallSeconds
             } else {
-                report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
-                report.scanNote = scan.failure
+                facts.scanNote = scan.failure
             }
         }
-        if !tracer.exitStopSeen {
-            let final = recorder.finish(processStopped: true)
-            report = builder.build(base: report, final: final, kinds: nil, indirectBytes: nil)
-            report.scanNote = tracer.replacedByExec
+        if heap == nil {
+            recorder.finish(processStopped: true)
+            heap = model.finish()
+            facts.scanNote = tracer.replacedByExec
                 ? "the program replaced itself with exec; its heap at that point is listed as not freed"
                 : "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"
         }
         if !ring.interposerAttached {
-            report.warnings.append("the interposer never attached in the program (was LD_PRELOAD removed, or is the program setuid?); no allocation was recorded")
+            facts.warnings.append("the interposer never attached in the program (was LD_PRELOAD removed, or is the program setuid?); no allocation was recorded")
         }
         if ring.programDefinesMalloc {
             report.warnings.append("the program defines its own malloc, which swiftleak does not replace: the blocks it allocates through it are not tracked")
         }
         if ring.interposerDisabled {
-            report.warnings.append("the interposer stopped recording before the end; the figures are incomplete")
+            facts.warnings.append("the interposer stopped recording before the end; the figures are incomplete")
         }
-        report.exit = exit
+        facts.exit = exit
+        let final = heap!
+        // Raw names: the builder demangles (or not, for --demangle=no), and a trace keeps them
+        // as suppressions match them.
+        let symbols = SymbolResolution.resolve(final.symbolKeysForLiveBlocks(), modules: final.modules,
+                                               symbolizer: Symbolizer(demangle: false))
+        let report = ReportBuilder.build(process: process, heap: final, exit: facts, symbols: symbols,
+                                         options: configuration.report)
         return RunResult(report: report, exit: exit)
     }
 
@@ -116,6 +127,27 @@ public enum RunSession {
         }
         return "\(error)"
     }
+
+    static func wallClockNow() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+}
+
+/// The heap model fed from the recorder's thread. Only the recorder calls `consume`, under its
+/// lock; `finish` runs after the recorder has finished.
+final class ModelFeed: @unchecked Sendable {
+    private var model = HeapModel()
+
+    func consume(_ events: UnsafeBufferPointer<HeapEvent>) {
+        var local = HeapModel()
+        swap(&local, &model)
+        for event in events { local.apply(event) }
+        swap(&local, &model)
+    }
+
+    func finish() -> FinalHeap { model.finish() }
 }
 
 /// Where libswiftleak_preload.so lives: beside the swiftleak binary (a build directory), or in the

@@ -82,6 +82,7 @@ struct LeakReportOptions: ParsableArguments {
         options.showKinds = LeakKindSet(parsing: showLeakKinds) ?? .defaultKinds
         options.errorKinds = LeakKindSet(parsing: errorsForLeakKinds) ?? .defaultKinds
         options.numCallers = numCallers
+        options.demangle = demangle == "yes"
         return options
     }
 }
@@ -124,7 +125,6 @@ extension SwiftLeakCommand {
         func run() throws {
             var configuration = RunConfiguration(program: command[0], arguments: Array(command.dropFirst()))
             configuration.report = report.reportOptions
-            configuration.demangle = report.demangle == "yes"
             configuration.ring.maxFrames = UInt32(min(128, report.numCallers + 8))
             configuration.report.genSuppressions = suppressions.generateAll
             valgrind.apply(to: &configuration.report)

@@ -1,7 +1,7 @@
 import SwiftLeakCore
 import Testing
 
-@testable import SwiftLeakRecorder
+@testable import SwiftLeakModel
 
 @Suite("Live block table")
 struct LiveBlockTableTests {

@@ -1,0 +1,267 @@
+import SwiftLeakCore
+
+/// Whole-run counts of one process's heap (Valgrind's "total heap usage" and heaptrack's figures).
+public struct HeapStatistics: Sendable, Hashable {
+    public var events: UInt64 = 0
+    public var allocations: UInt64 = 0
+    public var frees: UInt64 = 0
+    public var bytesAllocated: UInt64 = 0
+    /// Frees of addresses never seen allocated (allocated before the interposer attached).
+    public var unknownFrees: UInt64 = 0
+    /// Allocations at an address that was still live: a free we never saw.
+    public var replacedBlocks: UInt64 = 0
+    /// Slots a thread reserved and never filled (it was killed inside an allocation function).
+    public var abandonedSlots: UInt64 = 0
+    /// Allocations freed before any other allocation happened in their thread.
+    public var temporaryAllocations: UInt64 = 0
+    /// The most bytes live at once, and when (nanoseconds since the start).
+    public var peakBytes: UInt64 = 0
+    public var peakBlocks: UInt64 = 0
+    public var peakTime: UInt64 = 0
+    public init() {}
+}
+
+/// What one allocation stack did over the run.
+public struct SiteStatistics: Sendable, Hashable {
+    public var allocations: UInt64 = 0
+    public var bytesAllocated: UInt64 = 0
+    public var temporaryAllocations: UInt64 = 0
+    public var liveBytes: UInt64 = 0
+    public var liveBlocks: UInt64 = 0
+    /// Its live bytes at the moment of the whole heap's peak (heaptrack's "peak contribution").
+    public var bytesAtPeak: UInt64 = 0
+    /// The peak number of the heap when `bytesAtPeak` was last brought up to date.
+    var peakEpoch: UInt64 = 0
+    /// Time integrals of its live bytes and blocks (seconds), for the growth trend.
+    var lastChange: Double = 0
+    var bytesIntegral: Double = 0
+    var bytesTimeIntegral: Double = 0
+    var bytesSquareIntegral: Double = 0
+    var blocksIntegral: Double = 0
+    var blocksTimeIntegral: Double = 0
+    /// The first module generation a block of this stack was allocated in; whether others followed.
+    public var generation: UInt8 = 0
+    public var severalGenerations = false
+    public init() {}
+
+    /// Adds the time since the last change at the current live figures.
+    mutating func integrate(until time: Double) {
+        let span = time - lastChange
+        guard span > 0 else { return }
+        let bytes = Double(liveBytes), blocks = Double(liveBlocks)
+        let timeMoment = (time * time - lastChange * lastChange) / 2
+        bytesIntegral += bytes * span
+        bytesTimeIntegral += bytes * timeMoment
+        bytesSquareIntegral += bytes * bytes * span
+        blocksIntegral += blocks * span
+        blocksTimeIntegral += blocks * timeMoment
+        lastChange = time
+    }
+
+    /// The least-squares trend of its live bytes over [0, duration]: slope (bytes and blocks per
+    /// second) and the correlation of live bytes with time (1: a steady rise; near 0: flat, or up
+    /// and down again).
+    public func trend(duration: Double) -> (bytesPerSecond: Double, blocksPerSecond: Double, correlation: Double) {
+        guard duration > 0 else { return (0, 0, 0) }
+        var closed = self
+        closed.integrate(until: duration)
+        let timeVariance = duration * duration / 12
+        let meanBytes = closed.bytesIntegral / duration
+        let bytesCovariance = closed.bytesTimeIntegral / duration - duration / 2 * meanBytes
+        let bytesVariance = max(0, closed.bytesSquareIntegral / duration - meanBytes * meanBytes)
+        let blocksCovariance = closed.blocksTimeIntegral / duration - duration / 2 * closed.blocksIntegral / duration
+        let correlation = bytesVariance > 0 ? bytesCovariance / (timeVariance * bytesVariance).squareRoot() : 0
+        return (bytesCovariance / timeVariance, blocksCovariance / timeVariance, min(1, correlation))
+    }
+}
+
+/// An RSS sample: nanoseconds since the start, resident bytes.
+public struct ResidentSample: Sendable, Hashable {
+    public var time: UInt64
+    public var bytes: UInt64
+    public init(time: UInt64, bytes: UInt64) {
+        self.time = time
+        self.bytes = bytes
+    }
+}
+
+/// The heap of one process as its event stream builds it: live blocks, per-stack statistics over
+/// time, modules and stacks. A pure consumer of `HeapEvent`s: it knows neither the ring nor the
+/// trace file, so `run` and `analyze` build the same model from the same stream.
+///
+/// Memory: the live-block table (see `LiveBlockTable`, ~20-53 bytes a live block) plus a few
+/// hundred bytes per distinct stack and per thread; nothing grows with the number of events
+/// (RSS samples aside: 16 bytes per 100 ms).
+public struct HeapModel: Sendable {
+    public private(set) var table = LiveBlockTable()
+    public private(set) var statistics = HeapStatistics()
+    public private(set) var modules: [ModuleSpan] = []
+    public private(set) var moduleGeneration: UInt8 = 0
+    public private(set) var stacks = StackTable()
+    /// Indexed by stack id (index 0: blocks without a stack).
+    public private(set) var sites: [SiteStatistics] = [SiteStatistics()]
+    /// The time of the latest `.time` event, nanoseconds since the start.
+    public private(set) var now: UInt64 = 0
+    public private(set) var residentSamples: [ResidentSample] = []
+    /// Allocations by size: bucket 0 holds size 0, bucket b > 0 sizes in [2^(b-1), 2^b).
+    public private(set) var sizeHistogram = [UInt64](repeating: 0, count: 50)
+    /// Stack ids that appeared in `.allocation` events but were never defined (a damaged source).
+    public private(set) var undefinedStacks: UInt64 = 0
+    /// Per thread: the address of its latest allocation while no other allocation followed in it.
+    /// The current thread's entry is kept apart: consecutive events mostly come from one thread.
+    private var lastAllocation: [UInt32: UInt64] = [:]
+    private var currentThread: UInt32 = 0
+    private var currentLastAllocation: UInt64 = 0
+    private var peakEpoch: UInt64 = 0
+    private var seconds: Double = 0
+
+    public init() {}
+
+    public mutating func apply(_ event: HeapEvent) {
+        statistics.events += 1
+        switch event {
+        case let .allocation(address, size, stack, function, thread):
+            allocate(address: address, size: size, stack: stack, function: function, thread: thread)
+        case let .free(address, thread):
+            free(address: address, thread: thread)
+        case let .stack(_, frames):
+            stacks.append(frames)
+            sites.append(SiteStatistics())
+        case let .moduleLoad(id, module):
+            modules.append(ModuleSpan(module: module, firstGeneration: moduleGeneration, id: id))
+        case let .moduleUnload(id):
+            if let index = modules.lastIndex(where: { $0.id == id && $0.lastGeneration == .max }) {
+                modules[index].lastGeneration = moduleGeneration
+            }
+            if moduleGeneration < .max - 1 { moduleGeneration += 1 }
+        case let .time(nanoseconds):
+            if nanoseconds > now {
+                now = nanoseconds
+                seconds = Double(nanoseconds) / 1e9
+            }
+        case let .residentMemory(bytes):
+            residentSamples.append(ResidentSample(time: now, bytes: bytes))
+        case let .abandonedSlots(count):
+            statistics.abandonedSlots += count
+        }
+    }
+
+    @inline(__always)
+    private mutating func allocate(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
+        guard address != 0 else { return }
+        var stack = stack
+        if Int(stack) >= sites.count {
+            undefinedStacks += 1
+            stack = 0
+        }
+        let size = size & 0xffff_ffff_ffff
+        statistics.allocations += 1
+        statistics.bytesAllocated &+= size
+        sizeHistogram[size == 0 ? 0 : min(sizeHistogram.count - 1, 64 - size.leadingZeroBitCount)] += 1
+        switchThread(thread)
+        currentLastAllocation = address
+        let block = LiveBlock(address: address, size: size, stack: stack, function: function, moduleGeneration: moduleGeneration)
+        if let replaced = table.insert(block) {
+            statistics.replacedBlocks += 1
+            release(replaced)
+        }
+        sites.withUnsafeMutableBufferPointer { sites in
+            let index = Int(stack)
+            sites[index].integrate(until: seconds)
+            if sites[index].peakEpoch != peakEpoch {
+                sites[index].bytesAtPeak = sites[index].liveBytes
+                sites[index].peakEpoch = peakEpoch
+            }
+            sites[index].allocations += 1
+            sites[index].bytesAllocated &+= size
+            sites[index].liveBytes &+= size
+            sites[index].liveBlocks += 1
+            if sites[index].allocations == 1 {
+                sites[index].generation = moduleGeneration
+            } else if sites[index].generation != moduleGeneration {
+                sites[index].severalGenerations = true
+            }
+        }
+        if table.totalBytes > statistics.peakBytes {
+            // A new peak: every site's figure at the peak is its current one until it next
+            // changes (then `peakEpoch` tells it to save the figure first).
+            statistics.peakBytes = table.totalBytes
+            statistics.peakBlocks = UInt64(table.count)
+            statistics.peakTime = now
+            peakEpoch &+= 1
+        }
+    }
+
+    @inline(__always)
+    private mutating func free(address: UInt64, thread: UInt32) {
+        guard let block = table.remove(address) else {
+            statistics.unknownFrees += 1
+            return
+        }
+        statistics.frees += 1
+        switchThread(thread)
+        if currentLastAllocation == address {
+            statistics.temporaryAllocations += 1
+            sites[Int(block.stack)].temporaryAllocations += 1
+        }
+        currentLastAllocation = 0
+        release(block)
+    }
+
+    @inline(__always)
+    private mutating func switchThread(_ thread: UInt32) {
+        guard thread != currentThread else { return }
+        lastAllocation[currentThread] = currentLastAllocation
+        currentThread = thread
+        currentLastAllocation = lastAllocation[thread] ?? 0
+    }
+
+    /// Takes a block that is no longer live off its site's figures.
+    @inline(__always)
+    private mutating func release(_ block: LiveBlock) {
+        let seconds = self.seconds, peakEpoch = self.peakEpoch
+        sites.withUnsafeMutableBufferPointer { sites in
+            let index = Int(block.stack)
+            sites[index].integrate(until: seconds)
+            if sites[index].peakEpoch != peakEpoch {
+                sites[index].bytesAtPeak = sites[index].liveBytes
+                sites[index].peakEpoch = peakEpoch
+            }
+            sites[index].liveBytes &-= block.size
+            sites[index].liveBlocks &-= 1
+        }
+    }
+
+    /// The live blocks at `now`, without giving up the model (a snapshot for `--at`).
+    public func liveBlocks() -> [LiveBlock] { table.allBlocks() }
+
+    /// Ends the stream: hands over the live blocks sorted by address and the per-site figures
+    /// brought up to date. The table's memory moves with the blocks.
+    public mutating func finish() -> FinalHeap {
+        for index in sites.indices where sites[index].peakEpoch != peakEpoch {
+            sites[index].bytesAtPeak = sites[index].liveBytes
+            sites[index].peakEpoch = peakEpoch
+        }
+        let blocks = table.consumeSorted()
+        return FinalHeap(blocks: blocks, statistics: statistics, modules: modules, moduleGeneration: moduleGeneration,
+                         stacks: stacks, sites: sites, duration: now, residentSamples: residentSamples, sizeHistogram: sizeHistogram)
+    }
+}
+
+/// The model at the end of the stream.
+public struct FinalHeap: Sendable {
+    /// The blocks still live, sorted by address.
+    public var blocks: SortedBlocks
+    public var statistics: HeapStatistics
+    public var modules: [ModuleSpan]
+    /// The number of unloads seen (saturating): the generation of the last blocks.
+    public var moduleGeneration: UInt8
+    public var stacks: StackTable
+    public var sites: [SiteStatistics]
+    /// Nanoseconds from the start to the last event.
+    public var duration: UInt64
+    public var residentSamples: [ResidentSample]
+    public var sizeHistogram: [UInt64]
+
+    public var peakResidentBytes: UInt64 { residentSamples.map(\.bytes).max() ?? 0 }
+}

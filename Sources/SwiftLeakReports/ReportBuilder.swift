@@ -1,0 +1,194 @@
+import SwiftLeakCore
+import SwiftLeakModel
+import SwiftLeakSymbolizer
+
+/// The one place a `ProcessReport` is made: the heap model at the end, the exit scan's verdicts and
+/// the symbols, for `run` (fed by the ring) and `analyze` (fed by a trace) alike. It reads values
+/// only, so both commands print the same report from the same stream.
+public enum ReportBuilder {
+    /// Growth suspects need a trend over this long a run, this close to a straight rise, and
+    /// this many blocks still live.
+    static let growthMinimumSeconds = 0.2
+    static let growthMinimumCorrelation = 0.8
+    static let growthMinimumBlocks: UInt64 = 4
+
+    /// `exit.verdicts.kinds[i]` is the verdict on `heap.blocks[i]`; without verdicts every block is
+    /// `.unclassified`.
+    public static func build(process: ProcessFacts, heap: FinalHeap, exit: ExitFacts, symbols: SymbolTable,
+                             options: ReportOptions) -> ProcessReport {
+        var report = ProcessReport(pid: process.pid, ppid: process.ppid, command: process.command)
+        report.exit = exit.exit
+        let stats = heap.statistics
+        let blocks = heap.blocks
+        let kinds = exit.verdicts.flatMap { $0.kinds.count == blocks.count ? $0.kinds : nil }
+        let indirectBytes = exit.verdicts.flatMap { $0.indirectBytes.count == blocks.count ? $0.indirectBytes : nil }
+        report.heap.allocations = stats.allocations
+        report.heap.frees = stats.frees
+        report.heap.bytesAllocated = stats.bytesAllocated
+        if stats.abandonedSlots > 0 {
+            report.warnings.append("\(stats.abandonedSlots) allocation call(s) were cut short by the program's end; they are not counted")
+        }
+        report.warnings += exit.warnings
+        if kinds != nil {
+            report.scanRan = true
+        } else {
+            report.scanNote = exit.scanNote ?? (exit.verdicts != nil ? "the scan's verdicts do not match the live blocks" : nil)
+        }
+        report.scanBytes = exit.scanBytes
+        report.scanSeconds = exit.scanSeconds
+
+        // Group by (kind, function, stack id) first: cheap integer keys for millions of blocks.
+        struct GroupKey: Hashable {
+            var kind: LeakKind
+            var function: AllocationFunction
+            var stack: UInt32
+        }
+        struct Totals {
+            var bytes: UInt64 = 0
+            var blocks: UInt64 = 0
+            var indirect: UInt64 = 0
+            var generation: UInt8 = 0
+        }
+        var groups: [GroupKey: Totals] = [:]
+        var summary = [ByteCount](repeating: ByteCount(), count: LeakKind.allCases.count)
+        // Per stack: bytes and blocks still reachable (or unclassified) at exit, for growth suspects.
+        var reachable: [UInt32: ByteCount] = [:]
+        // Neighbouring blocks often share a key: sum runs first, touch the dictionary per run.
+        var runKey: GroupKey?
+        var run = Totals()
+        func flush() {
+            guard let key = runKey else { return }
+            var totals = groups[key] ?? Totals(generation: run.generation)
+            totals.bytes += run.bytes
+            totals.blocks += run.blocks
+            totals.indirect += run.indirect
+            groups[key] = totals
+            if key.kind == .stillReachable || key.kind == .unclassified {
+                reachable[key.stack, default: ByteCount()].add(bytes: run.bytes, blocks: run.blocks)
+            }
+        }
+        for index in 0..<blocks.count {
+            let kind = kinds?[index] ?? .unclassified
+            let size = blocks.size(index)
+            summary[kind.index].add(bytes: size)
+            let key = GroupKey(kind: kind, function: blocks.function(index), stack: blocks.stacks[index])
+            if key != runKey {
+                flush()
+                runKey = key
+                run = Totals(generation: blocks.moduleGeneration(index))
+            }
+            run.bytes += size
+            run.blocks += 1
+            run.indirect += indirectBytes?[index] ?? 0
+        }
+        flush()
+        for kind in LeakKind.allCases where summary[kind.index].blocks > 0 {
+            report.summary[kind] = summary[kind.index]
+            report.heap.inUseAtExit.add(bytes: summary[kind.index].bytes, blocks: summary[kind.index].blocks)
+        }
+
+        // Then merge groups whose stacks are equal (a race in the interposer can intern one stack
+        // twice) and symbolize each distinct stack once.
+        struct RecordKey: Hashable {
+            var kind: LeakKind
+            var function: AllocationFunction
+            var frames: ArraySlice<UInt64>
+        }
+        var merged: [RecordKey: Totals] = [:]
+        for (key, totals) in groups {
+            let recordKey = RecordKey(kind: key.kind, function: key.function, frames: heap.stacks.frames(key.stack))
+            var sum = merged[recordKey] ?? Totals(generation: totals.generation)
+            sum.bytes += totals.bytes
+            sum.blocks += totals.blocks
+            sum.indirect += totals.indirect
+            merged[recordKey] = sum
+        }
+        var names = NameCache(demangle: options.demangle)
+        report.lossRecords = merged.map { key, totals in
+            LossRecord(kind: key.kind, bytes: totals.bytes, blocks: totals.blocks, indirectBytes: totals.indirect,
+                       function: key.function,
+                       stack: symbolize(key.frames, generation: totals.generation, heap: heap, symbols: symbols, names: &names))
+        }
+        report.lossRecords.sort(by: valgrindOrder)
+
+        report.growthSuspects = growthSuspects(heap: heap, reachable: reachable, symbols: symbols, names: &names)
+        return report
+    }
+
+    static func symbolize(_ frames: ArraySlice<UInt64>, generation: UInt8, heap: FinalHeap, symbols: SymbolTable,
+                          names: inout NameCache) -> [SymbolizedFrame] {
+        var result: [SymbolizedFrame] = []
+        for ip in frames {
+            for var frame in symbols.frames(for: ip, generation: generation, modules: heap.modules) {
+                frame.function = frame.function.map { names.display($0) }
+                result.append(frame)
+            }
+        }
+        return cutBelowMain(result)
+    }
+
+    /// Stacks whose live bytes rose through the run and still held reachable blocks at exit.
+    static func growthSuspects(heap: FinalHeap, reachable: [UInt32: ByteCount], symbols: SymbolTable,
+                               names: inout NameCache) -> [GrowthSuspect] {
+        let duration = Double(heap.duration) / 1e9
+        guard duration >= growthMinimumSeconds else { return [] }
+        // The function of a stack's blocks: the first live block of that stack says it.
+        var functions: [UInt32: AllocationFunction] = [:]
+        var generations: [UInt32: UInt8] = [:]
+        for index in 0..<heap.blocks.count where reachable[heap.blocks.stacks[index]] != nil {
+            let stack = heap.blocks.stacks[index]
+            if functions[stack] == nil {
+                functions[stack] = heap.blocks.function(index)
+                generations[stack] = heap.blocks.moduleGeneration(index)
+            }
+        }
+        var suspects: [GrowthSuspect] = []
+        for (stack, held) in reachable where held.blocks >= growthMinimumBlocks && Int(stack) < heap.sites.count {
+            let site = heap.sites[Int(stack)]
+            let trend = site.trend(duration: duration)
+            guard trend.correlation >= growthMinimumCorrelation, trend.bytesPerSecond > 0 else { continue }
+            suspects.append(GrowthSuspect(
+                function: functions[stack] ?? .unknown,
+                stack: symbolize(heap.stacks.frames(stack), generation: generations[stack] ?? 0, heap: heap,
+                                 symbols: symbols, names: &names),
+                bytes: held.bytes, blocks: held.blocks,
+                bytesPerSecond: trend.bytesPerSecond, blocksPerSecond: trend.blocksPerSecond))
+        }
+        suspects.sort { a, b in
+            if a.bytesPerSecond != b.bytesPerSecond { return a.bytesPerSecond > b.bytesPerSecond }
+            return a.stack.map(\.ip).lexicographicallyPrecedes(b.stack.map(\.ip))
+        }
+        return suspects
+    }
+
+    /// Frames below `main` (the C library's start-up code) say nothing about a leak: Valgrind
+    /// stops its stacks at main too.
+    static func cutBelowMain(_ frames: [SymbolizedFrame]) -> [SymbolizedFrame] {
+        guard let main = frames.firstIndex(where: { $0.function == "main" && !$0.inlined }) else { return frames }
+        return Array(frames[...main])
+    }
+
+    /// Valgrind's order: by total bytes (direct + indirect) ascending, then by blocks, then kind.
+    static func valgrindOrder(_ a: LossRecord, _ b: LossRecord) -> Bool {
+        let totalA = a.bytes + a.indirectBytes, totalB = b.bytes + b.indirectBytes
+        if totalA != totalB { return totalA < totalB }
+        if a.blocks != b.blocks { return a.blocks < b.blocks }
+        if a.kind != b.kind { return a.kind > b.kind }
+        return a.stack.map(\.ip).lexicographicallyPrecedes(b.stack.map(\.ip))
+    }
+}
+
+/// Function names as the report shows them: demangled (once per distinct name) unless
+/// `--demangle=no`.
+struct NameCache {
+    var demangle: Bool
+    var cache: [String: String] = [:]
+
+    mutating func display(_ name: String) -> String {
+        guard demangle else { return name }
+        if let known = cache[name] { return known }
+        let shown = Demangler.demangle(name)
+        cache[name] = shown
+        return shown
+    }
+}
