@@ -105,7 +105,7 @@ public enum RunSession {
             facts.warnings.append("the interposer never attached in the program (was LD_PRELOAD removed, or is the program setuid?); no allocation was recorded")
         }
         if ring.programDefinesMalloc {
-            report.warnings.append("the program defines its own malloc, which swiftleak does not replace: the blocks it allocates through it are not tracked")
+            facts.warnings.append("the program defines its own malloc, which swiftleak does not replace: the blocks it allocates through it are not tracked")
         }
         if ring.interposerDisabled {
             facts.warnings.append("the interposer stopped recording before the end; the figures are incomplete")
