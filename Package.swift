@@ -94,7 +94,7 @@ let package = Package(
             name: "swiftleak",
             dependencies: [
                 "SwiftLeakSession", "SwiftLeakCore", "SwiftLeakReports", "SwiftLeakTracer", "CSwiftLeakSys",
-                "SwiftLeakSuppressions",
+                "SwiftLeakSuppressions", "SwiftLeakSymbolizer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

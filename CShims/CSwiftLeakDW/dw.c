@@ -511,6 +511,47 @@ int swl_dw_lookup(swl_dw_module *module, uint64_t address, swl_dw_frame *frames,
     return count;
 }
 
+// MARK: Reading the file
+
+uint64_t swl_dw_function_address(swl_dw_module *module, const char *name) {
+    if (module == NULL || name == NULL) return 0;
+    int total = dwfl_module_getsymtab(module->mod);
+    for (int i = 1; i < total; i++) {
+        GElf_Sym sym;
+        GElf_Addr address = 0;
+        GElf_Word shndx = 0;
+        Elf *elf = NULL;
+        Dwarf_Addr bias = 0;
+        const char *symbol = dwfl_module_getsym_info(module->mod, i, &sym, &address, &shndx, &elf, &bias);
+        if (symbol == NULL || shndx == SHN_UNDEF || GELF_ST_TYPE(sym.st_info) != STT_FUNC) continue;
+        if (strcmp(symbol, name) == 0) return address;
+    }
+    return 0;
+}
+
+size_t swl_dw_read(swl_dw_module *module, uint64_t address, uint8_t *buffer, size_t capacity) {
+    if (module == NULL || buffer == NULL || capacity == 0) return 0;
+    GElf_Addr bias = 0;
+    Elf *elf = dwfl_module_getelf(module->mod, &bias);
+    if (elf == NULL || address < bias) return 0;
+    GElf_Addr wanted = (GElf_Addr)address - bias;
+    Elf_Scn *section = NULL;
+    while ((section = elf_nextscn(elf, section)) != NULL) {
+        GElf_Shdr header;
+        if (gelf_getshdr(section, &header) == NULL) continue;
+        if (header.sh_type == SHT_NOBITS || !(header.sh_flags & SHF_ALLOC)) continue;
+        if (wanted < header.sh_addr || wanted - header.sh_addr >= header.sh_size) continue;
+        Elf_Data *data = elf_getdata(section, NULL);
+        if (data == NULL || data->d_buf == NULL) return 0;
+        size_t offset = (size_t)(wanted - header.sh_addr);
+        if (offset >= data->d_size) return 0;
+        size_t count = data->d_size - offset < capacity ? data->d_size - offset : capacity;
+        memcpy(buffer, (const uint8_t *)data->d_buf + offset, count);
+        return count;
+    }
+    return 0;
+}
+
 char *swl_dw_cxa_demangle(const char *mangled) {
     if (mangled == NULL) return NULL;
     int status = 0;

@@ -3,6 +3,7 @@ import Glibc
 import SwiftLeakCore
 import SwiftLeakReports
 import SwiftLeakSuppressions
+import SwiftLeakSymbolizer
 
 /// `--suppressions`, `--default-suppressions` and `--gen-suppressions`, as Valgrind names them.
 struct SuppressionOptions: ParsableArguments {
@@ -34,9 +35,18 @@ struct SuppressionOptions: ParsableArguments {
 
     /// Loads the defaults (unless turned off) and every given file, before the program runs: a
     /// file that cannot be used stops swiftleak with `FILE:LINE: what was expected`.
-    func load() throws(SuppressionFileError) -> (set: SuppressionSet, warnings: [String]) {
+    func load(program: String?) throws(SuppressionFileError) -> (set: SuppressionSet, warnings: [String]) {
         var set = SuppressionSet()
         var warnings: [String] = []
+        if useDefaults, let program {
+            switch ProgramSuppressions.lsanDefaultSuppressions(inFile: program) {
+            case .none: break
+            case .text(let text):
+                set.append(try SuppressionSet.parse(text, file: program + ": " + ProgramSuppressions.functionName + "()"))
+            case .unreadable(let reason):
+                warnings.append(reason + "; its suppressions are not applied")
+            }
+        }
         if useDefaults {
             if let path = DefaultSuppressions.locate() {
                 set.append(try SuppressionSet.load(path: path))
@@ -81,5 +91,21 @@ enum DefaultSuppressions {
         let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         guard length > 0 else { return nil }
         return String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// This process's environment as a dictionary (for resolving the program on PATH).
+enum ProcessEnvironment {
+    static var dictionary: [String: String] {
+        var result: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "="), result[String(text[..<equals])] == nil {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            pointer += 1
+        }
+        return result
     }
 }

@@ -131,7 +131,8 @@ extension SwiftLeakCommand {
             let suppressionSet: SuppressionSet
             let suppressionWarnings: [String]
             do {
-                (suppressionSet, suppressionWarnings) = try suppressions.load()
+                let programPath = try? Launcher.resolveProgram(command[0], environment: ProcessEnvironment.dictionary)
+                (suppressionSet, suppressionWarnings) = try suppressions.load(program: programPath)
             } catch {
                 throw fail("\(error)")
             }

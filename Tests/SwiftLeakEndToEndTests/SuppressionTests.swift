@@ -115,6 +115,20 @@ struct SuppressionEndToEndTests {
         #expect(result.stderr.contains("used_suppression:      1 leak:libc.so \(file):3 suppressed: 22 bytes in 1 blocks"), "\(result.stderr)")
     }
 
+    @Test("the program's __lsan_default_suppressions() applies with the defaults on, and not with them off")
+    func programDefaults() throws {
+        let program = try Harness.build("suppressions/lsan_defaults.c")
+        let (result, maybeReport) = try Harness.swiftleak(program, options: ["-v"])
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Report.Count(bytes: 16, blocks: 1), "\(result.stderr)")
+        let cache = report.lossRecords.first { $0.bytes == 48 }
+        #expect(cache?.suppressedBy == "leak:known_cache_fill")
+        #expect(result.stderr.contains("leak:known_cache_fill \(program): __lsan_default_suppressions():2 suppressed: 48 bytes in 1 blocks"),
+                "\(result.stderr)")
+        let (_, without) = try Harness.swiftleak(program, options: ["--default-suppressions=no"])
+        #expect(try #require(without).summary["definitely_lost"] == Report.Count(bytes: 64, blocks: 2))
+    }
+
     @Test("accounting: the suppressed line, -v's used_suppression line and JSON suppressed_by")
     func accounting() throws {
         let program = try Harness.build("suppressions/every_kind.cpp")

@@ -54,6 +54,14 @@ typedef struct swl_dw_frame {
 /// 0 when nothing at all is known about the address.
 int swl_dw_lookup(swl_dw_module *module, uint64_t address, swl_dw_frame *frames, int capacity);
 
+/// The runtime address of the function symbol `name` (.symtab, else .dynsym); 0 when there is none.
+uint64_t swl_dw_function_address(swl_dw_module *module, const char *name);
+
+/// Copies at most `capacity` bytes of the loaded file's contents at runtime address `address`
+/// (from the section that holds it; never past its end). Returns how many were copied: 0 when no
+/// section with contents covers the address.
+size_t swl_dw_read(swl_dw_module *module, uint64_t address, uint8_t *buffer, size_t capacity);
+
 /// libstdc++'s Itanium demangler. Returns a malloc'd string (free it) or NULL when `mangled` is not
 /// a valid C++ name.
 char *swl_dw_cxa_demangle(const char *mangled);
