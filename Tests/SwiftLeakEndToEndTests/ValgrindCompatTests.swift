@@ -121,6 +121,7 @@ struct ValgrindCompatTests {
         (["--leak-check=full", "--leak-resolution=low", "--child-silent-after-fork=yes", "--error-exitcode=5"], 5),
         (["-v", "--leak-check=full", "--show-possibly-lost=no", "--error-exitcode=6"], 6),
         (["--leak-check=no", "--error-exitcode=1"], 0),
+        (["--leak-check=full", "--run-libc-freeres=no", "--gen-suppressions=yes", "--error-exitcode=4"], 4),
     ]
 
     /// Typical CI command lines with `valgrind` replaced by `swiftleak`: each runs the program,
@@ -137,8 +138,11 @@ struct ValgrindCompatTests {
         #expect(ours.stdout.split(separator: "\n").first == theirs.stdout.split(separator: "\n").first)
         #expect(ours.stdout.split(separator: "\n").count == 2)
         // Ignored options are named once each, on one line.
-        for option in options where ["--track-origins", "--malloc-fill", "--free-fill"].contains(where: option.hasPrefix) {
+        for option in options where ["--track-origins", "--malloc-fill", "--free-fill", "--run-libc-freeres"].contains(where: option.hasPrefix) {
             #expect(ours.stderr.components(separatedBy: "ignoring \(option):").count == 2, "\(ours.stderr)")
+        }
+        if options.contains("--gen-suppressions=yes") {
+            #expect(ours.stderr.contains("\n{\n   <insert_a_suppression_name_here>\n   Memcheck:Leak\n"))
         }
         if options.contains("-q") {
             #expect(!ours.stderr.contains("LEAK SUMMARY") && !ours.stderr.contains("HEAP SUMMARY"))
@@ -175,9 +179,20 @@ struct ValgrindCompatTests {
         #expect(!FileManager.default.fileExists(atPath: marker))
         let tool = try Harness.run([Harness.swiftleak, "--tool=helgrind", "/usr/bin/touch", marker])
         #expect(tool.status != 0 && tool.stderr.contains("only --tool=memcheck"))
+        let children = try Harness.run([Harness.swiftleak, "--trace-children=yes", "/usr/bin/touch", marker])
+        #expect(children.status != 0 && children.stderr.contains("does not follow exec yet"))
         let range = try Harness.run([Harness.swiftleak, "--error-exitcode=256", "/usr/bin/touch", marker])
         #expect(range.status != 0 && range.stderr.contains("between 0 (off) and 255"))
         #expect(!FileManager.default.fileExists(atPath: marker))
+    }
+
+    @Test("-q on a program that frees everything prints nothing")
+    func quietCleanRun() throws {
+        let program = try Harness.build("suppressions/clean_c.c")
+        let result = try Harness.run([Harness.swiftleak, "-q", "--leak-check=full", "--error-exitcode=1", program])
+        #expect(result.status == 0)
+        #expect(result.stderr == "")
+        #expect(result.stdout == "all freed\n")
     }
 
     @Test("--log-file expands %p and %q{VAR}; SWIFTLEAK_OPTS adds options")
