@@ -82,7 +82,7 @@ public enum XMLReport {
         out += "  <stack>\n"
         out += frame(ip: 0, object: run.interposer, function: record.function.displayName, file: nil, line: nil)
         for frame in MatchFrame.stackPrefix(record.stack, addresses: options.numCallers - 1) {
-            out += self.frame(ip: frame.ip, object: frame.object, function: frame.function, file: frame.file, line: frame.line)
+            out += self.frame(ip: frame.ip, object: frame.object.map(ObjectPath.canonical), function: frame.function, file: frame.file, line: frame.line)
         }
         out += "  </stack>\n"
         if options.genSuppressions {

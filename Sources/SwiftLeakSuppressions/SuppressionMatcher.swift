@@ -1,4 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import SwiftLeakCore
+import Synchronization
 
 /// One frame of a loss record's stack as suppressions see it.
 public struct MatchFrame: Hashable, Sendable {
@@ -43,8 +49,14 @@ extension MatchFrame {
                                  objects: [interposer, valgrindPreloadObject].compactMap { $0 },
                                  file: nil, line: nil)]
         for frame in stackPrefix(record.stack, addresses: numCallers - 1) {
+            // The object as the loader named it and as Valgrind does (links resolved).
+            var objects = [frame.object ?? "???"]
+            if let object = frame.object {
+                let canonical = ObjectPath.canonical(object)
+                if canonical != object { objects.append(canonical) }
+            }
             frames.append(MatchFrame(mangledName: frame.mangledFunction ?? frame.function ?? "???",
-                                     demangledName: frame.function, objects: [frame.object ?? "???"],
+                                     demangledName: frame.function, objects: objects,
                                      file: frame.file, line: frame.line))
         }
         return frames
@@ -121,5 +133,24 @@ extension LSanSuppression {
                 || frame.demangledName.map(template.matches) == true
                 || frame.file.map(template.matches) == true
         }
+    }
+}
+
+/// Objects as Valgrind names them: the file mapped, with every symbolic link resolved
+/// (`/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30`, where the loader's path is
+/// `/lib/x86_64-linux-gnu/libstdc++.so.6`). `obj:` lines Valgrind wrote name that file, and
+/// `--gen-suppressions` writes it too; a path that no longer exists is kept as it is.
+public enum ObjectPath {
+    private static let cache = Mutex<[String: String]>([:])
+
+    public static func canonical(_ path: String) -> String {
+        if let known = cache.withLock({ $0[path] }) { return known }
+        var resolved = path
+        if let pointer = realpath(path, nil) {
+            resolved = String(cString: pointer)
+            free(pointer)
+        }
+        cache.withLock { $0[path] = resolved }
+        return resolved
     }
 }

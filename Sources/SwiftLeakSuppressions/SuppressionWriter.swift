@@ -7,7 +7,8 @@ public enum SuppressionWriter {
     public static let placeholderName = "<insert_a_suppression_name_here>"
 
     /// The frame lines: `fun:` with the mangled name of every frame that has one (inlined frames
-    /// included), else `obj:` with the object's path, else `obj:*`; frame 0 is the allocation
+    /// included), else `obj:` with the object's path (links resolved, as Valgrind names it),
+    /// else `obj:*`; frame 0 is the allocation
     /// function; `numCallers` stack entries in all, as Valgrind's stack holds.
     public static func frameLines(_ record: LossRecord, numCallers: Int) -> [String] {
         var lines = ["fun:" + record.function.symbolName]
@@ -15,7 +16,7 @@ public enum SuppressionWriter {
             if let name = frame.mangledFunction ?? frame.function {
                 lines.append("fun:" + name)
             } else if let object = frame.object {
-                lines.append("obj:" + object)
+                lines.append("obj:" + ObjectPath.canonical(object))
             } else {
                 lines.append("obj:*")
             }

@@ -95,6 +95,27 @@ struct SuppressionEndToEndTests {
         }
     }
 
+    /// A stack with an unnamed frame: libstdc++'s emergency pool (kept by Valgrind when it is told
+    /// not to run __gnu_cxx::__freeres). Both sides write `obj:` with the library's real path.
+    @Test("blocks with obj: lines round-trip both ways")
+    func objectLinesRoundTrip() throws {
+        let program = try Harness.build("suppressions/every_kind.cpp")
+        let valgrind = try #require(Self.valgrindPath, "valgrind is needed (scripts/install-deps installs it)")
+        let pool = Report.Count(bytes: 72_704, blocks: 1)
+        let run = try Harness.run([valgrind, "--leak-check=full", "--show-leak-kinds=all", "--run-cxx-freeres=no",
+                                   "--gen-suppressions=all", program])
+        let theirs = try #require(Self.generatedBlocks(run.stderr).first { $0.contains("libstdc++") }, "\(run.stderr)")
+        let theirFile = try Self.write(theirs, name: "valgrind-pool.supp")
+        let (_, here) = try Harness.swiftleak(program, options: ["--default-suppressions=no", "--suppressions=" + theirFile])
+        #expect(try #require(here).summary["suppressed"] == pool, "\(theirs)")
+
+        let (ours, _) = try Harness.swiftleak(program, options: ["--default-suppressions=no", "--show-leak-kinds=all", "--gen-suppressions=all"])
+        let block = try #require(Self.generatedBlocks(ours.stderr).first { $0.contains("libstdc++") }, "\(ours.stderr)")
+        let ourFile = try Self.write(block, name: "swiftleak-pool.supp")
+        let there = try Harness.run([valgrind, "--leak-check=full", "--run-cxx-freeres=no", "--suppressions=" + ourFile, program])
+        #expect(Self.valgrindCount(there.stderr, "suppressed") == pool, "\(block)\n\(there.stderr)")
+    }
+
     static func optionName(_ kind: String) -> String {
         ["definitely_lost": "definite", "indirectly_lost": "indirect", "possibly_lost": "possible",
          "still_reachable": "reachable"][kind] ?? kind

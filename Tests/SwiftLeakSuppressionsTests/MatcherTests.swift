@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SwiftLeakCore
 import SwiftLeakSuppressions
 import Testing
@@ -81,6 +84,26 @@ import Testing
         #expect(try suppressed(valgrind("...\nsrc:node.cpp:7\nsrc:node.cpp")))
         #expect(try !suppressed(valgrind("...\nsrc:node.cpp:8")))
         #expect(try !suppressed(valgrind("...\nsrc:/src/node.cpp")))  // the file name, no directory
+    }
+
+    /// Valgrind names an object by the file mapped, links resolved: its `obj:` lines match here,
+    /// and generated blocks spell the object the same way.
+    @Test func objectsMatchByTheirResolvedPathToo() throws {
+        let directory = "/tmp/swiftleak-objpath-\(getpid())"
+        mkdir(directory, 0o755)
+        defer { unlink(directory + "/libreal.so.1.2"); unlink(directory + "/libalias.so.1"); rmdir(directory) }
+        let real = directory + "/libreal.so.1.2"
+        close(open(real, O_CREAT | O_WRONLY, 0o644))
+        #expect(symlink("libreal.so.1.2", directory + "/libalias.so.1") == 0)
+        let record = LossRecord(kind: .definitelyLost, bytes: 1, blocks: 1, indirectBytes: 0, function: .malloc,
+                                stack: [Self.frame(nil, object: directory + "/libalias.so.1")])
+        var report = ProcessReport(pid: 1, ppid: 0, command: ["p"])
+        report.lossRecords = [record]
+        for object in [real, directory + "/libalias.so.1"] {
+            let set = try SuppressionSet.parse("{\n  s\n  Memcheck:Leak\n  fun:malloc\n  obj:\(object)\n}\n", file: "t.supp")
+            #expect(set.apply(to: report, numCallers: 12).lossRecords[0].suppressedBy == "s", "\(object)")
+        }
+        #expect(SuppressionWriter.frameLines(record, numCallers: 12) == ["fun:malloc", "obj:" + real])
     }
 
     @Test func ellipsisMatchesZeroOrMoreFrames() throws {
