@@ -176,8 +176,11 @@ public struct RootSetBuilder {
         }
         // Cached stacks of exited threads (the last one to exit on a stack left it as it is).
         for thread in exitedThreads.reversed() {
+            // Only a stack mapping of its own: a stack the program carved out of a malloc'd block
+            // (pthread_attr_setstack) is block contents, judged with its block.
             guard let i = mappingIndex(containing: thread.stackPointer), !isStack[i],
-                  exclusionReason(mappings[i]) == nil, mappings[i].isAnonymous else { continue }
+                  exclusionReason(mappings[i]) == nil, mappings[i].isAnonymous,
+                  firstBlock(from: mappings[i].start, below: mappings[i].end) == nil else { continue }
             let mapping = mappings[i]
             isStack[i] = true
             var dead = mapping

@@ -201,5 +201,12 @@ struct RealLayoutTests {
         ]
         #expect(regions == expected)
         #expect(roots.excluded.contains { $0.reason.contains("exited thread 12") && $0.mapping.end == 0x7f00_007f_e000 })
+
+        // A stack carved out of a malloc'd block (pthread_attr_setstack) is that block's contents:
+        // its mapping is judged as allocator memory, not as a dead stack.
+        let inBlock = RootSetBuilder().build(mappings: maps, threads: [], liveBlocks: [ScanBlock(address: 0x7f00_0000_2010, size: 0x10000)],
+                                             exitedThreads: [ExitedThread(tid: 15, stackPointer: 0x7f00_0000_9000)])
+        #expect(!inBlock.regions.contains { $0.label.contains("exited thread") })
+        #expect(!inBlock.regions.contains { $0.start < 0x7f00_0080_0000 && $0.end > 0x7f00_0000_1000 })
     }
 }
