@@ -18,6 +18,7 @@ fn leak_cycle(index: usize) {
     let first = Rc::new(Node { name: format!("first-{index}"), next: RefCell::new(None) });
     let second = Rc::new(Node { name: format!("second-{index}"), next: RefCell::new(Some(first.clone())) });
     *first.next.borrow_mut() = Some(second.clone());
+    assert!(first.name.len() < second.name.len());
 }
 
 fn main() {
