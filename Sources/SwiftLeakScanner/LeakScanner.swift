@@ -463,10 +463,20 @@ private final class ScanEngine {
     @inline(__always)
     func contentsEnd(_ i: Int) -> UInt64 {
         let start = index.starts[i]
-        let requestedEnd = start &+ size(i)
-        guard usesUsableSize, let chunk = GlibcChunk.interpret(start: start, size: size(i), word: readWord) else {
-            return requestedEnd
+        let size = self.size(i)
+        let requestedEnd = start &+ size
+        guard usesUsableSize else { return requestedEnd }
+        // The header, the block and the next chunk's header are usually in one cached window: look
+        // the window up once rather than once per header word.
+        let span = size &+ 16 &+ GlibcChunk.arenaSlackLimit &+ 8
+        let window = start >= 16 ? cachedContents(start &- 16, span) : nil
+        let chunk = GlibcChunk.interpret(start: start, size: size) { address in
+            if let window, address &- (start &- 16) <= span &- 8 {
+                return UInt64(littleEndian: (window + Int(address &- (start &- 16))).loadUnaligned(as: UInt64.self))
+            }
+            return readWord(address)
         }
+        guard let chunk else { return requestedEnd }
         var end = start &+ chunk.usableSize
         if i + 1 < count && end > index.starts[i + 1] { end = index.starts[i + 1] }
         if end > requestedEnd { statistics.slackBytesScanned &+= end - requestedEnd }

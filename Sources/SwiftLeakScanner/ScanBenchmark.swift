@@ -1,6 +1,9 @@
 /// A synthetic scan for benchmarks and tests: `blockCount` blocks of 16–48 bytes laid out as glibc
 /// would (16-byte chunk header, 16-byte alignment) in one fake heap, linked in a list through their
-/// first word. The integrator's benchmark (and our tests) call it; it needs no process.
+/// first word, each with a glibc size word in its header (`chunk size | PREV_INUSE`, the chunk
+/// being the block rounded up to 16 plus the 16-byte header), so that a scan with
+/// ``LeakScanner/BlockContents/glibcUsableSize`` reads real headers and 8–15 bytes of slack per
+/// block. The integrator's benchmark (and our tests) call it; it needs no process.
 public struct LinkedListScanBenchmark {
     /// How the list is linked and whether a root points at it.
     public enum Shape: Sendable {
@@ -34,7 +37,7 @@ public struct LinkedListScanBenchmark {
             address += ((size + 15) & ~15) + 16
         }
         let memory = InMemoryProcessMemory()
-        memory.map(heapStart, size: Int(address - heapStart))
+        memory.map(heapStart, size: Int(address - heapStart) + 16)
         let heapStart = self.heapStart
         // order[k] is the k-th block of the list.
         var order = Array(0..<blockCount)
@@ -56,7 +59,12 @@ public struct LinkedListScanBenchmark {
                     heap.storeBytes(of: next.littleEndian, toByteOffset: offset, as: UInt64.self)
                     // A payload word that is not a pointer.
                     heap.storeBytes(of: UInt64(i).littleEndian, toByteOffset: offset + 8, as: UInt64.self)
+                    // glibc's size word (PREV_INUSE set), so the usable-size scan finds real headers.
+                    let chunkSize = ((blocks[i].size + 15) & ~15) + 16
+                    heap.storeBytes(of: (chunkSize | 1).littleEndian, toByteOffset: offset - 8, as: UInt64.self)
                 }
+                // The top chunk after the last block.
+                heap.storeBytes(of: UInt64(0x1001).littleEndian, toByteOffset: heap.count - 16 - 8, as: UInt64.self)
             }
         }
         memory.map(rootStart, size: 4096)

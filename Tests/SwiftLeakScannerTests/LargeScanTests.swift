@@ -41,6 +41,21 @@ struct LargeScanTests {
               "\(stats.wordsScanned) words, \(stats.reads) reads")
     }
 
+    @Test("4,000,000 reachable blocks scanned up to glibc's usable size: same verdicts, the slack read (prints the time)")
+    func fourMillionUsableSize() {
+        let bench = LinkedListScanBenchmark(blockCount: 4_000_000, shape: .reachableAscending)
+        var configuration = LeakScanner.Configuration()
+        configuration.contents = .glibcUsableSize
+        let r = bench.run(configuration: configuration)
+        #expect(r.kinds.allSatisfy { $0 == .stillReachable })
+        // Each header says usable = the size rounded up to 16, plus 8.
+        let slack = bench.blocks.reduce(UInt64(0)) { $0 + (($1.size + 15) & ~15) + 8 - $1.size }
+        #expect(r.statistics.slackBytesScanned == slack)
+        let stats = r.statistics
+        print("scan of 4,000,000 linked blocks up to their usable size: \(stats.cpuSeconds) s CPU, " +
+              "\(stats.wallSeconds) s wall, \(stats.wordsScanned) words, \(stats.reads) reads")
+    }
+
     @Test("4,000,000 reachable blocks linked in random order: all reachable, each window read once")
     func fourMillionShuffled() {
         let bench = LinkedListScanBenchmark(blockCount: 4_000_000, shape: .reachableShuffled)
