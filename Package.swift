@@ -11,7 +11,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "swiftleak", targets: ["swiftleak"]),
-        // The LD_PRELOAD interposer. It must need nothing but libc and libunwind: see
+        // The LD_PRELOAD interposer. It must need nothing but libc: see
         // CShims/SwiftLeakPreload/preload.c for how the Swift runtime is kept out.
         .library(name: "swiftleak_preload", type: .dynamic, targets: ["SwiftLeakPreload"]),
     ],
@@ -31,7 +31,6 @@ let package = Package(
             path: "CShims/SwiftLeakPreload",
             cSettings: cSettings + [.unsafeFlags(["-O2", "-fexceptions", "-fvisibility=hidden", "-ftls-model=initial-exec"])],
             linkerSettings: [
-                .linkedLibrary("unwind"),
                 .linkedLibrary("dl"),
                 // No swiftrt.o: its constructor calls into libswiftCore.
                 .unsafeFlags(["-nostartfiles"]),
@@ -82,7 +81,9 @@ let package = Package(
         .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
         .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
         .target(name: "SwiftLeakSuppressions", dependencies: ["SwiftLeakCore"]),
-        .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore", "SwiftLeakModel", "SwiftLeakSymbolizer", "SwiftLeakSuppressions"]),
+        .target(name: "SwiftLeakReports", dependencies: ["SwiftLeakCore", "SwiftLeakModel", "SwiftLeakSymbolizer", "SwiftLeakSuppressions", "SwiftLeakOutput"]),
+        // Files swiftleak writes (reports, traces): opened safely, before the program starts.
+        .target(name: "SwiftLeakOutput"),
         .target(
             name: "SwiftLeakSession",
             dependencies: [
@@ -95,6 +96,7 @@ let package = Package(
             dependencies: [
                 "SwiftLeakSession", "SwiftLeakCore", "SwiftLeakReports", "SwiftLeakTracer", "CSwiftLeakSys",
                 "SwiftLeakSuppressions", "SwiftLeakSymbolizer",
+                "SwiftLeakOutput",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -139,7 +139,11 @@ void swl_ring_set_traced_pid(swl_ring_header *h, int32_t pid) {
 
 // MARK: - Launch
 
-pid_t swl_spawn_traced(const char *path, char *const argv[], char *const envp[], int keep_fd, int *error_pipe) {
+/// What the tracer asks to hear about: every thread's exit (the exit scan), new threads, execs.
+static const long swl_trace_options = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
+
+pid_t swl_spawn_traced(const char *path, char *const argv[], char *const shell_argv[], char *const envp[],
+                       int keep_fd, int *error_pipe) {
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
     pid_t pid = fork();
@@ -151,16 +155,13 @@ pid_t swl_spawn_traced(const char *path, char *const argv[], char *const envp[],
         return -1;
     }
     if (pid == 0) {
-        // Child: async-signal-safe calls only from here on.
+        // Child: async-signal-safe calls only from here on. Stop until the parent has seized us.
         close(pipe_fds[0]);
         if (keep_fd >= 0) fcntl(keep_fd, F_SETFD, 0);
-        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0) {
-            int e = errno;
-            (void)!write(pipe_fds[1], &e, sizeof e);
-            _exit(127);
-        }
         raise(SIGSTOP);
         execve(path, argv, envp);
+        // As execvp: a file the kernel does not know how to run is a shell script without #!.
+        if (errno == ENOEXEC) execve("/bin/sh", shell_argv, envp);
         int e = errno;
         (void)!write(pipe_fds[1], &e, sizeof e);
         _exit(127);
@@ -169,12 +170,17 @@ pid_t swl_spawn_traced(const char *path, char *const argv[], char *const envp[],
     int status;
     pid_t waited;
     do {
-        waited = waitpid(pid, &status, __WALL);
+        waited = waitpid(pid, &status, WUNTRACED);
     } while (waited < 0 && errno == EINTR);
-    if (waited != pid || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGSTOP) {
-        // The child died before it could stop (PTRACE_TRACEME refused): report its errno.
-        int e = EPERM;
-        if (read(pipe_fds[0], &e, sizeof e) != sizeof e) e = ECHILD;
+    int e = 0;
+    if (waited != pid || !WIFSTOPPED(status)) {
+        e = ECHILD;
+    } else if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)swl_trace_options) != 0) {
+        // PTRACE_SEIZE (not TRACEME): only a seized tracee can be left in a group-stop with
+        // PTRACE_LISTEN, which a SIGSTOP sent to the program needs.
+        e = errno;
+    }
+    if (e != 0) {
         close(pipe_fds[0]);
         if (waited == pid && WIFSTOPPED(status)) {
             kill(pid, SIGKILL);
@@ -188,14 +194,20 @@ pid_t swl_spawn_traced(const char *path, char *const argv[], char *const envp[],
 }
 
 int swl_spawn_finish(pid_t pid, int error_pipe) {
-    long options = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
-    if (ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)options) != 0 || ptrace(PTRACE_CONT, pid, NULL, NULL) != 0) {
-        int e = errno;
+    // The child is in the group-stop of its raise(SIGSTOP), now seen by us as a tracer: wait for
+    // that report and resume it from there (PTRACE_CONT ends a tracee's group-stop; a SIGCONT
+    // would stop it again for its delivery while we wait on the pipe).
+    int status;
+    pid_t waited;
+    do {
+        waited = waitpid(pid, &status, __WALL);
+    } while (waited < 0 && errno == EINTR);
+    if (waited != pid || !WIFSTOPPED(status) || ptrace(PTRACE_CONT, pid, NULL, NULL) != 0) {
+        int e = waited == pid ? errno : ECHILD;
         close(error_pipe);
         kill(pid, SIGKILL);
-        int status;
         waitpid(pid, &status, __WALL);
-        return e;
+        return e != 0 ? e : ECHILD;
     }
     int exec_errno = 0;
     ssize_t n;
@@ -205,7 +217,6 @@ int swl_spawn_finish(pid_t pid, int error_pipe) {
     close(error_pipe);
     if (n == sizeof exec_errno) {
         // The exec failed and the child is on its way out (it stops once more at its exit).
-        int status;
         for (;;) {
             pid_t w = waitpid(pid, &status, __WALL);
             if (w < 0 && errno == EINTR) continue;
@@ -221,6 +232,7 @@ int swl_spawn_finish(pid_t pid, int error_pipe) {
 
 long swl_ptrace_cont(pid_t tid, int signal) { return ptrace(PTRACE_CONT, tid, NULL, (void *)(long)signal); }
 long swl_ptrace_detach(pid_t tid, int signal) { return ptrace(PTRACE_DETACH, tid, NULL, (void *)(long)signal); }
+long swl_ptrace_listen(pid_t tid) { return ptrace(PTRACE_LISTEN, tid, NULL, NULL); }
 
 long swl_ptrace_geteventmsg(pid_t tid, unsigned long *message) {
     return ptrace(PTRACE_GETEVENTMSG, tid, NULL, message);
@@ -290,9 +302,15 @@ void swl_signals_forward_to(pid_t child) {
     sigemptyset(&keyboard.sa_mask);
     const int keyboard_signals[] = {SIGINT, SIGQUIT};
     for (size_t i = 0; i < sizeof keyboard_signals / sizeof keyboard_signals[0]; i++) {
+        // Replaces the Swift runtime's crash handler too (it catches SIGQUIT and would print a
+        // backtrace of swiftleak and wait at a prompt); an ignored signal stays ignored.
         sigaction(keyboard_signals[i], NULL, &old);
-        if (old.sa_handler == SIG_DFL) sigaction(keyboard_signals[i], &keyboard, NULL);
+        if (old.sa_handler != SIG_IGN) sigaction(keyboard_signals[i], &keyboard, NULL);
     }
+    // A report written to a closed pipe fails with EPIPE (and says so); it must not kill swiftleak
+    // and replace the program's exit status with 141. The program was forked before this and keeps
+    // its own disposition.
+    signal(SIGPIPE, SIG_IGN);
     struct sigaction forward = {0};
     forward.sa_handler = swl_forward_signal;
     forward.sa_flags = SA_RESTART;

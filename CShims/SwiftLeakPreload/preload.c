@@ -36,9 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define UNW_LOCAL_ONLY
-#include <libunwind.h>
-
 // SwiftPM links every product with swiftc, which adds -lswiftCore. This section entry is read by
 // swift-autolink-extract and placed on the link line *before* -lswiftCore, so the linker drops
 // every library nothing here uses: the interposer must not bring the Swift runtime (and its own
@@ -282,8 +279,22 @@ static uint32_t swl_intern_stack(const uint64_t *frames, uint32_t depth) {
 
 /// Which unwinder captures stacks. SWIFTLEAK_UNWINDER=libunwind forces libunwind (to compare
 /// speed); =verify runs both on every stack and reports any difference on stderr at exit (tests).
+/// libunwind is loaded (dlopen) only then: it keeps a pipe open in the program for its memory
+/// checks, on fds the program believes are free, so it must never be part of a normal run.
 enum { UNWINDER_OWN = 0, UNWINDER_LIBUNWIND = 1, UNWINDER_VERIFY = 2 };
 static int g_unwinder = UNWINDER_OWN;
+static int (*g_libunwind_backtrace)(void **frames, int max);
+
+/// Loads libunwind for the diagnostic modes; false (and the own walker stays) when it is missing.
+static bool swl_load_libunwind(void) {
+    void *library = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (library == NULL) return false;
+    g_libunwind_backtrace = (int (*)(void **, int))dlsym(library, "unw_backtrace");
+    int (*set_caching_policy)(void *, int) = (int (*)(void *, int))dlsym(library, "_ULx86_64_set_caching_policy");
+    void **local_address_space = (void **)dlsym(library, "_ULx86_64_local_addr_space");
+    if (set_caching_policy && local_address_space) set_caching_policy(*local_address_space, 2 /* UNW_CACHE_PER_THREAD */);
+    return g_libunwind_backtrace != NULL;
+}
 
 static struct {
     uint64_t stacks, walked_by_own, mismatches;
@@ -302,9 +313,9 @@ static inline int swl_first_program_frame(const uint64_t *raw, int count, void *
 static __attribute__((noinline)) void swl_verify_walk(const uint64_t *own_raw, int own_count, void *caller) {
     uint64_t reference[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
     int limit = (int)g_max_frames + SWL_OWN_FRAMES;
-    int reference_count = unw_backtrace((void **)reference, limit);
+    int reference_count = g_libunwind_backtrace((void **)reference, limit);
     __atomic_fetch_add(&g_verify.stacks, 1, __ATOMIC_RELAXED);
-    if (own_count < 0) return; // our walker handed this stack to libunwind: nothing to compare
+    if (own_count < 0) return; // the walker is not available here: nothing to compare
     __atomic_fetch_add(&g_verify.walked_by_own, 1, __ATOMIC_RELAXED);
     int own_first = swl_first_program_frame(own_raw, own_count, caller);
     int reference_first = swl_first_program_frame(reference, reference_count, caller);
@@ -353,9 +364,9 @@ static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry) {
     uint64_t raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
     void *caller = (void *)(uintptr_t)entry.sp[0];
     int limit = (int)g_max_frames + SWL_OWN_FRAMES;
-    int count = g_unwinder == UNWINDER_LIBUNWIND ? -1 : swl_unwind_at(raw, (int)g_max_frames, entry.sp, entry.rbp);
+    int count = g_unwinder == UNWINDER_LIBUNWIND ? g_libunwind_backtrace((void **)raw, limit)
+                                                 : swl_unwind_at(raw, (int)g_max_frames, entry.sp, entry.rbp);
     if (SWL_UNLIKELY(g_unwinder == UNWINDER_VERIFY)) swl_verify_walk(raw, count, caller);
-    if (count < 0) count = unw_backtrace((void **)raw, limit);
     int first = swl_first_program_frame(raw, count, caller);
     if (first < 0) {
         // The unwinder could not walk out of the hook (no unwind info somewhere): keep the one
@@ -591,6 +602,47 @@ static int swl_parse_fd(const char *text) {
     return (int)value;
 }
 
+/// Whether `fd` is a ring swiftleak created: a memfd of that name whose header says so and whose
+/// size matches. Anything else at that number is the program's (an inherited descriptor that
+/// happens to carry the number swiftleak's variable names) and must not be touched.
+static bool swl_fd_is_a_ring(int fd, struct stat *st) {
+    char path[64] = "/proc/self/fd/", target[128];
+    char *end = swl_append_decimal(path + 14, (uint64_t)(unsigned)fd);
+    *end = 0;
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n <= 0) return false;
+    target[n] = 0;
+    static const char expected[] = "/memfd:" SWL_RING_MEMFD_NAME " (deleted)";
+    if (strcmp(target, expected) != 0) return false;
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) || (uint64_t)st->st_size < sizeof(swl_ring_header)) return false;
+    swl_ring_header header;
+    if (pread(fd, &header, sizeof header, 0) != (ssize_t)sizeof header) return false;
+    return header.magic == SWL_ABI_MAGIC && header.version == SWL_ABI_VERSION && header.total_size == (uint64_t)st->st_size;
+}
+
+/// The launcher puts this library first in LD_PRELOAD, ahead of what the user had (if anything),
+/// and names the ring in its own variable. Once read, both go: the program and its children see
+/// the environment the user gave them (ld.so has already loaded what LD_PRELOAD named).
+static void swl_restore_environment(void) {
+    extern char **environ;
+    unsetenv(SWL_ENV_RING_FD);
+    Dl_info self;
+    if (dladdr((void *)&swl_restore_environment, &self) == 0 || self.dli_fname == NULL) return;
+    size_t own_length = strlen(self.dli_fname);
+    for (char **entry = environ; *entry; entry++) {
+        if (strncmp(*entry, "LD_PRELOAD=", 11) != 0) continue;
+        char *value = *entry + 11;
+        if (strncmp(value, self.dli_fname, own_length) != 0) return;
+        if (value[own_length] == 0) {
+            unsetenv("LD_PRELOAD");
+        } else if (value[own_length] == ':') {
+            // Shorten the string in place (no allocation): what follows is the user's value.
+            memmove(value, value + own_length + 1, strlen(value + own_length + 1) + 1);
+        }
+        return;
+    }
+}
+
 static void swl_try_init(void) {
     extern char **environ;
     int expected = STATE_UNINIT;
@@ -602,18 +654,20 @@ static void swl_try_init(void) {
     }
     t_busy = 1;
     int final_state = STATE_QUIET;
-    int fd = swl_parse_fd(getenv(SWL_ENV_RING_FD));
+    const char *ring_variable = getenv(SWL_ENV_RING_FD);
+    int fd = swl_parse_fd(ring_variable);
     struct stat st;
-    if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size >= sizeof(swl_ring_header)) {
+    if (fd >= 0 && swl_fd_is_a_ring(fd, &st)) {
         swl_ring_header *probe = mmap(NULL, sizeof(swl_ring_header), PROT_READ, MAP_SHARED, fd, 0);
         if (probe != MAP_FAILED) {
-            bool valid = probe->magic == SWL_ABI_MAGIC && probe->version == SWL_ABI_VERSION &&
-                         probe->traced_pid == (int32_t)getpid() && probe->total_size == (uint64_t)st.st_size;
+            bool valid = probe->traced_pid == (int32_t)getpid();
             uint64_t total = probe->total_size;
             munmap(probe, sizeof(swl_ring_header));
             if (valid) {
                 void *whole = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
                 if (whole != MAP_FAILED) {
+                    // A core file of the program must hold the program, not gigabytes of ring.
+                    madvise(whole, total, MADV_DONTDUMP);
                     g_ring = whole;
                     g_slots = swl_ring_slots(g_ring);
                     g_mask = g_ring->capacity - 1;
@@ -627,17 +681,18 @@ static void swl_try_init(void) {
                     final_state = STATE_RECORDING;
                 }
             }
-            // The mapping stays; the descriptor must not show up in the program or its children.
-            close(fd);
         }
+        // Ours (verified above): the mapping stays, the descriptor must not show up in the
+        // program or its children.
+        close(fd);
     }
+    if (ring_variable != NULL) swl_restore_environment();
     if (final_state == STATE_RECORDING) {
         const char *unwinder = getenv(SWL_ENV_UNWINDER);
         if (unwinder && strcmp(unwinder, "libunwind") == 0) g_unwinder = UNWINDER_LIBUNWIND;
         if (unwinder && strcmp(unwinder, "verify") == 0) g_unwinder = UNWINDER_VERIFY;
-        if (!swl_unwind_available()) g_unwinder = UNWINDER_LIBUNWIND;
+        if (g_unwinder != UNWINDER_OWN && !swl_load_libunwind()) g_unwinder = UNWINDER_OWN;
         if (g_unwinder == UNWINDER_VERIFY) atexit(swl_report_verify);
-        unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
         pthread_atfork(NULL, NULL, swl_after_fork_in_child);
         // Registered first, so it runs after every handler the program registers later.
         atexit(swl_announce_exit);
@@ -843,20 +898,16 @@ static __attribute__((noinline)) void swl_record_caller_of_exit(void) {
     void *libc_exit = (void *)&exit;
     if (!dladdr1(libc_exit, &info, (void **)&symbol, RTLD_DL_SYMENT) || symbol == NULL || symbol->st_size == 0) return;
     uint64_t start = (uint64_t)(uintptr_t)info.dli_saddr, size = symbol->st_size;
-    // libunwind, not our walker: this runs once, and the walker hands anything unusual over anyway.
-    unw_context_t context;
-    unw_cursor_t cursor;
-    if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0) return;
+    uint64_t frames[64], stack_pointers[64];
+    int count = swl_unwind_with_stack_pointers(frames, stack_pointers, 64);
     bool in_exit = false;
-    for (int depth = 0; depth < 64 && unw_step(&cursor) > 0; depth++) {
-        unw_word_t ip = 0, sp = 0;
-        if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || unw_get_reg(&cursor, UNW_REG_SP, &sp) != 0) return;
+    for (int depth = 0; depth < count; depth++) {
         if (in_exit) {
-            swl_record_exit_caller(sp);
+            swl_record_exit_caller(stack_pointers[depth]);
             return;
         }
         // exit ends in a call that does not return: its return address may be the next function's.
-        in_exit = ip - 1 - start < size;
+        in_exit = frames[depth] - 1 - start < size;
     }
 }
 

@@ -17,6 +17,9 @@
 #include <dlfcn.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) && defined(DLFO_STRUCT_HAS_EH_DBASE)
 #define SWL_HAVE_WALKER 1
@@ -42,7 +45,22 @@ __asm__(".text\n"
         ".cfi_endproc\n"
         ".size swl_unwind, .-swl_unwind\n");
 
+/// The same entry, also recording each frame's stack pointer (see swl_unwind_with_stack_pointers).
+__asm__(".text\n"
+        ".globl swl_unwind_with_stack_pointers\n"
+        ".hidden swl_unwind_with_stack_pointers\n"
+        ".type swl_unwind_with_stack_pointers, @function\n"
+        "swl_unwind_with_stack_pointers:\n"
+        ".cfi_startproc\n"
+        "    movq %rsp, %rcx\n"
+        "    movq %rbp, %r8\n"
+        "    jmp swl_unwind_with_stack_pointers_from\n"
+        ".cfi_endproc\n"
+        ".size swl_unwind_with_stack_pointers, .-swl_unwind_with_stack_pointers\n");
+
 __attribute__((used, visibility("hidden"))) int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
+__attribute__((used, visibility("hidden"))) int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max,
+                                                                                   const uint64_t *sp, uint64_t rbp);
 
 int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
     return swl_unwind_from(frames, max, sp, rbp);
@@ -52,6 +70,11 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
 
 int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
     (void)frames, (void)max, (void)sp, (void)rbp;
+    return -1;
+}
+
+int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {
+    (void)frames, (void)stack_pointers, (void)max, (void)sp, (void)rbp;
     return -1;
 }
 
@@ -65,7 +88,8 @@ enum {
     RULE_EMPTY = 0,      // cache slot never filled (a valid word never has kind 0)
     RULE_STEP = 1,       // step with the fields below
     RULE_OUTERMOST = 2,  // the return address is undefined here: the stack ends
-    RULE_LIBUNWIND = 3,  // something this walker does not do: let libunwind walk the whole stack
+    RULE_SLOW = 3,       // no cacheable rule (signal frame, huge frame, no unwind information with
+                         // a frame pointer, CFI the walker cannot follow): step_slowly decides
 };
 
 enum { RBP_SAME = 0, RBP_AT_CFA = 1, RBP_AT_RBP = 2 };
@@ -73,8 +97,9 @@ enum { RBP_SAME = 0, RBP_AT_CFA = 1, RBP_AT_RBP = 2 };
 /// Flag on RULE_OUTERMOST: no unwind information covers this address. There the stack ends only if
 /// RBP is 0, as libunwind decides: ld.so's _dl_start_user, at the base of every library
 /// constructor's stack, clears RBP before its call. With any other RBP (thunks in libswiftCore
-/// built without unwind tables, JIT code) libunwind guesses a frame-pointer chain; the walker
-/// never reads memory on a guess, so it hands such stacks to libunwind.
+/// built without unwind tables, JIT code, hand-written assembly) the caller is guessed from a
+/// frame-pointer chain, as libunwind guesses it, reading the guessed words only through a system
+/// call that cannot fault (step_slowly).
 #define RULE_NO_INFO 4u
 
 typedef struct {
@@ -85,6 +110,8 @@ typedef struct {
     int64_t cfa_offset;
     int64_t rbp_offset;
     bool no_info;      // RULE_OUTERMOST because no FDE covers the address (RULE_NO_INFO)
+    bool signal_frame; // RULE_SLOW: a signal trampoline (the 'S' augmentation)
+    bool follows;      // RULE_SLOW: the other fields say how to step, only the packing failed
 } swl_rule;
 
 // Cache word: bits 63..32 the tag (pc >> INDEX_BITS; user-space code lies below 2^47, so the tag
@@ -103,7 +130,7 @@ static uint32_t pack_rule(swl_rule rule) {
     int64_t cfa = rule.cfa_offset / 8, rbp = rule.rbp_offset / 8;
     bool fits = rule.cfa_offset % 8 == 0 && rule.rbp_offset % 8 == 0 && cfa >= -32768 && cfa <= 32767 &&
                 rbp >= -512 && rbp <= 511;
-    if (!fits) return RULE_LIBUNWIND; // a frame over 256 KiB, or an odd offset: rare enough
+    if (!fits) return RULE_SLOW; // a frame over 256 KiB, or an odd offset: rare enough
     return RULE_STEP | (uint32_t)rule.cfa_from_rbp << 2 | (uint32_t)rule.cfa_deref << 3 |
            (uint32_t)rule.rbp_rule << 4 | ((uint32_t)cfa & 0xffff) << 6 | ((uint32_t)rbp & 0x3ff) << 22;
 }
@@ -256,8 +283,10 @@ static bool parse_cie(const uint8_t *p, swl_cie *cie) {
         uint64_t length = read_uleb(&p);
         const uint8_t *data = p, *data_end = p + length;
         bool known = true;
-        for (const char *a = augmentation + 1; *a && known && data < data_end; a++) {
+        // 'S' and 'B' carry no data: they may come after the last byte ("zRS" of signal trampolines).
+        for (const char *a = augmentation + 1; *a && known; a++) {
             uint64_t ignored;
+            if ((*a == 'R' || *a == 'L' || *a == 'P') && data >= data_end) return false;
             switch (*a) {
             case 'R': cie->fde_encoding = *data++; break;
             case 'L': data++; break; // LSDA encoding
@@ -445,7 +474,7 @@ static bool run_program(const uint8_t *p, const uint8_t *end, uint64_t location,
 /// Computes the rule for a return address: the row of its FDE that covers `pc - 1` (the call
 /// instruction; a call to a noreturn function can leave the return address past the function's end).
 static swl_rule compute_rule(uint64_t return_address) {
-    swl_rule libunwind = {.kind = RULE_LIBUNWIND};
+    swl_rule slow = {.kind = RULE_SLOW};
     uint64_t pc = return_address - 1;
     swl_rule no_info = {.kind = RULE_OUTERMOST, .no_info = true};
     const uint8_t *fde = find_fde(pc);
@@ -453,27 +482,27 @@ static swl_rule compute_rule(uint64_t return_address) {
     const uint8_t *p = fde;
     bool is64;
     const uint8_t *fde_end = entry_end(&p, &is64);
-    if (fde_end == NULL) return libunwind;
+    if (fde_end == NULL) return slow;
     uint64_t cie_offset = is64 ? read_u64(p) : read_u32(p);
-    if (cie_offset == 0) return libunwind; // a CIE, not an FDE
+    if (cie_offset == 0) return slow; // a CIE, not an FDE
     swl_cie cie;
-    if (!parse_cie(p - cie_offset, &cie)) return libunwind;
+    if (!parse_cie(p - cie_offset, &cie)) return slow;
     p += is64 ? 8 : 4;
     uint64_t start, range;
-    if (!read_encoded(&p, cie.fde_encoding, 0, true, &start)) return libunwind;
-    if (!read_encoded(&p, cie.fde_encoding & 0x0f, 0, false, &range)) return libunwind;
+    if (!read_encoded(&p, cie.fde_encoding, 0, true, &start)) return slow;
+    if (!read_encoded(&p, cie.fde_encoding & 0x0f, 0, false, &range)) return slow;
     if (pc < start || pc - start >= range) return no_info; // code between FDEs
     if (cie.has_augmentation_data) p += read_uleb(&p);
-    if (cie.signal_frame) return libunwind;
+    if (cie.signal_frame) return (swl_rule){.kind = RULE_SLOW, .signal_frame = true};
 
     swl_frame_state initial = {.cfa_how = CFA_UNSUPPORTED, .rbp = {HOW_SAME, 0}, .ra = {HOW_UNSUPPORTED, 0}};
-    if (!run_program(cie.instructions, cie.end, start, pc, &cie, &initial, &initial)) return libunwind;
+    if (!run_program(cie.instructions, cie.end, start, pc, &cie, &initial, &initial)) return slow;
     swl_frame_state state = initial;
-    if (!run_program(p, fde_end, start, pc, &cie, &initial, &state)) return libunwind;
+    if (!run_program(p, fde_end, start, pc, &cie, &initial, &state)) return slow;
 
     if (state.ra.how == HOW_UNDEFINED) return (swl_rule){.kind = RULE_OUTERMOST};
-    if (state.ra.how != HOW_AT_CFA || state.ra.offset != -8) return libunwind;
-    if (state.cfa_how == CFA_UNSUPPORTED || (state.cfa_register != DW_RBP && state.cfa_register != DW_RSP)) return libunwind;
+    if (state.ra.how != HOW_AT_CFA || state.ra.offset != -8) return slow;
+    if (state.cfa_how == CFA_UNSUPPORTED || (state.cfa_register != DW_RBP && state.cfa_register != DW_RSP)) return slow;
     swl_rule rule = {
         .kind = RULE_STEP,
         .cfa_from_rbp = state.cfa_register == DW_RBP,
@@ -484,14 +513,15 @@ static swl_rule compute_rule(uint64_t return_address) {
     case HOW_SAME: rule.rbp_rule = RBP_SAME; break;
     case HOW_AT_CFA: rule.rbp_rule = RBP_AT_CFA; rule.rbp_offset = state.rbp.offset; break;
     case HOW_AT_RBP: rule.rbp_rule = RBP_AT_RBP; rule.rbp_offset = state.rbp.offset; break;
-    default: return libunwind;
+    default: return slow;
     }
+    rule.follows = true;
     return rule;
 }
 
 /// The cache miss: kept out of line so the walking loop stays small and keeps its registers.
 static __attribute__((noinline, cold)) uint32_t learn_rule(uint64_t return_address) {
-    if (return_address >> 47) return RULE_LIBUNWIND; // not user-space code: the tag would not fit
+    if (return_address >> 47) return RULE_SLOW; // not user-space code: the tag would not fit
     uint32_t packed = pack_rule(compute_rule(return_address));
     uint64_t tag = return_address >> INDEX_BITS;
     __atomic_store_n(&g_rules[rule_slot(return_address)], tag << 32 | packed, __ATOMIC_RELAXED);
@@ -509,34 +539,108 @@ static inline uint32_t rule_for(uint64_t return_address) {
 
 // MARK: - Walking
 
-int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+/// Reads one word of this process's memory that may not be mapped: a guess must never fault.
+/// process_vm_readv on ourselves needs no descriptor (libunwind validates such reads through a pipe
+/// it keeps open in the program, on fds the program may have reused) and fails with EFAULT.
+static bool read_word_safely(uint64_t address, uint64_t *out) {
+    struct iovec local = {.iov_base = out, .iov_len = 8};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = 8};
+    return syscall(SYS_process_vm_readv, (long)getpid(), &local, 1UL, &remote, 1UL, 0UL) == 8;
+}
+
+/// Where the kernel's rt_sigframe keeps the interrupted registers: the handler returns into the
+/// trampoline with RSP at the ucontext_t, whose uc_mcontext.gregs follow uc_flags, uc_link and
+/// uc_stack (x86_64 Linux, fixed by the kernel ABI).
+enum { UCONTEXT_GREGS = 40, GREG_RBP = 10, GREG_RSP = 15, GREG_RIP = 16 };
+
+/// Steps a frame the cache cannot describe. Returns false when the stack ends here. `exact_ip` is
+/// set when the next ip is an interrupted instruction (after a signal frame), not a return address.
+static __attribute__((noinline, cold)) bool step_slowly(uint64_t *ip, uint64_t *rsp, uint64_t *rbp, bool exact_ip, bool *next_exact) {
+    *next_exact = false;
+    // compute_rule looks at ip - 1: an interrupted instruction is itself the one to look up.
+    swl_rule rule = compute_rule(exact_ip ? *ip + 1 : *ip);
+    if (rule.kind == RULE_OUTERMOST && !rule.no_info) return false;
+    if (rule.signal_frame) {
+        const uint64_t *gregs = (const uint64_t *)(uintptr_t)(*rsp + UCONTEXT_GREGS);
+        uint64_t new_rsp = gregs[GREG_RSP];
+        *rbp = gregs[GREG_RBP];
+        *ip = gregs[GREG_RIP];
+        *rsp = new_rsp;
+        *next_exact = true;
+        return true;
+    }
+    if (rule.kind == RULE_OUTERMOST) {
+        // No unwind information: the end of the stack if RBP is 0, else libunwind's guess. RBP
+        // must point a little above the current frame at a saved RBP and a return address.
+        if (*rbp == 0) return false;
+        uint64_t saved_rbp, return_address;
+        if (*rbp < *rsp || *rbp - *rsp > 0x4000) return false;
+        if (!read_word_safely(*rbp, &saved_rbp) || !read_word_safely(*rbp + 8, &return_address)) return false;
+        *rbp = saved_rbp;
+        *ip = return_address;
+        *rsp += 16;
+        return true;
+    }
+    if (rule.kind != RULE_STEP || !rule.follows) return false; // CFI this walker cannot follow: stop here
+    uint64_t cfa = (rule.cfa_from_rbp ? *rbp : *rsp) + (uint64_t)rule.cfa_offset;
+    if (rule.cfa_deref && !read_word_safely(cfa, &cfa)) return false;
+    if (cfa <= *rsp || cfa - *rsp > (1u << 30)) return false;
+    uint64_t new_rbp = *rbp;
+    if (rule.rbp_rule == RBP_AT_CFA && !read_word_safely(cfa + (uint64_t)rule.rbp_offset, &new_rbp)) return false;
+    if (rule.rbp_rule == RBP_AT_RBP && !read_word_safely(*rbp + (uint64_t)rule.rbp_offset, &new_rbp)) return false;
+    uint64_t return_address;
+    if (!read_word_safely(cfa - 8, &return_address)) return false;
+    *rbp = new_rbp;
+    *ip = return_address;
+    *rsp = cfa;
+    return true;
+}
+
+/// Walks from a caller's frame: `sp` points at its return address, `rbp` is its frame pointer.
+/// `stack_pointers`, when given, gets each frame's stack pointer (where its callee returned to).
+static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {
     uint64_t ip = sp[0];
     uint64_t rsp = (uint64_t)(uintptr_t)(sp + 1);
     int count = 0;
+    bool exact_ip = false; // ip is an interrupted instruction (the frame below was a signal frame)
     while (count < max && ip != 0) {
+        if (stack_pointers) stack_pointers[count] = rsp;
         frames[count++] = ip;
-        uint32_t rule = rule_for(ip);
+        uint32_t rule = exact_ip ? RULE_SLOW : rule_for(ip);
         switch (packed_kind(rule)) {
         case RULE_OUTERMOST:
-            if ((rule & RULE_NO_INFO) && rbp != 0) return -1;
+            if ((rule & RULE_NO_INFO) && rbp != 0) break;
             return count;
-        case RULE_STEP: break;
-        default: return -1;
+        case RULE_STEP: {
+            uint64_t cfa = ((rule & 4) ? rbp : rsp) + (uint64_t)packed_cfa_offset(rule);
+            if (rule & 8) cfa = *(const uint64_t *)(uintptr_t)cfa;
+            // Each caller's frame lies above its callee's. Anything else means the rules and the
+            // stack disagree (hand-written code with wrong CFI, a stack switch): do not follow it.
+            if (cfa <= rsp || cfa - rsp > (1u << 30)) return count;
+            switch ((rule >> 4) & 3) {
+            case RBP_AT_CFA: rbp = *(const uint64_t *)(uintptr_t)(cfa + (uint64_t)packed_rbp_offset(rule)); break;
+            case RBP_AT_RBP: rbp = *(const uint64_t *)(uintptr_t)(rbp + (uint64_t)packed_rbp_offset(rule)); break;
+            default: break;
+            }
+            ip = *(const uint64_t *)(uintptr_t)(cfa - 8);
+            rsp = cfa;
+            continue;
         }
-        uint64_t cfa = ((rule & 4) ? rbp : rsp) + (uint64_t)packed_cfa_offset(rule);
-        if (rule & 8) cfa = *(const uint64_t *)(uintptr_t)cfa;
-        // Each caller's frame lies above its callee's. Anything else means the rules and the stack
-        // disagree (hand-written code with wrong CFI, a stack switch): do not follow it.
-        if (cfa <= rsp || cfa - rsp > (1u << 30)) return -1;
-        switch ((rule >> 4) & 3) {
-        case RBP_AT_CFA: rbp = *(const uint64_t *)(uintptr_t)(cfa + (uint64_t)packed_rbp_offset(rule)); break;
-        case RBP_AT_RBP: rbp = *(const uint64_t *)(uintptr_t)(rbp + (uint64_t)packed_rbp_offset(rule)); break;
         default: break;
         }
-        ip = *(const uint64_t *)(uintptr_t)(cfa - 8);
-        rsp = cfa;
+        bool next_exact;
+        if (!step_slowly(&ip, &rsp, &rbp, exact_ip, &next_exact)) return count;
+        exact_ip = next_exact;
     }
     return count;
+}
+
+int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+    return walk(frames, NULL, max, sp, rbp);
+}
+
+int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {
+    return walk(frames, stack_pointers, max, sp, rbp);
 }
 
 #endif

@@ -3,9 +3,10 @@
 // libunwind's unw_backtrace spent more than half of a malloc-heavy program's time under swiftleak,
 // most of it setting up a cursor for every call. This walker keeps one rule per return address in
 // a lock-free cache (how to find the caller's stack pointer, return address and frame pointer,
-// read once from the module's .eh_frame) and then needs a couple of loads a frame. Whatever it
-// cannot express (signal frames, unusual CFA expressions, code without unwind tables) makes
-// swl_unwind return -1, and the caller then asks libunwind for the whole stack.
+// read once from the module's .eh_frame) and then needs a couple of loads a frame. Signal frames,
+// huge frames and code without unwind tables (a frame-pointer guess, as libunwind makes) take a
+// slow path; call-frame information it cannot follow ends the stack there. libunwind itself is no
+// longer part of a run: it keeps a pipe open in the program (see preload.c).
 #ifndef SWIFTLEAK_PRELOAD_UNWIND_H
 #define SWIFTLEAK_PRELOAD_UNWIND_H
 
@@ -18,13 +19,17 @@ bool swl_unwind_available(void);
 
 /// Writes the return addresses of the calling thread's stack into `frames`, innermost first:
 /// frames[0] is the return address into the function that called swl_unwind. Returns how many
-/// it wrote (at most `max`), or -1 when some frame needs libunwind.
+/// it wrote (at most `max`), or -1 when the walker is not available in this process.
 int swl_unwind(uint64_t *frames, int max);
 
 /// The same walk from a frame given by the caller: `sp` points at the return address of a call
 /// (as at a function's first instruction) and `rbp` is the frame pointer there. frames[0] is then
 /// `sp[0]`. The hooks use it to walk the program's stack while they run on a stack of their own.
 int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
+
+/// As swl_unwind, and `stack_pointers[i]` gets frame i's stack pointer (its value in that frame
+/// at the call, as libunwind's UNW_REG_SP gives it).
+int swl_unwind_with_stack_pointers(uint64_t *frames, uint64_t *stack_pointers, int max);
 
 /// Forgets every cached rule. Called after dlclose: a new module may be mapped where the old
 /// one's code was.

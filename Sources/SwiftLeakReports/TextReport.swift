@@ -7,6 +7,8 @@ public enum TextReport {
     /// `--gen-suppressions` bare, so they can be pasted into a file as they are.
     public static let unprefixedMarker: Character = "\u{1}"
 
+    /// `command` is the program and its arguments as display text, escaped (`escapedForDisplay`):
+    /// an argument holding a newline must not start a report line of its own.
     public static func header(command: [String], options: ReportOptions) -> [String] {
         if options.quiet { return [] }
         return [
@@ -19,6 +21,11 @@ public enum TextReport {
     public static func render(_ report: ProcessReport, options: ReportOptions) -> [String] {
         if options.quiet { return quietRender(report, options: options) }
         var lines: [String] = [""]
+        if case .signaled(let signal, _) = report.exit {
+            // Valgrind's words, so scripts that look for them find them.
+            lines.append("Process terminating with default action of signal \(signal) (\(signalName(signal)))")
+            lines.append("")
+        }
         let heap = report.heap
         lines.append("HEAP SUMMARY:")
         lines.append("    in use at exit: \(groupedDigits(heap.inUseAtExit.bytes)) bytes in \(groupedDigits(heap.inUseAtExit.blocks)) blocks")
@@ -110,6 +117,17 @@ public enum TextReport {
             return "used_suppression: " + String(repeating: " ", count: max(0, 6 - count.count)) + count
                 + " \(use.name) \(use.location) suppressed: \(groupedDigits(use.suppressed.bytes)) bytes in \(groupedDigits(use.suppressed.blocks)) blocks"
         }
+    }
+
+    /// "SIGSEGV" for 11, as Valgrind names them; real-time signals as "SIGRT<n>".
+    static func signalName(_ signal: Int32) -> String {
+        let names = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
+                     8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE",
+                     14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP",
+                     20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ",
+                     26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS"]
+        if let name = names[Int(signal)] { return name }
+        return signal >= 32 ? "SIGRT\(signal - 32)" : "signal \(signal)"
     }
 
     static func errorSummary(_ report: ProcessReport, options: ReportOptions) -> String {

@@ -9,16 +9,23 @@ import SwiftLeakTracer
 
 /// Everything `swiftleak run` needs to know.
 public struct RunConfiguration: Sendable {
-    public var program: String
-    public var arguments: [String]
+    /// The program and its arguments, as the bytes the user gave (argv is not text).
+    public var command: [Bytes]
+    /// The program and its arguments for display (see `escapedForDisplay`).
+    public var program: String { command[0].escapedForDisplay }
+    public var arguments: [String] { command.dropFirst().map(\.escapedForDisplay) }
     public var report = ReportOptions()
     /// Path of libswiftleak_preload.so; nil: look next to the swiftleak executable.
     public var preloadLibrary: String?
     public var ring = EventRing.Configuration()
 
+    public init(command: [Bytes]) {
+        precondition(!command.isEmpty, "a command has at least the program")
+        self.command = command
+    }
+
     public init(program: String, arguments: [String]) {
-        self.program = program
-        self.arguments = arguments
+        self.init(command: ([program] + arguments).map { Array($0.utf8) })
     }
 }
 
@@ -41,8 +48,8 @@ public enum RunSession {
     /// Launches the program. `onStart` gets the pid before the program runs (to print the
     /// report header); the result comes back after the program is gone.
     public static func run(_ configuration: RunConfiguration, onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
-        let environment = ProcessInfoLite.environment()
-        let programPath = try Launcher.resolveProgram(configuration.program, environment: environment.dictionary)
+        let environment = Environment.current()
+        let programPath = try Launcher.resolveProgram(configuration.command[0], searchPath: environment["PATH"])
         let preload = try configuration.preloadLibrary ?? PreloadLibrary.locate()
 
         let ring: EventRing
@@ -51,15 +58,10 @@ public enum RunSession {
         } catch {
             throw SessionError("cannot create the event ring: \(describe(error))")
         }
-        var childEnvironment = environment.entries.filter {
-            !$0.hasPrefix("LD_PRELOAD=") && !$0.hasPrefix(SWL_ENV_RING_FD + "=")
-        }
-        let existingPreload = environment.dictionary["LD_PRELOAD"].map { ":" + $0 } ?? ""
-        childEnvironment.append("LD_PRELOAD=" + preload + existingPreload)
-        childEnvironment.append(SWL_ENV_RING_FD + "=\(ring.fd)")
-
+        let childEnvironment = environment.forTracedProgram(preload: Array(preload.utf8), ringDescriptor: ring.fd)
+        // For display (the report, the trace): escaped, so no argument can forge a line.
         let command = [configuration.program] + configuration.arguments
-        let pid = try Launcher.spawn(path: programPath, arguments: command,
+        let pid = try Launcher.spawn(path: programPath, arguments: configuration.command,
                                      environment: childEnvironment, keepDescriptor: ring.fd,
                                      prepare: { ring.setTracedProcess($0) })
         ring.closeDescriptor()
@@ -175,24 +177,47 @@ public enum PreloadLibrary {
     }
 }
 
-/// The process environment without Foundation.
-struct ProcessInfoLite {
-    var entries: [String]
-    var dictionary: [String: String]
+/// swiftleak's environment, entry by entry, as bytes (an environment is not text either).
+struct Environment {
+    var entries: [Bytes]
 
-    static func environment() -> ProcessInfoLite {
-        var entries: [String] = []
-        var dictionary: [String: String] = [:]
+    static func current() -> Environment {
+        var entries: [Bytes] = []
         var pointer = environ
         while let entry = pointer.pointee {
-            let text = String(cString: entry)
-            entries.append(text)
-            if let equals = text.firstIndex(of: "=") {
-                let key = String(text[..<equals])
-                if dictionary[key] == nil { dictionary[key] = String(text[text.index(after: equals)...]) }
-            }
+            entries.append(Array(UnsafeRawBufferPointer(start: entry, count: strlen(entry))))
             pointer += 1
         }
-        return ProcessInfoLite(entries: entries, dictionary: dictionary)
+        return Environment(entries: entries)
+    }
+
+    /// The value of the first entry named `name` (as getenv), nil when there is none.
+    subscript(name: String) -> Bytes? {
+        let prefix = Array(name.utf8) + [UInt8(ascii: "=")]
+        guard let entry = entries.first(where: { $0.starts(with: prefix) }) else { return nil }
+        return Array(entry[prefix.count...])
+    }
+
+    /// The program's environment: this one with the interposer first in LD_PRELOAD (in the
+    /// user's entry's place, ahead of its value, or a new entry at the end) and the ring's
+    /// descriptor in swiftleak's own variable, last. The interposer removes both once read and
+    /// gives LD_PRELOAD back its old value, so the program sees exactly this environment.
+    func forTracedProgram(preload: Bytes, ringDescriptor: Int32) -> [Bytes] {
+        let preloadPrefix = Array("LD_PRELOAD=".utf8)
+        let ringPrefix = Array((SWL_ENV_RING_FD + "=").utf8)
+        var result: [Bytes] = []
+        result.reserveCapacity(entries.count + 2)
+        var placed = false
+        for entry in entries where !entry.starts(with: ringPrefix) {
+            if !placed && entry.starts(with: preloadPrefix) {
+                result.append(preloadPrefix + preload + [UInt8(ascii: ":")] + entry[preloadPrefix.count...])
+                placed = true
+            } else {
+                result.append(entry)
+            }
+        }
+        if !placed { result.append(preloadPrefix + preload) }
+        result.append(ringPrefix + Array("\(ringDescriptor)".utf8))
+        return result
     }
 }

@@ -96,10 +96,11 @@ public final class Tracer {
         let signal = swl_wstopsig(status)
         let event = swl_wstopevent(status)
         if threads[tid] == nil {
-            // A new thread's first stop can arrive before its parent's clone event.
+            // A new thread's first stop (PTRACE_EVENT_STOP for a seized tracee) can arrive before
+            // its parent's clone event.
             threads[tid] = .running
             unannounced.insert(tid)
-            if signal == SIGSTOP && event == 0 {
+            if Int(event) == Int(SWL_EVENT_STOP_GROUP) && !Self.stopsTheProcess(signal) {
                 swl_ptrace_cont(tid, 0)
                 return
             }
@@ -136,17 +137,17 @@ public final class Tracer {
             threads[tid] = .heldAtExit
             if exitInitiator == nil { exitInitiator = tid }
             handleExitStopsIfComplete(onExit: onExit)
+        case Int(SWL_EVENT_STOP_GROUP):
+            if awaitingFirstStop.remove(tid) != nil || !Self.stopsTheProcess(signal) {
+                // A new thread's first stop, or the wake-up a SIGCONT gives a thread we left
+                // stopped (its SIGCONT comes next as a signal-delivery-stop).
+                swl_ptrace_cont(tid, 0)
+                return
+            }
+            // Group-stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU): the program stops, as without us,
+            // until a SIGCONT; we keep hearing about it meanwhile.
+            swl_ptrace_listen(tid)
         default:
-            if signal == SIGSTOP, awaitingFirstStop.remove(tid) != nil {
-                swl_ptrace_cont(tid, 0)
-                return
-            }
-            var signo: Int32 = 0, code: Int32 = 0
-            if swl_ptrace_getsiginfo(tid, &signo, &code) != 0 && errno == EINVAL {
-                // Group-stop (SIGSTOP/SIGTSTP reached the thread): resume without a signal.
-                swl_ptrace_cont(tid, 0)
-                return
-            }
             // Signal-delivery-stop: the program gets its signal, exactly as without us.
             if Self.killsByDefault(signal) && !Self.isHandledOrIgnored(signal, pid: pid) {
                 fatalSignalDelivered = true
@@ -179,6 +180,11 @@ public final class Tracer {
             if Self.hasPendingSIGKILL(pid: pid, tid: tid) { return true }
         }
         return false
+    }
+
+    /// The signals that put a process into a group-stop.
+    static func stopsTheProcess(_ signal: Int32) -> Bool {
+        signal == SIGSTOP || signal == SIGTSTP || signal == SIGTTIN || signal == SIGTTOU
     }
 
     /// Signals whose default action terminates the process (with or without a core file).

@@ -2,6 +2,7 @@ import ArgumentParser
 import CSwiftLeakSys
 import Glibc
 import SwiftLeakCore
+import SwiftLeakOutput
 import SwiftLeakReports
 import SwiftLeakSession
 import SwiftLeakSuppressions
@@ -18,12 +19,46 @@ struct SwiftLeakCommand: ParsableCommand {
         defaultSubcommand: Run.self
     )
 
+    /// The argument parser sees swiftleak's own options and the program's name, not the program's
+    /// arguments after `--`: they are bytes (Strings would replace what is not UTF-8), and parsing
+    /// tens of thousands of them costs quadratic time.
     static func main() {
         ValgrindCommandLine.startTime = ValgrindCommandLine.now()
-        let rewritten = ValgrindCommandLine.rewrite(Array(CommandLine.arguments.dropFirst()),
+        RawCommandLine.capture()
+        let rewritten = ValgrindCommandLine.rewrite(RawCommandLine.arguments.map { String(decoding: $0, as: UTF8.self) },
                                                     environment: getenv("SWIFTLEAK_OPTS").map { String(cString: $0) })
-        for note in rewritten.notes { writeAll(STDERR_FILENO, note + "\n") }
-        main(rewritten.arguments)
+        let notes = OutputFile.standardError(purpose: "a note")
+        for note in rewritten.notes { notes.write(note + "\n") }
+        main(RawCommandLine.forParser(rewritten.arguments))
+    }
+}
+
+/// The command line as bytes, and how much of it the argument parser gets.
+enum RawCommandLine {
+    /// argv[1...], as given.
+    nonisolated(unsafe) private(set) static var arguments: [Bytes] = []
+    /// Trailing arguments the parser does not see: those after the program that follows `--`.
+    nonisolated(unsafe) private(set) static var unparsedCount = 0
+
+    static func capture() {
+        arguments = (1..<Int(CommandLine.argc)).map { index in
+            let argument = CommandLine.unsafeArgv[index]!
+            return Array(UnsafeRawBufferPointer(start: argument, count: strlen(argument)))
+        }
+    }
+
+    /// `arguments` (as the Valgrind-style rewrite left them: it changes only options, never what
+    /// follows the program) up to the program after the first `--`.
+    static func forParser(_ rewritten: [String]) -> [String] {
+        guard let separator = rewritten.firstIndex(of: "--"), separator + 2 < rewritten.count else { return rewritten }
+        unparsedCount = rewritten.count - (separator + 2)
+        return Array(rewritten[..<(separator + 2)])
+    }
+
+    /// The raw bytes of a trailing pass-through argument list the parser captured `count` of:
+    /// what it got (a suffix of what it saw) and everything after.
+    static func passthrough(capturedCount count: Int) -> [Bytes] {
+        Array(arguments.suffix(count + unparsedCount))
     }
 }
 
@@ -123,7 +158,7 @@ extension SwiftLeakCommand {
         }
 
         func run() throws {
-            var configuration = RunConfiguration(program: command[0], arguments: Array(command.dropFirst()))
+            var configuration = RunConfiguration(command: RawCommandLine.passthrough(capturedCount: command.count))
             configuration.report = report.reportOptions
             configuration.ring.maxFrames = UInt32(min(128, report.numCallers + 8))
             configuration.report.genSuppressions = suppressions.generateAll
@@ -137,9 +172,13 @@ extension SwiftLeakCommand {
                 throw fail("\(error)")
             }
 
+            // Every file swiftleak writes is opened before the program starts: a wrong path is
+            // known now, not after the run.
             let output: ReportOutput
+            let jsonOutput: OutputFile?
             do {
                 output = try ReportOutput(logFile: report.logFile)
+                jsonOutput = try report.jsonFile.map { try OutputFile(path: $0, purpose: "the JSON report") }
             } catch {
                 throw fail("\(error)")
             }
@@ -147,10 +186,10 @@ extension SwiftLeakCommand {
             do {
                 result = try RunSession.run(configuration) { pid in
                     valgrind.programStarted()
-                    output.write(TextReport.header(command: command, options: configuration.report), pid: pid)
+                    output.write(TextReport.header(command: configuration.command.map(\.escapedForDisplay), options: configuration.report), pid: pid)
                 }
             } catch let error as LaunchError {
-                throw fail(error.description)
+                throw fail(error.description, status: error.exitStatus)
             } catch let error as SessionError {
                 throw fail(error.description)
             }
@@ -158,17 +197,15 @@ extension SwiftLeakCommand {
                                                  interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
             result.report.warnings += suppressionWarnings
             output.write(TextReport.render(result.report, options: configuration.report), pid: result.report.pid)
-            if let jsonFile = report.jsonFile {
-                let json = JSONReport.render([result.report], options: configuration.report)
-                if !writeFile(jsonFile, json) {
-                    output.writeError("cannot write the JSON report to \(jsonFile): \(String(cString: strerror(errno)))")
-                }
-            }
-            if let problem = valgrind.writeXML(result.report, command: command, options: configuration.report,
+            if let problem = valgrind.writeXML(result.report, command: configuration.command.map(\.escapedForDisplay), options: configuration.report,
                                                interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate())) {
-                output.writeError(problem)
+                writeError(problem)
             }
             output.close()
+            if let jsonOutput {
+                jsonOutput.write(JSONReport.render([result.report], options: configuration.report))
+                do { try jsonOutput.close() } catch { writeError("\(error)") }
+            }
 
             // Valgrind's --error-exitcode=0 turns the option off.
             if let code = report.errorExitCode, code != 0, !result.report.errorRecords(configuration.report).isEmpty {
@@ -182,43 +219,44 @@ extension SwiftLeakCommand {
             }
         }
 
-        func fail(_ message: String) -> ExitCode {
-            writeAll(STDERR_FILENO, "swiftleak: \(message)\n")
-            return ExitCode(126)
+        func fail(_ message: String, status: Int32 = 126) -> ExitCode {
+            writeError(message)
+            return ExitCode(status)
         }
     }
+}
+
+/// One line on standard error, "swiftleak: " first; an error about an error is not reported.
+func writeError(_ message: String) {
+    let stderr = OutputFile.standardError(purpose: "an error message")
+    stderr.write("swiftleak: \(message)\n")
+    try? stderr.close()
 }
 
 /// Where the text report goes: stderr (each line prefixed "==PID== " like Valgrind's) or a file.
 /// A `--log-file` name with `%p` is opened once the program's pid is known.
 final class ReportOutput {
-    private var fd: Int32 = STDERR_FILENO
+    private var file: OutputFile
     private var pendingName: String?
 
     init(logFile: String?) throws {
+        file = .standardError(purpose: "the report")
         guard let logFile else { return }
         // Checked now, so that a bad name stops swiftleak before the program runs.
         let checked = try ValgrindCommandLine.expandFileName(logFile, pid: 0, environment: ValgrindCommandLine.environment)
         if logFile.contains("%p") {
             pendingName = logFile
         } else {
-            fd = try Self.open(checked)
+            file = try OutputFile(path: checked, purpose: "the log file")
         }
-    }
-
-    private static func open(_ name: String) throws -> Int32 {
-        let fd = Glibc.open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw SessionError("cannot open the log file \(name): \(String(cString: strerror(errno)))")
-        }
-        return fd
     }
 
     func write(_ lines: [String], pid: Int32) {
         if let pattern = pendingName {
             pendingName = nil
             do {
-                fd = try Self.open(try ValgrindCommandLine.expandFileName(pattern, pid: pid, environment: ValgrindCommandLine.environment))
+                file = try OutputFile(path: try ValgrindCommandLine.expandFileName(pattern, pid: pid, environment: ValgrindCommandLine.environment),
+                                      purpose: "the log file")
             } catch {
                 writeError("\(error); the report goes to stderr")
             }
@@ -231,33 +269,13 @@ final class ReportOutput {
                 text += "==\(pid)== " + line + "\n"
             }
         }
-        writeAll(fd, text)
+        file.write(text)
     }
 
-    func writeError(_ message: String) {
-        writeAll(STDERR_FILENO, "swiftleak: \(message)\n")
-    }
-
+    /// Closes the file; a report that could not be written is said in one line on stderr (which
+    /// is itself the report's file only when nothing can be said anyway).
     func close() {
-        if fd != STDERR_FILENO { Glibc.close(fd) }
+        do { try file.close() } catch { writeError("\(error)") }
     }
 }
 
-/// write(2) until done, retrying EINTR; a report that cannot be written is not worth a crash.
-func writeAll(_ fd: Int32, _ text: String) {
-    var bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        offset += n
-    }
-}
-
-func writeFile(_ path: String, _ text: String) -> Bool {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { return false }
-    writeAll(fd, text)
-    return Glibc.close(fd) == 0
-}

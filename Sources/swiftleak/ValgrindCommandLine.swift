@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import SwiftLeakOutput
 import SwiftLeakCore
 import SwiftLeakReports
 
@@ -275,8 +276,12 @@ extension ValgrindOptions {
                                 command: command,
                                 startedAfter: (ValgrindCommandLine.programStartTime ?? start) - start,
                                 finishedAfter: ValgrindCommandLine.now() - start, interposer: interposer)
-        guard writeFile(name, XMLReport.render(report, run: run, options: options)) else {
-            return "cannot write the XML report to \(name): \(String(cString: strerror(errno)))"
+        do {
+            let file = try OutputFile(path: name, purpose: "the XML report")
+            file.write(XMLReport.render(report, run: run, options: options))
+            try file.close()
+        } catch {
+            return "\(error)"
         }
         return nil
     }

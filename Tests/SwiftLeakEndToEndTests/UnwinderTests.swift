@@ -41,9 +41,8 @@ struct UnwinderTests {
         #expect(verdict.mismatches == 0, "\(result.stderr)")
         // 3 rounds and 3 threads of a few hundred allocations each, plus the C++ runtime's.
         #expect(verdict.stacks > 10_000)
-        // Signal frames are libunwind's (one per raise), and nearly everything else is ours.
-        #expect(verdict.stacks - verdict.walked >= 3, "the signal handler's stacks go to libunwind")
-        #expect(verdict.walked * 100 >= verdict.stacks * 99, "\(verdict)")
+        // Every stack is the walker's, signal frames included: libunwind is only the reference.
+        #expect(verdict.walked == verdict.stacks, "\(verdict)")
     }
 
     @Test("same stacks as libunwind in Swift code and the Swift runtime")
@@ -53,10 +52,9 @@ struct UnwinderTests {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(verdict.mismatches == 0, "\(result.stderr)")
         #expect(verdict.stacks > 20)
-        // Stacks through libswiftCore's thunks without unwind tables go to libunwind (the walker
-        // does not guess frame pointers); the rest, starting with the constructors' stacks under
-        // ld.so's _dl_start_user, are the walker's.
-        #expect(verdict.walked > 10, "\(verdict)")
+        // Stacks through libswiftCore's thunks without unwind tables included: the walker guesses
+        // their frame-pointer chain as libunwind does.
+        #expect(verdict.walked == verdict.stacks, "\(verdict)")
     }
 
     @Test("the report is the same whichever unwinder captured the stacks")
@@ -65,9 +63,12 @@ struct UnwinderTests {
         let (_, own) = try Harness.swiftleak(program)
         let (_, reference) = try Harness.swiftleak(program, environment: ["SWIFTLEAK_UNWINDER": "libunwind"])
         let ownReport = try #require(own), referenceReport = try #require(reference)
+        // The stacks, not the kinds: libunwind's own frames (a cursor of ~1 KiB on the program's
+        // stack per call) leave stale words below the stack pointer that the exit scan may take
+        // for references, so in that diagnostic mode a lost block can come out "possibly lost".
         func stacks(_ report: Report) -> [String] {
             report.lossRecords.map { record in
-                "\(record.kind) \(record.bytes) " + record.stack.map { "\($0.function ?? "?"):\($0.line ?? 0)" }.joined(separator: " ")
+                "\(record.bytes) " + record.stack.map { "\($0.function ?? "?"):\($0.line ?? 0)" }.joined(separator: " ")
             }.sorted()
         }
         #expect(!stacks(ownReport).isEmpty)

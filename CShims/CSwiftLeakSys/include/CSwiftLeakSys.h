@@ -49,12 +49,13 @@ void swl_ring_exit_caller(swl_ring_header *ring, uint64_t *stack_pointer, uint32
 
 // MARK: Launch
 
-/// Forks a child that asks to be traced (PTRACE_TRACEME), stops itself with SIGSTOP, then, once the
-/// parent continues it, clears close-on-exec on `keep_fd` and execs `path`. On success returns the
-/// child's pid with the child in that SIGSTOP (already waited for) and `*error_pipe` the read end
-/// of a pipe that yields the child's execve errno, or EOF once the exec succeeded.
-pid_t swl_spawn_traced(const char *path, char *const argv[], char *const envp[], int keep_fd,
-                       int *error_pipe);
+/// Forks a child that stops itself with SIGSTOP, seizes it (PTRACE_SEIZE with the tracing options),
+/// and, once swl_spawn_finish continues it, has it clear close-on-exec on `keep_fd` and exec `path`
+/// (through /bin/sh with `shell_argv` when the kernel reports ENOEXEC, as execvp does). On success
+/// returns the child's pid, still stopped, and `*error_pipe` the read end of a pipe that yields the
+/// child's execve errno, or EOF once the exec succeeded.
+pid_t swl_spawn_traced(const char *path, char *const argv[], char *const shell_argv[], char *const envp[],
+                       int keep_fd, int *error_pipe);
 /// After swl_spawn_traced: set the tracing options, let the child exec, and report the exec's
 /// outcome: 0 when the child is now stopped at its PTRACE_EVENT_EXEC, else the execve errno (the
 /// child has then been reaped).
@@ -70,6 +71,8 @@ long swl_ptrace_getsiginfo(pid_t tid, int *signo, int *code);
 /// x86_64). Returns the number of words, or -1.
 int swl_ptrace_getregs(pid_t tid, uint64_t *words, int capacity, uint64_t *stack_pointer);
 long swl_ptrace_detach(pid_t tid, int signal);
+/// Leaves a seized tracee in its group-stop (SIGSTOP and friends) while we keep waiting on it.
+long swl_ptrace_listen(pid_t tid);
 
 enum {
     SWL_EVENT_STOP_NONE = 0,

@@ -1,0 +1,249 @@
+// Things a program may do that swiftleak must not disturb or be disturbed by.
+// Usage: harm MODE [ARGS]. Each mode leaks one 33-byte block first (so there is something to report)
+// and prints what it saw on stdout, for the tests to compare with a native run.
+//   fds              the program's open fds above 2, then the fd its first open() returns
+//   dup2 PATH        puts PATH on fds 3 and 4, allocates from a frame without unwind information,
+//                    writes a line into each and prints nothing; the test reads PATH
+//   readfd FD        prints what can be read from FD (an inherited descriptor)
+//   env              prints the environment entries swiftleak could have touched (and HARM_*)
+//   args ...         prints every argument as escaped bytes
+//   dontdump         prints the VmFlags of swiftleak's mappings in this process (none natively)
+//   quiet-exit CODE  writes nothing to stderr, exits with CODE
+//   stop             prints "ready", then echoes stdin
+//   pthread-exit     main leaks, starts a thread that leaks, and leaves by pthread_exit
+//   forge            writes garbage into swiftleak's ring (found by name in /proc/self/maps)
+//   fifo PATH        forges a module record whose path is PATH (a FIFO), then exits
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "SwiftLeakEventABI.h"
+
+static void *volatile sink;
+
+// Calls fn(arg) from a frame no unwind information covers (as JIT code or hand-written assembly),
+// with a frame pointer, as such code often has.
+void call_without_unwind_info(void (*fn)(void));
+__asm__(".text\n"
+        ".globl call_without_unwind_info\n"
+        ".type call_without_unwind_info, @function\n"
+        "call_without_unwind_info:\n"
+        "    pushq %rbp\n"
+        "    movq %rsp, %rbp\n"
+        "    callq *%rdi\n"
+        "    popq %rbp\n"
+        "    retq\n"
+        ".size call_without_unwind_info, .-call_without_unwind_info\n");
+
+static void allocate_some(void) {
+    for (int i = 0; i < 100; i++) free(malloc(16 + i));
+}
+
+static void list_fds(void) {
+    DIR *dir = opendir("/proc/self/fd");
+    int own = dirfd(dir);
+    struct dirent *entry;
+    int fds[256], count = 0;
+    while ((entry = readdir(dir)) != NULL && count < 256) {
+        if (!isdigit((unsigned char)entry->d_name[0])) continue;
+        int fd = atoi(entry->d_name);
+        if (fd > 2 && fd != own) fds[count++] = fd;
+    }
+    closedir(dir);
+    printf("open fds above 2:");
+    for (int i = 0; i < count; i++) printf(" %d", fds[i]);
+    printf("\n");
+}
+
+static void print_escaped(const char *s) {
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c >= 0x20 && *c < 0x7f && *c != '\\') putchar(*c);
+        else printf("\\x%02x", *c);
+    }
+}
+
+/// Finds swiftleak's ring mapping in this process; NULL natively.
+static swl_ring_header *find_ring(void) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[512];
+    void *found = NULL;
+    while (fgets(line, sizeof line, maps)) {
+        if (strstr(line, "/memfd:" SWL_RING_MEMFD_NAME) == NULL) continue;
+        found = (void *)(uintptr_t)strtoull(line, NULL, 16);
+        break;
+    }
+    fclose(maps);
+    return found;
+}
+
+/// Publishes one event in the ring exactly as the interposer would, with whatever content.
+static void forge_event(swl_ring_header *ring, uint64_t address, uint64_t info, uint32_t stack) {
+    uint64_t pos = __atomic_fetch_add(&ring->tail, 1, __ATOMIC_RELAXED);
+    swl_event *slot = &swl_ring_slots(ring)[pos & (ring->capacity - 1)];
+    while (__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) != pos) usleep(1000);
+    slot->address = address;
+    slot->info = info;
+    slot->stack = stack;
+    slot->thread = 1;
+    __atomic_store_n(&slot->sequence, pos + 1, __ATOMIC_RELEASE);
+}
+
+/// Appends a record to the store and returns its id.
+static uint32_t forge_record(swl_ring_header *ring, const void *bytes, uint64_t length) {
+    uint64_t rounded = (length + 7) & ~(uint64_t)7;
+    uint64_t offset = __atomic_fetch_add(&ring->store_used, rounded, __ATOMIC_RELAXED);
+    memcpy(swl_ring_store(ring) + offset, bytes, length);
+    return (uint32_t)(offset / 8);
+}
+
+static void forge(swl_ring_header *ring) {
+    // Stack records that lie about their depth, and events that name nonsense.
+    swl_stack_record deep = {.next = 0, .hash = 1, .depth = 0xffffffffu, .kind = SWL_RECORD_STACK};
+    uint32_t deep_id = forge_record(ring, &deep, sizeof deep);
+    struct {
+        swl_module_record record;
+        char path[16];
+    } module = {{.path_length = 0xfffffff0u, .kind = SWL_RECORD_MODULE, .load_bias = 1, .start = 2, .end = 1}, "x"};
+    uint32_t module_id = forge_record(ring, &module, sizeof module);
+    forge_event(ring, 0, swl_event_info(SWL_EVENT_ALLOC, SWL_FN_MALLOC, 16), 0);
+    forge_event(ring, 0x1000, swl_event_info(SWL_EVENT_ALLOC, 200, SWL_SIZE_MASK), deep_id);
+    forge_event(ring, 0x2000, swl_event_info(SWL_EVENT_ALLOC, SWL_FN_MALLOC, 8), 0xfffffff0u);
+    forge_event(ring, 0x3000, swl_event_info(SWL_EVENT_FREE, 250, 0), 0);
+    forge_event(ring, 1, swl_event_info(SWL_EVENT_MODULE_LOAD, 0, 0), module_id);
+    forge_event(ring, 1, swl_event_info(SWL_EVENT_MODULE_LOAD, 0, 0), 0xfffffff0u);
+    forge_event(ring, 1, swl_event_info(SWL_EVENT_MODULE_UNLOAD, 0, 0), 12345);
+    forge_event(ring, 1, (uint64_t)0xee << 56, 7);
+    // Header fields the recorder must not trust: where the ring is, how big, how far it was used.
+    ring->capacity = 3;
+    ring->ring_offset = 1ull << 40;
+    ring->store_size = ~0ull;
+    ring->store_used = ~0ull - 4;
+    ring->total_size = 1;
+    // A reservation far ahead that nobody will publish: draining to it must not hang.
+    __atomic_fetch_add(&ring->tail, 1ull << 40, __ATOMIC_RELAXED);
+}
+
+static void forge_fifo_module(swl_ring_header *ring, const char *path) {
+    size_t length = strlen(path);
+    uint8_t buffer[sizeof(swl_module_record) + 4096];
+    swl_module_record *record = (swl_module_record *)buffer;
+    memset(record, 0, sizeof *record);
+    record->kind = SWL_RECORD_MODULE;
+    record->load_bias = 0x10000;
+    record->start = 0x10000;
+    record->end = 0x20000;
+    record->path_length = (uint32_t)length;
+    memcpy(record->data, path, length);
+    uint32_t id = forge_record(ring, buffer, sizeof *record + length);
+    forge_event(ring, 0x10000, swl_event_info(SWL_EVENT_MODULE_LOAD, 0, 0), id);
+}
+
+static void *leaking_thread(void *argument) {
+    (void)argument;
+    sink = malloc(44);
+    sink = NULL;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "fds";
+    // Test runners hand their signal mask down (Foundation's Process keeps it): start clean, so a
+    // signal forwarded to us acts as it would on a program started from a shell.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    sink = malloc(33);
+    sink = NULL;
+    if (strcmp(mode, "fds") == 0) {
+        list_fds();
+        int fd = open("/dev/null", O_RDONLY);
+        printf("first open: %d\n", fd);
+    } else if (strcmp(mode, "dup2") == 0 && argc > 2) {
+        int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd != 3) dup2(fd, 3);
+        dup2(3, 4);
+        if (fd != 3 && fd != 4) close(fd);
+        call_without_unwind_info(allocate_some);
+        dprintf(3, "line written to fd 3\n");
+        dprintf(4, "line written to fd 4\n");
+        close(3);
+        close(4);
+        printf("done\n");
+    } else if (strcmp(mode, "readfd") == 0 && argc > 2) {
+        char buffer[256];
+        ssize_t n = read(atoi(argv[2]), buffer, sizeof buffer - 1);
+        if (n < 0) {
+            perror("read");
+            return 1;
+        }
+        buffer[n] = 0;
+        printf("read: %s\n", buffer);
+    } else if (strcmp(mode, "env") == 0) {
+        extern char **environ;
+        for (char **e = environ; *e; e++) {
+            if (strncmp(*e, "SWIFTLEAK", 9) == 0 || strncmp(*e, "LD_PRELOAD", 10) == 0 || strncmp(*e, "HARM_", 5) == 0) {
+                print_escaped(*e);
+                printf("\n");
+            }
+        }
+        printf("end of environment\n");
+    } else if (strcmp(mode, "args") == 0) {
+        printf("%d arguments\n", argc);
+        // Only the first and last few: the long-argv test passes thousands.
+        for (int i = 0; i < argc; i++) {
+            if (i >= 8 && i < argc - 2) continue;
+            printf("[%d] ", i);
+            print_escaped(argv[i]);
+            printf("\n");
+        }
+    } else if (strcmp(mode, "dontdump") == 0) {
+        FILE *smaps = fopen("/proc/self/smaps", "r");
+        char line[512];
+        int ours = 0;
+        while (fgets(line, sizeof line, smaps)) {
+            if (strchr(line, '-') && strchr(line, ' ') > strchr(line, '-') && isxdigit((unsigned char)line[0])) {
+                ours = strstr(line, "/memfd:" SWL_RING_MEMFD_NAME) != NULL;
+            } else if (ours && strncmp(line, "VmFlags:", 8) == 0) {
+                printf("swiftleak mapping dumped: %s\n", strstr(line, " dd") ? "no" : "yes");
+            }
+        }
+        fclose(smaps);
+        printf("end of mappings\n");
+    } else if (strcmp(mode, "quiet-exit") == 0) {
+        printf("exiting quietly\n");
+        return argc > 2 ? atoi(argv[2]) : 0;
+    } else if (strcmp(mode, "stop") == 0) {
+        printf("ready\n");
+        fflush(stdout);
+        char buffer[256];
+        while (fgets(buffer, sizeof buffer, stdin)) {
+            fputs(buffer, stdout);
+            fflush(stdout);
+        }
+    } else if (strcmp(mode, "pthread-exit") == 0) {
+        pthread_t thread;
+        pthread_create(&thread, NULL, leaking_thread, NULL);
+        printf("main leaves by pthread_exit\n");
+        fflush(stdout);
+        pthread_exit(NULL);
+    } else if (strcmp(mode, "forge") == 0) {
+        swl_ring_header *ring = find_ring();
+        if (ring) forge(ring);
+        printf("forged\n");
+    } else if (strcmp(mode, "fifo") == 0 && argc > 2) {
+        swl_ring_header *ring = find_ring();
+        if (ring) forge_fifo_module(ring, argv[2]);
+        printf("forged a module at %s\n", argv[2]);
+    } else {
+        fprintf(stderr, "harm: unknown mode %s\n", mode);
+        return 2;
+    }
+    return 0;
+}
