@@ -74,35 +74,47 @@ swl_ring_header *swl_ring_create(uint64_t capacity, uint32_t bucket_count, uint6
     return h;
 }
 
-void swl_ring_destroy(swl_ring_header *ring) {
-    if (ring) munmap(ring, ring->total_size);
+void swl_ring_destroy(swl_ring_header *ring, uint64_t total_size) {
+    if (ring) munmap(ring, total_size);
 }
 
-size_t swl_ring_consume(swl_ring_header *h, swl_event *out, size_t max, bool skip_unpublished, uint64_t *skipped) {
-    swl_event *slots = swl_ring_slots(h);
-    uint64_t mask = h->capacity - 1;
-    uint64_t head = h->head;
+void swl_ring_reader_init(swl_ring_reader *reader, swl_ring_header *ring) {
+    reader->header = ring;
+    reader->slots = swl_ring_slots(ring);
+    reader->capacity = ring->capacity;
+    reader->head = 0;
+}
+
+size_t swl_ring_consume(swl_ring_reader *reader, swl_event *out, size_t max, bool skip_unpublished, uint64_t *skipped) {
+    swl_ring_header *h = reader->header;
+    swl_event *slots = reader->slots;
+    uint64_t capacity = reader->capacity, mask = capacity - 1;
+    uint64_t head = reader->head;
     uint64_t tail = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
     size_t count = 0;
+    uint64_t skipped_here = 0;
     bool freed = false;
     while (count < max && head < tail) {
         swl_event *slot = &slots[head & mask];
         uint64_t sequence = __atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE);
         if (sequence != head + 1) {
-            if (!skip_unpublished) break;
-            if (skipped) (*skipped)++;
+            // At most one ring's worth per call: a forged tail far ahead must not keep us here.
+            if (!skip_unpublished || skipped_here == capacity) break;
+            skipped_here++;
             if (sequence == head) {
                 // Reserved by a writer that will never publish: free it for good measure.
-                __atomic_store_n(&slot->sequence, head + h->capacity, __ATOMIC_RELEASE);
+                __atomic_store_n(&slot->sequence, head + capacity, __ATOMIC_RELEASE);
             }
             head++;
             continue;
         }
         out[count++] = *slot;
-        __atomic_store_n(&slot->sequence, head + h->capacity, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->sequence, head + capacity, __ATOMIC_RELEASE);
         head++;
         freed = true;
     }
+    if (skipped) *skipped += skipped_here;
+    reader->head = head;
     __atomic_store_n(&h->head, head, __ATOMIC_RELEASE);
     if (freed) {
         // Pairs with the producer's increment-then-check in swl_wait_for_slot (Dekker style).
@@ -115,9 +127,6 @@ size_t swl_ring_consume(swl_ring_header *h, swl_event *out, size_t max, bool ski
     return count;
 }
 
-uint64_t swl_ring_backlog(swl_ring_header *h) {
-    return __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE) - __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
-}
 uint64_t swl_ring_store_used(swl_ring_header *h) { return __atomic_load_n(&h->store_used, __ATOMIC_ACQUIRE); }
 const void *swl_ring_store_base(swl_ring_header *h) { return swl_ring_store(h); }
 uint64_t swl_ring_store_capacity(swl_ring_header *h) { return h->store_size; }

@@ -209,7 +209,8 @@ static inline void swl_emit(swl_event_type type, swl_function fn, uint64_t addre
 /// Bump-allocates `bytes` (a multiple of 8) in the store; returns its id, or 0 when full.
 static uint32_t swl_store_allocate(uint64_t bytes, void **out) {
     uint64_t offset = __atomic_fetch_add(&g_ring->store_used, bytes, __ATOMIC_RELAXED);
-    if (offset + bytes > g_store_size || offset / 8 > UINT32_MAX) return 0;
+    // Checked without overflow: the program can write store_used (the shared header is in its memory).
+    if (offset > g_store_size || bytes > g_store_size - offset || offset / 8 > UINT32_MAX) return 0;
     *out = g_store + offset;
     return (uint32_t)(offset / 8);
 }

@@ -112,6 +112,7 @@ typedef struct {
     bool no_info;      // RULE_OUTERMOST because no FDE covers the address (RULE_NO_INFO)
     bool signal_frame; // RULE_SLOW: a signal trampoline (the 'S' augmentation)
     bool follows;      // RULE_SLOW: the other fields say how to step, only the packing failed
+    uint64_t cfa_addend; // CFA = *(base + cfa_offset) + cfa_addend (a stack switch): slow path only
 } swl_rule;
 
 // Cache word: bits 63..32 the tag (pc >> INDEX_BITS; user-space code lies below 2^47, so the tag
@@ -130,7 +131,7 @@ static uint32_t pack_rule(swl_rule rule) {
     int64_t cfa = rule.cfa_offset / 8, rbp = rule.rbp_offset / 8;
     bool fits = rule.cfa_offset % 8 == 0 && rule.rbp_offset % 8 == 0 && cfa >= -32768 && cfa <= 32767 &&
                 rbp >= -512 && rbp <= 511;
-    if (!fits) return RULE_SLOW; // a frame over 256 KiB, or an odd offset: rare enough
+    if (!fits || rule.cfa_addend != 0) return RULE_SLOW; // a frame over 256 KiB, an odd offset, a stack switch: rare
     return RULE_STEP | (uint32_t)rule.cfa_from_rbp << 2 | (uint32_t)rule.cfa_deref << 3 |
            (uint32_t)rule.rbp_rule << 4 | ((uint32_t)cfa & 0xffff) << 6 | ((uint32_t)rbp & 0x3ff) << 22;
 }
@@ -324,6 +325,7 @@ typedef struct {
     int cfa_how;
     uint64_t cfa_register;
     int64_t cfa_offset;
+    uint64_t cfa_addend; // added after the dereference of CFA_DEREF
     swl_register_rule rbp, ra;
 } swl_frame_state;
 
@@ -338,15 +340,22 @@ static void set_rule(swl_frame_state *state, uint64_t reg, const swl_cie *cie, i
     if (rule) *rule = (swl_register_rule){how, offset};
 }
 
-/// Recognizes the two DWARF expressions GCC and Clang emit around stack realignment:
-/// "DW_OP_breg6/7 N; DW_OP_deref" for the CFA and "DW_OP_breg6 N" for where RBP is saved.
-static bool match_breg(const uint8_t *p, const uint8_t *end, bool deref, uint64_t *reg, int64_t *offset) {
+/// Recognizes the DWARF expressions GCC and Clang emit around stack realignment,
+/// "DW_OP_breg6/7 N; DW_OP_deref" for the CFA and "DW_OP_breg6 N" for where RBP is saved, and the
+/// CFA of a stack switch (the interposer's own stack, own_stack.c), "DW_OP_breg7 N; DW_OP_deref;
+/// DW_OP_plus_uconst K": `*addend` gets K (0 without it).
+static bool match_breg(const uint8_t *p, const uint8_t *end, bool deref, uint64_t *reg, int64_t *offset, uint64_t *addend) {
+    *addend = 0;
     if (p >= end || *p < 0x70 || *p > 0x8f) return false; // DW_OP_breg0..31
     *reg = (uint64_t)(*p++ - 0x70);
     *offset = read_sleb(&p);
     if (deref) {
         if (p >= end || *p != 0x06) return false; // DW_OP_deref
         p++;
+        if (p < end && *p == 0x23) { // DW_OP_plus_uconst
+            p++;
+            *addend = read_uleb(&p);
+        }
     }
     return p == end;
 }
@@ -422,10 +431,12 @@ static bool run_program(const uint8_t *p, const uint8_t *end, uint64_t location,
         case 0x0e: state->cfa_offset = (int64_t)read_uleb(&p); break; // def_cfa_offset
         case 0x0f: { // def_cfa_expression
             uint64_t length = read_uleb(&p);
-            bool ok = match_breg(p, p + length, true, &reg, &offset);
+            uint64_t addend;
+            bool ok = match_breg(p, p + length, true, &reg, &offset, &addend);
             state->cfa_how = ok ? CFA_DEREF : CFA_UNSUPPORTED;
             state->cfa_register = reg;
             state->cfa_offset = ok ? offset : 0;
+            state->cfa_addend = ok ? addend : 0;
             p += length;
             break;
         }
@@ -433,7 +444,8 @@ static bool run_program(const uint8_t *p, const uint8_t *end, uint64_t location,
             reg = read_uleb(&p);
             uint64_t length = read_uleb(&p);
             uint64_t base;
-            bool ok = reg == DW_RBP && match_breg(p, p + length, false, &base, &offset) && base == DW_RBP;
+            uint64_t addend;
+            bool ok = reg == DW_RBP && match_breg(p, p + length, false, &base, &offset, &addend) && base == DW_RBP;
             set_rule(state, reg, cie, ok ? HOW_AT_RBP : HOW_UNSUPPORTED, ok ? offset : 0);
             p += length;
             break;
@@ -508,6 +520,7 @@ static swl_rule compute_rule(uint64_t return_address) {
         .cfa_from_rbp = state.cfa_register == DW_RBP,
         .cfa_deref = state.cfa_how == CFA_DEREF,
         .cfa_offset = state.cfa_offset,
+        .cfa_addend = state.cfa_addend,
     };
     switch (state.rbp.how) {
     case HOW_SAME: rule.rbp_rule = RBP_SAME; break;
@@ -584,7 +597,10 @@ static __attribute__((noinline, cold)) bool step_slowly(uint64_t *ip, uint64_t *
     if (rule.kind != RULE_STEP || !rule.follows) return false; // CFI this walker cannot follow: stop here
     uint64_t cfa = (rule.cfa_from_rbp ? *rbp : *rsp) + (uint64_t)rule.cfa_offset;
     if (rule.cfa_deref && !read_word_safely(cfa, &cfa)) return false;
-    if (cfa <= *rsp || cfa - *rsp > (1u << 30)) return false;
+    cfa += rule.cfa_addend;
+    // A loaded CFA may lie on another stack (a switch back to the program's); a computed one must
+    // lie above the callee's frame.
+    if (cfa == 0 || (!rule.cfa_deref && (cfa <= *rsp || cfa - *rsp > (1u << 30)))) return false;
     uint64_t new_rbp = *rbp;
     if (rule.rbp_rule == RBP_AT_CFA && !read_word_safely(cfa + (uint64_t)rule.rbp_offset, &new_rbp)) return false;
     if (rule.rbp_rule == RBP_AT_RBP && !read_word_safely(*rbp + (uint64_t)rule.rbp_offset, &new_rbp)) return false;

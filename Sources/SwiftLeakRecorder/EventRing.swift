@@ -26,6 +26,9 @@ public final class EventRing: @unchecked Sendable {
     public private(set) var fd: Int32
     private let store: UnsafeRawPointer
     private let storeSize: UInt64
+    private let totalSize: UInt64
+    /// Where the slots are and how many: taken at creation, never re-read from the shared header.
+    private let reader: UnsafeMutablePointer<swl_ring_reader>
 
     public init(_ configuration: Configuration) throws(SystemError) {
         var fd: Int32 = -1
@@ -38,10 +41,16 @@ public final class EventRing: @unchecked Sendable {
         self.fd = fd
         self.store = swl_ring_store_base(header)
         self.storeSize = swl_ring_store_capacity(header)
+        var ringOffset: UInt64 = 0, bucketsOffset: UInt64 = 0, storeOffset: UInt64 = 0
+        self.totalSize = swl_ring_layout(configuration.capacity, configuration.bucketCount, configuration.storeSize,
+                                         &ringOffset, &bucketsOffset, &storeOffset)
+        reader = .allocate(capacity: 1)
+        swl_ring_reader_init(reader, header)
     }
 
     deinit {
-        swl_ring_destroy(header)
+        reader.deallocate()
+        swl_ring_destroy(header, totalSize)
         if fd >= 0 { close(fd) }
     }
 
@@ -91,7 +100,9 @@ public final class EventRing: @unchecked Sendable {
         let record = store + Int(offset)
         let depth = UInt64(record.load(fromByteOffset: 8, as: UInt32.self))
         let kind = record.load(fromByteOffset: 12, as: UInt32.self)
-        guard kind == UInt32(SWL_RECORD_STACK), offset + 16 + depth * 8 <= min(used, storeSize) else { return nil }
+        // The interposer never writes more than this many frames; a bigger depth is forged.
+        guard kind == UInt32(SWL_RECORD_STACK), depth <= Self.maxStackDepth,
+              offset + 16 + depth * 8 <= min(used, storeSize) else { return nil }
         return (0..<Int(depth)).map { record.load(fromByteOffset: 16 + $0 * 8, as: UInt64.self) }
     }
 
@@ -107,8 +118,10 @@ public final class EventRing: @unchecked Sendable {
         guard kind == UInt32(SWL_RECORD_MODULE), buildIDLength <= 64, pathLength <= 4096,
               offset + 40 + buildIDLength + pathLength <= used else { return nil }
         let data = UnsafeRawBufferPointer(start: record + 40, count: Int(buildIDLength + pathLength))
+        let path = Array(data[Int(buildIDLength)...])
+        guard Self.mayBeOpened(path) else { return nil }
         return LoadedModule(
-            path: String(decoding: data[Int(buildIDLength)...], as: UTF8.self),
+            path: String(decoding: path, as: UTF8.self),
             loadBias: record.load(fromByteOffset: 16, as: UInt64.self),
             start: record.load(fromByteOffset: 24, as: UInt64.self),
             end: record.load(fromByteOffset: 32, as: UInt64.self),
@@ -117,8 +130,41 @@ public final class EventRing: @unchecked Sendable {
 
     /// Moves published events out of the ring (see swl_ring_consume).
     func consume(into buffer: UnsafeMutableBufferPointer<swl_event>, skipUnpublished: Bool, skipped: inout UInt64) -> Int {
-        swl_ring_consume(header, buffer.baseAddress, buffer.count, skipUnpublished, &skipped)
+        swl_ring_consume(reader, buffer.baseAddress, buffer.count, skipUnpublished, &skipped)
     }
 
-    var backlog: UInt64 { swl_ring_backlog(header) }
+    // MARK: What the program wrote is untrusted
+
+    /// Frames the interposer captures at most (SWL_MAX_FRAMES in preload.c).
+    static let maxStackDepth: UInt64 = 128
+    /// User-space addresses on x86_64 Linux lie below 2^47.
+    static let addressLimit: UInt64 = 1 << 47
+
+    /// Whether an event is one the interposer could have written: a known type, an allocation
+    /// with a non-zero address, a known function and a block inside the user address space.
+    /// Anything else was forged or corrupted by the program and is dropped (and counted).
+    static func isWellFormed(_ event: swl_event) -> Bool {
+        let type = UInt32(event.info >> 56)
+        switch type {
+        case SWL_EVENT_ALLOC.rawValue:
+            let size = event.info & 0xffff_ffff_ffff
+            let function = UInt32((event.info >> 48) & 0xff)
+            return event.address != 0 && event.address < addressLimit && size <= addressLimit - event.address
+                && function != 0 && function < SWL_FN_COUNT.rawValue
+        case SWL_EVENT_FREE.rawValue, SWL_EVENT_NOP.rawValue, SWL_EVENT_MODULE_LOAD.rawValue, SWL_EVENT_MODULE_UNLOAD.rawValue:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// A module path is opened later (symbols, ELF sections): only a regular file (or a name with
+    /// nothing behind it, such as the vdso's) may be, never a FIFO or a device, which could block
+    /// swiftleak for ever while it holds the program at its exit.
+    static func mayBeOpened(_ path: [UInt8]) -> Bool {
+        guard !path.contains(0) else { return false }
+        var info = stat()
+        let found = path.withCString { stat($0, &info) } == 0
+        return !found || (info.st_mode & S_IFMT) == S_IFREG
+    }
 }

@@ -31,8 +31,14 @@ public final class Recorder: @unchecked Sendable {
         var stackCount: UInt32 = 0
         var lastTime: UInt64 = 0
         var lastResidentSample: UInt64 = 0
+        /// Events and records the interposer cannot have written (forged or corrupted by the
+        /// program): dropped here, at the reading edge.
+        var invalidRecords: UInt64 = 0
     }
     private var conversion = Conversion()
+
+    /// How many events and records were dropped as invalid (see `EventRing.isWellFormed`).
+    public var invalidRecords: UInt64 { withLock { conversion.invalidRecords } }
     private let startTime: UInt64
 
     /// Time events are sent when the clock moved at least this much (nanoseconds).
@@ -125,6 +131,10 @@ public final class Recorder: @unchecked Sendable {
         addClockEvents(force: false, news: count > 0 || skipped > 0, to: &local)
         if skipped > 0 { local.events.append(.abandonedSlots(count: skipped)) }
         for index in 0..<count {
+            guard EventRing.isWellFormed(batch[index]) else {
+                local.invalidRecords += 1
+                continue
+            }
             Self.convert(batch[index], ring: ring, into: &local)
         }
         deliver(local.events)
@@ -166,6 +176,8 @@ public final class Recorder: @unchecked Sendable {
         case SWL_EVENT_MODULE_LOAD.rawValue:
             if let module = ring.module(event.stack) {
                 state.events.append(.moduleLoad(id: event.stack, module: module))
+            } else {
+                state.invalidRecords += 1
             }
         case SWL_EVENT_MODULE_UNLOAD.rawValue:
             state.events.append(.moduleUnload(id: event.stack))

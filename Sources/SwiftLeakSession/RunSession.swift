@@ -109,6 +109,9 @@ public enum RunSession {
         if ring.programDefinesMalloc {
             facts.warnings.append("the program defines its own malloc, which swiftleak does not replace: the blocks it allocates through it are not tracked")
         }
+        if recorder.invalidRecords > 0 {
+            facts.warnings.append("\(recorder.invalidRecords) invalid event(s) or record(s) in the ring were ignored: the program wrote into swiftleak's memory, the figures may be incomplete")
+        }
         if ring.interposerDisabled {
             facts.warnings.append("the interposer stopped recording before the end; the figures are incomplete")
         }

@@ -166,8 +166,9 @@ extension SwiftLeakCommand {
             let suppressionSet: SuppressionSet
             let suppressionWarnings: [String]
             do {
-                let programPath = try? Launcher.resolveProgram(command[0], environment: ProcessEnvironment.dictionary)
-                (suppressionSet, suppressionWarnings) = try suppressions.load(program: programPath)
+                let programPath = try? Launcher.resolveProgram(configuration.command[0],
+                                                               searchPath: ProcessEnvironment.dictionary["PATH"].map { Array($0.utf8) })
+                (suppressionSet, suppressionWarnings) = try suppressions.load(program: programPath.map { String(decoding: $0, as: UTF8.self) })
             } catch {
                 throw fail("\(error)")
             }

@@ -21,16 +21,26 @@ extern "C" {
 /// Returns NULL on failure. `*fd_out` receives the descriptor.
 swl_ring_header *swl_ring_create(uint64_t capacity, uint32_t bucket_count, uint64_t store_size,
                                  uint32_t max_frames, int32_t recorder_pid, int *fd_out);
-void swl_ring_destroy(swl_ring_header *ring);
+void swl_ring_destroy(swl_ring_header *ring, uint64_t total_size);
+
+/// The consumer's own view of a ring, taken when swiftleak created it, before the program ran: the
+/// program can write the shared header, so nothing that keeps the consumer in bounds is read from
+/// there again.
+typedef struct swl_ring_reader {
+    swl_ring_header *header;
+    swl_event *slots;
+    uint64_t capacity;
+    uint64_t head;
+} swl_ring_reader;
+void swl_ring_reader_init(swl_ring_reader *reader, swl_ring_header *ring);
 
 /// Copies up to `max` published events, in ring order, into `out` and frees their slots.
 /// Stops at the first slot whose writer has not published yet, unless `skip_unpublished` is set:
-/// then (only valid when every producer is stopped for good, at the exit stop) such slots are
-/// skipped and counted in `*skipped`.
-size_t swl_ring_consume(swl_ring_header *ring, swl_event *out, size_t max, bool skip_unpublished,
+/// then (only valid when every producer is stopped for good, at the exit stop) up to one ring's
+/// worth of such slots are skipped and counted in `*skipped`. The events' contents are the
+/// program's: the caller validates them.
+size_t swl_ring_consume(swl_ring_reader *reader, swl_event *out, size_t max, bool skip_unpublished,
                         uint64_t *skipped);
-/// Number of positions reserved by producers and not yet consumed.
-uint64_t swl_ring_backlog(swl_ring_header *ring);
 uint64_t swl_ring_store_used(swl_ring_header *ring);
 /// The stack store (records are read by id * 8 from here) and its size in bytes.
 const void *swl_ring_store_base(swl_ring_header *ring);
