@@ -644,6 +644,17 @@ static void swl_restore_environment(void) {
     }
 }
 
+/// ld.so reads each loaded object's RUNPATH into a search list the first time it looks for a
+/// library through it, and keeps that list for ever. Ours (SwiftPM writes one) would be read at the
+/// program's first dlopen and show up as the program's "still reachable" blocks, which Valgrind's
+/// preloads never cause: look a name up once now, while our own allocations pass untracked. The
+/// error it leaves is cleared, so the program's dlerror() still tells only of its own calls.
+static void swl_settle_loader_search_path(void) {
+    void *nothing = dlopen("libswiftleak-no-such-library.so", RTLD_LAZY | RTLD_LOCAL);
+    if (nothing) dlclose(nothing);
+    (void)dlerror();
+}
+
 static void swl_try_init(void) {
     extern char **environ;
     int expected = STATE_UNINIT;
@@ -694,6 +705,7 @@ static void swl_try_init(void) {
         if (unwinder && strcmp(unwinder, "verify") == 0) g_unwinder = UNWINDER_VERIFY;
         if (g_unwinder != UNWINDER_OWN && !swl_load_libunwind()) g_unwinder = UNWINDER_OWN;
         if (g_unwinder == UNWINDER_VERIFY) atexit(swl_report_verify);
+        swl_settle_loader_search_path();
         pthread_atfork(NULL, NULL, swl_after_fork_in_child);
         // Registered first, so it runs after every handler the program registers later.
         atexit(swl_announce_exit);

@@ -1,7 +1,7 @@
 // Things a program may do that swiftleak must not disturb or be disturbed by.
 // Usage: harm MODE [ARGS]. Each mode leaks one 33-byte block first (so there is something to report)
 // and prints what it saw on stdout, for the tests to compare with a native run.
-//   fds              the program's open fds above 2, then the fd its first open() returns
+//   fds              the program's open fds above 2 (and what they are), then the fd its first open() returns
 //   dup2 PATH        puts PATH on fds 3 and 4, allocates from a frame without unwind information,
 //                    writes a line into each and prints nothing; the test reads PATH
 //   readfd FD        prints what can be read from FD (an inherited descriptor)
@@ -57,9 +57,13 @@ static void list_fds(void) {
         if (fd > 2 && fd != own) fds[count++] = fd;
     }
     closedir(dir);
-    printf("open fds above 2:");
-    for (int i = 0; i < count; i++) printf(" %d", fds[i]);
-    printf("\n");
+    for (int i = 0; i < count; i++) {
+        char path[64], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fds[i]);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = 0;
+        printf("open fd %d: %s\n", fds[i], target);
+    }
 }
 
 static void print_escaped(const char *s) {

@@ -38,7 +38,10 @@ struct NeverHarmTests {
         let expected = try Self.native(["fds"])
         #expect(expected.stdout.hasSuffix("first open: 3\n"))
         let (result, report) = try Self.traced(["fds"])
-        #expect(result.stdout == expected.stdout)
+        // The test runner's own descriptors (inherited by both runs) come and go with the tests
+        // running beside this one: compare what matters, the first free fd and nothing of ours.
+        #expect(result.stdout.hasSuffix("first open: 3\n"), "\(result.stdout)")
+        #expect(!result.stdout.contains("swiftleak"), "\(result.stdout)")
         #expect(report?.notFreed(allocatedIn: try Self.harm()) == Report.Count(bytes: 33, blocks: 1))
     }
 
