@@ -11,11 +11,6 @@ struct NeverHarmTests {
         return try Harness.build("behaviour/harm.c", flags: ["-O0", "-g", "-I", include])
     }
 
-    /// The program's part of stdout and stderr (swiftleak's lines start with "==").
-    static func programOutput(_ result: Harness.Result) -> String {
-        result.stdout
-    }
-
     static func traced(_ arguments: [String], options: [String] = [], environment: [String: String] = [:],
                        stdin: String? = nil) throws -> (Harness.Result, Report?) {
         let program = try harm()
@@ -252,16 +247,23 @@ struct NeverHarmTests {
         #expect(process.terminationStatus == 3)
     }
 
-    @Test("SIGQUIT sent to swiftleak reaches the program; no crash handler of swiftleak's runs")
-    func sigquitForwarded() throws {
+    /// `swiftleak run -- harm stop` with every standard stream a pipe: the program prints
+    /// "ready" and waits on stdin.
+    static func startWaitingProgram() throws -> (Process, input: Pipe, output: Pipe, errors: Pipe) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.swiftleak)
-        process.arguments = ["run", "--", try Self.harm(), "stop"]
+        process.arguments = ["run", "--", try harm(), "stop"]
         let input = Pipe(), output = Pipe(), errors = Pipe()
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
         try process.run()
+        return (process, input, output, errors)
+    }
+
+    @Test("SIGQUIT sent to swiftleak reaches the program; no crash handler of swiftleak's runs")
+    func sigquitForwarded() throws {
+        let (process, input, output, errors) = try Self.startWaitingProgram()
         let ready = output.fileHandleForReading.availableData
         #expect(String(decoding: ready, as: UTF8.self) == "ready\n")
         kill(process.processIdentifier, SIGQUIT)
@@ -285,14 +287,7 @@ struct NeverHarmTests {
 
     @Test("SIGSTOP sent to the program stops it, SIGCONT resumes it")
     func stopAndContinue() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.swiftleak)
-        process.arguments = ["run", "--", try Self.harm(), "stop"]
-        let input = Pipe(), output = Pipe(), errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
+        let (process, input, output, errors) = try Self.startWaitingProgram()
         let ready = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
         #expect(ready == "ready\n")
         // The header names the program's pid: "==PID== swiftleak-…".
