@@ -342,9 +342,31 @@ void swl_signals_forward_to(pid_t child) {
     pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
 }
 
-void swl_die_by_signal(int signal) {
-    struct rlimit no_core = {0, 0};
-    setrlimit(RLIMIT_CORE, &no_core);
+/// Whether a core file of swiftleak would be written somewhere else than the program's: a piped
+/// handler (systemd-coredump, apport) or a name with the pid in it. A plain "core" would overwrite
+/// the program's own core file in the same directory.
+static bool swl_core_name_is_per_process(void) {
+    char pattern[256] = {0}, uses_pid[8] = {0};
+    int fd = open("/proc/sys/kernel/core_pattern", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, pattern, sizeof pattern - 1);
+    close(fd);
+    if (n <= 0) return false;
+    if (pattern[0] == '|' || strstr(pattern, "%p") != NULL) return true;
+    fd = open("/proc/sys/kernel/core_uses_pid", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    n = read(fd, uses_pid, sizeof uses_pid - 1);
+    close(fd);
+    return n > 0 && uses_pid[0] == '1';
+}
+
+void swl_die_by_signal(int signal, bool program_dumped_core) {
+    // The program's core flag stays in our status when our own core cannot replace its file (the
+    // ring is left out of it, MADV_DONTDUMP); otherwise no core of ours at all.
+    if (!program_dumped_core || !swl_core_name_is_per_process()) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+    }
     struct sigaction action = {0};
     action.sa_handler = SIG_DFL;
     sigemptyset(&action.sa_mask);

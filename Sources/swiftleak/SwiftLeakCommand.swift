@@ -215,8 +215,8 @@ extension SwiftLeakCommand {
             switch result.exit {
             case .exited(let code):
                 Glibc.exit(code)
-            case .signaled(let signal, _):
-                swl_die_by_signal(signal)
+            case .signaled(let signal, let coreDumped):
+                swl_die_by_signal(signal, coreDumped)
             }
         }
 

@@ -356,6 +356,37 @@ struct NeverHarmTests {
         #expect(!result.stdout.contains("swiftleak mapping dumped: yes"))
     }
 
+    @Test("a crash's core file holds the program, not gigabytes of swiftleak's ring, and is never overwritten by ours")
+    func coreFile() throws {
+        let pattern = (try String(contentsOfFile: "/proc/sys/kernel/core_pattern", encoding: .utf8))
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        // Only a pattern that writes into the crashing process's directory can be checked here.
+        guard !pattern.hasPrefix("|"), !pattern.contains("/") else { return }
+        let perProcess = pattern.contains("%p")
+            || (try? String(contentsOfFile: "/proc/sys/kernel/core_uses_pid", encoding: .utf8))?.hasPrefix("1") == true
+        let program = try Harness.build("pipeline/behaviour.c")
+        let directory = Self.temporaryPath("core")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Python for the wait status: it says whether swiftleak itself dumped core.
+        let script = """
+        import os, resource, subprocess, sys
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        child = subprocess.Popen(sys.argv[2:], cwd=sys.argv[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status = os.waitpid(child.pid, 0)
+        print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1, os.WCOREDUMP(status))
+        """
+        let result = try Harness.run(["/usr/bin/env", "python3", "-c", script, directory,
+                                      Harness.swiftleak, "run", "--", program, "segv"], timeout: 120)
+        #expect(result.stdout == "\(SIGSEGV) \(perProcess ? "True" : "False")\n", "\(result.stderr)")
+        let cores = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("core") }
+        // The program's core, and swiftleak's own only where it cannot take the program's name.
+        #expect(cores.count == (perProcess ? 2 : 1), "\(cores)")
+        for core in cores {
+            let size = try FileManager.default.attributesOfItem(atPath: directory + "/" + core)[.size] as? Int ?? -1
+            #expect(size > 0 && size < 256 << 20, "\(core): \(size) bytes (the ring and the stack store are 4 GiB)")
+        }
+    }
+
     // MARK: The program is untrusted input
 
     @Test("garbage written into the ring: one warning, and the report goes on")

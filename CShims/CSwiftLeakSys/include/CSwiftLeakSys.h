@@ -109,8 +109,9 @@ bool swl_wcoredump(int status);
 /// Forwards SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 to `child`, and SIGINT and SIGQUIT when another
 /// process sent them; from the terminal, those two reach the program by themselves.
 void swl_signals_forward_to(pid_t child);
-/// Dies by `signal` the way the traced program did: default action, no core file of our own.
-void swl_die_by_signal(int signal);
+/// Dies by `signal` the way the traced program did: default action; with a core file of our own
+/// (so the status says "core dumped") only when the program dumped one and ours cannot overwrite it.
+void swl_die_by_signal(int signal, bool program_dumped_core);
 
 // MARK: Memory of another process
 
