@@ -314,12 +314,14 @@ public struct RootSetBuilder {
                 kind = "glibc's mmapped chunk of live block \(block.address.hexString)"
             } else {
                 let heap = block.address & ~(GlibcChunk.arenaHeapSize - 1)
-                hole = heap..<(heap &+ GlibcChunk.arenaHeapSize)
+                hole = heap..<(heap > UInt64.max - GlibcChunk.arenaHeapSize ? UInt64.max : heap + GlibcChunk.arenaHeapSize)
                 kind = "glibc arena heap at \(heap.hexString) (holds live block \(block.address.hexString))"
             }
-            let clipped = max(hole.lowerBound, range.lowerBound)..<min(hole.upperBound, range.upperBound)
-            guard clipped.lowerBound < clipped.upperBound, clipped.contains(block.address) else { return nil }
-            holes.append((clipped.lowerBound, clipped.upperBound, kind))
+            // Compared before a Range is formed: the header is the program's to corrupt.
+            let lower = max(hole.lowerBound, range.lowerBound)
+            let upper = min(hole.upperBound, range.upperBound)
+            guard lower <= block.address, block.address < upper else { return nil }
+            holes.append((lower, upper, kind))
             i += 1
         }
         return holes

@@ -165,6 +165,11 @@ struct RealLayoutTests {
         #expect(RootSetBuilder().build(mappings: maps, threads: [], liveBlocks: [block]).regions.isEmpty)
         memory.store(0x41008 | 2, at: chunk + 8)
         #expect(RootSetBuilder().build(mappings: maps, threads: [], liveBlocks: [block], memory: memory).regions.isEmpty)
+        // A header claiming a chunk that runs past the mapping's end: clipped to it, never a trap.
+        memory.store(0x42000 | 2, at: chunk + 8)
+        let short = [MemoryMapping(start: vma, end: chunk + 0x41800, perms: "rw-p")]
+        let clipped = RootSetBuilder().build(mappings: short, threads: [], liveBlocks: [block], memory: memory)
+        #expect(clipped.regions.map { [$0.start, $0.end] } == [[vma, chunk]])
     }
 
     @Test("a non-main arena's heap is left out whole, the rest of its mapping is scanned")
