@@ -78,6 +78,8 @@ let package = Package(
             // range by construction.
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
+        // The trace file: gzip'd records of that stream plus what the report needs at the end.
+        .target(name: "SwiftLeakTrace", dependencies: ["SwiftLeakCore", "SwiftLeakModel", "CZlib"]),
         .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
         .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
         .target(name: "SwiftLeakSuppressions", dependencies: ["SwiftLeakCore"]),
@@ -87,8 +89,8 @@ let package = Package(
         .target(
             name: "SwiftLeakSession",
             dependencies: [
-                "SwiftLeakCore", "SwiftLeakTracer", "SwiftLeakRecorder", "SwiftLeakModel", "SwiftLeakScanner",
-                "SwiftLeakSymbolizer", "SwiftLeakReports", "CSwiftLeakSys",
+                "SwiftLeakCore", "SwiftLeakTracer", "SwiftLeakRecorder", "SwiftLeakModel", "SwiftLeakTrace",
+                "SwiftLeakScanner", "SwiftLeakSymbolizer", "SwiftLeakReports", "CSwiftLeakSys",
             ]
         ),
         .executableTarget(
@@ -97,6 +99,7 @@ let package = Package(
                 "SwiftLeakSession", "SwiftLeakCore", "SwiftLeakReports", "SwiftLeakTracer", "CSwiftLeakSys",
                 "SwiftLeakSuppressions", "SwiftLeakSymbolizer",
                 "SwiftLeakOutput",
+                "SwiftLeakModel", "SwiftLeakTrace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -108,6 +111,7 @@ let package = Package(
         ),
         .testTarget(name: "SwiftLeakSuppressionsTests", dependencies: ["SwiftLeakSuppressions", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakModelTests", dependencies: ["SwiftLeakModel", "SwiftLeakReports", "SwiftLeakCore"]),
+        .testTarget(name: "SwiftLeakTraceTests", dependencies: ["SwiftLeakTrace", "SwiftLeakModel", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),
         .testTarget(

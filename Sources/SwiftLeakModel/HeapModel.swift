@@ -42,6 +42,8 @@ public struct SiteStatistics: Sendable, Hashable {
     /// The first module generation a block of this stack was allocated in; whether others followed.
     public var generation: UInt8 = 0
     public var severalGenerations = false
+    /// The allocation function of its first block.
+    public var function: AllocationFunction = .unknown
     public init() {}
 
     /// Adds the time since the last change at the current live figures.
@@ -178,6 +180,7 @@ public struct HeapModel: Sendable {
             sites[index].liveBlocks += 1
             if sites[index].allocations == 1 {
                 sites[index].generation = moduleGeneration
+                sites[index].function = function
             } else if sites[index].generation != moduleGeneration {
                 sites[index].severalGenerations = true
             }

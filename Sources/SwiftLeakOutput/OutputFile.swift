@@ -47,6 +47,11 @@ public final class OutputFile {
         owned = false
     }
 
+    /// Standard output (never closed).
+    public static func standardOutput(purpose: String) -> OutputFile {
+        OutputFile(fd: STDOUT_FILENO, purpose: purpose)
+    }
+
     /// Standard error (never closed).
     public static func standardError(purpose: String) -> OutputFile {
         OutputFile(fd: STDERR_FILENO, purpose: purpose)

@@ -209,7 +209,7 @@ public final class Recorder: @unchecked Sendable {
         return state.stackCount
     }
 
-    static func monotonicNow() -> UInt64 {
+    public static func monotonicNow() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)

@@ -40,6 +40,13 @@ public enum JSONReport {
         }
         fields.append("\"used_suppressions\": [" + uses.joined(separator: ", ") + "]")
         fields.append("\"warnings\": [" + report.warnings.map(quote).joined(separator: ", ") + "]")
+        let suspects = report.growthSuspects.map { suspect in
+            "        {\"bytes\": \(suspect.bytes), \"blocks\": \(suspect.blocks), "
+                + "\"bytes_per_second\": \(suspect.bytesPerSecond), \"blocks_per_second\": \(suspect.blocksPerSecond), "
+                + "\"function\": \(quote(suspect.function.displayName)), "
+                + "\"stack\": [" + suspect.stack.map(frame).joined(separator: ", ") + "]}"
+        }
+        fields.append("\"growth_suspects\": [" + (suspects.isEmpty ? "]" : "\n" + suspects.joined(separator: ",\n") + "\n      ]"))
         let records = report.lossRecords.map { record in
             "        " + lossRecord(record)
         }

@@ -81,6 +81,7 @@ public enum TextReport {
             lines += usedSuppressions(report)
             lines.append("")
         }
+        lines += growthPointer(report)
         lines.append(errorSummary(report, options: options))
         return lines
     }
@@ -128,6 +129,20 @@ public enum TextReport {
                      26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS"]
         if let name = names[Int(signal)] { return name }
         return signal >= 32 ? "SIGRT\(signal - 32)" : "signal \(signal)"
+    }
+
+    /// One paragraph when stacks grew all run: the full list is `analyze`'s.
+    static func growthPointer(_ report: ProcessReport) -> [String] {
+        guard let fastest = report.growthSuspects.first else { return [] }
+        let place = fastest.stack.first { !SwiftRuntime.isAllocationPlumbing($0) }.map(describe) ?? fastest.function.displayName
+        let count = report.growthSuspects.count
+        return [
+            "Growth suspects: \(count) stack\(count == 1 ? "" : "s") held more reachable memory the longer the program ran;",
+            "the fastest grew by \(formatted(fastest.bytesPerSecond)) bytes/s (\(groupedDigits(fastest.bytes)) bytes in \(groupedDigits(fastest.blocks)) blocks at exit) at",
+            "   " + place,
+            "`swiftleak analyze` on the trace lists them all.",
+            "",
+        ]
     }
 
     static func errorSummary(_ report: ProcessReport, options: ReportOptions) -> String {

@@ -5,6 +5,7 @@ import SwiftLeakModel
 import SwiftLeakRecorder
 import SwiftLeakSymbolizer
 import SwiftLeakReports
+import SwiftLeakTrace
 import SwiftLeakTracer
 
 /// Everything `swiftleak run` needs to know.
@@ -18,6 +19,8 @@ public struct RunConfiguration: Sendable {
     /// Path of libswiftleak_preload.so; nil: look next to the swiftleak executable.
     public var preloadLibrary: String?
     public var ring = EventRing.Configuration()
+    /// Where the trace goes.
+    public var trace: TraceDestination = .defaultName
 
     public init(command: [Bytes]) {
         precondition(!command.isEmpty, "a command has at least the program")
@@ -26,6 +29,21 @@ public struct RunConfiguration: Sendable {
 
     public init(program: String, arguments: [String]) {
         self.init(command: ([program] + arguments).map { Array($0.utf8) })
+    }
+}
+
+/// Where `run` writes its trace.
+public enum TraceDestination: Sendable, Equatable {
+    /// `swiftleak.<program>.<pid>.gz` in the working directory.
+    case defaultName
+    case path(String)
+    /// `--no-trace`.
+    case none
+
+    /// The default file name for a program and pid.
+    public static func defaultFileName(program: String, pid: Int32) -> String {
+        let name = program.split(separator: "/").last.map(String.init) ?? program
+        return "swiftleak.\(name.isEmpty ? "program" : name).\(pid).gz"
     }
 }
 
@@ -39,6 +57,8 @@ public struct SessionError: Error, CustomStringConvertible, Sendable {
 public struct RunResult: Sendable {
     public var report: ProcessReport
     public var exit: ProcessExit
+    /// The trace written, nil with --no-trace or when it could not be opened.
+    public var tracePath: String?
 }
 
 /// Runs one program under the tracer: record → heap model → exit scan → (program released) →
@@ -61,15 +81,43 @@ public enum RunSession {
         let childEnvironment = environment.forTracedProgram(preload: Array(preload.utf8), ringDescriptor: ring.fd)
         // For display (the report, the trace): escaped, so no argument can forge a line.
         let command = [configuration.program] + configuration.arguments
+        // An unwritable trace path is refused before the program starts: the file is opened
+        // here, or (for the default name, which needs the pid) its directory is checked here and
+        // the file opened while the child waits before exec.
+        var writer: TraceFileWriter?
+        var traceWarning: String?
+        switch configuration.trace {
+        case .path(let path):
+            do {
+                writer = try TraceFileWriter(path: path)
+            } catch {
+                throw SessionError("\(error.description) (use -o FILE elsewhere, or --no-trace)")
+            }
+        case .defaultName:
+            guard access(".", W_OK) == 0 else {
+                throw SessionError("cannot write the trace in the working directory: \(String(cString: strerror(errno))) (use -o FILE, or --no-trace)")
+            }
+        case .none:
+            break
+        }
         let pid = try Launcher.spawn(path: programPath, arguments: configuration.command,
                                      environment: childEnvironment, keepDescriptor: ring.fd,
-                                     prepare: { ring.setTracedProcess($0) })
+                                     prepare: { pid in
+            ring.setTracedProcess(pid)
+            if configuration.trace == .defaultName {
+                do {
+                    writer = try TraceFileWriter(path: TraceDestination.defaultFileName(program: configuration.program, pid: pid))
+                } catch {
+                    traceWarning = "\(error); no trace is written"
+                }
+            }
+        })
         ring.closeDescriptor()
         swl_signals_forward_to(pid)
         let process = ProcessFacts(pid: pid, ppid: getpid(), command: command, startTime: wallClockNow())
         onStart(pid)
 
-        let model = ModelFeed()
+        let model = ModelFeed(process: process, writer: writer)
         let recorder = Recorder(ring: ring, pid: pid) { model.consume($0) }
         recorder.start()
         let tracer = Tracer(pid: pid, exitAnnounced: { ring.exitAnnounced })
@@ -118,12 +166,16 @@ public enum RunSession {
         facts.exit = exit
         let final = heap!
         // Raw names: the builder demangles (or not, for --demangle=no), and a trace keeps them
-        // as suppressions match them.
-        let symbols = SymbolResolution.resolve(final.symbolKeysForLiveBlocks(), modules: final.modules,
-                                               symbolizer: Symbolizer(demangle: false))
+        // as suppressions match them. A trace carries the frames of every stack it holds.
+        let keys = writer == nil ? final.symbolKeysForLiveBlocks() : final.symbolKeysForAllStacks()
+        let symbols = SymbolResolution.resolve(keys, modules: final.modules, symbolizer: Symbolizer(demangle: false))
+        if let failure = model.finishTrace(exit: facts, addresses: final.blocks.addresses, symbols: symbols) {
+            facts.warnings.append(failure)
+        }
+        if let traceWarning { facts.warnings.append(traceWarning) }
         let report = ReportBuilder.build(process: process, heap: final, exit: facts, symbols: symbols,
                                          options: configuration.report)
-        return RunResult(report: report, exit: exit)
+        return RunResult(report: report, exit: exit, tracePath: writer?.path)
     }
 
     static func describe(_ error: Error) -> String {
@@ -140,20 +192,54 @@ public enum RunSession {
     }
 }
 
-/// The heap model fed from the recorder's thread. Only the recorder calls `consume`, under its
-/// lock; `finish` runs after the recorder has finished.
+/// The recorder's consumer: the heap model, and the trace encoder whose bytes go to the writer's
+/// compressing thread. Only the recorder calls `consume`, under its lock; `finish` and
+/// `finishTrace` run after the recorder has finished.
 final class ModelFeed: @unchecked Sendable {
     private var model = HeapModel()
+    private var encoder: TraceEncoder?
+    private let writer: TraceFileWriter?
+    private var lastHandOff = Recorder.monotonicNow()
+    /// Encoded bytes go to the compressor at this size or after this long (nanoseconds).
+    static let handOffBytes = 1 << 18
+    static let handOffInterval: UInt64 = 250_000_000
+
+    init(process: ProcessFacts, writer: TraceFileWriter?) {
+        self.writer = writer
+        if writer != nil {
+            var encoder = TraceEncoder()
+            encoder.process(process)
+            self.encoder = encoder
+        }
+    }
 
     func consume(_ events: UnsafeBufferPointer<HeapEvent>) {
         var local = HeapModel()
         swap(&local, &model)
         for event in events { local.apply(event) }
         swap(&local, &model)
+        guard var trace = encoder.take() else { return }
+        for event in events { trace.event(event) }
+        let now = Recorder.monotonicNow()
+        if trace.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
+            writer?.submit(trace.take())
+            lastHandOff = now
+        }
+        encoder = trace
     }
 
     func finish() -> FinalHeap { model.finish() }
+
+    /// Writes the records after the program's end and closes the trace; the reason it is
+    /// incomplete, if it is.
+    func finishTrace(exit: ExitFacts, addresses: [UInt64], symbols: SymbolTable) -> String? {
+        guard var trace = encoder.take(), let writer else { return nil }
+        trace.finish(exit: exit, addresses: addresses, symbols: symbols)
+        writer.submit(trace.take())
+        return writer.close()
+    }
 }
+
 
 /// Where libswiftleak_preload.so lives: beside the swiftleak binary (a build directory), or in the
 /// `lib/` of its install prefix.

@@ -14,7 +14,7 @@ struct SwiftLeakCommand: ParsableCommand {
         commandName: "swiftleak",
         abstract: "Track every heap allocation of a program and report what it leaks at exit.",
         version: "0.1.0",
-        subcommands: [Run.self],
+        subcommands: [Run.self, Analyze.self, Diff.self],
         // `swiftleak [options] ./prog args`, as `valgrind [options] ./prog args`.
         defaultSubcommand: Run.self
     )
@@ -135,7 +135,11 @@ extension SwiftLeakCommand {
 
         @OptionGroup var valgrind: ValgrindOptions
 
-        @Flag(name: .customLong("no-trace"), help: "Do not write a trace file (none is written yet: accepted for scripts written for later versions).")
+        @Option(name: [.customShort("o"), .customLong("output")],
+                help: "Write the trace here (default: swiftleak.<program>.<pid>.gz in the working directory).")
+        var traceOutput: String?
+
+        @Flag(name: .customLong("no-trace"), help: "Do not write a trace file.")
         var noTrace = false
 
         @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
@@ -172,6 +176,7 @@ extension SwiftLeakCommand {
             } catch {
                 throw fail("\(error)")
             }
+            configuration.trace = noTrace ? .none : traceOutput.map { .path($0) } ?? .defaultName
 
             // Every file swiftleak writes is opened before the program starts: a wrong path is
             // known now, not after the run.
@@ -194,10 +199,14 @@ extension SwiftLeakCommand {
             } catch let error as SessionError {
                 throw fail(error.description)
             }
-            result.report = suppressionSet.apply(to: result.report.merged(resolution: configuration.report.leakResolution), numCallers: configuration.report.numCallers,
-                                                 interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
-            result.report.warnings += suppressionWarnings
-            output.write(TextReport.render(result.report, options: configuration.report), pid: result.report.pid)
+            result.report = finishedReport(result.report, options: configuration.report, suppressions: suppressionSet,
+                                           warnings: suppressionWarnings,
+                                           interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
+            var lines = TextReport.render(result.report, options: configuration.report)
+            if let trace = result.tracePath, !configuration.report.quiet {
+                lines.append("Trace: \(trace) (swiftleak analyze \(trace))")
+            }
+            output.write(lines, pid: result.report.pid)
             if let problem = valgrind.writeXML(result.report, command: configuration.command.map(\.escapedForDisplay), options: configuration.report,
                                                interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate())) {
                 writeError(problem)
@@ -240,8 +249,8 @@ final class ReportOutput {
     private var file: OutputFile
     private var pendingName: String?
 
-    init(logFile: String?) throws {
-        file = .standardError(purpose: "the report")
+    init(logFile: String?, toStandardOutput: Bool = false) throws {
+        file = toStandardOutput ? .standardOutput(purpose: "the report") : .standardError(purpose: "the report")
         guard let logFile else { return }
         // Checked now, so that a bad name stops swiftleak before the program runs.
         let checked = try ValgrindCommandLine.expandFileName(logFile, pid: 0, environment: ValgrindCommandLine.environment)

@@ -73,6 +73,9 @@ enum Harness {
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
         if let environment { process.environment = environment }
+        // swiftleak writes its trace into the working directory by default: keep them out of
+        // the source tree.
+        if arguments[0] == swiftleak { process.currentDirectoryURL = workDirectory }
         let out = Pipe(), err = Pipe(), input = Pipe()
         process.standardOutput = out
         process.standardError = err

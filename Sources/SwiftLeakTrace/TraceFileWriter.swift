@@ -1,0 +1,181 @@
+import CZlib
+import Glibc
+
+/// Compresses trace bytes into a gzip file on its own thread, so the drain that encodes them never
+/// waits for zlib or the disk. At least once a second it flushes the compressor (Z_SYNC_FLUSH) and
+/// writes out what it has: a SIGKILL, a crash or a full disk loses at most the last second, and
+/// the file reads correctly up to there.
+///
+/// A write error (full disk, I/O error) stops the writing and is kept as `failure`; submitting
+/// more is then harmless, and the program goes on untouched.
+public final class TraceFileWriter: @unchecked Sendable {
+    public let path: String
+    private let fd: Int32
+    private var lock = pthread_mutex_t()
+    private var wake = pthread_cond_t()
+    private var queue: [[UInt8]] = []
+    private var closing = false
+    private var thread: pthread_t?
+    /// On the heap: zlib keeps a pointer back to it, so it must never move.
+    private let stream: UnsafeMutablePointer<z_stream>
+    private var output: UnsafeMutablePointer<UInt8>
+    private static let outputSize = 1 << 18
+    /// Read by the thread that closes, after joining.
+    private var error: String?
+    private var written: UInt64 = 0
+
+    /// Flush at least this often (seconds) while there is news.
+    static let flushInterval: Double = 0.5
+
+    /// Opens (creates, truncates) `path`. Throws a one-line reason when it cannot be written.
+    public init(path: String, level: Int32 = 6) throws(TraceError) {
+        self.path = path
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw TraceError("cannot write the trace \(path): \(String(cString: strerror(errno)))")
+        }
+        self.fd = fd
+        output = .allocate(capacity: Self.outputSize)
+        stream = .allocate(capacity: 1)
+        stream.initialize(to: z_stream())
+        // 15 + 16: a gzip header and trailer around the deflate stream.
+        let rc = deflateInit2_(stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+                               ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+        guard rc == Z_OK else {
+            Glibc.close(fd)
+            output.deallocate()
+            stream.deallocate()
+            throw TraceError("cannot start the trace compressor (zlib error \(rc))")
+        }
+        pthread_mutex_init(&lock, nil)
+        pthread_cond_init(&wake, nil)
+        let box = Unmanaged.passRetained(self)
+        var handle = pthread_t()
+        let created = pthread_create(&handle, nil, { context in
+            let writer = Unmanaged<TraceFileWriter>.fromOpaque(context!).takeRetainedValue()
+            writer.loop()
+            return nil
+        }, box.toOpaque())
+        precondition(created == 0, "pthread_create for the trace writer failed: \(created)")
+        thread = handle
+    }
+
+    deinit {
+        output.deallocate()
+        stream.deallocate()
+        pthread_cond_destroy(&wake)
+        pthread_mutex_destroy(&lock)
+    }
+
+    /// Queues bytes for compression; never blocks on the compressor.
+    public func submit(_ bytes: [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        pthread_mutex_lock(&lock)
+        queue.append(bytes)
+        pthread_cond_signal(&wake)
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// Compresses what is queued, finishes the gzip stream and closes the file. Returns the
+    /// reason the trace is incomplete, nil when it was written whole.
+    public func close() -> String? {
+        pthread_mutex_lock(&lock)
+        closing = true
+        pthread_cond_signal(&wake)
+        pthread_mutex_unlock(&lock)
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+        return error
+    }
+
+    private func loop() {
+        var lastFlush = Self.now()
+        var unflushed = false
+        while true {
+            pthread_mutex_lock(&lock)
+            while queue.isEmpty && !closing {
+                if unflushed {
+                    var deadline = timespec()
+                    clock_gettime(CLOCK_REALTIME, &deadline)
+                    deadline.tv_nsec += Int(Self.flushInterval * 1e9)
+                    if deadline.tv_nsec >= 1_000_000_000 {
+                        deadline.tv_sec += 1
+                        deadline.tv_nsec -= 1_000_000_000
+                    }
+                    if pthread_cond_timedwait(&wake, &lock, &deadline) == ETIMEDOUT { break }
+                } else {
+                    pthread_cond_wait(&wake, &lock)
+                }
+            }
+            let chunks = queue
+            queue.removeAll()
+            let finishing = closing && chunks.isEmpty
+            pthread_mutex_unlock(&lock)
+
+            for chunk in chunks {
+                compress(chunk, flush: Z_NO_FLUSH)
+                unflushed = true
+            }
+            if finishing {
+                compress([], flush: Z_FINISH)
+                deflateEnd(stream)
+                if Glibc.close(fd) != 0 && error == nil {
+                    error = "closing the trace \(path) failed: \(String(cString: strerror(errno)))"
+                }
+                return
+            }
+            if unflushed && Self.now() - lastFlush >= Self.flushInterval {
+                compress([], flush: Z_SYNC_FLUSH)
+                lastFlush = Self.now()
+                unflushed = false
+            }
+        }
+    }
+
+    private func compress(_ bytes: [UInt8], flush: Int32) {
+        guard error == nil else { return }
+        var bytes = bytes
+        bytes.withUnsafeMutableBufferPointer { input in
+            stream.pointee.next_in = input.baseAddress
+            stream.pointee.avail_in = UInt32(input.count)
+            var rc = Z_OK
+            repeat {
+                stream.pointee.next_out = output
+                stream.pointee.avail_out = UInt32(Self.outputSize)
+                rc = deflate(stream, flush)
+                let produced = Self.outputSize - Int(stream.pointee.avail_out)
+                if produced > 0 { writeOut(produced) }
+                if rc == Z_STREAM_ERROR { error = "the trace compressor failed"; return }
+                if error != nil { return }
+            } while stream.pointee.avail_out == 0 || (flush == Z_FINISH && rc != Z_STREAM_END)
+        }
+        stream.pointee.next_in = nil
+    }
+
+    private func writeOut(_ count: Int) {
+        var offset = 0
+        while offset < count {
+            let n = Glibc.write(fd, output + offset, count - offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                let reason = n < 0 ? String(cString: strerror(errno)) : "nothing written"
+                error = "writing the trace \(path) failed after \(written) bytes (\(reason)); it is cut short there"
+                return
+            }
+            offset += n
+            written += UInt64(n)
+        }
+    }
+
+    static func now() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+}
+
+/// A trace that cannot be written or read, in one line that names the file.
+public struct TraceError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,244 @@
+import Glibc
+import SwiftLeakCore
+import SwiftLeakModel
+import SwiftLeakTrace
+import Testing
+
+/// A small but complete recording, written through the real writer.
+enum SampleTrace {
+    static let module = LoadedModule(path: "/opt/app/bin/app", loadBias: 0x5555_0000_0000, start: 0x5555_0000_0000,
+                                     end: 0x5555_0010_0000, buildID: [0xde, 0xad, 0xbe, 0xef])
+    static let process = ProcessFacts(pid: 4242, ppid: 1, command: ["./app", "caf\u{e9}", "a b"], startTime: 1_700_000_000_123_456_789)
+
+    static func events(count: Int = 2000) -> [HeapEvent] {
+        var events: [HeapEvent] = [
+            .moduleLoad(id: 3, module: module),
+            .stack(id: 1, frames: [0x5555_0000_1234, 0x5555_0000_2000]),
+            .stack(id: 2, frames: [0x5555_0000_3000, 0x5555_0000_2000, 0x7fff_0000_0000]),
+            .residentMemory(bytes: 4096 * 300),
+        ]
+        var address: UInt64 = 0x6000_0000
+        for step in 0..<count {
+            events.append(.time(nanoseconds: UInt64(step) * 1_000_000))
+            address += 48
+            events.append(.allocation(address: address, size: UInt64(step % 300), stack: UInt32(1 + step % 2),
+                                      function: step % 3 == 0 ? .operatorNew : .malloc, thread: UInt32(100 + step % 3)))
+            if step % 2 == 0 { events.append(.free(address: address, thread: UInt32(100 + step % 3))) }
+        }
+        events.append(.moduleUnload(id: 3))
+        events.append(.abandonedSlots(count: 2))
+        return events
+    }
+
+    static func exitFacts(addresses: [UInt64]) -> ExitFacts {
+        var facts = ExitFacts(exit: .signaled(signal: 6, coreDumped: true))
+        facts.verdicts = ExitVerdicts(
+            kinds: addresses.indices.map { [.definitelyLost, .indirectlyLost, .stillReachable, .possiblyLost][$0 % 4] },
+            indirectBytes: addresses.indices.map { $0 % 4 == 0 ? 100 : 0 },
+            leaders: addresses.indices.map { $0 % 4 == 1 ? Int32($0 - 1) : -1 })
+        facts.scanBytes = 123_456
+        facts.scanSeconds = 0.25
+        facts.warnings = ["a warning, with \"quotes\""]
+        return facts
+    }
+
+    static var symbols: SymbolTable {
+        var table = SymbolTable()
+        table.frames[SymbolKey(ip: 0x5555_0000_1234, module: 0)] = [
+            SymbolizedFrame(ip: 0x5555_0000_1234, function: "_Z6inlinev", file: "/src/a.cpp", line: 12, object: module.path,
+                            inlined: true, mangledFunction: "_Z6inlinev"),
+            SymbolizedFrame(ip: 0x5555_0000_1234, function: "main", file: "/src/a.cpp", line: 30, object: module.path,
+                            mangledFunction: "main"),
+        ]
+        table.frames[SymbolKey(ip: 0x7fff_0000_0000, module: -1)] = [SymbolizedFrame(ip: 0x7fff_0000_0000)]
+        table.frames[SymbolKey(ip: 0x5555_0000_3000, module: 0)] = [
+            SymbolizedFrame(ip: 0x5555_0000_3000, object: module.path, note: "build id differs", moduleOffset: 0x3000),
+        ]
+        return table
+    }
+
+    /// Writes the sample and returns its path, the live blocks' addresses and the exit facts.
+    static func write(level: Int32 = 6, count: Int = 2000) throws -> (path: String, events: [HeapEvent], exit: ExitFacts) {
+        let path = "/tmp/swiftleak-trace-test-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).gz"
+        let writer = try TraceFileWriter(path: path, level: level)
+        var encoder = TraceEncoder()
+        encoder.process(process)
+        var model = HeapModel()
+        let events = events(count: count)
+        for (index, event) in events.enumerated() {
+            encoder.event(event)
+            model.apply(event)
+            if index % 700 == 0 { writer.submit(encoder.take()) }
+        }
+        let final = model.finish()
+        let exit = exitFacts(addresses: final.blocks.addresses)
+        encoder.finish(exit: exit, addresses: final.blocks.addresses, symbols: symbols)
+        writer.submit(encoder.take())
+        #expect(writer.close() == nil)
+        return (path, events, exit)
+    }
+
+    static func fileBytes(_ path: String) -> [UInt8] {
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            bytes += chunk[..<n]
+        }
+        return bytes
+    }
+
+    static func writeBytes(_ bytes: [UInt8], to path: String) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+}
+
+@Suite("Trace format")
+struct TraceRoundTripTests {
+    @Test("every event, the process, the exit, verdicts, warnings and symbols come back as written")
+    func roundTrip() throws {
+        let (path, events, exit) = try SampleTrace.write()
+        defer { unlink(path) }
+        var read: [HeapEvent] = []
+        let contents = try TraceReader.read(path: path) { read.append($0) }
+        #expect(contents.complete)
+        #expect(contents.problem == nil)
+        #expect(read == events)
+        #expect(contents.process == SampleTrace.process)
+        #expect(contents.exit == exit)
+        #expect(contents.symbols == SampleTrace.symbols)
+        let loaded = try LoadedTrace.load(path: path)
+        #expect(loaded.heap.blocks.addresses == contents.verdictAddresses)
+        #expect(loaded.exit.verdicts == exit.verdicts)
+    }
+
+    @Test("the file is gzip and the content starts with the magic and the version")
+    func header() throws {
+        let (path, _, _) = try SampleTrace.write()
+        defer { unlink(path) }
+        let bytes = SampleTrace.fileBytes(path)
+        #expect(bytes.prefix(2) == [0x1f, 0x8b])
+    }
+
+    @Test("a file that is not a trace, an empty file, and a newer version each give one clear error")
+    func notATrace() throws {
+        let path = "/tmp/swiftleak-not-a-trace-\(getpid())"
+        defer { unlink(path) }
+        for content in [Array("hello, world\n".utf8), [], [0x1f, 0x8b, 0x08]] {
+            SampleTrace.writeBytes(content, to: path)
+            #expect(throws: TraceError.self) { _ = try TraceReader.read(path: path) { _ in } }
+            do { _ = try TraceReader.read(path: path) { _ in } } catch {
+                #expect(error.description.contains("is not a swiftleak trace"))
+                #expect(!error.description.contains("\n"))
+            }
+        }
+        // A newer version, through the real writer's compression.
+        let writer = try TraceFileWriter(path: path)
+        writer.submit(TraceFormatTestSupport.header(version: 99))
+        #expect(writer.close() == nil)
+        do {
+            _ = try TraceReader.read(path: path) { _ in }
+            Issue.record("a newer version was accepted")
+        } catch {
+            #expect(error.description.contains("newer swiftleak"))
+        }
+        #expect(throws: TraceError.self) { _ = try TraceReader.read(path: "/nonexistent/trace.gz") { _ in } }
+    }
+
+    @Test("a trace cut at any of many offsets reads up to its last complete record and says where")
+    func truncation() throws {
+        let (path, events, _) = try SampleTrace.write(level: 1)
+        defer { unlink(path) }
+        let bytes = SampleTrace.fileBytes(path)
+        let cut = path + ".cut"
+        defer { unlink(cut) }
+        var offsets = Array(stride(from: 0, to: bytes.count, by: max(1, bytes.count / 150)))
+        offsets += [bytes.count - 1, bytes.count - 8, 10, 11, 19, 20]
+        for offset in offsets where offset >= 0 && offset < bytes.count {
+            SampleTrace.writeBytes(Array(bytes[..<offset]), to: cut)
+            var read: [HeapEvent] = []
+            do {
+                let contents = try TraceReader.read(path: cut) { read.append($0) }
+                #expect(!contents.complete || offset >= bytes.count - 8, "cut at \(offset) read as complete")
+                if !contents.complete {
+                    #expect(contents.problem?.contains("truncated") == true || contents.problem?.contains("damaged") == true)
+                }
+                // What was read is a prefix of what was written.
+                #expect(Array(events.prefix(read.count)) == read, "cut at \(offset)")
+                _ = try LoadedTrace.load(path: cut)
+            } catch {
+                // Only a cut inside the first bytes (before the magic is out) may be "not a trace".
+                #expect(error.description.contains("not a swiftleak trace"), "cut at \(offset): \(error)")
+            }
+        }
+    }
+
+    @Test("random corruption never crashes or hangs the reader")
+    func corruption() throws {
+        let (path, _, _) = try SampleTrace.write(level: 1, count: 300)
+        defer { unlink(path) }
+        let bytes = SampleTrace.fileBytes(path)
+        let damaged = path + ".bad"
+        defer { unlink(damaged) }
+        var generator = SplitMix(seed: 8)
+        for round in 0..<300 {
+            var copy = bytes
+            for _ in 0..<(1 + round % 5) {
+                let index = Int(generator.next() % UInt64(copy.count))
+                copy[index] ^= UInt8(truncatingIfNeeded: generator.next() | 1)
+            }
+            SampleTrace.writeBytes(copy, to: damaged)
+            if let contents = try? TraceReader.read(path: damaged, onEvent: { _ in }) {
+                #expect(contents.complete || contents.problem != nil)
+            }
+            _ = try? LoadedTrace.load(path: damaged)
+        }
+    }
+
+    @Test("damaged records inside a valid gzip stream are reported with their offset")
+    func damagedRecords() throws {
+        let path = "/tmp/swiftleak-damaged-\(getpid()).gz"
+        defer { unlink(path) }
+        var generator = SplitMix(seed: 11)
+        for _ in 0..<300 {
+            var content = TraceFormatTestSupport.header(version: 1)
+            for _ in 0..<Int(generator.next() % 200) { content.append(UInt8(truncatingIfNeeded: generator.next())) }
+            let writer = try TraceFileWriter(path: path, level: 1)
+            writer.submit(content)
+            #expect(writer.close() == nil)
+            let contents = try TraceReader.read(path: path) { _ in }
+            #expect(contents.complete || contents.problem != nil)
+            _ = try LoadedTrace.load(path: path)
+        }
+    }
+}
+
+enum TraceFormatTestSupport {
+    static func header(version: UInt64) -> [UInt8] {
+        var bytes = TraceFormat.magic
+        var value = version
+        while value >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        bytes.append(UInt8(value))
+        return bytes
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}
