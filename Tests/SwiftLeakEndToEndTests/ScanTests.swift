@@ -139,10 +139,11 @@ struct ValgrindDifferentialTests {
         return Summary(definite: count("definitely lost"), indirect: count("indirectly lost"))
     }
 
+    /// Valgrind's summary of the traced process (a fork child's own summary is silenced).
     static func valgrind(_ program: String, _ arguments: [String]) throws -> Summary {
         let path = ["/usr/bin/valgrind", "/usr/local/bin/valgrind"].first { FileManager.default.isExecutableFile(atPath: $0) }
         let valgrind = try #require(path, "valgrind is needed (scripts/install-deps installs it)")
-        let result = try Harness.run([valgrind, "--leak-check=full", "--error-exitcode=0", program] + arguments, timeout: 300)
+        let result = try Harness.run([valgrind, "--leak-check=full", "--error-exitcode=0", "--child-silent-after-fork=yes", program] + arguments, timeout: 300)
         #expect(result.stderr.contains("LEAK SUMMARY") || result.stderr.contains("All heap blocks were freed"))
         return valgrindSummary(result.stderr)
     }
@@ -233,6 +234,18 @@ struct StaleCopyTests {
             // raise returned: its record of an exit was withdrawn, and the faulting frame is live.
             #expect(ScanTests.total(report, "still_reachable", allocatedIn: program) == Count(bytes: 72, blocks: 1))
         }
+    }
+
+    @Test("the own stacks survive signal handlers that allocate inside hooks, fork and vfork",
+          arguments: ["signals", "fork", "vfork"])
+    func hookHazards(mode: String) throws {
+        let program = try Harness.build("scan/hook_hazards.c", flags: ["-O2", "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program, [mode], timeout: 120)
+        #expect(result.status == 0)
+        #expect(result.stdout == "done\n")
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Count(bytes: 240, blocks: 10))
+        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [mode])))
     }
 
     @Test("glibc's free-list links left in fresh blocks are not followed", arguments: ScanTests.optimizations)
