@@ -205,6 +205,19 @@ static int swl_dw_compare_symbols(const void *a, const void *b) {
     return strcmp(left->symbol.name, right->symbol.name);
 }
 
+// Symbol `index` of the module's table when it is a defined, named function (or IFUNC): its name,
+// with `*sym` and its runtime `*address`; NULL for any other symbol.
+static const char *swl_dw_function_symbol(swl_dw_module *module, int index, GElf_Sym *sym, GElf_Addr *address) {
+    GElf_Word shndx = 0;
+    Elf *elf = NULL;
+    Dwarf_Addr bias = 0;
+    const char *name = dwfl_module_getsym_info(module->mod, index, sym, address, &shndx, &elf, &bias);
+    if (name == NULL || name[0] == '\0' || shndx == SHN_UNDEF) return NULL;
+    int type = GELF_ST_TYPE(sym->st_info);
+    if (type != STT_FUNC && type != STT_GNU_IFUNC) return NULL;
+    return name;
+}
+
 static void swl_dw_build_symbols(swl_dw_module *module) {
     module->symbols_built = true;
     int total = dwfl_module_getsymtab(module->mod);  // .symtab, else .dynsym; from the debug file if stripped
@@ -215,13 +228,8 @@ static void swl_dw_build_symbols(swl_dw_module *module) {
     for (int i = 1; i < total; i++) {
         GElf_Sym sym;
         GElf_Addr address = 0;
-        GElf_Word shndx = 0;
-        Elf *elf = NULL;
-        Dwarf_Addr bias = 0;
-        const char *name = dwfl_module_getsym_info(module->mod, i, &sym, &address, &shndx, &elf, &bias);
-        if (name == NULL || name[0] == '\0' || shndx == SHN_UNDEF) continue;
-        int type = GELF_ST_TYPE(sym.st_info);
-        if (type != STT_FUNC && type != STT_GNU_IFUNC) continue;
+        const char *name = swl_dw_function_symbol(module, i, &sym, &address);
+        if (name == NULL) continue;
         candidates[count].symbol = (swl_dw_symbol){.address = address, .size = sym.st_size, .name = name};
         candidates[count].rank = swl_dw_binding_rank(GELF_ST_BIND(sym.st_info));
         count++;
@@ -519,12 +527,8 @@ uint64_t swl_dw_function_address(swl_dw_module *module, const char *name) {
     for (int i = 1; i < total; i++) {
         GElf_Sym sym;
         GElf_Addr address = 0;
-        GElf_Word shndx = 0;
-        Elf *elf = NULL;
-        Dwarf_Addr bias = 0;
-        const char *symbol = dwfl_module_getsym_info(module->mod, i, &sym, &address, &shndx, &elf, &bias);
-        if (symbol == NULL || shndx == SHN_UNDEF || GELF_ST_TYPE(sym.st_info) != STT_FUNC) continue;
-        if (strcmp(symbol, name) == 0) return address;
+        const char *symbol = swl_dw_function_symbol(module, i, &sym, &address);
+        if (symbol != NULL && strcmp(symbol, name) == 0) return address;
     }
     return 0;
 }

@@ -31,13 +31,8 @@ extension ProcessReport {
             }
         }
         var report = self
-        // Valgrind's order again: by total bytes, then blocks; ties keep the built order.
-        report.lossRecords = order.compactMap { records[$0] }.enumerated().sorted { a, b in
-            let totalA = a.element.bytes + a.element.indirectBytes, totalB = b.element.bytes + b.element.indirectBytes
-            if totalA != totalB { return totalA < totalB }
-            if a.element.blocks != b.element.blocks { return a.element.blocks < b.element.blocks }
-            return a.offset < b.offset
-        }.map(\.element)
+        report.lossRecords = order.compactMap { records[$0] }
+        report.lossRecords.sort(by: ReportBuilder.valgrindOrder)
         return report
     }
 }

@@ -94,18 +94,3 @@ enum DefaultSuppressions {
     }
 }
 
-/// This process's environment as a dictionary (for resolving the program on PATH).
-enum ProcessEnvironment {
-    static var dictionary: [String: String] {
-        var result: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "="), result[String(text[..<equals])] == nil {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            pointer += 1
-        }
-        return result
-    }
-}

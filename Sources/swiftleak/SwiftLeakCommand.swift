@@ -171,7 +171,7 @@ extension SwiftLeakCommand {
             let suppressionWarnings: [String]
             do {
                 let programPath = try? Launcher.resolveProgram(configuration.command[0],
-                                                               searchPath: ProcessEnvironment.dictionary["PATH"].map { Array($0.utf8) })
+                                                               searchPath: getenv("PATH").map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) })
                 (suppressionSet, suppressionWarnings) = try suppressions.load(program: programPath.map { String(decoding: $0, as: UTF8.self) })
             } catch {
                 throw fail("\(error)")
