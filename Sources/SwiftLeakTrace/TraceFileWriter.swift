@@ -28,7 +28,9 @@ public final class TraceFileWriter: @unchecked Sendable {
     static let flushInterval: Double = 0.5
 
     /// Opens (creates, truncates) `path`. Throws a one-line reason when it cannot be written.
-    public init(path: String, level: Int32 = 6) throws(TraceError) {
+    /// Level 1: the records are mostly address deltas, which zlib barely shrinks at any level
+    /// (malloc_heavy: 36.0 MB at level 6 for 4.8 s of CPU, 37.0 MB at level 1 for 2.0 s).
+    public init(path: String, level: Int32 = 1) throws(TraceError) {
         self.path = path
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else {

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import SwiftLeakCore
 import SwiftLeakModel
@@ -214,6 +215,24 @@ struct TraceRoundTripTests {
             let contents = try TraceReader.read(path: path) { _ in }
             #expect(contents.complete || contents.problem != nil)
             _ = try LoadedTrace.load(path: path)
+        }
+    }
+}
+
+@Suite("Trace reader regressions")
+struct TraceRegressionTests {
+    /// Inputs scripts/fuzz-trace kept (a crash, hang or bad exit at the time): each must now read
+    /// without a crash, as a trace or as one clear error.
+    @Test("every input the fuzzer kept reads without a crash")
+    func keptInputs() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Inputs").path
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names.sorted() {
+            do {
+                _ = try LoadedTrace.load(path: directory + "/" + name)
+            } catch {
+                #expect(!error.description.contains("\n"), "\(name)")
+            }
         }
     }
 }
