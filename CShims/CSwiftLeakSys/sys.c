@@ -136,9 +136,10 @@ void swl_ring_allocator_state(swl_ring_header *h, uint64_t *start, uint64_t *end
     *start = h->allocator_state_start;
     *end = h->allocator_state_end;
 }
-void swl_ring_exit_caller(swl_ring_header *h, uint64_t *stack_pointer, uint32_t *tid) {
+void swl_ring_exit_caller(swl_ring_header *h, uint64_t *stack_pointer, uint32_t *tid, uint64_t registers[6]) {
     *stack_pointer = __atomic_load_n(&h->exit_caller_sp, __ATOMIC_ACQUIRE);
     *tid = __atomic_load_n(&h->exit_caller_tid, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < 6; i++) registers[i] = __atomic_load_n(&h->exit_caller_registers[i], __ATOMIC_RELAXED);
 }
 uint32_t swl_ring_foreign_malloc(swl_ring_header *h) { return __atomic_load_n(&h->foreign_malloc, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }

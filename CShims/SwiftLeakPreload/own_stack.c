@@ -16,6 +16,8 @@
 /// The top of this thread's own stack (its highest address + 1), 0 while it has none. Read by
 /// swl_own_stack_call on every hooked call.
 __attribute__((visibility("hidden"))) SWL_TLS __thread uint64_t swl_own_stack_top;
+__attribute__((visibility("hidden"))) SWL_TLS __thread uint64_t swl_exit_registers[6];
+__attribute__((visibility("hidden"))) SWL_TLS __thread uint64_t swl_exit_registers_saved;
 /// Set once no own stack will be made for this thread (failure, or the thread is exiting).
 static SWL_TLS __thread bool t_no_own_stack;
 /// Set while swl_own_stack_make runs: a call re-entering from inside it runs where it is.

@@ -56,6 +56,39 @@ typedef struct swl_entry {
             ".cfi_endproc\n"                                                                      \
             ".size " #name ", .-" #name "\n")
 
+/// The callee-saved registers (rbx, rbp, r12, r13, r14, r15) of the program's frame at its last
+/// call to an exit function, saved by SWL_EXIT_HOOK_ON_OWN_STACK and by the `exit` stub before
+/// anything can change them; swl_exit_registers_saved is 1 while they are unused.
+extern __thread uint64_t swl_exit_registers[6] __attribute__((tls_model("initial-exec")));
+extern __thread uint64_t swl_exit_registers_saved __attribute__((tls_model("initial-exec")));
+
+/// The stub of SWL_HOOK_ON_OWN_STACK for a function that may end the process (_exit, abort,
+/// raise): it first saves the caller's callee-saved registers (r11 is free in a stub), which
+/// libc's exit path would have spilled into the frames the exit scan skips.
+#define SWL_EXIT_HOOK_ON_OWN_STACK(name, impl)                                                      \
+    __asm__(".text\n"                                                                             \
+            ".globl " #name "\n"                                                                  \
+            ".type " #name ", @function\n"                                                        \
+            ".p2align 4\n" #name ":\n"                                                           \
+            ".cfi_startproc\n"                                                                    \
+            "    endbr64\n"                                                                       \
+            SWL_SAVE_EXIT_REGISTERS                                                                \
+            "    leaq " #impl "(%rip), %rax\n"                                                    \
+            "    jmp swl_own_stack_call\n"                                                        \
+            ".cfi_endproc\n"                                                                      \
+            ".size " #name ", .-" #name "\n")
+
+#define SWL_SAVE_EXIT_REGISTERS                                                                    \
+    "    movq swl_exit_registers@gottpoff(%rip), %r11\n"                                          \
+    "    movq %rbx, %fs:0(%r11)\n"                                                                \
+    "    movq %rbp, %fs:8(%r11)\n"                                                                \
+    "    movq %r12, %fs:16(%r11)\n"                                                               \
+    "    movq %r13, %fs:24(%r11)\n"                                                               \
+    "    movq %r14, %fs:32(%r11)\n"                                                               \
+    "    movq %r15, %fs:40(%r11)\n"                                                               \
+    "    movq swl_exit_registers_saved@gottpoff(%rip), %r11\n"                                    \
+    "    movq $1, %fs:(%r11)\n"
+
 /// Called by swl_own_stack_call on a thread without an own stack (hidden; not for C callers).
 void swl_own_stack_make(void);
 

@@ -895,12 +895,45 @@ SWL_HOOK_ON_OWN_STACK(pvalloc, swl_hook_pvalloc);
 // definedness bits ignore. The exit scan starts that thread's stack at the frame that called the
 // exit function instead (SwiftLeakEventABI.h, exit_caller_sp); docs/scanner.md says what remains.
 
+// The frames skipped also hold what the exit path saved there: the caller's callee-saved
+// registers, often its live pointers at -O2 (a list head kept in rbx). Valgrind counts those slots;
+// the stubs save the registers as they were at the call (own_stack.h), and they go with the record.
 static void swl_record_exit_caller(uint64_t stack_pointer) {
+    uint64_t saved = swl_exit_registers_saved;
+    swl_exit_registers_saved = 0;
     if (g_ring == NULL || __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != STATE_RECORDING) return;
     if ((int32_t)syscall(SYS_getpid) != g_ring->traced_pid) return; // a vfork child leaving
+    for (int i = 0; i < 6; i++) {
+        __atomic_store_n(&g_ring->exit_caller_registers[i], saved ? swl_exit_registers[i] : 0, __ATOMIC_RELAXED);
+    }
     __atomic_store_n(&g_ring->exit_caller_tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
     __atomic_store_n(&g_ring->exit_caller_sp, stack_pointer, __ATOMIC_RELEASE);
 }
+
+/// exit: saves the caller's callee-saved registers for the atexit handler's record (below), then
+/// goes on to libc's exit on the program's stack, where the program's atexit handlers and
+/// destructors belong. A return from main reaches libc's exit without coming here: main's frame
+/// is gone then, and so are its registers' meaning.
+__attribute__((used, visibility("hidden"))) void (*swl_real_exit)(int);
+__attribute__((used, visibility("hidden"), noreturn)) void swl_exit_unresolved(int status) {
+    void (*real)(int) = (void (*)(int))dlsym(RTLD_NEXT, "exit");
+    if (real) real(status);
+    for (;;) syscall(SYS_exit_group, status);
+}
+__asm__(".text\n"
+        ".globl exit\n"
+        ".type exit, @function\n"
+        ".p2align 4\n"
+        "exit:\n"
+        ".cfi_startproc\n"
+        "    endbr64\n"
+        SWL_SAVE_EXIT_REGISTERS
+        "    movq swl_real_exit(%rip), %rax\n"
+        "    testq %rax, %rax\n"
+        "    jz swl_exit_unresolved\n"
+        "    jmp *%rax\n"
+        ".cfi_endproc\n"
+        ".size exit, .-exit\n");
 
 /// From the atexit handler, which libc's exit runs last: walks out to the frame that called exit
 /// (the program's, or libc's __libc_start_call_main when main returned). A return address in
@@ -908,7 +941,8 @@ static void swl_record_exit_caller(uint64_t stack_pointer) {
 static __attribute__((noinline)) void swl_record_caller_of_exit(void) {
     Dl_info info;
     const ElfW(Sym) *symbol = NULL;
-    void *libc_exit = (void *)&exit;
+    void *libc_exit = (void *)swl_real_exit; // `exit` here names our own stub
+    if (libc_exit == NULL) return;
     if (!dladdr1(libc_exit, &info, (void **)&symbol, RTLD_DL_SYMENT) || symbol == NULL || symbol->st_size == 0) return;
     uint64_t start = (uint64_t)(uintptr_t)info.dli_saddr, size = symbol->st_size;
     uint64_t frames[64], stack_pointers[64];
@@ -945,6 +979,7 @@ __attribute__((constructor(102))) static void swl_check_and_resolve_at_start(voi
     t_busy = 1;
     swl_check_malloc_is_ours();
     g_real_exit_now = (void (*)(int))dlsym(RTLD_NEXT, "_exit");
+    swl_real_exit = (void (*)(int))dlsym(RTLD_NEXT, "exit");
     g_real_abort = (void (*)(void))dlsym(RTLD_NEXT, "abort");
     g_real_raise = (int (*)(int))dlsym(RTLD_NEXT, "raise");
     g_real_assert_fail = (void (*)(const char *, const char *, unsigned int, const char *))dlsym(RTLD_NEXT, "__assert_fail");
@@ -957,8 +992,8 @@ SWL_HOOK void swl_hook_exit_now(int status, SWL_UNUSED b, SWL_UNUSED c, swl_entr
     if (g_real_exit_now) g_real_exit_now(status);
     for (;;) syscall(SYS_exit_group, status);
 }
-SWL_HOOK_ON_OWN_STACK(_exit, swl_hook_exit_now);
-SWL_HOOK_ON_OWN_STACK(_Exit, swl_hook_exit_now);
+SWL_EXIT_HOOK_ON_OWN_STACK(_exit, swl_hook_exit_now);
+SWL_EXIT_HOOK_ON_OWN_STACK(_Exit, swl_hook_exit_now);
 
 SWL_HOOK void swl_hook_abort(SWL_UNUSED a, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry) {
     swl_record_exit_caller((uint64_t)(uintptr_t)(entry.sp + 1));
@@ -968,7 +1003,7 @@ SWL_HOOK void swl_hook_abort(SWL_UNUSED a, SWL_UNUSED b, SWL_UNUSED c, swl_entry
         raise(SIGABRT);
     }
 }
-SWL_HOOK_ON_OWN_STACK(abort, swl_hook_abort);
+SWL_EXIT_HOOK_ON_OWN_STACK(abort, swl_hook_abort);
 
 /// raise: the process may die of the signal right here. If raise returns, the signal was handled
 /// or ignored and the program goes on: the record is withdrawn.
@@ -979,7 +1014,7 @@ SWL_HOOK int swl_hook_raise(int signal_number, SWL_UNUSED b, SWL_UNUSED c, swl_e
     if (g_ring) __atomic_compare_exchange_n(&g_ring->exit_caller_sp, &caller, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
     return result;
 }
-SWL_HOOK_ON_OWN_STACK(raise, swl_hook_raise);
+SWL_EXIT_HOOK_ON_OWN_STACK(raise, swl_hook_raise);
 
 /// A failed assert() leaves through libc's own abort, which does not come through the hook above.
 /// (Four arguments: not a stub on the own stack; the frame address gives the caller's frame.)

@@ -74,12 +74,14 @@ public final class EventRing: @unchecked Sendable {
         return start != 0 && end > start ? start..<end : nil
     }
 
-    /// The stack pointer of the frame that called exit, _exit, _Exit or abort, and its thread, as
-    /// the interposer recorded it; nil when the program left otherwise (a fatal signal).
-    public var exitCaller: (tid: Int32, stackPointer: UInt64)? {
+    /// The frame that called exit, _exit, _Exit, abort or raise, as the interposer recorded it;
+    /// nil when the program left otherwise (a fatal signal).
+    public var exitCaller: ExitCaller? {
         var stackPointer: UInt64 = 0, tid: UInt32 = 0
-        swl_ring_exit_caller(header, &stackPointer, &tid)
-        return stackPointer != 0 && tid != 0 ? (Int32(bitPattern: tid), stackPointer) : nil
+        var registers = [UInt64](repeating: 0, count: 6)
+        registers.withUnsafeMutableBufferPointer { swl_ring_exit_caller(header, &stackPointer, &tid, $0.baseAddress) }
+        guard stackPointer != 0, tid != 0 else { return nil }
+        return ExitCaller(tid: Int32(bitPattern: tid), stackPointer: stackPointer, calleeSavedRegisters: registers.filter { $0 != 0 })
     }
 
     /// Closes our copy of the descriptor once the child has its own.
@@ -168,3 +170,4 @@ public final class EventRing: @unchecked Sendable {
         return !found || (info.st_mode & S_IFMT) == S_IFREG
     }
 }
+

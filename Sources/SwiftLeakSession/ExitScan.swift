@@ -17,25 +17,34 @@ enum ExitScan {
     /// As in Valgrind, the registers of the thread that ended the process are not roots: at its
     /// exit_group they hold whatever exit() left, often a returned main's stale values, which would
     /// hide real leaks. Its stack is scanned from where its live frames begin: the frame that
-    /// called the exit function when the interposer recorded one, else its stack pointer without
+    /// called the exit function when the interposer recorded one (with that frame's callee-saved
+    /// registers as the exit path saved them, which Valgrind finds in those frames), else its stack pointer without
     /// the red zone (only a leaf function keeps data there, and its registers are not counted
     /// either). Other threads' registers are live state.
     static let generalRegisterIndices = Array(0...14) + [19]
 
     static func run(stop: ExitStop, blocks: SortedBlocks, allocatorState: Range<UInt64>?,
-                    exitCaller: (tid: Int32, stackPointer: UInt64)? = nil) -> Outcome {
-        guard let mapsText = readSmallFile("/proc/\(stop.procTID)/maps"),
-              let memory = ProcPIDMemReader(pid: stop.procTID) else {
+                    exitCaller: ExitCaller? = nil) -> Outcome {
+        // Any held thread shows the address space while it is at its exit stop; one whose entry is
+        // already empty (a leader past pthread_exit, a thread the kernel has begun to tear down)
+        // gives way to the next.
+        let candidates = [stop.procTID] + stop.threads.map(\.tid).filter { $0 != stop.procTID }
+        guard let (mapsText, memory) = candidates.lazy.compactMap({ tid -> (String, ProcPIDMemReader)? in
+            guard let maps = readSmallFile("/proc/\(tid)/maps"), !maps.isEmpty,
+                  let memory = ProcPIDMemReader(pid: tid) else { return nil }
+            return (maps, memory)
+        }).first else {
             return Outcome(failure: "cannot read the memory of process \(stop.pid) at its exit")
         }
         let mappings = MemoryMapping.parse(maps: mapsText)
         let threads = stop.threads.map { thread in
             let inHook = stackPointerAtHookCall(thread.stackPointer, mappings: mappings, memory: memory)
+            let leaving = exitCaller?.tid == thread.tid ? exitCaller : nil
             return ThreadRoots(tid: thread.tid, stackPointer: inHook ?? thread.stackPointer,
-                               registers: thread.endedProcess ? []
-                                   : generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil },
-                               liveStackStart: exitCaller?.tid == thread.tid ? exitCaller?.stackPointer
-                                   : inHook ?? (thread.endedProcess ? thread.stackPointer : nil))
+                               registers: leaving?.calleeSavedRegisters ?? (thread.endedProcess ? []
+                                   : generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil }),
+                               liveStackStart: leaving?.stackPointer
+                                   ?? inHook ?? (thread.endedProcess ? thread.stackPointer : nil))
         }
         var scanBlocks: [ScanBlock] = []
         scanBlocks.reserveCapacity(blocks.count)

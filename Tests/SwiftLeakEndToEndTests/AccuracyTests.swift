@@ -47,6 +47,16 @@ struct AccuracyTests {
         try Self.compare(program, [test.mode], test.description)
     }
 
+    /// At -O2 main keeps a list's head in callee-saved registers, and the exit function's
+    /// prologue saves them in frames the exit scan skips: the scan must still see them (as the
+    /// caller's registers at the call), as Valgrind sees the saved slots.
+    @Test("C at -O2 leaving by exit, _exit, abort or a fatal signal keeps main's registers live",
+          arguments: ["exit", "_exit", "abort", "signal"], ["bfd", "lld"])
+    func exitsAtO2(mode: String, linker: String) throws {
+        let program = try Harness.build("accuracy/exits.c", flags: ["-O2", "-g", "-fuse-ld=\(linker)"])
+        try Self.compare(program, [mode], "exits \(mode) -O2 \(linker)")
+    }
+
     @Test("the lld build really has two writable PT_LOADs sharing a file page")
     func lldLayout() throws {
         let program = try Harness.build("accuracy/roots.c", flags: ["-O2", "-g", "-fuse-ld=lld"])

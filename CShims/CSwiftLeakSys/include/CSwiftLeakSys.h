@@ -55,7 +55,7 @@ void swl_ring_allocator_state(swl_ring_header *ring, uint64_t *start, uint64_t *
 /// Non-zero when the program's malloc is not the interposer's (the executable defines its own).
 uint32_t swl_ring_foreign_malloc(swl_ring_header *ring);
 /// The frame that called exit, _exit, _Exit or abort, as the interposer recorded it (0, 0 when none).
-void swl_ring_exit_caller(swl_ring_header *ring, uint64_t *stack_pointer, uint32_t *tid);
+void swl_ring_exit_caller(swl_ring_header *ring, uint64_t *stack_pointer, uint32_t *tid, uint64_t registers[6]);
 
 // MARK: Launch
 

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define SWL_ABI_MAGIC   0x4b41454c54465753ULL /* "SWFTLEAK" little-endian */
-#define SWL_ABI_VERSION 1u
+#define SWL_ABI_VERSION 2u
 
 /// The name of the memfd: it shows as `/memfd:swiftleak-ring (deleted)` in /proc/PID/maps, which is
 /// how the exit scan knows this mapping is swiftleak's own memory and not a root.
@@ -151,9 +151,15 @@ typedef struct swl_ring_header {
        about to exit_group, so the tracer holds every thread that stops at its exit from now on. */
     uint32_t exiting;
     uint8_t pad3[44];
+    /* Written with exit_caller_sp: the callee-saved registers (rbx, rbp, r12, r13, r14, r15) of
+       the frame that called the exit function, as they were at the call. libc's exit path saves
+       them in its own frames, where Valgrind finds them (they are defined there); the exit scan,
+       which skips those frames, takes them as that thread's register roots instead. */
+    _Alignas(64) uint64_t exit_caller_registers[6];
+    uint8_t pad4[16];
 } swl_ring_header;
 
-_Static_assert(sizeof(swl_ring_header) == 320, "swl_ring_header layout is shared with the recorder");
+_Static_assert(sizeof(swl_ring_header) == 384, "swl_ring_header layout is shared with the recorder");
 
 /// An interned stack in the store. Its id is its offset from store_offset in 8-byte units.
 typedef struct swl_stack_record {
