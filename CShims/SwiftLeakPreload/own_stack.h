@@ -44,13 +44,17 @@ typedef struct swl_entry {
 
 /// Defines the exported function `name` as a stub that runs `impl` on the thread's own stack.
 /// `impl` takes the hook's (up to three integer) arguments, padded to three, then a swl_entry.
-#define SWL_HOOK_ON_OWN_STACK(name, impl)                                                           \
+#define SWL_HOOK_ON_OWN_STACK(name, impl) SWL_OWN_STACK_STUB(name, impl, "")
+
+/// The stub itself; `prologue` (assembly, may use r11) runs first, on the program's stack.
+#define SWL_OWN_STACK_STUB(name, impl, prologue)                                                    \
     __asm__(".text\n"                                                                             \
             ".globl " #name "\n"                                                                  \
             ".type " #name ", @function\n"                                                        \
             ".p2align 4\n" #name ":\n"                                                            \
             ".cfi_startproc\n"                                                                    \
             "    endbr64\n"                                                                       \
+            prologue                                                                              \
             "    leaq " #impl "(%rip), %rax\n"                                                    \
             "    jmp swl_own_stack_call\n"                                                        \
             ".cfi_endproc\n"                                                                      \
@@ -65,18 +69,7 @@ extern __thread uint64_t swl_exit_registers_saved __attribute__((tls_model("init
 /// The stub of SWL_HOOK_ON_OWN_STACK for a function that may end the process (_exit, abort,
 /// raise): it first saves the caller's callee-saved registers (r11 is free in a stub), which
 /// libc's exit path would have spilled into the frames the exit scan skips.
-#define SWL_EXIT_HOOK_ON_OWN_STACK(name, impl)                                                      \
-    __asm__(".text\n"                                                                             \
-            ".globl " #name "\n"                                                                  \
-            ".type " #name ", @function\n"                                                        \
-            ".p2align 4\n" #name ":\n"                                                           \
-            ".cfi_startproc\n"                                                                    \
-            "    endbr64\n"                                                                       \
-            SWL_SAVE_EXIT_REGISTERS                                                                \
-            "    leaq " #impl "(%rip), %rax\n"                                                    \
-            "    jmp swl_own_stack_call\n"                                                        \
-            ".cfi_endproc\n"                                                                      \
-            ".size " #name ", .-" #name "\n")
+#define SWL_EXIT_HOOK_ON_OWN_STACK(name, impl) SWL_OWN_STACK_STUB(name, impl, SWL_SAVE_EXIT_REGISTERS)
 
 #define SWL_SAVE_EXIT_REGISTERS                                                                    \
     "    movq swl_exit_registers@gottpoff(%rip), %r11\n"                                          \
