@@ -110,8 +110,10 @@ let package = Package(
             dependencies: ["SwiftLeakCore", "SwiftLeakRecorder", "SwiftLeakReports"]
         ),
         .testTarget(name: "SwiftLeakSuppressionsTests", dependencies: ["SwiftLeakSuppressions", "SwiftLeakCore"]),
-        .testTarget(name: "SwiftLeakModelTests", dependencies: ["SwiftLeakModel", "SwiftLeakReports", "SwiftLeakCore"]),
-        .testTarget(name: "SwiftLeakTraceTests", dependencies: ["SwiftLeakTrace", "SwiftLeakModel", "SwiftLeakCore"]),
+        // Test helpers shared by the test targets (not a product).
+        .target(name: "SwiftLeakTestSupport", path: "Tests/SwiftLeakTestSupport"),
+        .testTarget(name: "SwiftLeakModelTests", dependencies: ["SwiftLeakModel", "SwiftLeakReports", "SwiftLeakCore", "SwiftLeakTestSupport"]),
+        .testTarget(name: "SwiftLeakTraceTests", dependencies: ["SwiftLeakTrace", "SwiftLeakModel", "SwiftLeakCore", "SwiftLeakTestSupport"]),
         .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),
         .testTarget(

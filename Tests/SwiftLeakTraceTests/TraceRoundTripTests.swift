@@ -4,6 +4,7 @@ import SwiftLeakCore
 import SwiftLeakModel
 import SwiftLeakTrace
 import Testing
+import SwiftLeakTestSupport
 
 /// A small but complete recording, written through the real writer.
 enum SampleTrace {
@@ -250,14 +251,3 @@ enum TraceFormatTestSupport {
     }
 }
 
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
