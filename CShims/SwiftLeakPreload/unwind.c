@@ -644,8 +644,12 @@ static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, cons
         }
         default: break;
         }
+        // Copies: with their addresses taken, ip, rsp and rbp themselves would live in memory for
+        // the whole loop and every fast step would wait on a store and a reload.
+        uint64_t slow_ip = ip, slow_rsp = rsp, slow_rbp = rbp;
         bool next_exact;
-        if (!step_slowly(&ip, &rsp, &rbp, exact_ip, &next_exact)) return count;
+        if (!step_slowly(&slow_ip, &slow_rsp, &slow_rbp, exact_ip, &next_exact)) return count;
+        ip = slow_ip, rsp = slow_rsp, rbp = slow_rbp;
         exact_ip = next_exact;
     }
     return count;
