@@ -19,6 +19,7 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <emmintrin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -420,10 +421,25 @@ static inline void swl_forget_allocator_links(void *block, size_t requested) {
     uint64_t count = requested <= SWL_CLEAR_WHOLE_BLOCK_LIMIT ? (requested + 7) / 8 : 4;
     uint64_t usable_words = (chunk_size - 8) / 8;
     if (count > usable_words) count = usable_words;
-    for (uint64_t i = 0; i < count; i++) {
-        uint64_t word = words[i];
-        if (word != 0 && (word & 15) == 0) words[i] = 0;
+    // Two words at a time (SSE2, every x86_64 has it; the block is 16-byte aligned), with one
+    // branch per pair instead of one per word: this runs on every malloc, and the scalar loop's
+    // data-dependent branches cost a fifth of malloc-heavy programs' time under swiftleak.
+    const __m128i low_bits = _mm_set1_epi64x(15), zero = _mm_setzero_si128();
+    uint64_t i = 0;
+    for (; i + 2 <= count; i += 2) {
+        __m128i pair = _mm_load_si128((const __m128i *)(words + i));
+        // Per 32-bit lane: low dword without its 4 low bits (a high dword's test is always true).
+        __m128i aligned = _mm_cmpeq_epi32(_mm_and_si128(pair, low_bits), zero);
+        __m128i zero_half = _mm_cmpeq_epi32(pair, zero);
+        // Per word: aligned as its low dword says, zero when both dwords are.
+        __m128i word_aligned = _mm_shuffle_epi32(aligned, _MM_SHUFFLE(2, 2, 0, 0));
+        __m128i word_zero = _mm_and_si128(zero_half, _mm_shuffle_epi32(zero_half, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m128i link = _mm_andnot_si128(word_zero, word_aligned);
+        if (SWL_UNLIKELY(_mm_movemask_epi8(link) != 0)) {
+            _mm_store_si128((__m128i *)(words + i), _mm_andnot_si128(link, pair));
+        }
     }
+    if (i < count && words[i] != 0 && (words[i] & 15) == 0) words[i] = 0;
 }
 
 static inline void swl_record_free(void *pointer, swl_function fn) {
