@@ -270,13 +270,22 @@ int swl_ptrace_getregs(pid_t tid, uint64_t *words, int capacity, uint64_t *stack
     return count;
 }
 
-pid_t swl_wait_any(int *status) {
+static volatile sig_atomic_t g_termination_signal;
+static volatile sig_atomic_t g_termination_count;
+static volatile pid_t g_tracer_tid;
+
+pid_t swl_wait_any(int *status, bool block) {
     pid_t pid;
     do {
-        pid = waitpid(-1, status, __WALL);
-    } while (pid < 0 && errno == EINTR);
+        pid = waitpid(-1, status, __WALL | (block ? 0 : WNOHANG));
+        // A termination request interrupts the wait (its handlers have no SA_RESTART, and one
+        // running on another thread wakes this one): the tracer decides what to do about it.
+    } while (pid < 0 && errno == EINTR && g_termination_count == 0);
     return pid;
 }
+
+int swl_termination_signal(void) { return g_termination_signal; }
+int swl_termination_count(void) { return g_termination_count; }
 
 bool swl_wifexited(int status) { return WIFEXITED(status); }
 bool swl_wifsignaled(int status) { return WIFSIGNALED(status); }
@@ -291,9 +300,25 @@ bool swl_wcoredump(int status) { return WCOREDUMP(status); }
 
 static volatile pid_t g_forward_to;
 
+/// Sent to the tracing thread when a termination request was handled on another thread, only to
+/// interrupt its wait.
+#define SWL_WAKE_SIGNAL (SIGRTMIN + 3)
+
+static void swl_wake_handler(int signal) { (void)signal; }
+
+/// SIGTERM, SIGHUP, SIGINT and SIGQUIT ask swiftleak to end: the tracer must hear of it even when
+/// the program cannot act on it (held at a stop of ours), so that swiftleak never waits for ever.
+static void swl_note_termination(int signal) {
+    g_termination_signal = signal;
+    g_termination_count = g_termination_count + 1;
+    pid_t tracer = g_tracer_tid;
+    if (tracer > 0 && (pid_t)syscall(SYS_gettid) != tracer) syscall(SYS_tgkill, getpid(), tracer, SWL_WAKE_SIGNAL);
+}
+
 static void swl_forward_signal(int signal) {
     int saved = errno;
     if (g_forward_to > 0) kill(g_forward_to, signal);
+    if (signal == SIGTERM || signal == SIGHUP) swl_note_termination(signal);
     errno = saved;
 }
 
@@ -302,15 +327,24 @@ static void swl_forward_signal(int signal) {
 /// process (kill -INT), they are passed on.
 static void swl_forward_if_sent_by_a_process(int signal, siginfo_t *info, void *context) {
     (void)context;
+    int saved = errno;
     if (info != NULL && info->si_code <= 0) swl_forward_signal(signal);
+    swl_note_termination(signal);
+    errno = saved;
 }
 
 void swl_signals_forward_to(pid_t child) {
     g_forward_to = child;
+    g_tracer_tid = (pid_t)syscall(SYS_gettid);
     struct sigaction old;
+    struct sigaction wake = {0};
+    wake.sa_handler = swl_wake_handler;
+    sigemptyset(&wake.sa_mask);
+    sigaction(SWL_WAKE_SIGNAL, &wake, NULL);
     struct sigaction keyboard = {0};
     keyboard.sa_sigaction = swl_forward_if_sent_by_a_process;
-    keyboard.sa_flags = SA_SIGINFO | SA_RESTART;
+    // No SA_RESTART: the tracer's wait must return to look at the request (see swl_wait_any).
+    keyboard.sa_flags = SA_SIGINFO;
     sigemptyset(&keyboard.sa_mask);
     const int keyboard_signals[] = {SIGINT, SIGQUIT};
     for (size_t i = 0; i < sizeof keyboard_signals / sizeof keyboard_signals[0]; i++) {
@@ -332,8 +366,11 @@ void swl_signals_forward_to(pid_t child) {
     sigemptyset(&unblock);
     sigaddset(&unblock, SIGINT);
     sigaddset(&unblock, SIGQUIT);
+    sigaddset(&unblock, SWL_WAKE_SIGNAL);
     for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
         sigaction(forwarded[i], NULL, &old);
+        // The termination requests interrupt the tracer's wait (no SA_RESTART, as above).
+        forward.sa_flags = (forwarded[i] == SIGTERM || forwarded[i] == SIGHUP) ? 0 : SA_RESTART;
         if (old.sa_handler != SIG_IGN) sigaction(forwarded[i], &forward, NULL);
         sigaddset(&unblock, forwarded[i]);
     }

@@ -147,9 +147,13 @@ public enum RunSession {
         if heap == nil {
             recorder.finish(processStopped: true)
             heap = model.finish()
-            facts.scanNote = tracer.replacedByExec
-                ? "the program replaced itself with exec; its heap at that point is listed as not freed"
-                : "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"
+            if let signal = tracer.interruptedBy {
+                facts.scanNote = "swiftleak was ended by signal \(signal) before the program's exit; its blocks not freed so far could not be scanned"
+            } else {
+                facts.scanNote = tracer.replacedByExec
+                    ? "the program replaced itself with exec; its heap at that point is listed as not freed"
+                    : "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"
+            }
         }
         if !ring.interposerAttached {
             facts.warnings.append("the interposer never attached in the program (was LD_PRELOAD removed, or is the program setuid?); no allocation was recorded")

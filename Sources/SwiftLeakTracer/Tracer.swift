@@ -68,12 +68,37 @@ public final class Tracer {
         threads[pid] = .running
     }
 
+    /// Set when swiftleak stopped tracing because it was asked to end (SIGTERM, SIGINT, SIGHUP,
+    /// SIGQUIT) while the program could not (see ``run(onExit:)``): the signal.
+    public private(set) var interruptedBy: Int32?
+    /// Termination requests seen so far, and when the first came (monotonic nanoseconds).
+    private var terminationRequests: Int32 = 0
+    private var firstTerminationRequest: UInt64?
+    /// How long a termination request may wait on threads held at a stop of ours.
+    static let terminationGrace: UInt64 = 2_000_000_000
+
     /// Runs the program to its end. `onExit` runs once, while every thread is held at its exit.
+    ///
+    /// While a group exit waits for threads still running, the wait polls: a thread can end
+    /// without the exit stop we wait for (the main thread, held or about to stop at its
+    /// pthread_exit, is woken by the SIGKILL of another thread's exit_group and becomes a zombie
+    /// whose status the kernel gives only once every other thread, held by us, is gone).
+    /// A termination request is forwarded to the program by the signal handler; if the program
+    /// cannot act on it within a grace period because threads are held at a stop of ours, or at
+    /// a second request, swiftleak does the exit work with what it has and returns the signal.
     public func run(onExit: (ExitStop) -> Void) -> ProcessExit {
         while true {
+            if let forced = checkTerminationRequests(onExit: onExit) { return forced }
             var status: Int32 = 0
-            let tid = swl_wait_any(&status)
+            let polling = groupExitPending || firstTerminationRequest != nil
+            let tid = swl_wait_any(&status, !polling)
+            if tid == 0 {
+                if groupExitPending { noteThreadsGoneWithoutExitStop(onExit: onExit) }
+                usleep(1000)
+                continue
+            }
             if tid < 0 {
+                if errno == EINTR { continue }
                 // ECHILD: nothing left to wait for (should not happen before the leader's status).
                 return .exited(code: 255)
             }
@@ -92,15 +117,61 @@ public final class Tracer {
         }
     }
 
+    /// A group exit has begun (a thread is held at its exit) and waits for other threads.
+    private var groupExitPending: Bool {
+        !groupExitHandled && threads.values.contains(.heldAtExit)
+    }
+
+    /// While a group exit waits: a thread that is a zombie or gone will never stop at its exit.
+    private func noteThreadsGoneWithoutExitStop(onExit: (ExitStop) -> Void) {
+        var changed = false
+        for (tid, state) in threads where state == .running && !Self.isAlive(pid: pid, tid: tid) {
+            threads[tid] = .released
+            changed = true
+        }
+        if changed { handleExitStopsIfComplete(onExit: onExit) }
+    }
+
+    /// Whether a thread still runs (its /proc state is neither zombie nor dead).
+    static func isAlive(pid: Int32, tid: Int32) -> Bool {
+        guard let stat = readSmallFile("/proc/\(pid)/task/\(tid)/stat"),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let rest = stat[stat.index(after: close)...].drop(while: { $0 == " " })
+        guard let state = rest.first else { return false }
+        return state != "Z" && state != "X" && state != "x"
+    }
+
+    /// Looks at new termination requests; returns the exit to report when tracing must end now.
+    private func checkTerminationRequests(onExit: (ExitStop) -> Void) -> ProcessExit? {
+        let count = swl_termination_count()
+        if count > terminationRequests {
+            terminationRequests = count
+            if firstTerminationRequest == nil { firstTerminationRequest = monotonicNow() }
+        }
+        guard let first = firstTerminationRequest else { return nil }
+        let stuck = groupExitPending && monotonicNow() &- first >= Self.terminationGrace
+        guard terminationRequests >= 2 || stuck else { return nil }
+        let signal = swl_termination_signal()
+        interruptedBy = signal
+        if groupExitPending {
+            // Scan with the threads we hold; the ones that never stopped are not roots.
+            for (tid, state) in threads where state == .running { threads[tid] = .released }
+            handleExitStopsIfComplete(onExit: onExit)
+        }
+        for (tid, state) in threads where state == .heldAtExit { swl_ptrace_cont(tid, 0) }
+        return .signaled(signal: signal, coreDumped: false)
+    }
+
     private func handleStop(tid: Int32, status: Int32, onExit: (ExitStop) -> Void) {
         let signal = swl_wstopsig(status)
         let event = swl_wstopevent(status)
         if threads[tid] == nil {
-            // A new thread's first stop (PTRACE_EVENT_STOP for a seized tracee) can arrive before
-            // its parent's clone event.
+            // A new thread's first stop (PTRACE_EVENT_STOP for a seized tracee, with SIGSTOP as
+            // its signal: not a group-stop, whatever the signal says) can arrive before its
+            // parent's clone event.
             threads[tid] = .running
             unannounced.insert(tid)
-            if Int(event) == Int(SWL_EVENT_STOP_GROUP) && !Self.stopsTheProcess(signal) {
+            if Int(event) == Int(SWL_EVENT_STOP_GROUP) {
                 swl_ptrace_cont(tid, 0)
                 return
             }
@@ -273,4 +344,10 @@ public func readSmallFile(_ path: String) -> String? {
         bytes += chunk[0..<n]
     }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+func monotonicNow() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }

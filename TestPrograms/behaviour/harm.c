@@ -10,6 +10,7 @@
 //   dontdump         prints the VmFlags of swiftleak's mappings in this process (none natively)
 //   quiet-exit CODE  writes nothing to stderr, exits with CODE
 //   stop             prints "ready", then echoes stdin
+//   term-caught      as stop, but catches SIGTERM and prints "term" for each one (it does not end)
 //   pthread-exit     main leaks, starts a thread that leaks, and leaves by pthread_exit
 //   forge            writes garbage into swiftleak's ring (found by name in /proc/self/maps)
 //   fifo PATH        forges a module record whose path is PATH (a FIFO), then exits
@@ -149,6 +150,11 @@ static void forge_fifo_module(swl_ring_header *ring, const char *path) {
     forge_event(ring, 0x10000, swl_event_info(SWL_EVENT_MODULE_LOAD, 0, 0), id);
 }
 
+static void note_term(int signal) {
+    (void)signal;
+    (void)!write(1, "term\n", 5);
+}
+
 static void *leaking_thread(void *argument) {
     (void)argument;
     sink = malloc(44);
@@ -224,6 +230,18 @@ int main(int argc, char **argv) {
         printf("exiting quietly\n");
         return argc > 2 ? atoi(argv[2]) : 0;
     } else if (strcmp(mode, "stop") == 0) {
+        printf("ready\n");
+        fflush(stdout);
+        char buffer[256];
+        while (fgets(buffer, sizeof buffer, stdin)) {
+            fputs(buffer, stdout);
+            fflush(stdout);
+        }
+    } else if (strcmp(mode, "term-caught") == 0) {
+        struct sigaction on_term = {0};
+        on_term.sa_handler = note_term;
+        on_term.sa_flags = SA_RESTART;
+        sigaction(SIGTERM, &on_term, NULL);
         printf("ready\n");
         fflush(stdout);
         char buffer[256];

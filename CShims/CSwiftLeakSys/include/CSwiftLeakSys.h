@@ -92,8 +92,13 @@ enum {
     SWL_EVENT_STOP_GROUP = 128,
 };
 
-/// waitpid(-1, __WALL), retrying EINTR. Returns the tid or -1.
-pid_t swl_wait_any(int *status);
+/// waitpid(-1, __WALL), WNOHANG unless `block`; retries EINTR unless swiftleak was asked to end
+/// meanwhile. Returns the tid, 0 (nothing yet, without `block`) or -1 (errno ECHILD, or EINTR
+/// for a termination request).
+pid_t swl_wait_any(int *status, bool block);
+/// The last of SIGTERM, SIGHUP, SIGINT, SIGQUIT that swiftleak received (0: none), and how many.
+int swl_termination_signal(void);
+int swl_termination_count(void);
 bool swl_wifexited(int status);
 bool swl_wifsignaled(int status);
 bool swl_wifstopped(int status);
