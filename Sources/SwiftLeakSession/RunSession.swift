@@ -21,6 +21,8 @@ public struct RunConfiguration: Sendable {
     public var ring = EventRing.Configuration()
     /// Where the trace goes.
     public var trace: TraceDestination = .defaultName
+    /// The program's own `__lsan_default_suppressions()`, stored in the trace for `analyze`.
+    public var programSuppressions: ProgramSuppressionText?
 
     public init(command: [Bytes]) {
         precondition(!command.isEmpty, "a command has at least the program")
@@ -117,7 +119,7 @@ public enum RunSession {
         let process = ProcessFacts(pid: pid, ppid: getpid(), command: command, startTime: wallClockNow())
         onStart(pid)
 
-        let model = ModelFeed(process: process, writer: writer)
+        let model = ModelFeed(process: process, programSuppressions: configuration.programSuppressions, writer: writer)
         let recorder = Recorder(ring: ring, pid: pid) { model.consume($0) }
         recorder.start()
         let tracer = Tracer(pid: pid, exitAnnounced: { ring.exitAnnounced })
@@ -208,11 +210,12 @@ final class ModelFeed: @unchecked Sendable {
     static let handOffBytes = 1 << 18
     static let handOffInterval: UInt64 = 250_000_000
 
-    init(process: ProcessFacts, writer: TraceFileWriter?) {
+    init(process: ProcessFacts, programSuppressions: ProgramSuppressionText?, writer: TraceFileWriter?) {
         self.writer = writer
         if writer != nil {
-            var encoder = TraceEncoder()
+            let encoder = TraceEncoder()
             encoder.process(process)
+            if let programSuppressions { encoder.programSuppressions(programSuppressions) }
             self.encoder = encoder
         }
     }
@@ -222,14 +225,13 @@ final class ModelFeed: @unchecked Sendable {
         swap(&local, &model)
         for event in events { local.apply(event) }
         swap(&local, &model)
-        guard var trace = encoder.take() else { return }
-        for event in events { trace.event(event) }
+        guard let encoder, let writer else { return }
+        for event in events { encoder.event(event) }
         let now = Recorder.monotonicNow()
-        if trace.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
-            writer?.submit(trace.take())
+        if encoder.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
+            writer.submit(encoder.take())
             lastHandOff = now
         }
-        encoder = trace
     }
 
     func finish() -> FinalHeap { model.finish() }
@@ -237,9 +239,9 @@ final class ModelFeed: @unchecked Sendable {
     /// Writes the records after the program's end and closes the trace; the reason it is
     /// incomplete, if it is.
     func finishTrace(exit: ExitFacts, addresses: [UInt64], symbols: SymbolTable) -> String? {
-        guard var trace = encoder.take(), let writer else { return nil }
-        trace.finish(exit: exit, addresses: addresses, symbols: symbols)
-        writer.submit(trace.take())
+        guard let encoder, let writer else { return nil }
+        encoder.finish(exit: exit, addresses: addresses, symbols: symbols)
+        writer.submit(encoder.take())
         return writer.close()
     }
 }

@@ -1,34 +1,47 @@
 import SwiftLeakCore
 import SwiftLeakModel
 
-/// Turns one process's stream into trace records (uncompressed). Cheap enough for the drain
-/// thread: varints, deltas against the previous address, and a thread record only when the thread
-/// changes. The bytes go to a `TraceFileWriter`, which compresses on its own thread.
-public struct TraceEncoder: Sendable {
-    private var out = ByteWriter()
-    private var lastAddress: UInt64 = 0
+/// Turns one process's stream into trace records (uncompressed), on the drain thread. What makes
+/// it small (docs/trace-format.md): an allocation names its site (stack, size, function: defined
+/// once by a SITE record) in one to three bytes, and a free names its block by its age (how many
+/// allocations came after it), which the reader resolves from the blocks it keeps live, instead of
+/// by an address. Addresses are written once, at the end, for the blocks still live. The bytes go to
+/// a `TraceFileWriter`, which compresses them on its own thread.
+///
+/// Memory: a table of the live blocks (address → allocation number, 20 bytes a slot) and one
+/// dictionary entry per distinct site; nothing grows with the number of events.
+public final class TraceEncoder {
+    private let out = ByteWriter()
     private var lastThread: UInt32 = 0
     private var lastTime: UInt64 = 0
     private var lastStackStart: UInt64 = 0
     private var strings: [String: UInt64] = [:]
+    /// Live blocks by address; a block's `size` field holds its allocation number.
+    private var blocks = LiveBlockTable()
+    /// Allocations numbered so far (the first is number 1).
+    private var allocations: UInt64 = 0
+    private var sites: [Site: UInt64] = [:]
+
+    struct Site: Hashable {
+        var stack: UInt32
+        var function: UInt8
+        var size: UInt64
+    }
 
     public init() {
-        out.bytes.append(contentsOf: TraceFormat.magic)
+        out.reserve(TraceFormat.magic.count + 10)
+        for byte in TraceFormat.magic { out.byte(byte) }
         out.varint(TraceFormat.version)
     }
 
     /// Bytes encoded since the last `take()`.
-    public var pendingBytes: Int { out.bytes.count }
+    public var pendingBytes: Int { out.count }
 
     /// Hands over what is encoded so far.
-    public mutating func take() -> [UInt8] {
-        var taken: [UInt8] = []
-        taken.reserveCapacity(out.bytes.capacity)
-        swap(&taken, &out.bytes)
-        return taken
-    }
+    public func take() -> [UInt8] { out.take() }
 
-    public mutating func process(_ facts: ProcessFacts) {
+    public func process(_ facts: ProcessFacts) {
+        out.reserve(40)
         out.byte(TraceFormat.process)
         out.varint(UInt64(UInt32(bitPattern: facts.pid)))
         out.varint(UInt64(UInt32(bitPattern: facts.ppid)))
@@ -37,36 +50,40 @@ public struct TraceEncoder: Sendable {
         for argument in facts.command { out.string(argument) }
     }
 
+    /// The program's own `__lsan_default_suppressions()`: its text, or why it could not be read,
+    /// and the program file it came from (suppression reports name it).
+    public func programSuppressions(_ suppressions: ProgramSuppressionText) {
+        out.reserve(1)
+        out.byte(TraceFormat.programSuppressions)
+        out.string(suppressions.program)
+        switch suppressions.content {
+        case .text(let text):
+            out.reserve(1); out.byte(1); out.string(text)
+        case .unreadable(let reason):
+            out.reserve(1); out.byte(2); out.string(reason)
+        }
+    }
+
     @inline(__always)
-    public mutating func event(_ event: HeapEvent) {
+    public func event(_ event: HeapEvent) {
         switch event {
         case let .allocation(address, size, stack, function, thread):
-            if thread != lastThread { switchThread(thread) }
-            if function.rawValue < 32 {
-                out.byte(TraceFormat.allocationBase + function.rawValue)
-            } else {
-                out.byte(TraceFormat.allocationOther)
-                out.byte(function.rawValue)
-            }
-            out.varint(UInt64(stack))
-            out.varint(size)
-            out.signed(Int64(bitPattern: address &- lastAddress))
-            lastAddress = address
+            allocation(address: address, size: size, stack: stack, function: function, thread: thread)
         case let .free(address, thread):
-            if thread != lastThread { switchThread(thread) }
-            out.byte(TraceFormat.free)
-            out.signed(Int64(bitPattern: address &- lastAddress))
-            lastAddress = address
+            free(address: address, thread: thread)
         case let .stack(_, frames):
+            out.reserve(11)
             out.byte(TraceFormat.stack)
             out.varint(UInt64(frames.count))
             var previous = lastStackStart
             for frame in frames {
+                out.reserve(10)
                 out.signed(Int64(bitPattern: frame &- previous))
                 previous = frame
             }
             lastStackStart = frames.first ?? lastStackStart
         case let .moduleLoad(id, module):
+            out.reserve(41)
             out.byte(TraceFormat.moduleLoad)
             out.varint(UInt64(id))
             out.varint(module.loadBias)
@@ -75,23 +92,72 @@ public struct TraceEncoder: Sendable {
             out.data(module.buildID)
             out.string(module.path)
         case let .moduleUnload(id):
+            out.reserve(11)
             out.byte(TraceFormat.moduleUnload)
             out.varint(UInt64(id))
         case let .time(nanoseconds):
             guard nanoseconds >= lastTime else { return }
+            out.reserve(11)
             out.byte(TraceFormat.time)
             out.varint(nanoseconds - lastTime)
             lastTime = nanoseconds
         case let .residentMemory(bytes):
+            out.reserve(11)
             out.byte(TraceFormat.residentMemory)
             out.varint(bytes)
         case let .abandonedSlots(count):
+            out.reserve(11)
             out.byte(TraceFormat.abandonedSlots)
             out.varint(count)
         }
     }
 
-    private mutating func switchThread(_ thread: UInt32) {
+    @inline(__always)
+    private func allocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
+        // The model ignores address 0 (the ring never delivers it): so does the trace.
+        guard address != 0 else { return }
+        out.reserve(64)
+        if thread != lastThread { switchThread(thread) }
+        let site = siteID(Site(stack: stack, function: function.rawValue, size: size & 0xffff_ffff_ffff))
+        let number = allocations &+ 1
+        if let replaced = blocks.insert(LiveBlock(address: address, size: number, stack: 0, function: .unknown, moduleGeneration: 0)) {
+            // A block at a live block's address: the reader lets it take the old block's place,
+            // so the new one keeps the old number.
+            blocks.insert(replaced)
+            out.byte(TraceFormat.allocationReplacing)
+            out.varint(site)
+            out.varint(allocations &- replaced.size)
+        } else {
+            allocations = number
+            out.tagged(TraceFormat.allocation, bits: 5, site)
+        }
+    }
+
+    @inline(__always)
+    private func free(address: UInt64, thread: UInt32) {
+        out.reserve(32)
+        if thread != lastThread { switchThread(thread) }
+        if let block = blocks.remove(address) {
+            out.tagged(TraceFormat.free, bits: 6, allocations &- block.size)
+        } else {
+            out.byte(TraceFormat.freeUnknown)
+        }
+    }
+
+    /// The site's id, writing its SITE record the first time (ids count from 0).
+    @inline(__always)
+    private func siteID(_ site: Site) -> UInt64 {
+        if let id = sites[site] { return id }
+        let id = UInt64(sites.count)
+        sites[site] = id
+        out.byte(TraceFormat.site)
+        out.varint(UInt64(site.stack))
+        out.varint(site.size)
+        out.byte(site.function)
+        return id
+    }
+
+    private func switchThread(_ thread: UInt32) {
         out.byte(TraceFormat.thread)
         out.varint(UInt64(thread))
         lastThread = thread
@@ -99,7 +165,8 @@ public struct TraceEncoder: Sendable {
 
     /// The records after the program ended: its exit, the scan, the verdict on every live block
     /// (`addresses` in the order of the verdicts), warnings, the symbols, and the end marker.
-    public mutating func finish(exit facts: ExitFacts, addresses: [UInt64], symbols: SymbolTable) {
+    public func finish(exit facts: ExitFacts, addresses: [UInt64], symbols: SymbolTable) {
+        out.reserve(64)
         out.byte(TraceFormat.exit)
         switch facts.exit {
         case nil:
@@ -109,18 +176,31 @@ public struct TraceEncoder: Sendable {
         case .signaled(let signal, let core)?:
             out.byte(2); out.signed(Int64(signal)); out.byte(core ? 1 : 0)
         }
+        out.reserve(12)
         out.byte(TraceFormat.scan)
         out.byte(facts.scanNote == nil ? 0 : 1)
         out.varint(facts.scanBytes)
         out.fixed64(facts.scanSeconds.bitPattern)
         if let note = facts.scanNote { out.string(note) }
+        // The blocks still live: their addresses (what the verdicts and the report go by) and
+        // their ages, which tie them to the allocations above.
+        out.reserve(11)
+        out.byte(TraceFormat.liveBlocks)
+        out.varint(UInt64(addresses.count))
+        var previous: UInt64 = 0
+        for address in addresses {
+            out.reserve(20)
+            out.varint(address &- previous)
+            previous = address
+            let number = blocks.lookup(address)?.size ?? 0
+            out.varint(number == 0 ? allocations &+ 1 : allocations &- number)
+        }
         if let verdicts = facts.verdicts, verdicts.kinds.count == addresses.count {
+            out.reserve(11)
             out.byte(TraceFormat.verdicts)
             out.varint(UInt64(addresses.count))
-            var previous: UInt64 = 0
             for index in addresses.indices {
-                out.varint(addresses[index] &- previous)
-                previous = addresses[index]
+                out.reserve(11)
                 let kind = verdicts.kinds[index]
                 out.byte(UInt8(kind.index))
                 if kind == .definitelyLost {
@@ -132,6 +212,7 @@ public struct TraceEncoder: Sendable {
             }
         }
         for warning in facts.warnings {
+            out.reserve(1)
             out.byte(TraceFormat.warning)
             out.string(warning)
         }
@@ -142,11 +223,13 @@ public struct TraceEncoder: Sendable {
             for frame in frames {
                 ids.append((stringID(frame.function), stringID(frame.file), stringID(frame.object), stringID(frame.note)))
             }
+            out.reserve(31)
             out.byte(TraceFormat.symbol)
             out.varint(key.ip)
             out.signed(Int64(key.module))
             out.varint(UInt64(frames.count))
             for (frame, id) in zip(frames, ids) {
+                out.reserve(61)
                 var flags: UInt8 = 0
                 if frame.function != nil { flags |= TraceFormat.hasFunction }
                 if frame.file != nil { flags |= TraceFormat.hasFile }
@@ -164,17 +247,36 @@ public struct TraceEncoder: Sendable {
                 if let offset = frame.moduleOffset { out.varint(offset) }
             }
         }
+        out.reserve(1)
         out.byte(TraceFormat.end)
     }
 
     /// The id of a string, writing its STRING record the first time (ids count from 1).
-    private mutating func stringID(_ text: String?) -> UInt64 {
+    private func stringID(_ text: String?) -> UInt64 {
         guard let text else { return 0 }
         if let id = strings[text] { return id }
         let id = UInt64(strings.count + 1)
         strings[text] = id
+        out.reserve(1)
         out.byte(TraceFormat.string)
         out.string(text)
         return id
+    }
+}
+
+/// A program's own suppressions as a trace stores them (`__lsan_default_suppressions()`).
+public struct ProgramSuppressionText: Sendable, Equatable {
+    public enum Content: Sendable, Equatable {
+        case text(String)
+        /// The function exists but its string could not be read: why.
+        case unreadable(String)
+    }
+    /// The program file the function is in.
+    public var program: String
+    public var content: Content
+
+    public init(program: String, content: Content) {
+        self.program = program
+        self.content = content
     }
 }

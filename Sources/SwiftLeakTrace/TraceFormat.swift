@@ -6,7 +6,9 @@ import SwiftLeakCore
 public enum TraceFormat {
     /// "SWLTRACE": the first 8 bytes of the decompressed stream.
     public static let magic: [UInt8] = Array("SWLTRACE".utf8)
-    public static let version: UInt64 = 1
+    /// Version 2 names blocks by their allocation number instead of their address and
+    /// allocations by a site (stack, size, function) defined once; a reader reads its own version only.
+    public static let version: UInt64 = 2
 
     // Records of the recording, in stream order.
     static let process: UInt8 = 0x01
@@ -17,20 +19,33 @@ public enum TraceFormat {
     static let residentMemory: UInt8 = 0x06
     static let thread: UInt8 = 0x07
     static let abandonedSlots: UInt8 = 0x08
-    static let free: UInt8 = 0x09
-    /// An allocation by a function numbered 32 or more: the function follows as a byte.
-    static let allocationOther: UInt8 = 0x0a
-    /// 0x20 + function: an allocation by one of the first 32 functions.
-    static let allocationBase: UInt8 = 0x20
+    /// Defines the next allocation site: stack id, size, function.
+    static let site: UInt8 = 0x09
+    /// An allocation at the address of a block still live (a free the recorder never saw).
+    static let allocationReplacing: UInt8 = 0x0a
+    /// A free of an address that was never allocated in the recording.
+    static let freeUnknown: UInt8 = 0x0b
+    /// The program's own `__lsan_default_suppressions()`.
+    static let programSuppressions: UInt8 = 0x0c
+    /// 0x40-0x7f: an allocation. Bits 0-4 are the low bits of the site id; with bit 5 set the
+    /// rest of the id follows as a varint.
+    static let allocation: UInt8 = 0x40
+    /// 0x80-0xff: a free. Bits 0-5 are the low bits of the freed block's age; with bit 6 set the
+    /// rest follows as a varint.
+    static let free: UInt8 = 0x80
+
+    /// The block a FREE_UNKNOWN names when read: no allocation has this number.
+    public static let unknownBlock = UInt64.max
 
     // Records written after the program ended.
-    static let exit: UInt8 = 0x40
-    static let scan: UInt8 = 0x41
-    static let verdicts: UInt8 = 0x42
-    static let warning: UInt8 = 0x43
-    static let string: UInt8 = 0x44
-    static let symbol: UInt8 = 0x45
-    static let end: UInt8 = 0x4f
+    static let exit: UInt8 = 0x10
+    static let scan: UInt8 = 0x11
+    static let liveBlocks: UInt8 = 0x12
+    static let verdicts: UInt8 = 0x13
+    static let warning: UInt8 = 0x14
+    static let string: UInt8 = 0x15
+    static let symbol: UInt8 = 0x16
+    static let end: UInt8 = 0x1f
 
     // Limits the reader enforces, so a damaged file cannot make it allocate without bound.
     static let maximumStringBytes = 1 << 20
@@ -54,34 +69,91 @@ public enum TraceFormat {
     static func unzigzag(_ value: UInt64) -> Int64 { Int64(bitPattern: value >> 1) ^ -Int64(bitPattern: value & 1) }
 }
 
-/// Appends varints and raw bytes.
-struct ByteWriter {
-    var bytes: [UInt8] = []
+/// Appends varints and raw bytes to a buffer it owns. Not an `Array`: the encoder writes a
+/// few bytes per event, and `Array.append` pays a uniqueness and a capacity check for each one;
+/// here one capacity check per record (`reserve`) covers its bytes.
+final class ByteWriter {
+    private(set) var start: UnsafeMutablePointer<UInt8>
+    private(set) var count = 0
+    private var capacity: Int
 
-    @inline(__always)
-    mutating func byte(_ value: UInt8) { bytes.append(value) }
+    init(capacity: Int = 1 << 16) {
+        self.capacity = capacity
+        start = .allocate(capacity: capacity)
+    }
 
+    deinit { start.deallocate() }
+
+    /// Room for `bytes` more bytes without a further check (a record's fixed part: a varint is
+    /// at most 10 bytes).
     @inline(__always)
-    mutating func varint(_ value: UInt64) {
+    func reserve(_ bytes: Int) {
+        if count + bytes > capacity { grow(count + bytes) }
+    }
+
+    private func grow(_ needed: Int) {
+        let newCapacity = max(needed, 2 * capacity)
+        let bigger = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
+        bigger.update(from: start, count: count)
+        start.deallocate()
+        start = bigger
+        capacity = newCapacity
+    }
+
+    /// Hands over the bytes written so far and starts again.
+    func take() -> [UInt8] {
+        let taken = Array(UnsafeBufferPointer(start: start, count: count))
+        count = 0
+        return taken
+    }
+
+    /// Call `reserve` first.
+    @inline(__always)
+    func byte(_ value: UInt8) {
+        start[count] = value
+        count += 1
+    }
+
+    /// Call `reserve` first (10 bytes).
+    @inline(__always)
+    func varint(_ value: UInt64) {
         var value = value
         while value >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+            start[count] = UInt8(truncatingIfNeeded: value) | 0x80
+            count += 1
             value >>= 7
         }
-        bytes.append(UInt8(value))
+        start[count] = UInt8(value)
+        count += 1
     }
 
+    /// Call `reserve` first (10 bytes).
     @inline(__always)
-    mutating func signed(_ value: Int64) { varint(TraceFormat.zigzag(value)) }
+    func signed(_ value: Int64) { varint(TraceFormat.zigzag(value)) }
 
-    mutating func data<C: Collection>(_ data: C) where C.Element == UInt8 {
-        varint(UInt64(data.count))
-        bytes.append(contentsOf: data)
+    /// A record type whose low `bits` carry the low bits of `value`, the bit above them saying
+    /// that the rest of `value` follows as a varint. Call `reserve` first (11 bytes).
+    @inline(__always)
+    func tagged(_ tag: UInt8, bits: UInt64, _ value: UInt64) {
+        let low = UInt8(truncatingIfNeeded: value & ((1 << bits) - 1))
+        if value >> bits == 0 {
+            byte(tag | low)
+        } else {
+            byte(tag | UInt8(1 << bits) | low)
+            varint(value >> bits)
+        }
     }
 
-    mutating func string(_ text: String) { data(Array(text.utf8)) }
+    func data<C: Collection>(_ data: C) where C.Element == UInt8 {
+        reserve(10 + data.count)
+        varint(UInt64(data.count))
+        for value in data { byte(value) }
+    }
 
-    mutating func fixed64(_ value: UInt64) {
-        for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+    func string(_ text: String) { data(Array(text.utf8)) }
+
+    func fixed64(_ value: UInt64) {
+        reserve(8)
+        for shift in stride(from: 0, to: 64, by: 8) { byte(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
     }
 }

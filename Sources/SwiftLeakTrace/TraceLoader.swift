@@ -12,6 +12,8 @@ public struct LoadedTrace: Sendable {
     public var snapshotTime: Double?
     public var complete: Bool
     public var events: UInt64
+    /// The program's own `__lsan_default_suppressions()`, as `run` read it.
+    public var programSuppressions: ProgramSuppressionText?
 
     /// Reads `path` and feeds its events to a fresh model; with `at`, only the events up to that
     /// moment (seconds since the start).
@@ -27,10 +29,17 @@ public struct LoadedTrace: Sendable {
             }
             model.apply(event)
         }
-        let heap = model.finish()
+        var heap = model.finish()
         var exit = contents.exit
         if let problem = contents.problem {
             exit.warnings.append(problem)
+        }
+        if at == nil && contents.sawLiveBlocks {
+            if let blocks = Self.withAddresses(heap.blocks, numbers: contents.liveNumbers, addresses: contents.liveAddresses) {
+                heap.blocks = blocks
+            } else {
+                exit.warnings.append("the trace's list of live blocks does not match its allocations; the blocks keep their allocation numbers")
+            }
         }
         if at != nil {
             exit.verdicts = nil
@@ -43,6 +52,33 @@ public struct LoadedTrace: Sendable {
         }
         let process = contents.process ?? ProcessFacts(pid: 0, ppid: 0, command: [], startTime: 0)
         return LoadedTrace(process: process, heap: heap, exit: exit, symbols: contents.symbols,
-                           snapshotTime: at, complete: contents.complete, events: contents.events)
+                           snapshotTime: at, complete: contents.complete, events: contents.events,
+                           programSuppressions: contents.programSuppressions)
+    }
+
+    /// The model's live blocks (named by allocation number, sorted by it) with their real
+    /// addresses from the trace's LIVE_BLOCKS record; nil unless that list names each block once.
+    static func withAddresses(_ blocks: SortedBlocks, numbers: [UInt64], addresses: [UInt64]) -> SortedBlocks? {
+        guard numbers.count == blocks.count, addresses.count == blocks.count else { return nil }
+        var seen = [Bool](repeating: false, count: blocks.count)
+        var placed: [LiveBlock] = []
+        placed.reserveCapacity(blocks.count)
+        for (number, address) in zip(numbers, addresses) {
+            guard let index = Self.index(of: number, in: blocks.addresses), !seen[index] else { return nil }
+            seen[index] = true
+            var block = blocks[index]
+            block.address = address
+            placed.append(block)
+        }
+        return SortedBlocks(placed)
+    }
+
+    static func index(of value: UInt64, in sorted: [UInt64]) -> Int? {
+        var low = 0, high = sorted.count
+        while low < high {
+            let middle = (low + high) / 2
+            if sorted[middle] < value { low = middle + 1 } else { high = middle }
+        }
+        return low < sorted.count && sorted[low] == value ? low : nil
     }
 }

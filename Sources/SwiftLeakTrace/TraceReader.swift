@@ -10,6 +10,14 @@ public struct TraceContents: Sendable {
     public var exit = ExitFacts()
     /// The addresses the verdicts in `exit.verdicts` are about, in their order.
     public var verdictAddresses: [UInt64] = []
+    /// The blocks still live at the end, by address (ascending), and each one's allocation number:
+    /// the events name blocks by number, these give them back their addresses.
+    public var liveAddresses: [UInt64] = []
+    public var liveNumbers: [UInt64] = []
+    /// Whether the LIVE_BLOCKS record was read.
+    public var sawLiveBlocks = false
+    /// The program's own `__lsan_default_suppressions()`, when it has one.
+    public var programSuppressions: ProgramSuppressionText?
     public var symbols = SymbolTable()
     /// Whether the end marker was read: the trace is whole.
     public var complete = false
@@ -22,6 +30,11 @@ public struct TraceContents: Sendable {
 
 /// Reads a trace file: the events go to `onEvent` as they are decoded (memory stays bounded by
 /// what the consumer keeps, not by the number of events), the rest comes back as `TraceContents`.
+///
+/// The events name a block not by its address but by its allocation number (1 for the first
+/// allocation, and so on): `.allocation` and `.free` carry that number as their address, and
+/// `liveNumbers`/`liveAddresses` map the blocks still live at the end to their real addresses
+/// (`LoadedTrace` does that).
 ///
 /// A file that is not a trace or is of a newer format version throws. A trace that is truncated
 /// or damaged after its header is read up to its last complete record, and `problem` says so.
@@ -56,7 +69,10 @@ public enum TraceReader {
         }
         guard version >= 1 else { throw TraceError("\(path) has an invalid trace format version \(version)") }
         guard version <= TraceFormat.version else {
-            throw TraceError("\(path) was written by a newer swiftleak (trace format version \(version); this one reads up to \(TraceFormat.version))")
+            throw TraceError("\(path) was written by a newer swiftleak (trace format version \(version); this one reads version \(TraceFormat.version))")
+        }
+        guard version == TraceFormat.version else {
+            throw TraceError("\(path) was written by an older swiftleak (trace format version \(version); this one reads version \(TraceFormat.version))")
         }
         decoder.contents.version = version
         position = headerCursor.position
@@ -213,6 +229,17 @@ struct Cursor {
         TraceFormat.unzigzag(try varint(buffer))
     }
 
+    /// A value whose low `bits` are in the record's type byte `type`, the bit above them saying
+    /// that the rest follows as a varint.
+    @inline(__always)
+    mutating func tagged(_ buffer: UnsafeBufferPointer<UInt8>, _ type: UInt8, bits: UInt64) throws(Stop) -> UInt64 {
+        let low = UInt64(type) & ((1 << bits) - 1)
+        guard UInt64(type) & (1 << bits) != 0 else { return low }
+        let rest = try varint(buffer)
+        guard rest >> (64 - bits) == 0 else { throw .damaged("a number does not fit 64 bits") }
+        return low | rest << bits
+    }
+
     mutating func bounded(_ buffer: UnsafeBufferPointer<UInt8>, max: UInt64, _ what: String) throws(Stop) -> UInt64 {
         let value = try varint(buffer)
         guard value <= max else { throw .damaged("\(what) \(value) is out of range") }
@@ -243,8 +270,13 @@ struct Cursor {
 /// read whole, so a record cut short can be read again after more bytes arrive.
 struct Decoder {
     var contents = TraceContents()
-    var lastAddress: UInt64 = 0
     var thread: UInt32 = 0
+    /// Allocations read so far: the number of the latest one.
+    var allocations: UInt64 = 0
+    /// The sites defined so far, by id.
+    var siteStacks: [UInt32] = []
+    var siteSizes: [UInt64] = []
+    var siteFunctions: [AllocationFunction] = []
     var time: UInt64 = 0
     var lastStackStart: UInt64 = 0
     var stackCount: UInt32 = 0
@@ -260,18 +292,61 @@ struct Decoder {
     mutating func record(_ buffer: UnsafeBufferPointer<UInt8>, _ cursor: inout Cursor,
                          onEvent: (HeapEvent) -> Void) throws(Cursor.Stop) {
         let type = try cursor.byte(buffer)
-        if type >= TraceFormat.allocationBase && type < TraceFormat.allocationBase + 32 {
-            try allocation(buffer, &cursor, function: AllocationFunction(rawValue: type - TraceFormat.allocationBase), onEvent: onEvent)
+        if type >= TraceFormat.free {
+            let age = try cursor.tagged(buffer, type, bits: 6)
+            guard age < allocations else { throw .damaged("a free names block \(age) allocations back, of \(allocations)") }
+            emit(.free(address: allocations - age, thread: thread), onEvent)
+            return
+        }
+        if type >= TraceFormat.allocation {
+            let site = try cursor.tagged(buffer, type, bits: 5)
+            guard allocations < UInt64.max - 1 else { throw .damaged("too many allocations") }
+            try allocation(site: site, number: allocations + 1, onEvent: onEvent)
+            allocations += 1
             return
         }
         switch type {
-        case TraceFormat.free:
-            let delta = try cursor.signed(buffer)
-            lastAddress = lastAddress &+ UInt64(bitPattern: delta)
-            emit(.free(address: lastAddress, thread: thread), onEvent)
-        case TraceFormat.allocationOther:
+        case TraceFormat.allocationReplacing:
+            let site = try cursor.varint(buffer)
+            let age = try cursor.varint(buffer)
+            guard age < allocations else { throw .damaged("an allocation replaces block \(age) allocations back, of \(allocations)") }
+            try allocation(site: site, number: allocations - age, onEvent: onEvent)
+        case TraceFormat.freeUnknown:
+            emit(.free(address: TraceFormat.unknownBlock, thread: thread), onEvent)
+        case TraceFormat.site:
+            let stack = try cursor.varint(buffer)
+            let size = try cursor.varint(buffer)
             let function = try cursor.byte(buffer)
-            try allocation(buffer, &cursor, function: AllocationFunction(rawValue: function), onEvent: onEvent)
+            guard stack <= UInt64(stackCount) else { throw .damaged("a site refers to stack \(stack), of \(stackCount) defined") }
+            guard size <= 0xffff_ffff_ffff else { throw .damaged("a site's size \(size) is out of range") }
+            siteStacks.append(UInt32(stack))
+            siteSizes.append(size)
+            siteFunctions.append(AllocationFunction(rawValue: function))
+        case TraceFormat.programSuppressions:
+            let program = try cursor.string(buffer, "a program path")
+            let kind = try cursor.byte(buffer)
+            let text = try cursor.string(buffer, "the program's suppressions")
+            switch kind {
+            case 1: contents.programSuppressions = ProgramSuppressionText(program: program, content: .text(text))
+            case 2: contents.programSuppressions = ProgramSuppressionText(program: program, content: .unreadable(text))
+            default: throw .damaged("an unknown kind of program suppressions \(kind)")
+            }
+        case TraceFormat.liveBlocks:
+            let count = try cursor.bounded(buffer, max: UInt64(Int32.max), "the number of live blocks")
+            var addresses: [UInt64] = [], numbers: [UInt64] = []
+            var previous: UInt64 = 0
+            for _ in 0..<count {
+                let (address, overflow) = previous.addingReportingOverflow(try cursor.varint(buffer))
+                guard !overflow else { throw .damaged("a live block's address overflows") }
+                previous = address
+                let age = try cursor.varint(buffer)
+                addresses.append(address)
+                numbers.append(age < allocations ? allocations - age : 0)
+            }
+            contents.liveAddresses = addresses
+            contents.liveNumbers = numbers
+            contents.sawLiveBlocks = true
+            sawTail = true
         case TraceFormat.thread:
             thread = UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a thread id"))
         case TraceFormat.time:
@@ -341,12 +416,11 @@ struct Decoder {
             sawTail = true
         case TraceFormat.verdicts:
             let count = try cursor.bounded(buffer, max: UInt64(Int32.max), "the number of verdicts")
-            var addresses: [UInt64] = [], kinds: [LeakKind] = [], indirect: [UInt64] = [], leaders: [Int32] = []
-            var previous: UInt64 = 0
+            guard count == UInt64(contents.liveAddresses.count) else {
+                throw .damaged("\(count) verdicts for \(contents.liveAddresses.count) live blocks")
+            }
+            var kinds: [LeakKind] = [], indirect: [UInt64] = [], leaders: [Int32] = []
             for _ in 0..<count {
-                let (address, overflow) = previous.addingReportingOverflow(try cursor.varint(buffer))
-                guard !overflow else { throw .damaged("a verdict's address overflows") }
-                previous = address
                 let raw = try cursor.byte(buffer)
                 guard Int(raw) < LeakKind.allCases.count else { throw .damaged("an unknown leak kind \(raw)") }
                 let kind = LeakKind.allCases[Int(raw)]
@@ -355,12 +429,11 @@ struct Decoder {
                 if kind == .indirectlyLost {
                     leader = Int32(try cursor.bounded(buffer, max: count, "a leader index")) - 1
                 }
-                addresses.append(address)
                 kinds.append(kind)
                 indirect.append(charged)
                 leaders.append(leader)
             }
-            contents.verdictAddresses = addresses
+            contents.verdictAddresses = contents.liveAddresses
             contents.exit.verdicts = ExitVerdicts(kinds: kinds, indirectBytes: indirect, leaders: leaders)
             sawTail = true
         case TraceFormat.warning:
@@ -399,15 +472,11 @@ struct Decoder {
     }
 
     @inline(__always)
-    private mutating func allocation(_ buffer: UnsafeBufferPointer<UInt8>, _ cursor: inout Cursor,
-                                     function: AllocationFunction, onEvent: (HeapEvent) -> Void) throws(Cursor.Stop) {
-        let stack = try cursor.varint(buffer)
-        let size = try cursor.varint(buffer)
-        let delta = try cursor.signed(buffer)
-        guard stack <= UInt64(stackCount) else { throw .damaged("an allocation refers to stack \(stack), of \(stackCount) defined") }
-        guard size <= 0xffff_ffff_ffff else { throw .damaged("an allocation size \(size) is out of range") }
-        lastAddress = lastAddress &+ UInt64(bitPattern: delta)
-        emit(.allocation(address: lastAddress, size: size, stack: UInt32(stack), function: function, thread: thread), onEvent)
+    private mutating func allocation(site: UInt64, number: UInt64, onEvent: (HeapEvent) -> Void) throws(Cursor.Stop) {
+        guard site < UInt64(siteStacks.count) else { throw .damaged("an allocation refers to site \(site), of \(siteStacks.count) defined") }
+        let index = Int(site)
+        emit(.allocation(address: number, size: siteSizes[index], stack: siteStacks[index], function: siteFunctions[index],
+                         thread: thread), onEvent)
     }
 
     private func string(_ buffer: UnsafeBufferPointer<UInt8>, _ cursor: inout Cursor) throws(Cursor.Stop) -> String {

@@ -55,14 +55,13 @@ extension SwiftLeakCommand {
             valgrind.apply(to: &options)
             let suppressionSet: SuppressionSet
             let suppressionWarnings: [String]
+            let loaded = try loadTrace(trace, at: at)
             do {
-                // The program's own __lsan_default_suppressions() is not in the trace (yet): only
-                // default.supp and the given files apply here.
-                (suppressionSet, suppressionWarnings) = try suppressions.load(program: nil)
+                // The program's own __lsan_default_suppressions() as run read it, from the trace.
+                (suppressionSet, suppressionWarnings) = try suppressions.load(programSuppressions: loaded.programSuppressions)
             } catch {
                 throw failure("\(error)")
             }
-            let loaded = try loadTrace(trace, at: at)
             let interposer = try? PreloadLibrary.locate()
             let built = finishedReport(
                 ReportBuilder.build(process: loaded.process, heap: loaded.heap, exit: loaded.exit,

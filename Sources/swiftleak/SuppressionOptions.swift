@@ -4,6 +4,7 @@ import SwiftLeakCore
 import SwiftLeakReports
 import SwiftLeakSuppressions
 import SwiftLeakSymbolizer
+import SwiftLeakTrace
 
 /// `--suppressions`, `--default-suppressions` and `--gen-suppressions`, as Valgrind names them.
 struct SuppressionOptions: ParsableArguments {
@@ -34,15 +35,16 @@ struct SuppressionOptions: ParsableArguments {
     var generateAll: Bool { generate != "no" }
 
     /// Loads the defaults (unless turned off) and every given file, before the program runs: a
-    /// file that cannot be used stops swiftleak with `FILE:LINE: what was expected`.
-    func load(program: String?) throws(SuppressionFileError) -> (set: SuppressionSet, warnings: [String]) {
+    /// file that cannot be used stops swiftleak with `FILE:LINE: what was expected`. The
+    /// program's own suppressions (`run` reads them from its file, `analyze` from the trace) are
+    /// among the defaults.
+    func load(programSuppressions: ProgramSuppressionText?) throws(SuppressionFileError) -> (set: SuppressionSet, warnings: [String]) {
         var set = SuppressionSet()
         var warnings: [String] = []
-        if useDefaults, let program {
-            switch ProgramSuppressions.lsanDefaultSuppressions(inFile: program) {
-            case .none: break
+        if useDefaults, let programSuppressions {
+            switch programSuppressions.content {
             case .text(let text):
-                set.append(try SuppressionSet.parse(text, file: program + ": " + ProgramSuppressions.functionName + "()"))
+                set.append(try SuppressionSet.parse(text, file: programSuppressions.program + ": " + ProgramSuppressions.functionName + "()"))
             case .unreadable(let reason):
                 warnings.append(reason + "; its suppressions are not applied")
             }
@@ -58,6 +60,15 @@ struct SuppressionOptions: ParsableArguments {
             set.append(try SuppressionSet.load(path: file))
         }
         return (set, warnings)
+    }
+
+    /// The `__lsan_default_suppressions()` of the program file at `path`, nil when it has none.
+    static func programSuppressions(of path: String) -> ProgramSuppressionText? {
+        switch ProgramSuppressions.lsanDefaultSuppressions(inFile: path) {
+        case .none: return nil
+        case .text(let text): return ProgramSuppressionText(program: path, content: .text(text))
+        case .unreadable(let reason): return ProgramSuppressionText(program: path, content: .unreadable(reason))
+        }
     }
 }
 

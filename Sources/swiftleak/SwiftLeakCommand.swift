@@ -6,6 +6,7 @@ import SwiftLeakOutput
 import SwiftLeakReports
 import SwiftLeakSession
 import SwiftLeakSuppressions
+import SwiftLeakTrace
 import SwiftLeakTracer
 
 @main
@@ -172,7 +173,10 @@ extension SwiftLeakCommand {
             do {
                 let programPath = try? Launcher.resolveProgram(configuration.command[0],
                                                                searchPath: getenv("PATH").map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) })
-                (suppressionSet, suppressionWarnings) = try suppressions.load(program: programPath.map { String(decoding: $0, as: UTF8.self) })
+                // Read whatever --default-suppressions says: the trace keeps them for analyze.
+                let programSuppressions = programPath.flatMap { SuppressionOptions.programSuppressions(of: String(decoding: $0, as: UTF8.self)) }
+                configuration.programSuppressions = programSuppressions
+                (suppressionSet, suppressionWarnings) = try suppressions.load(programSuppressions: programSuppressions)
             } catch {
                 throw fail("\(error)")
             }

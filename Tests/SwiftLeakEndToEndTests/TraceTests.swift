@@ -60,6 +60,29 @@ struct TraceTests {
         #expect(analyze == run)
     }
 
+    @Test("the program's __lsan_default_suppressions() is in the trace: analyze applies it with the program gone")
+    func programSuppressions() throws {
+        let directory = Harness.workDirectory.appendingPathComponent("lsan-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let program = directory.appendingPathComponent("lsan_defaults").path
+        try FileManager.default.copyItem(atPath: try Harness.build("suppressions/lsan_defaults.c"), toPath: program)
+        let (run, analyze, analyzed) = try Self.runAndAnalyze(program, [], options: ["-v"]) {
+            try FileManager.default.removeItem(at: directory)
+        }
+        #expect(run.contains("\"suppressed_by\": \"leak:known_cache_fill\""), "\(run)")
+        #expect(analyze == run)
+        #expect(analyzed.stdout.contains("leak:known_cache_fill \(program): __lsan_default_suppressions():2 suppressed: 48 bytes in 1 blocks"),
+                "\(analyzed.stdout)")
+        // With the defaults off, analyze does not apply it either, as run would not.
+        let trace = Self.tracePath()
+        let again = directory.path + "-again"
+        try FileManager.default.createDirectory(atPath: again, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try Harness.build("suppressions/lsan_defaults.c"), toPath: again + "/lsan_defaults")
+        _ = try Harness.run([Harness.swiftleak, "run", "-o", trace, "--", again + "/lsan_defaults"])
+        let off = try Harness.run([Harness.swiftleak, "analyze", "--default-suppressions=no", trace])
+        #expect(off.stdout.contains("definitely lost: 64 bytes in 2 blocks"), "\(off.stdout)")
+    }
+
     @Test("the text report of analyze is run's, followed by heap statistics")
     func textReport() throws {
         let program = try Harness.build("scan/scan_cases.c")
