@@ -213,7 +213,7 @@ final class ModelFeed: @unchecked Sendable {
     init(process: ProcessFacts, programSuppressions: ProgramSuppressionText?, writer: TraceFileWriter?) {
         self.writer = writer
         if writer != nil {
-            let encoder = TraceEncoder()
+            var encoder = TraceEncoder()
             encoder.process(process)
             if let programSuppressions { encoder.programSuppressions(programSuppressions) }
             self.encoder = encoder
@@ -223,13 +223,21 @@ final class ModelFeed: @unchecked Sendable {
     func consume(_ events: UnsafeBufferPointer<HeapEvent>) {
         var local = HeapModel()
         swap(&local, &model)
-        for event in events { local.apply(event) }
-        swap(&local, &model)
-        guard let encoder, let writer else { return }
-        for event in events { encoder.event(event) }
+        defer { swap(&local, &model) }
+        // By index, not `for event in events`: the iterator hands out a copy of each event (an
+        // outlined copy and destroy of the enum per event), the subscript lends it in place.
+        guard var trace = encoder.take(), let writer else {
+            for index in events.indices { local.apply(events[index]) }
+            return
+        }
+        defer { encoder = trace }
+        for index in events.indices {
+            local.apply(events[index])
+            trace.event(events[index])
+        }
         let now = Recorder.monotonicNow()
-        if encoder.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
-            writer.submit(encoder.take())
+        if trace.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
+            writer.submit(trace.take())
             lastHandOff = now
         }
     }
@@ -239,9 +247,9 @@ final class ModelFeed: @unchecked Sendable {
     /// Writes the records after the program's end and closes the trace; the reason it is
     /// incomplete, if it is.
     func finishTrace(exit: ExitFacts, addresses: [UInt64], symbols: SymbolTable) -> String? {
-        guard let encoder, let writer else { return nil }
-        encoder.finish(exit: exit, addresses: addresses, symbols: symbols)
-        writer.submit(encoder.take())
+        guard var trace = encoder.take(), let writer else { return nil }
+        trace.finish(exit: exit, addresses: addresses, symbols: symbols)
+        writer.submit(trace.take())
         return writer.close()
     }
 }

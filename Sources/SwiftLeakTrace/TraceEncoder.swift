@@ -10,8 +10,12 @@ import SwiftLeakModel
 ///
 /// Memory: a table of the live blocks (address → allocation number, 20 bytes a slot) and one
 /// dictionary entry per distinct site; nothing grows with the number of events.
-public final class TraceEncoder {
-    private let out = ByteWriter()
+///
+/// A value worked on in place (the session keeps it in a local while it encodes a batch): as a
+/// class, every stored property would pay a dynamic exclusivity check per event. Its buffers are
+/// shared by copies, so move it (`Optional.take()`, `swap`), never copy it.
+public struct TraceEncoder {
+    private var out = ByteWriter()
     private var lastThread: UInt32 = 0
     private var lastTime: UInt64 = 0
     private var lastStackStart: UInt64 = 0
@@ -21,6 +25,27 @@ public final class TraceEncoder {
     /// Allocations numbered so far (the first is number 1).
     private var allocations: UInt64 = 0
     private var sites: [Site: UInt64] = [:]
+    /// A direct-mapped cache in front of `sites`: most allocations come from a few hot sites,
+    /// and a Dictionary lookup (SipHash) per allocation costs the drain more than the rest of
+    /// the encoding.
+    private let cachedSites: UnsafeMutablePointer<Site>
+    private let cachedIDs: UnsafeMutablePointer<UInt64>
+    private let cacheOwner: CacheOwner
+    private static let cacheSlots = 4096
+
+    /// Frees the cache with the last copy of the encoder.
+    final class CacheOwner {
+        let sites: UnsafeMutablePointer<Site>
+        let ids: UnsafeMutablePointer<UInt64>
+        init(sites: UnsafeMutablePointer<Site>, ids: UnsafeMutablePointer<UInt64>) {
+            self.sites = sites
+            self.ids = ids
+        }
+        deinit {
+            sites.deallocate()
+            ids.deallocate()
+        }
+    }
 
     struct Site: Hashable {
         var stack: UInt32
@@ -29,6 +54,11 @@ public final class TraceEncoder {
     }
 
     public init() {
+        cachedSites = .allocate(capacity: Self.cacheSlots)
+        cachedSites.initialize(repeating: Site(stack: .max, function: 0, size: .max), count: Self.cacheSlots)
+        cachedIDs = .allocate(capacity: Self.cacheSlots)
+        cachedIDs.initialize(repeating: 0, count: Self.cacheSlots)
+        cacheOwner = CacheOwner(sites: cachedSites, ids: cachedIDs)
         out.reserve(TraceFormat.magic.count + 10)
         for byte in TraceFormat.magic { out.byte(byte) }
         out.varint(TraceFormat.version)
@@ -38,9 +68,9 @@ public final class TraceEncoder {
     public var pendingBytes: Int { out.count }
 
     /// Hands over what is encoded so far.
-    public func take() -> [UInt8] { out.take() }
+    public mutating func take() -> [UInt8] { out.take() }
 
-    public func process(_ facts: ProcessFacts) {
+    public mutating func process(_ facts: ProcessFacts) {
         out.reserve(40)
         out.byte(TraceFormat.process)
         out.varint(UInt64(UInt32(bitPattern: facts.pid)))
@@ -52,7 +82,7 @@ public final class TraceEncoder {
 
     /// The program's own `__lsan_default_suppressions()`: its text, or why it could not be read,
     /// and the program file it came from (suppression reports name it).
-    public func programSuppressions(_ suppressions: ProgramSuppressionText) {
+    public mutating func programSuppressions(_ suppressions: ProgramSuppressionText) {
         out.reserve(1)
         out.byte(TraceFormat.programSuppressions)
         out.string(suppressions.program)
@@ -65,7 +95,7 @@ public final class TraceEncoder {
     }
 
     @inline(__always)
-    public func event(_ event: HeapEvent) {
+    public mutating func event(_ event: HeapEvent) {
         switch event {
         case let .allocation(address, size, stack, function, thread):
             allocation(address: address, size: size, stack: stack, function: function, thread: thread)
@@ -113,7 +143,7 @@ public final class TraceEncoder {
     }
 
     @inline(__always)
-    private func allocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
+    private mutating func allocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
         // The model ignores address 0 (the ring never delivers it): so does the trace.
         guard address != 0 else { return }
         out.reserve(64)
@@ -134,7 +164,7 @@ public final class TraceEncoder {
     }
 
     @inline(__always)
-    private func free(address: UInt64, thread: UInt32) {
+    private mutating func free(address: UInt64, thread: UInt32) {
         out.reserve(32)
         if thread != lastThread { switchThread(thread) }
         if let block = blocks.remove(address) {
@@ -146,10 +176,19 @@ public final class TraceEncoder {
 
     /// The site's id, writing its SITE record the first time (ids count from 0).
     @inline(__always)
-    private func siteID(_ site: Site) -> UInt64 {
-        if let id = sites[site] { return id }
+    private mutating func siteID(_ site: Site) -> UInt64 {
+        let hash = (UInt64(site.stack) &* 0x9e37_79b9_7f4a_7c15) ^ (site.size &* 0xc2b2_ae3d_27d4_eb4f) ^ UInt64(site.function)
+        let slot = Int(truncatingIfNeeded: (hash &* 0x9e37_79b9_7f4a_7c15) >> 52)
+        if cachedSites[slot] == site { return cachedIDs[slot] }
+        if let id = sites[site] {
+            cachedSites[slot] = site
+            cachedIDs[slot] = id
+            return id
+        }
         let id = UInt64(sites.count)
         sites[site] = id
+        cachedSites[slot] = site
+        cachedIDs[slot] = id
         out.byte(TraceFormat.site)
         out.varint(UInt64(site.stack))
         out.varint(site.size)
@@ -157,7 +196,7 @@ public final class TraceEncoder {
         return id
     }
 
-    private func switchThread(_ thread: UInt32) {
+    private mutating func switchThread(_ thread: UInt32) {
         out.byte(TraceFormat.thread)
         out.varint(UInt64(thread))
         lastThread = thread
@@ -165,7 +204,7 @@ public final class TraceEncoder {
 
     /// The records after the program ended: its exit, the scan, the verdict on every live block
     /// (`addresses` in the order of the verdicts), warnings, the symbols, and the end marker.
-    public func finish(exit facts: ExitFacts, addresses: [UInt64], symbols: SymbolTable) {
+    public mutating func finish(exit facts: ExitFacts, addresses: [UInt64], symbols: SymbolTable) {
         out.reserve(64)
         out.byte(TraceFormat.exit)
         switch facts.exit {
@@ -252,7 +291,7 @@ public final class TraceEncoder {
     }
 
     /// The id of a string, writing its STRING record the first time (ids count from 1).
-    private func stringID(_ text: String?) -> UInt64 {
+    private mutating func stringID(_ text: String?) -> UInt64 {
         guard let text else { return 0 }
         if let id = strings[text] { return id }
         let id = UInt64(strings.count + 1)

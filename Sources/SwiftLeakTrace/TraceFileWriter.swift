@@ -28,9 +28,10 @@ public final class TraceFileWriter: @unchecked Sendable {
     static let flushInterval: Double = 0.5
 
     /// Opens (creates, truncates) `path`. Throws a one-line reason when it cannot be written.
-    /// Level 1: the records are mostly address deltas, which zlib barely shrinks at any level
-    /// (malloc_heavy: 36.0 MB at level 6 for 4.8 s of CPU, 37.0 MB at level 1 for 2.0 s).
-    public init(path: String, level: Int32 = 1) throws(TraceError) {
+    /// Huffman coding only, no string matching: the event records leave little for matching to
+    /// find (malloc_heavy's 18.2 MB of records: 15.6 MB at level 1 with matching, about the same
+    /// with Huffman only, at a fraction of the CPU; docs/trace-format.md).
+    public init(path: String, level: Int32 = 1, strategy: Int32 = Z_HUFFMAN_ONLY) throws(TraceError) {
         self.path = path
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
@@ -41,7 +42,7 @@ public final class TraceFileWriter: @unchecked Sendable {
         stream = .allocate(capacity: 1)
         stream.initialize(to: z_stream())
         // 15 + 16: a gzip header and trailer around the deflate stream.
-        let rc = deflateInit2_(stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+        let rc = deflateInit2_(stream, level, Z_DEFLATED, 15 + 16, 8, strategy,
                                ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
         guard rc == Z_OK else {
             Glibc.close(fd)

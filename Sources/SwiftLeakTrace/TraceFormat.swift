@@ -69,39 +69,47 @@ public enum TraceFormat {
     static func unzigzag(_ value: UInt64) -> Int64 { Int64(bitPattern: value >> 1) ^ -Int64(bitPattern: value & 1) }
 }
 
-/// Appends varints and raw bytes to a buffer it owns. Not an `Array`: the encoder writes a
-/// few bytes per event, and `Array.append` pays a uniqueness and a capacity check for each one;
-/// here one capacity check per record (`reserve`) covers its bytes.
-final class ByteWriter {
+/// Appends varints and raw bytes to a buffer. Not an `Array`: the encoder writes a few bytes per
+/// event, and `Array.append` pays a uniqueness and a capacity check for each one; here one
+/// capacity check per record (`reserve`) covers its bytes. The buffer is shared by copies (its
+/// owner frees it with the last one): move a writer, never copy it.
+struct ByteWriter {
     private(set) var start: UnsafeMutablePointer<UInt8>
     private(set) var count = 0
     private var capacity: Int
+    private var owner: Owner
+
+    final class Owner {
+        var buffer: UnsafeMutablePointer<UInt8>
+        init(_ buffer: UnsafeMutablePointer<UInt8>) { self.buffer = buffer }
+        deinit { buffer.deallocate() }
+    }
 
     init(capacity: Int = 1 << 16) {
         self.capacity = capacity
         start = .allocate(capacity: capacity)
+        owner = Owner(start)
     }
-
-    deinit { start.deallocate() }
 
     /// Room for `bytes` more bytes without a further check (a record's fixed part: a varint is
     /// at most 10 bytes).
     @inline(__always)
-    func reserve(_ bytes: Int) {
+    mutating func reserve(_ bytes: Int) {
         if count + bytes > capacity { grow(count + bytes) }
     }
 
-    private func grow(_ needed: Int) {
+    private mutating func grow(_ needed: Int) {
         let newCapacity = max(needed, 2 * capacity)
         let bigger = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
         bigger.update(from: start, count: count)
         start.deallocate()
         start = bigger
+        owner.buffer = bigger
         capacity = newCapacity
     }
 
     /// Hands over the bytes written so far and starts again.
-    func take() -> [UInt8] {
+    mutating func take() -> [UInt8] {
         let taken = Array(UnsafeBufferPointer(start: start, count: count))
         count = 0
         return taken
@@ -109,14 +117,14 @@ final class ByteWriter {
 
     /// Call `reserve` first.
     @inline(__always)
-    func byte(_ value: UInt8) {
+    mutating func byte(_ value: UInt8) {
         start[count] = value
         count += 1
     }
 
     /// Call `reserve` first (10 bytes).
     @inline(__always)
-    func varint(_ value: UInt64) {
+    mutating func varint(_ value: UInt64) {
         var value = value
         while value >= 0x80 {
             start[count] = UInt8(truncatingIfNeeded: value) | 0x80
@@ -129,12 +137,12 @@ final class ByteWriter {
 
     /// Call `reserve` first (10 bytes).
     @inline(__always)
-    func signed(_ value: Int64) { varint(TraceFormat.zigzag(value)) }
+    mutating func signed(_ value: Int64) { varint(TraceFormat.zigzag(value)) }
 
     /// A record type whose low `bits` carry the low bits of `value`, the bit above them saying
     /// that the rest of `value` follows as a varint. Call `reserve` first (11 bytes).
     @inline(__always)
-    func tagged(_ tag: UInt8, bits: UInt64, _ value: UInt64) {
+    mutating func tagged(_ tag: UInt8, bits: UInt64, _ value: UInt64) {
         let low = UInt8(truncatingIfNeeded: value & ((1 << bits) - 1))
         if value >> bits == 0 {
             byte(tag | low)
@@ -144,15 +152,15 @@ final class ByteWriter {
         }
     }
 
-    func data<C: Collection>(_ data: C) where C.Element == UInt8 {
+    mutating func data<C: Collection>(_ data: C) where C.Element == UInt8 {
         reserve(10 + data.count)
         varint(UInt64(data.count))
         for value in data { byte(value) }
     }
 
-    func string(_ text: String) { data(Array(text.utf8)) }
+    mutating func string(_ text: String) { data(Array(text.utf8)) }
 
-    func fixed64(_ value: UInt64) {
+    mutating func fixed64(_ value: UInt64) {
         reserve(8)
         for shift in stride(from: 0, to: 64, by: 8) { byte(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
     }

@@ -67,7 +67,7 @@ enum SampleTrace {
     static func write(level: Int32 = 6, count: Int = 2000) throws -> (path: String, events: [HeapEvent], exit: ExitFacts) {
         let path = "/tmp/swiftleak-trace-test-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).gz"
         let writer = try TraceFileWriter(path: path, level: level)
-        let encoder = TraceEncoder()
+        var encoder = TraceEncoder()
         encoder.process(process)
         encoder.programSuppressions(programSuppressions)
         var model = HeapModel()
