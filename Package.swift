@@ -114,7 +114,7 @@ let package = Package(
         .target(name: "SwiftLeakTestSupport", path: "Tests/SwiftLeakTestSupport"),
         .testTarget(name: "SwiftLeakModelTests", dependencies: ["SwiftLeakModel", "SwiftLeakReports", "SwiftLeakCore", "SwiftLeakTestSupport"]),
         .testTarget(name: "SwiftLeakTraceTests", dependencies: ["SwiftLeakTrace", "SwiftLeakModel", "SwiftLeakCore", "SwiftLeakTestSupport"]),
-        .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore"]),
+        .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore", "SwiftLeakTestSupport"]),
         .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),
         .testTarget(
             name: "SwiftLeakEndToEndTests",

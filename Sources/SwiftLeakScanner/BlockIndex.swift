@@ -47,18 +47,22 @@ final class BlockIndex {
     init(_ blocks: [ScanBlock]) {
         precondition(blocks.count < Int(Int32.max), "too many blocks for 32-bit indices")
         count = blocks.count
-        bounds = .allocate(capacity: 2 * max(count, 1))
+        bounds = ScanMemory.allocate(UInt64.self, count: 2 * count)
         starts = Column(base: bounds)
         ends = Column(base: bounds + 1)
         var previousEnd: UInt64 = 0
-        for (index, block) in blocks.enumerated() {
-            let end = block.address &+ max(block.size, 1)
-            precondition(end > block.address, "block at \(block.address.hexString) wraps the address space")
-            precondition(index == 0 || block.address >= previousEnd,
-                         "blocks must be sorted by address and must not overlap (at \(block.address.hexString))")
-            starts[index] = block.address
-            ends[index] = end
-            previousEnd = end
+        let starts = self.starts, ends = self.ends
+        blocks.withUnsafeBufferPointer { blocks in
+            for index in 0..<blocks.count {
+                let block = blocks[index]
+                let end = block.address &+ max(block.size, 1)
+                precondition(end > block.address, "block at \(block.address.hexString) wraps the address space")
+                precondition(index == 0 || block.address >= previousEnd,
+                             "blocks must be sorted by address and must not overlap (at \(block.address.hexString))")
+                starts[index] = block.address
+                ends[index] = end
+                previousEnd = end
+            }
         }
         minStart = count > 0 ? starts[0] : 1
         span = count > 0 ? ends[count - 1] - starts[0] : 0
@@ -66,17 +70,18 @@ final class BlockIndex {
         // Choose the granule: the smallest one whose table stays within the budget.
         let budget = max(2 * count, 4096)
         var shift: UInt64 = 4
-        while shift < 40 && BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift).entries > budget {
+        var (entries, segments) = BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift)
+        while shift < 40 && entries > budget {
             shift += 1
+            (entries, segments) = BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift)
         }
         granuleShift = shift
-        let (entries, segments) = BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift)
         tableEntries = entries
         segmentCount = segments
         segmentStarts = .allocate(capacity: max(segments, 1))
         segmentEnds = .allocate(capacity: max(segments, 1))
         segmentTableOffsets = .allocate(capacity: max(segments, 1))
-        table = .allocate(capacity: max(entries, 1))
+        table = ScanMemory.allocate(Int32.self, count: entries)
 
         // Fill: walk the segments again, sweeping a block cursor along the granules.
         var segment = 0
@@ -98,11 +103,11 @@ final class BlockIndex {
     }
 
     deinit {
-        bounds.deallocate()
+        ScanMemory.deallocate(bounds, count: 2 * count)
         segmentStarts.deallocate()
         segmentEnds.deallocate()
         segmentTableOffsets.deallocate()
-        table.deallocate()
+        ScanMemory.deallocate(table, count: tableEntries)
     }
 
     /// Calls `body` for each segment: a run of blocks `first...last` whose gaps are at most 64

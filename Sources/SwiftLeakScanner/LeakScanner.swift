@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import SwiftLeakCore
+import Synchronization
 
 /// The exit-time reachability scan: Valgrind Memcheck's leak check (`mc_leakcheck.c`) over a
 /// stopped process whose memory is read through a ``ProcessMemoryReader``.
@@ -46,6 +47,11 @@ public enum LeakScanner {
         /// `am_is_valid_for_client(…, VKI_PROT_READ)` in `lc_scan_memory` and `lc_is_a_chunk_ptr`).
         /// Needed because `/proc/PID/mem` reads `PROT_NONE` pages as if they were readable.
         public var readableRanges: [Range<UInt64>]? = nil
+        /// When the windows holding the blocks (the heap) come to at least this many bytes and all
+        /// fit in the cache, a second thread reads them ahead of the marking, in address order: the
+        /// process is stopped, so its core is free, and reading is a third of the work. 0 turns it
+        /// off. The reader is then called from two threads at once.
+        public var readAheadMinimumBytes: Int = 4 << 20
 
         public init() {}
     }
@@ -74,8 +80,10 @@ public enum LeakScanner {
         let wallStart = monotonicSeconds()
         let cpuStart = threadCPUSeconds()
         let engine = ScanEngine(blocks: blocks, memory: memory, configuration: configuration)
+        engine.startReadingAhead()
         engine.markFromRoots(roots: roots, registerWords: registerWords)
         engine.gatherCliques()
+        engine.stopReadingAhead()
         var result = engine.result(blocks: blocks)
         result.statistics.cpuSeconds = threadCPUSeconds() - cpuStart
         result.statistics.wallSeconds = monotonicSeconds() - wallStart
@@ -114,6 +122,17 @@ private enum BlockState {
     static let zeroSize: UInt8 = 8
     /// Some byte of the block is outside the readable ranges: a pointer into it is checked.
     static let partlyUnreadable: UInt8 = 16
+    /// The multipleinheritance heuristic has looked at the block's first word (whether it is a
+    /// vtable address does not depend on the pointer: it is remembered in the next bit).
+    static let firstWordChecked: UInt8 = 32
+    static let firstWordIsVtable: UInt8 = 64
+}
+
+/// The fill state of one heap window of the cache when a second thread reads ahead.
+private enum WindowFill {
+    static let empty: UInt8 = 0
+    static let reading: UInt8 = 1
+    static let ready: UInt8 = 2
 }
 
 /// The mutable state of one scan. Raw storage, owned here, freed in deinit.
@@ -157,12 +176,27 @@ private final class ScanEngine {
     /// Streaming buffer for root regions and big blocks.
     let chunk: UnsafeMutableRawBufferPointer
     /// A block's words are copied here from the cache before they are scanned, so that the
-    /// heuristics may read other blocks through the cache meanwhile (and evict its window).
+    /// heuristics may read other blocks through the cache meanwhile (and evict its window). Not
+    /// needed when ``allWindowsFit``: then no heap window is ever evicted.
     let blockScratch: UnsafeMutableRawPointer
     /// Direct-mapped cache of block-content windows.
     let windowShift: Int
     let windowSize: Int
     let cacheSlots: Int
+    let cacheBytes: Int
+    /// Windows of the block-index segments (the heap): slots `0..<heapWindows`, one each.
+    let heapWindows: Int
+    /// Every heap window has a slot of its own, and other memory (vtables read by a heuristic)
+    /// uses the slots above them: a heap window, once read, stays, and the windows of one segment
+    /// lie next to each other in the cache, so a block spanning several is read in place.
+    let allWindowsFit: Bool
+    /// Per heap window, its ``WindowFill`` state, when a second thread reads ahead (else nil).
+    let windowFill: UnsafeMutablePointer<Atomic<UInt8>>?
+    let readAheadStop: UnsafeMutablePointer<Atomic<Bool>>
+    var readAheadThread: pthread_t?
+    /// What the read-ahead thread read (added to the statistics once it is joined).
+    var readAheadReads: UInt64 = 0
+    var readAheadBytes: UInt64 = 0
     /// Per block-index segment, the first slot number of its windows: the windows of the heap are
     /// numbered consecutively, so that they get distinct slots whenever they all fit.
     let segmentWindowBase: [Int]
@@ -193,13 +227,14 @@ private final class ScanEngine {
         self.configuration = configuration
         index = BlockIndex(blocks)
         count = blocks.count
-        let capacity = max(count, 1)
-        state = .allocate(capacity: capacity)
-        state.initialize(repeating: BlockState.unreached, count: capacity)
-        for (i, block) in blocks.enumerated() where block.size == 0 { state[i] = BlockState.zeroSize }
-        heuristic = .allocate(capacity: capacity)
-        heuristic.initialize(repeating: 0, count: capacity)
-        markStack = .allocate(capacity: capacity)
+        // Zero-filled: every block unreached (0), no heuristic.
+        let state = ScanMemory.allocate(UInt8.self, count: count)
+        self.state = state
+        blocks.withUnsafeBufferPointer { blocks in
+            for i in 0..<blocks.count where blocks[i].size == 0 { state[i] = BlockState.zeroSize }
+        }
+        heuristic = ScanMemory.allocate(UInt8.self, count: count)
+        markStack = ScanMemory.allocate(Int32.self, count: count)
         markTopStorage = .allocate(capacity: 1)
         markTopStorage.initialize(to: 0)
         counters = .allocate(capacity: 1)
@@ -229,7 +264,20 @@ private final class ScanEngine {
         var slots = 16
         while slots < heapWindows + 64 && slots < maxSlots { slots <<= 1 }
         cacheSlots = slots
-        cache = .allocate(byteCount: slots * windowSize, alignment: 16)
+        self.heapWindows = heapWindows
+        allWindowsFit = slots >= heapWindows + 64
+        cacheBytes = slots * windowSize
+        cache = ScanMemory.allocateBytes(cacheBytes)
+        readAheadStop = .allocate(capacity: 1)
+        readAheadStop.initialize(to: Atomic(false))
+        if allWindowsFit && configuration.readAheadMinimumBytes > 0
+            && heapWindows * windowSize >= configuration.readAheadMinimumBytes {
+            let fill = UnsafeMutablePointer<Atomic<UInt8>>.allocate(capacity: heapWindows)
+            for slot in 0..<heapWindows { (fill + slot).initialize(to: Atomic(WindowFill.empty)) }
+            windowFill = fill
+        } else {
+            windowFill = nil
+        }
         cacheTags = .allocate(capacity: slots)
         cacheTags.initialize(repeating: 0, count: slots)
         cacheValidFrom = .allocate(capacity: slots)
@@ -256,16 +304,23 @@ private final class ScanEngine {
     }
 
     deinit {
-        state.deallocate()
-        heuristic.deallocate()
-        parent?.deallocate()
-        indirectBytes?.deallocate()
-        markStack.deallocate()
+        ScanMemory.deallocate(state, count: count)
+        ScanMemory.deallocate(heuristic, count: count)
+        if let parent { ScanMemory.deallocate(parent, count: count) }
+        if let indirectBytes { ScanMemory.deallocate(indirectBytes, count: count) }
+        ScanMemory.deallocate(markStack, count: count)
         markTopStorage.deallocate()
         counters.deallocate()
         chunk.deallocate()
+        stopReadingAhead()
         blockScratch.deallocate()
-        cache.deallocate()
+        ScanMemory.deallocateBytes(cache, byteCount: cacheBytes)
+        if let windowFill {
+            windowFill.deinitialize(count: heapWindows)
+            windowFill.deallocate()
+        }
+        readAheadStop.deinitialize(count: 1)
+        readAheadStop.deallocate()
         cacheTags.deallocate()
         cacheValidFrom.deallocate()
         cacheValidTo.deallocate()
@@ -287,17 +342,25 @@ private final class ScanEngine {
 
     @inline(__always)
     func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let got = readUncounted(address, into: buffer)
+        if got >= 0 { statistics.reads += 1 }
+        let copied = max(got, 0)
+        statistics.bytesRead += UInt64(copied)
+        return copied
+    }
+
+    /// A read clipped to the readable ranges, without touching the statistics (the read-ahead
+    /// thread calls it too): the bytes copied, or -1 when nothing was asked of the reader.
+    @inline(__always)
+    func readUncounted(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
         var buffer = buffer
         if configuration.readableRanges != nil {
-            guard let end = readableEnd(address) else { return 0 }
+            guard let end = readableEnd(address) else { return -1 }
             if end &- address < UInt64(buffer.count) {
                 buffer = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(end &- address)])
             }
         }
-        statistics.reads += 1
-        let got = max(0, min(memory.read(address, into: buffer), buffer.count))
-        statistics.bytesRead += UInt64(got)
-        return got
+        return max(0, min(memory.read(address, into: buffer), buffer.count))
     }
 
     func readWord(_ address: UInt64) -> UInt64? {
@@ -334,35 +397,147 @@ private final class ScanEngine {
         }
     }
 
-    /// The contents of block `i` from the window cache, or nil when the block is big, straddles a
-    /// window, or its window could not be read (then the caller streams it).
+    /// The bytes `[start, start + size)` from the window cache, or nil when they are not there
+    /// whole (then the caller streams them): a range within one window when it is small, or, when
+    /// every heap window has its own slot, any range of one segment's windows, read in place.
     @inline(__always)
     func cachedContents(_ start: UInt64, _ size: UInt64) -> UnsafeRawPointer? {
         let window = start >> UInt64(windowShift)
-        guard size <= UInt64(windowSize >> 2), (start &+ size &- 1) >> UInt64(windowShift) == window else { return nil }
+        let lastWindow = (start &+ size &- 1) >> UInt64(windowShift)
         let segment = index.segment(containing: start)
-        let slot = segment >= 0
-            ? (segmentWindowBase[segment] + Int(window - segmentFirstWindow[segment])) & (cacheSlots - 1)
-            : Int(truncatingIfNeeded: (window &* 0x9E37_79B9_7F4A_7C15) >> 40) & (cacheSlots - 1)
-        let slotBase = cache + slot << windowShift
-        let windowStart = window << UInt64(windowShift)
-        if cacheTags[slot] != window &+ 1 {
-            var got = read(windowStart, into: UnsafeMutableRawBufferPointer(start: slotBase, count: windowSize))
-            var from = 0
-            if got == 0 {
-                // The window starts in unmapped memory (a mapping starting mid-window): read from
-                // the block's page on.
-                from = Int((start & ~4095) - windowStart)
-                got = read(windowStart + UInt64(from),
-                           into: UnsafeMutableRawBufferPointer(start: slotBase + from, count: windowSize - from))
-            }
-            cacheTags[slot] = window &+ 1
-            cacheValidFrom[slot] = Int32(from)
-            cacheValidTo[slot] = Int32(from + got)
+        guard size <= UInt64(windowSize >> 2), lastWindow == window else {
+            return allWindowsFit && segment >= 0 && size > 0 ? spannedContents(start, size, segment: segment) : nil
         }
-        let offset = Int(start - windowStart)
+        let slot = self.slot(window, segment: segment)
+        let slotBase = cache + slot << windowShift
+        if cacheTags[slot] != window &+ 1 { fill(slot, window: window, forBlockAt: start, segment: segment) }
+        let offset = Int(start - (window << UInt64(windowShift)))
         guard offset >= Int(cacheValidFrom[slot]), offset + Int(size) <= Int(cacheValidTo[slot]) else { return nil }
         return UnsafeRawPointer(slotBase + offset)
+    }
+
+    /// The cache slot of a window: a heap window's own (its segment's base plus its number there),
+    /// others hashed into the slots above the heap's when they all fit.
+    @inline(__always)
+    func slot(_ window: UInt64, segment: Int) -> Int {
+        if segment >= 0 {
+            let slot = segmentWindowBase[segment] + Int(window - segmentFirstWindow[segment])
+            return allWindowsFit ? slot : slot & (cacheSlots - 1)
+        }
+        let hash = (window &* 0x9E37_79B9_7F4A_7C15) >> 40
+        return allWindowsFit ? heapWindows + Int(hash % UInt64(cacheSlots - heapWindows))
+                             : Int(truncatingIfNeeded: hash) & (cacheSlots - 1)
+    }
+
+    /// Reads a window into its slot (a heap window the read-ahead thread may be reading: waits for it).
+    func fill(_ slot: Int, window: UInt64, forBlockAt start: UInt64, segment: Int) {
+        if segment >= 0, let windowFill {
+            while true {
+                let state = windowFill[slot].load(ordering: .acquiring)
+                if state == WindowFill.ready { break }
+                if state == WindowFill.empty,
+                   windowFill[slot].compareExchange(expected: WindowFill.empty, desired: WindowFill.reading,
+                                                    ordering: .acquiring).exchanged {
+                    readWindow(slot, window: window, forBlockAt: start)
+                    windowFill[slot].store(WindowFill.ready, ordering: .releasing)
+                    break
+                }
+                sched_yield()  // the read-ahead thread is copying it
+            }
+            cacheTags[slot] = window &+ 1
+            return
+        }
+        readWindow(slot, window: window, forBlockAt: start)
+        cacheTags[slot] = window &+ 1
+    }
+
+    func readWindow(_ slot: Int, window: UInt64, forBlockAt start: UInt64) {
+        let slotBase = cache + slot << windowShift
+        let windowStart = window << UInt64(windowShift)
+        var got = read(windowStart, into: UnsafeMutableRawBufferPointer(start: slotBase, count: windowSize))
+        var from = 0
+        if got == 0 && start > windowStart && start - windowStart < UInt64(windowSize) {
+            // The window starts in unmapped memory (a mapping starting mid-window): read from
+            // the block's page on.
+            from = Int((start & ~4095) - windowStart)
+            got = read(windowStart + UInt64(from),
+                       into: UnsafeMutableRawBufferPointer(start: slotBase + from, count: windowSize - from))
+        }
+        cacheValidFrom[slot] = Int32(from)
+        cacheValidTo[slot] = Int32(from + got)
+    }
+
+    /// `[start, start + size)` across the consecutive slots of its segment's windows, when every one
+    /// of them could be read whole where the range covers it.
+    func spannedContents(_ start: UInt64, _ size: UInt64, segment: Int) -> UnsafeRawPointer? {
+        let first = start >> UInt64(windowShift)
+        let last = (start &+ size &- 1) >> UInt64(windowShift)
+        let segmentLast = (index.segmentEnds[segment] &- 1) >> UInt64(windowShift)
+        guard last <= segmentLast, last > first || size > UInt64(windowSize >> 2) else { return nil }
+        let firstSlot = slot(first, segment: segment)
+        let startOffset = Int(start - (first << UInt64(windowShift)))
+        let endOffset = Int((start &+ size) - (last << UInt64(windowShift)))
+        for window in first...last {
+            let slot = firstSlot + Int(window - first)
+            if cacheTags[slot] != window &+ 1 { fill(slot, window: window, forBlockAt: start, segment: segment) }
+            let from = Int(cacheValidFrom[slot]), to = Int(cacheValidTo[slot])
+            if from > (window == first ? startOffset : 0) || to < (window == last ? endOffset : windowSize) { return nil }
+        }
+        return UnsafeRawPointer(cache + firstSlot << windowShift + startOffset)
+    }
+
+    // MARK: Reading ahead
+
+    /// Starts the read-ahead thread, when the heap is big enough for it.
+    func startReadingAhead() {
+        guard windowFill != nil else { return }
+        var handle = pthread_t()
+        let rc = pthread_create(&handle, nil, { context in
+            Unmanaged<ScanEngine>.fromOpaque(context!).takeUnretainedValue().readAhead()
+            return nil
+        }, Unmanaged.passUnretained(self).toOpaque())
+        if rc == 0 { readAheadThread = handle }
+    }
+
+    /// Stops the read-ahead thread (if running) and counts what it read.
+    func stopReadingAhead() {
+        guard let thread = readAheadThread else { return }
+        readAheadStop.pointee.store(true, ordering: .relaxed)
+        pthread_join(thread, nil)
+        readAheadThread = nil
+        statistics.reads += readAheadReads
+        statistics.bytesRead += readAheadBytes
+    }
+
+    /// The read-ahead thread: reads every heap window the marking has not claimed, in address
+    /// order. A window whose first byte is unreadable is handed back (the marking reads it from
+    /// the block's page on, as without read-ahead).
+    func readAhead() {
+        guard let windowFill else { return }
+        var reads: UInt64 = 0
+        var bytes: UInt64 = 0
+        var segment = 0
+        for slot in 0..<heapWindows {
+            if readAheadStop.pointee.load(ordering: .relaxed) { break }
+            while segment + 1 < index.segmentCount && segmentWindowBase[segment + 1] <= slot { segment += 1 }
+            guard windowFill[slot].load(ordering: .relaxed) == WindowFill.empty,
+                  windowFill[slot].compareExchange(expected: WindowFill.empty, desired: WindowFill.reading,
+                                                   ordering: .acquiring).exchanged else { continue }
+            let window = segmentFirstWindow[segment] + UInt64(slot - segmentWindowBase[segment])
+            let got = readUncounted(window << UInt64(windowShift),
+                                    into: UnsafeMutableRawBufferPointer(start: cache + slot << windowShift, count: windowSize))
+            if got >= 0 { reads += 1 }
+            if got <= 0 {
+                windowFill[slot].store(WindowFill.empty, ordering: .releasing)
+                continue
+            }
+            bytes += UInt64(got)
+            cacheValidFrom[slot] = 0
+            cacheValidTo[slot] = Int32(got)
+            windowFill[slot].store(WindowFill.ready, ordering: .releasing)
+        }
+        readAheadReads = reads
+        readAheadBytes = bytes
     }
 
     // MARK: Phase 1: reachability from the roots
@@ -441,8 +616,12 @@ private final class ScanEngine {
                 if let contents = cachedContents(first, last - first) {
                     let n = Int((last - first) >> 3)
                     statistics.wordsScanned += UInt64(n)
-                    blockScratch.copyMemory(from: contents, byteCount: n << 3)
-                    markWords(blockScratch.assumingMemoryBound(to: UInt64.self), n, priorDefinite: priorDefinite)
+                    if allWindowsFit {
+                        markWords(contents.assumingMemoryBound(to: UInt64.self), n, priorDefinite: priorDefinite)
+                    } else {
+                        blockScratch.copyMemory(from: contents, byteCount: n << 3)
+                        markWords(blockScratch.assumingMemoryBound(to: UInt64.self), n, priorDefinite: priorDefinite)
+                    }
                 } else {
                     streamWords(first, last) { words, n in markWords(words, n, priorDefinite: priorDefinite) }
                 }
@@ -514,11 +693,9 @@ private final class ScanEngine {
         guard let firstUnreached = (0..<count).first(where: { state[$0] & BlockState.mask == BlockState.unreached }) else {
             return
         }
-        let capacity = max(count, 1)
-        parent = .allocate(capacity: capacity)
-        parent!.initialize(repeating: -1, count: capacity)
-        indirectBytes = .allocate(capacity: capacity)
-        indirectBytes!.initialize(repeating: 0, count: capacity)
+        parent = ScanMemory.allocate(Int32.self, count: count)
+        parent!.initialize(repeating: -1, count: max(count, 1))
+        indirectBytes = ScanMemory.allocate(UInt64.self, count: count)  // zero-filled
         for i in firstUnreached..<count where state[i] & BlockState.mask == BlockState.unreached {
             push(i)
             processMarkStack(clique: i)
@@ -544,14 +721,28 @@ private final class ScanEngine {
             if elements > 0 && (size &- 8) % elements == 0 { return LeakHeuristic.newArray.rawValue }
         }
         // The same conditions as Valgrind's, in the order that rejects most interior pointers
-        // soonest: the word they point at is rarely a vtable address, and the block's first word
-        // is one more read from a cold part of the heap.
-        if heuristics.contains(.multipleInheritance), pointer & 7 == 0, let inner = readWord(pointer),
-           inner & 7 == 0, inner >= 4096, isVtableAddress(inner),
-           let first = readWord(start), first & 7 == 0, first >= 4096, isVtableAddress(first) {
+        // soonest: the block's first word (known once per block), then the word pointed at.
+        if heuristics.contains(.multipleInheritance), pointer & 7 == 0, firstWordIsVtableAddress(i),
+           let inner = readWord(pointer), inner & 7 == 0, inner >= 4096, isVtableAddress(inner) {
             return LeakHeuristic.multipleInheritance.rawValue
         }
         return 0
+    }
+
+    /// The multipleinheritance condition on block `i`'s first word (aligned, above page 0, a vtable
+    /// address), worked out once per block: the heap is frozen, and a block that is not a C++ object
+    /// (an arena slab) may receive millions of interior pointers. Valgrind tests this word after
+    /// the pointed-at one; both must hold, so the order does not change the verdict.
+    @inline(__always)
+    func firstWordIsVtableAddress(_ i: Int) -> Bool {
+        let known = state[i]
+        if known & BlockState.firstWordChecked != 0 { return known & BlockState.firstWordIsVtable != 0 }
+        var answer = false
+        if let first = readWord(index.starts[i]), first & 7 == 0, first >= 4096, isVtableAddress(first) {
+            answer = true
+        }
+        state[i] |= BlockState.firstWordChecked | (answer ? BlockState.firstWordIsVtable : 0)
+        return answer
     }
 
     func fileMapping(containing address: UInt64) -> FileRange? {
