@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SwiftLeakCore
 
 /// One block the program has not freed.
@@ -19,197 +22,391 @@ public struct LiveBlock: Hashable, Sendable {
     }
 }
 
-/// The live blocks of one process, keyed by address: open addressing with linear probing and
-/// backward-shift deletion, in three parallel arrays (20 bytes a slot: at most 53 bytes a live block
-/// right after growing, 27 when full, 64 at the peak of a grow). Swift's Dictionary would cost
-/// about 64 bytes a block right after a resize and more while it resizes, over the recorder's
-/// budget (under 64 bytes per live block).
+/// The live blocks of one process, keyed by address, in at most 26 bytes a live block plus a fixed
+/// ~16 KiB, at every moment including a grow (the recorder's budget is 32).
+///
+/// - A slot is two words, no object: the address (48 bits) with the function and module generation
+///   in its top 16 bits, then the size (32 bits) and the stack id (32 bits). A block that does not
+///   fit (an address above 2^48, a size of 4 GiB or more) lives in a side dictionary instead.
+/// - 64 shards, picked by the top bits of the address's Fibonacci hash, each an open-addressing
+///   table with linear probing and backward-shift deletion (no tombstones). A shard's capacity is
+///   any number (the slot is the hash scaled to it), grows by a fifth when it is three quarters
+///   full, so the table is always between 62% and 75% full: 21-26 bytes a block. Only one shard is
+///   copied at a time, so a grow adds 1/64 of the table, not a second table.
+/// - A shard of 64 KiB or more is mapped directly (and unmapped when it grows), so the memory it
+///   gave up returns to the system and malloc's mmap threshold is left alone.
 public struct LiveBlockTable: Sendable {
-    private var keys: [UInt64]       // 0 = empty (malloc never returns address 0)
-    private var infos: [UInt64]      // size (48 bits) | function (8) | module generation (8)
-    private var stacks: [UInt32]
-    private var mask: Int
-    public private(set) var count = 0
-    public private(set) var totalBytes: UInt64 = 0
+    private var storage: Storage
 
     public init(minimumCapacity: Int = 1 << 12) {
-        var capacity = 16
-        while capacity < minimumCapacity { capacity <<= 1 }
-        keys = Array(repeating: 0, count: capacity)
-        infos = Array(repeating: 0, count: capacity)
-        stacks = Array(repeating: 0, count: capacity)
-        mask = capacity - 1
+        storage = Storage(minimumCapacity: minimumCapacity)
     }
 
-    public var capacity: Int { keys.count }
-    /// Bytes of memory the table holds.
-    public var memoryFootprint: Int { keys.count * 20 }
+    public var count: Int { storage.count }
+    public var totalBytes: UInt64 { storage.totalBytes }
+    /// Slots in all shards.
+    public var capacity: Int { storage.capacity }
+    /// Bytes of memory the table holds (slots, shard headers and the side dictionary's entries).
+    public var memoryFootprint: Int { storage.memoryFootprint }
 
-    @inline(__always)
-    private func home(_ address: UInt64) -> Int {
-        // Fibonacci hashing: heap addresses differ mostly in their middle bits.
-        Int(truncatingIfNeeded: (address &* 0x9e37_79b9_7f4a_7c15) >> 20) & mask
-    }
-
-    @inline(__always)
-    private static func pack(_ block: LiveBlock) -> UInt64 {
-        (block.size & 0xffff_ffff_ffff) | UInt64(block.function.rawValue) << 48 | UInt64(block.moduleGeneration) << 56
-    }
-
-    @inline(__always)
-    private func block(at slot: Int) -> LiveBlock {
-        let info = infos[slot]
-        return LiveBlock(address: keys[slot], size: info & 0xffff_ffff_ffff, stack: stacks[slot],
-                         function: AllocationFunction(rawValue: UInt8(truncatingIfNeeded: info >> 48)),
-                         moduleGeneration: UInt8(truncatingIfNeeded: info >> 56))
+    private mutating func makeUnique() {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
     }
 
     /// Inserts a block; returns the block it replaced at the same address (a free we never saw).
     @discardableResult
     public mutating func insert(_ block: LiveBlock) -> LiveBlock? {
         precondition(block.address != 0, "address 0 is the empty marker")
-        if (count + 1) * 4 > keys.count * 3 { grow() }
-        var slot = home(block.address)
-        while true {
-            let key = keys[slot]
-            if key == 0 {
-                keys[slot] = block.address
-                infos[slot] = Self.pack(block)
-                stacks[slot] = block.stack
-                count += 1
-                totalBytes &+= block.size & 0xffff_ffff_ffff
-                return nil
-            }
-            if key == block.address {
-                let old = self.block(at: slot)
-                infos[slot] = Self.pack(block)
-                stacks[slot] = block.stack
-                totalBytes = totalBytes &- old.size &+ (block.size & 0xffff_ffff_ffff)
-                return old
-            }
-            slot = (slot + 1) & mask
-        }
+        makeUnique()
+        return storage.insert(block)
     }
 
     /// Removes the block at `address`; nil when there is none.
     @discardableResult
     public mutating func remove(_ address: UInt64) -> LiveBlock? {
         guard address != 0 else { return nil }
-        var slot = home(address)
-        while true {
-            let key = keys[slot]
-            if key == 0 { return nil }
-            if key == address { break }
-            slot = (slot + 1) & mask
-        }
-        let removed = block(at: slot)
-        count -= 1
-        totalBytes &-= removed.size
-        // Backward-shift: pull later members of the probe run into the hole so lookups never
-        // need tombstones.
-        var hole = slot
-        var next = (hole + 1) & mask
-        while keys[next] != 0 {
-            let wanted = home(keys[next])
-            // Move `next` into `hole` unless its home lies cyclically in (hole, next].
-            let distanceToNext = (next - wanted) & mask
-            let distanceToHole = (hole - wanted) & mask
-            if distanceToHole < distanceToNext {
-                keys[hole] = keys[next]
-                infos[hole] = infos[next]
-                stacks[hole] = stacks[next]
-                hole = next
-            }
-            next = (next + 1) & mask
-        }
-        keys[hole] = 0
-        return removed
+        makeUnique()
+        return storage.remove(address)
     }
 
     public func lookup(_ address: UInt64) -> LiveBlock? {
         guard address != 0 else { return nil }
-        var slot = home(address)
-        while true {
-            let key = keys[slot]
-            if key == 0 { return nil }
-            if key == address { return block(at: slot) }
-            slot = (slot + 1) & mask
-        }
+        return storage.lookup(address)
     }
 
-    /// Empties the table into its blocks sorted by address, reusing the table's own storage: no
+    /// Empties the table into its blocks sorted by address. Each shard is freed as soon as it is
+    /// copied out, so the table and the sorted arrays (20 bytes a block) never coexist whole: no
     /// second copy of millions of blocks at the moment memory is tightest (the exit scan).
     public mutating func consumeSorted() -> SortedBlocks {
-        // Compact occupied slots to the front (order does not matter: we sort next).
-        var filled = 0
-        for slot in 0..<keys.count where keys[slot] != 0 {
-            keys[filled] = keys[slot]
-            infos[filled] = infos[slot]
-            stacks[filled] = stacks[slot]
-            filled += 1
+        makeUnique()
+        let total = storage.count
+        var addresses: [UInt64] = []
+        var infos: [UInt64] = []
+        var stacks: [UInt32] = []
+        let storage = self.storage
+        addresses = [UInt64](unsafeUninitializedCapacity: total) { addressBuffer, addressCount in
+            infos = [UInt64](unsafeUninitializedCapacity: total) { infoBuffer, infoCount in
+                stacks = [UInt32](unsafeUninitializedCapacity: total) { stackBuffer, stackCount in
+                    let filled = storage.drain { index, block in
+                        addressBuffer.initializeElement(at: index, to: block.address)
+                        infoBuffer.initializeElement(at: index, to: SortedBlocks.pack(block))
+                        stackBuffer.initializeElement(at: index, to: block.stack)
+                    }
+                    precondition(filled == total, "live-block count out of step")
+                    stackCount = total
+                }
+                infoCount = total
+            }
+            addressCount = total
         }
-        var sortedKeys = keys, sortedInfos = infos, sortedStacks = stacks
         self = LiveBlockTable(minimumCapacity: 16)
-        // Now the only references: shrink one array at a time to what is used.
-        sortedKeys = Self.shrunk(sortedKeys, to: filled)
-        sortedInfos = Self.shrunk(sortedInfos, to: filled)
-        sortedStacks = Self.shrunk(sortedStacks, to: filled)
-        sortedKeys.withUnsafeMutableBufferPointer { k in
-            sortedInfos.withUnsafeMutableBufferPointer { i in
-                sortedStacks.withUnsafeMutableBufferPointer { s in
+        addresses.withUnsafeMutableBufferPointer { k in
+            infos.withUnsafeMutableBufferPointer { i in
+                stacks.withUnsafeMutableBufferPointer { s in
                     ParallelSort.sort(keys: k, infos: i, stacks: s)
                 }
             }
         }
-        return SortedBlocks(addresses: sortedKeys, infos: sortedInfos, stacks: sortedStacks)
-    }
-
-    /// A copy of the first `count` elements in storage of exactly that size.
-    private static func shrunk<T: BitwiseCopyable>(_ array: [T], to count: Int) -> [T] {
-        [T](unsafeUninitializedCapacity: count) { buffer, initialized in
-            array.withUnsafeBufferPointer { source in
-                _ = buffer.initialize(from: source[0..<count])
-            }
-            initialized = count
-        }
+        return SortedBlocks(addresses: addresses, infos: infos, stacks: stacks)
     }
 
     /// Every live block, in no particular order.
     public func allBlocks() -> [LiveBlock] {
         var result: [LiveBlock] = []
         result.reserveCapacity(count)
-        for slot in 0..<keys.count where keys[slot] != 0 {
-            result.append(block(at: slot))
-        }
+        storage.forEach { result.append($0) }
         return result
     }
+}
 
-    /// Doubles the table one array at a time, so that old and new copies of all three arrays never
-    /// coexist: the peak is 48 bytes per old slot instead of 60.
-    private mutating func grow() {
-        let oldCapacity = keys.count
-        let capacity = oldCapacity * 2
-        mask = capacity - 1
-        let unoccupied = UInt32.max
-        var destination = [UInt32](repeating: unoccupied, count: oldCapacity)
-        var newKeys = [UInt64](repeating: 0, count: capacity)
-        for slot in 0..<oldCapacity where keys[slot] != 0 {
-            var target = home(keys[slot])
-            while newKeys[target] != 0 { target = (target + 1) & mask }
-            newKeys[target] = keys[slot]
-            destination[slot] = UInt32(target)
+/// The shards of a ``LiveBlockTable``. Mutated only through a uniquely referenced table (copy on
+/// write), hence the unchecked Sendable.
+private final class Storage: @unchecked Sendable {
+    static let shardBits = 6
+    static let shardCount = 1 << shardBits
+    static let minimumShardCapacity = 16
+    /// Shards of at least this many bytes are mapped directly.
+    static let mappedShardBytes = 64 << 10
+
+    /// One shard: `capacity` slots of two words each.
+    struct Shard {
+        var slots: UnsafeMutablePointer<UInt64>
+        var capacity: Int
+        var count: Int
+    }
+
+    let shards: UnsafeMutablePointer<Shard>
+    /// Blocks whose address or size does not fit a slot.
+    var oversized: [UInt64: LiveBlock] = [:]
+    var count = 0
+    var totalBytes: UInt64 = 0
+
+    static let addressMask: UInt64 = 0xffff_ffff_ffff
+    static let sizeLimit: UInt64 = 1 << 32
+
+    init(minimumCapacity: Int) {
+        let perShard = max(Self.minimumShardCapacity, (minimumCapacity + Self.shardCount - 1) / Self.shardCount)
+        shards = .allocate(capacity: Self.shardCount)
+        for index in 0..<Self.shardCount {
+            (shards + index).initialize(to: Shard(slots: Self.allocateSlots(perShard), capacity: perShard, count: 0))
         }
-        keys = newKeys
-        var newInfos = [UInt64](repeating: 0, count: capacity)
-        for slot in 0..<oldCapacity where destination[slot] != unoccupied {
-            newInfos[Int(destination[slot])] = infos[slot]
+    }
+
+    deinit {
+        for index in 0..<Self.shardCount { Self.freeSlots(shards[index].slots, capacity: shards[index].capacity) }
+        shards.deallocate()
+    }
+
+    func copy() -> Storage {
+        let copy = Storage(minimumCapacity: 0)
+        for index in 0..<Self.shardCount {
+            let shard = shards[index]
+            Self.freeSlots(copy.shards[index].slots, capacity: copy.shards[index].capacity)
+            let slots = Self.allocateSlots(shard.capacity)
+            slots.update(from: shard.slots, count: 2 * shard.capacity)
+            copy.shards[index] = Shard(slots: slots, capacity: shard.capacity, count: shard.count)
         }
-        infos = newInfos
-        var newStacks = [UInt32](repeating: 0, count: capacity)
-        for slot in 0..<oldCapacity where destination[slot] != unoccupied {
-            newStacks[Int(destination[slot])] = stacks[slot]
+        copy.oversized = oversized
+        copy.count = count
+        copy.totalBytes = totalBytes
+        return copy
+    }
+
+    var capacity: Int { (0..<Self.shardCount).reduce(0) { $0 + shards[$1].capacity } }
+    var memoryFootprint: Int {
+        capacity * 16 + Self.shardCount * MemoryLayout<Shard>.stride + oversized.capacity * 64
+    }
+
+    static func allocateSlots(_ capacity: Int) -> UnsafeMutablePointer<UInt64> {
+        let bytes = capacity * 16
+        if bytes >= mappedShardBytes {
+            let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            guard let mapped, mapped != MAP_FAILED else {
+                preconditionFailure("cannot map \(bytes) bytes for the live-block table: \(String(cString: strerror(errno)))")
+            }
+            return mapped.bindMemory(to: UInt64.self, capacity: 2 * capacity)  // zero-filled
         }
-        stacks = newStacks
+        let slots = UnsafeMutablePointer<UInt64>.allocate(capacity: 2 * capacity)
+        slots.initialize(repeating: 0, count: 2 * capacity)
+        return slots
+    }
+
+    static func freeSlots(_ slots: UnsafeMutablePointer<UInt64>, capacity: Int) {
+        if capacity * 16 >= mappedShardBytes {
+            munmap(slots, capacity * 16)
+        } else {
+            slots.deallocate()
+        }
+    }
+
+    // MARK: Slots
+
+    @inline(__always)
+    static func hash(_ address: UInt64) -> UInt64 { address &* 0x9e37_79b9_7f4a_7c15 }
+
+    /// The home slot of a hash in a shard of `capacity` slots: the hash's bits below the shard
+    /// number, scaled to the capacity.
+    @inline(__always)
+    static func home(_ hash: UInt64, _ capacity: Int) -> Int {
+        Int(truncatingIfNeeded: (hash << UInt64(shardBits)).multipliedFullWidth(by: UInt64(capacity)).high)
+    }
+
+    @inline(__always)
+    static func fits(_ block: LiveBlock) -> Bool {
+        block.address <= addressMask && block.size < sizeLimit
+    }
+
+    @inline(__always)
+    static func keyWord(_ block: LiveBlock) -> UInt64 {
+        block.address | UInt64(block.function.rawValue) << 48 | UInt64(block.moduleGeneration) << 56
+    }
+
+    @inline(__always)
+    static func valueWord(_ block: LiveBlock) -> UInt64 { block.size | UInt64(block.stack) << 32 }
+
+    @inline(__always)
+    static func block(key: UInt64, value: UInt64) -> LiveBlock {
+        LiveBlock(address: key & addressMask, size: value & 0xffff_ffff, stack: UInt32(truncatingIfNeeded: value >> 32),
+                  function: AllocationFunction(rawValue: UInt8(truncatingIfNeeded: key >> 48)),
+                  moduleGeneration: UInt8(truncatingIfNeeded: key >> 56))
+    }
+
+    /// The slot holding `address` in its shard, or -1.
+    @inline(__always)
+    func find(_ address: UInt64, hash: UInt64, in shard: Shard) -> Int {
+        var slot = Self.home(hash, shard.capacity)
+        while true {
+            let key = shard.slots[2 * slot]
+            if key == 0 { return -1 }
+            if key & Self.addressMask == address { return slot }
+            slot += 1
+            if slot == shard.capacity { slot = 0 }
+        }
+    }
+
+    func lookup(_ address: UInt64) -> LiveBlock? {
+        if address <= Self.addressMask {
+            let hash = Self.hash(address)
+            let shard = shards[Int(hash >> UInt64(64 - Self.shardBits))]
+            let slot = find(address, hash: hash, in: shard)
+            if slot >= 0 { return Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1]) }
+        }
+        return oversized.isEmpty ? nil : oversized[address]
+    }
+
+    func insert(_ block: LiveBlock) -> LiveBlock? {
+        guard Self.fits(block) else {
+            // One entry per address: an ordinary block there moves out of its shard.
+            let old: LiveBlock?
+            if let inShard = removeFromShard(block.address) {
+                old = inShard
+            } else if let previous = oversized[block.address] {
+                old = previous
+                count -= 1
+                totalBytes &-= previous.size & 0xffff_ffff_ffff
+            } else {
+                old = nil
+            }
+            oversized[block.address] = block
+            count += 1
+            totalBytes &+= block.size & 0xffff_ffff_ffff
+            return old
+        }
+        if !oversized.isEmpty, let old = oversized.removeValue(forKey: block.address) {
+            count -= 1
+            totalBytes &-= old.size & 0xffff_ffff_ffff
+            _ = insertInShard(block)
+            return old
+        }
+        return insertInShard(block)
+    }
+
+    /// Inserts or replaces an ordinary block in its shard.
+    @inline(__always)
+    func insertInShard(_ block: LiveBlock) -> LiveBlock? {
+        let hash = Self.hash(block.address)
+        let shardIndex = Int(hash >> UInt64(64 - Self.shardBits))
+        if (shards[shardIndex].count + 1) * 4 > shards[shardIndex].capacity * 3 { grow(shardIndex) }
+        let shard = shards[shardIndex]
+        var slot = Self.home(hash, shard.capacity)
+        while true {
+            let key = shard.slots[2 * slot]
+            if key == 0 {
+                shard.slots[2 * slot] = Self.keyWord(block)
+                shard.slots[2 * slot + 1] = Self.valueWord(block)
+                shards[shardIndex].count += 1
+                count += 1
+                totalBytes &+= block.size
+                return nil
+            }
+            if key & Self.addressMask == block.address {
+                let old = Self.block(key: key, value: shard.slots[2 * slot + 1])
+                shard.slots[2 * slot] = Self.keyWord(block)
+                shard.slots[2 * slot + 1] = Self.valueWord(block)
+                totalBytes = totalBytes &- old.size &+ block.size
+                return old
+            }
+            slot += 1
+            if slot == shard.capacity { slot = 0 }
+        }
+    }
+
+    func remove(_ address: UInt64) -> LiveBlock? {
+        if let removed = removeFromShard(address) { return removed }
+        guard !oversized.isEmpty, let removed = oversized.removeValue(forKey: address) else { return nil }
+        count -= 1
+        totalBytes &-= removed.size & 0xffff_ffff_ffff
+        return removed
+    }
+
+    @inline(__always)
+    func removeFromShard(_ address: UInt64) -> LiveBlock? {
+        guard address <= Self.addressMask else { return nil }
+        let hash = Self.hash(address)
+        let shardIndex = Int(hash >> UInt64(64 - Self.shardBits))
+        let shard = shards[shardIndex]
+        let found = find(address, hash: hash, in: shard)
+        guard found >= 0 else { return nil }
+        let slots = shard.slots
+        let capacity = shard.capacity
+        let removed = Self.block(key: slots[2 * found], value: slots[2 * found + 1])
+        shards[shardIndex].count -= 1
+        count -= 1
+        totalBytes &-= removed.size
+        // Backward shift: pull later members of the probe run into the hole so lookups never
+        // need tombstones.
+        var hole = found
+        var next = hole + 1 == capacity ? 0 : hole + 1
+        while slots[2 * next] != 0 {
+            let wanted = Self.home(Self.hash(slots[2 * next] & Self.addressMask), capacity)
+            // Move `next` into `hole` unless its home lies cyclically in (hole, next].
+            var distanceToNext = next - wanted
+            if distanceToNext < 0 { distanceToNext += capacity }
+            var distanceToHole = hole - wanted
+            if distanceToHole < 0 { distanceToHole += capacity }
+            if distanceToHole < distanceToNext {
+                slots[2 * hole] = slots[2 * next]
+                slots[2 * hole + 1] = slots[2 * next + 1]
+                hole = next
+            }
+            next = next + 1 == capacity ? 0 : next + 1
+        }
+        slots[2 * hole] = 0
+        slots[2 * hole + 1] = 0
+        return removed
+    }
+
+    /// Rebuilds one shard a fifth larger.
+    func grow(_ shardIndex: Int) {
+        let old = shards[shardIndex]
+        let capacity = max(old.capacity + old.capacity / 5, old.capacity + 4)
+        let slots = Self.allocateSlots(capacity)
+        for index in 0..<old.capacity where old.slots[2 * index] != 0 {
+            let key = old.slots[2 * index]
+            var target = Self.home(Self.hash(key & Self.addressMask), capacity)
+            while slots[2 * target] != 0 {
+                target += 1
+                if target == capacity { target = 0 }
+            }
+            slots[2 * target] = key
+            slots[2 * target + 1] = old.slots[2 * index + 1]
+        }
+        Self.freeSlots(old.slots, capacity: old.capacity)
+        shards[shardIndex] = Shard(slots: slots, capacity: capacity, count: old.count)
+    }
+
+    func forEach(_ body: (LiveBlock) -> Void) {
+        for shardIndex in 0..<Self.shardCount {
+            let shard = shards[shardIndex]
+            for index in 0..<shard.capacity where shard.slots[2 * index] != 0 {
+                body(Self.block(key: shard.slots[2 * index], value: shard.slots[2 * index + 1]))
+            }
+        }
+        for block in oversized.values { body(block) }
+    }
+
+    /// Hands every block to `body` with its running index, freeing each shard once it is done;
+    /// leaves the storage empty. Returns how many there were.
+    func drain(_ body: (Int, LiveBlock) -> Void) -> Int {
+        var index = 0
+        for shardIndex in 0..<Self.shardCount {
+            let shard = shards[shardIndex]
+            for slot in 0..<shard.capacity where shard.slots[2 * slot] != 0 {
+                body(index, Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1]))
+                index += 1
+            }
+            Self.freeSlots(shard.slots, capacity: shard.capacity)
+            shards[shardIndex] = Shard(slots: Self.allocateSlots(Self.minimumShardCapacity),
+                                       capacity: Self.minimumShardCapacity, count: 0)
+        }
+        for block in oversized.values {
+            body(index, block)
+            index += 1
+        }
+        oversized = [:]
+        count = 0
+        totalBytes = 0
+        return index
     }
 }
 
@@ -229,6 +426,12 @@ public struct SortedBlocks: Sendable {
         var table = LiveBlockTable()
         blocks.forEach { table.insert($0) }
         self = table.consumeSorted()
+    }
+
+    /// A block's size (48 bits), function and module generation in one word.
+    @inline(__always)
+    static func pack(_ block: LiveBlock) -> UInt64 {
+        (block.size & 0xffff_ffff_ffff) | UInt64(block.function.rawValue) << 48 | UInt64(block.moduleGeneration) << 56
     }
 
     public var count: Int { addresses.count }

@@ -56,7 +56,9 @@ struct LiveBlockTableTests {
             if rng.next() % 3 == 0 {
                 #expect(table.remove(address)?.size == model.removeValue(forKey: address))
             } else {
-                let size = rng.next() % 1000
+                // Now and then a block too big for a slot (the side dictionary), at an address
+                // that may have held an ordinary one, and back.
+                let size = rng.next() % 50 == 0 ? (1 << 32) + rng.next() % 1000 : rng.next() % 1000
                 table.insert(Self.block(address, size: size))
                 model[address] = size
             }
@@ -102,15 +104,51 @@ struct LiveBlockTableTests {
         #expect((0..<count).allSatisfy { sorted.size($0) == UInt64($0) })
     }
 
-    @Test("memory stays under 64 bytes per live block, past the initial capacity")
+    @Test("memory stays at most 26 bytes per live block plus 16 KiB, at every count (no grow doubles it)")
     func footprint() {
-        var table = LiveBlockTable(minimumCapacity: 4096)
+        var table = LiveBlockTable(minimumCapacity: 16)
+        var worst = 0.0
         for index in 0..<300_000 {
             table.insert(Self.block(0x1000 + UInt64(index) * 32))
-            if table.count > 4096 {
-                #expect(table.memoryFootprint < 64 * table.count)
-            }
+            let perBlock = Double(table.memoryFootprint - 16 << 10) / Double(table.count)
+            if table.count > 4096 { worst = max(worst, perBlock) }
         }
+        #expect(worst <= 26, "worst \(worst) bytes a block")
+        // Removing everything keeps the table valid (backward shifts across the shards' ends).
+        for index in 0..<300_000 { #expect(table.remove(0x1000 + UInt64(index) * 32) != nil) }
+        #expect(table.count == 0 && table.totalBytes == 0)
+    }
+
+    @Test("blocks that do not fit a slot: addresses above 2^48, sizes of 4 GiB and more")
+    func oversized() {
+        var table = LiveBlockTable()
+        let high = LiveBlock(address: 0x00ff_0000_0000_1000, size: 32, stack: 3, function: .calloc, moduleGeneration: 1)
+        let huge = LiveBlock(address: 0x7f00_0000_2000, size: 5 << 30, stack: 4, function: .malloc, moduleGeneration: 0)
+        table.insert(high)
+        table.insert(huge)
+        #expect(table.lookup(high.address) == high)
+        #expect(table.lookup(huge.address) == huge)
+        #expect(table.count == 2 && table.totalBytes == 32 + 5 << 30)
+        // A small block at the huge one's address replaces it (and says so), and back.
+        let small = Self.block(huge.address, size: 48)
+        #expect(table.insert(small) == huge)
+        #expect(table.count == 2 && table.totalBytes == 32 + 48)
+        #expect(table.insert(huge) == small)
+        #expect(table.count == 2 && table.totalBytes == 32 + 5 << 30)
+        let sorted = table.consumeSorted()
+        #expect(sorted.addresses == [huge.address, high.address])
+        #expect(sorted[0] == huge && sorted[1] == high)
+    }
+
+    @Test("a copy of the table is independent of the original (copy on write)")
+    func copyOnWrite() {
+        var table = LiveBlockTable()
+        table.insert(Self.block(0x1000))
+        var copy = table
+        copy.insert(Self.block(0x2000))
+        #expect(table.remove(0x1000) != nil)
+        #expect(table.count == 0 && copy.count == 2)
+        #expect(copy.lookup(0x1000) != nil && table.lookup(0x2000) == nil)
     }
 }
 
