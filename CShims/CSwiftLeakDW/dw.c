@@ -341,6 +341,20 @@ static swl_dw_unit *swl_dw_find_unit(swl_dw_module *module, Dwarf_Addr address) 
     return NULL;
 }
 
+void swl_dw_prepare(swl_dw_module *module) {
+    if (module == NULL) return;
+    if (!module->symbols_built) swl_dw_build_symbols(module);
+    if (!module->units_built) swl_dw_build_units(module);
+    if (module->dwarf != NULL) {
+        // libdw's address-to-CU table (decompresses .debug_aranges), which dwfl_module_addrdie builds
+        // on first use.
+        Dwarf_Aranges *aranges = NULL;
+        size_t count = 0;
+        (void)dwarf_getaranges(module->dwarf, &aranges, &count);
+    }
+    if (!module->unit_ranges_built && module->unit_count > 0) swl_dw_build_unit_ranges(module);
+}
+
 // MARK: Functions of a compile unit
 
 static bool swl_dw_is_function(int tag) {

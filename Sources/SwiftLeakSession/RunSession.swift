@@ -119,7 +119,10 @@ public enum RunSession {
         let process = ProcessFacts(pid: pid, ppid: getpid(), command: command, startTime: wallClockNow())
         onStart(pid)
 
-        let model = ModelFeed(process: process, programSuppressions: configuration.programSuppressions, writer: writer)
+        // Modules' symbol tables load in the background as the program loads them.
+        let preloader = SymbolPreloader(symbolizer: Symbolizer(demangle: false))
+        let model = ModelFeed(process: process, programSuppressions: configuration.programSuppressions, writer: writer,
+                              preloader: preloader)
         let recorder = Recorder(ring: ring, pid: pid) { model.consume($0) }
         recorder.start()
         let tracer = Tracer(pid: pid, exitAnnounced: { ring.exitAnnounced })
@@ -174,7 +177,7 @@ public enum RunSession {
         // Raw names: the builder demangles (or not, for --demangle=no), and a trace keeps them
         // as suppressions match them. A trace carries the frames of every stack it holds.
         let keys = writer == nil ? final.symbolKeysForLiveBlocks() : final.symbolKeysForAllStacks()
-        let symbols = SymbolResolution.resolve(keys, modules: final.modules, symbolizer: Symbolizer(demangle: false))
+        let symbols = SymbolResolution.resolve(keys, modules: final.modules, symbolizer: preloader.finish())
         if let failure = model.finishTrace(exit: facts, addresses: final.blocks.addresses, symbols: symbols) {
             facts.warnings.append(failure)
         }
@@ -205,13 +208,17 @@ final class ModelFeed: @unchecked Sendable {
     private var model = HeapModel()
     private var encoder: TraceEncoder?
     private let writer: TraceFileWriter?
+    private let preloader: SymbolPreloader?
+    private var modulesPreloaded = 0
     private var lastHandOff = Recorder.monotonicNow()
     /// Encoded bytes go to the compressor at this size or after this long (nanoseconds).
     static let handOffBytes = 1 << 18
     static let handOffInterval: UInt64 = 250_000_000
 
-    init(process: ProcessFacts, programSuppressions: ProgramSuppressionText?, writer: TraceFileWriter?) {
+    init(process: ProcessFacts, programSuppressions: ProgramSuppressionText?, writer: TraceFileWriter?,
+         preloader: SymbolPreloader? = nil) {
         self.writer = writer
+        self.preloader = preloader
         if writer != nil {
             var encoder = TraceEncoder()
             encoder.process(process)
@@ -224,6 +231,7 @@ final class ModelFeed: @unchecked Sendable {
         var local = HeapModel()
         swap(&local, &model)
         defer { swap(&local, &model) }
+        defer { preloadNewModules(local.modules) }
         // By index, not `for event in events`: the iterator hands out a copy of each event (an
         // outlined copy and destroy of the enum per event), the subscript lends it in place.
         guard var trace = encoder.take(), let writer else {
@@ -240,6 +248,14 @@ final class ModelFeed: @unchecked Sendable {
             writer.submit(trace.take())
             lastHandOff = now
         }
+    }
+
+    /// Hands the modules loaded since the last batch to the preloader (once per batch, not per event).
+    private func preloadNewModules(_ modules: [ModuleSpan]) {
+        if modules.count < modulesPreloaded { modulesPreloaded = 0 }  // a new image after exec
+        guard let preloader, modules.count > modulesPreloaded else { return }
+        for index in modulesPreloaded..<modules.count { preloader.enqueue(modules[index].module) }
+        modulesPreloaded = modules.count
     }
 
     func finish() -> FinalHeap { model.finish() }

@@ -71,6 +71,27 @@ public final class Symbolizer: Sendable {
         return frames
     }
 
+    /// Opens `module`'s file and builds its symbol table and compile-unit index now, so that later
+    /// lookups in it only search: for loading modules ahead while the program runs (see
+    /// ``SymbolPreloader``). A file that cannot be opened is not remembered here, so the problem is
+    /// reported only if a frame is ever looked up in it, as without preparing.
+    public func prepare(_ module: LoadedModule) {
+        guard !module.path.isEmpty else { return }
+        state.withLock { state in
+            let key = FileKey(path: module.path, bias: module.loadBias)
+            let entry: FileEntry
+            if let known = state.files[key] {
+                entry = known
+            } else {
+                guard let handle = swl_dw_open(module.path, module.loadBias, nil) else { return }
+                entry = .open(DebugFile(handle: handle))
+                state.files[key] = entry
+                state.statistics.filesOpened += 1
+            }
+            if case .open(let file) = entry { swl_dw_prepare(file.handle) }
+        }
+    }
+
     /// How a frame without a function name can still be shown: `libfoo.so+0x1234` (the file
     /// offset-style address, as Valgrind's `(in /path)` and addr2line's input need).
     public static func moduleOffset(of ip: UInt64, in module: LoadedModule) -> String {

@@ -54,6 +54,11 @@ typedef struct swl_dw_frame {
 /// 0 when nothing at all is known about the address.
 int swl_dw_lookup(swl_dw_module *module, uint64_t address, swl_dw_frame *frames, int capacity);
 
+/// Builds now what the first lookups would otherwise build: the sorted function-symbol table, the
+/// DWARF (reading and decompressing its sections) with its compile units and their address ranges.
+/// For loading a module ahead, on a background thread, while the program runs; lookups do not need it.
+void swl_dw_prepare(swl_dw_module *module);
+
 /// The runtime address of the function symbol `name` (.symtab, else .dynsym); 0 when there is none.
 uint64_t swl_dw_function_address(swl_dw_module *module, const char *name);
 

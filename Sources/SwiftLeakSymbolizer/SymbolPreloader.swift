@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SwiftLeakCore
+
+/// Loads the symbol and line tables of modules on a low-priority background thread as the program
+/// loads them, so that symbolizing after the program's end only looks addresses up.
+///
+/// The program runs on one core and swiftleak has the other; reading and sorting a big binary's
+/// symbol table and decompressing its debug sections takes about a second for clang, which the end
+/// of the run would otherwise wait for. The thread runs at the lowest priority (nice 19), so the
+/// recorder, which must keep up with the program, goes first. ``finish()`` drops what has not been
+/// started: those modules are loaded on first lookup, as without a preloader.
+public final class SymbolPreloader: @unchecked Sendable {
+    public let symbolizer: Symbolizer
+    private var lock = pthread_mutex_t()
+    private var wake = pthread_cond_t()
+    private var pending: [LoadedModule] = []
+    private var queued: Set<LoadedModule> = []
+    private var stopping = false
+    private var thread: pthread_t?
+    private var prepared = 0
+
+    public init(symbolizer: Symbolizer) {
+        self.symbolizer = symbolizer
+        pthread_mutex_init(&lock, nil)
+        pthread_cond_init(&wake, nil)
+    }
+
+    deinit {
+        _ = finish()
+        pthread_cond_destroy(&wake)
+        pthread_mutex_destroy(&lock)
+    }
+
+    /// Modules prepared so far.
+    public var preparedCount: Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return prepared
+    }
+
+    /// Queues a module just loaded by the program (each module once). Cheap: never waits for
+    /// the thread's work.
+    public func enqueue(_ module: LoadedModule) {
+        guard !module.path.isEmpty else { return }
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        guard !stopping, queued.insert(module).inserted else { return }
+        pending.append(module)
+        if thread == nil { startThread() }
+        pthread_cond_signal(&wake)
+    }
+
+    /// Stops the thread once the module it is preparing is done, drops the rest, and returns the
+    /// symbolizer for the lookups.
+    @discardableResult
+    public func finish() -> Symbolizer {
+        pthread_mutex_lock(&lock)
+        stopping = true
+        pending.removeAll()
+        let running = thread
+        thread = nil
+        pthread_cond_signal(&wake)
+        pthread_mutex_unlock(&lock)
+        if let running { pthread_join(running, nil) }
+        return symbolizer
+    }
+
+    /// Called with the lock held.
+    private func startThread() {
+        var handle = pthread_t()
+        let box = Unmanaged.passRetained(self)
+        let rc = pthread_create(&handle, nil, { context in
+            let preloader = Unmanaged<SymbolPreloader>.fromOpaque(context!).takeRetainedValue()
+            // Linux keeps the nice value per thread: who = 0 is this thread alone.
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            preloader.run()
+            return nil
+        }, box.toOpaque())
+        if rc == 0 {
+            thread = handle
+        } else {
+            box.release()
+        }
+    }
+
+    private func run() {
+        while true {
+            pthread_mutex_lock(&lock)
+            while pending.isEmpty && !stopping { pthread_cond_wait(&wake, &lock) }
+            if stopping {
+                pthread_mutex_unlock(&lock)
+                return
+            }
+            let module = pending.removeFirst()
+            pthread_mutex_unlock(&lock)
+            symbolizer.prepare(module)
+            pthread_mutex_lock(&lock)
+            prepared += 1
+            pthread_mutex_unlock(&lock)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import SwiftLeakCore
+import SwiftLeakSymbolizer
+import Testing
+
+@Suite("Symbol tables loaded ahead")
+struct PreloadTests {
+    @Test("a prepared module gives the same frames, and its file is opened once")
+    func preparedSameFrames() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
+        let ip = try program.ret("in_inlined")
+        let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
+
+        let prepared = Symbolizer()
+        prepared.prepare(program.module)
+        prepared.prepare(program.module)
+        #expect(prepared.statistics.filesOpened == 1)
+        let frames = prepared.symbolize(ip, in: program.module, isReturnAddress: true)
+        #expect(frames == cold)
+        #expect(frames.map(\.function) == ["inner_step", "middle_step", "outer_function"])
+        #expect(prepared.statistics.filesOpened == 1)
+        #expect(prepared.problems.isEmpty)
+    }
+
+    @Test("preparing a module whose file is gone reports nothing until a frame is looked up in it")
+    func missingFileReportedOnUse() throws {
+        let module = LoadedModule(path: "/nonexistent/swiftleak-test/libgone.so", loadBias: 0x7f00_0000_0000,
+                                  start: 0x7f00_0000_0000, end: 0x7f00_0001_0000, buildID: [])
+        let symbolizer = Symbolizer()
+        symbolizer.prepare(module)
+        #expect(symbolizer.problems.isEmpty)
+        let frames = symbolizer.symbolize(0x7f00_0000_1234, in: module, isReturnAddress: true)
+        #expect(frames.first?.function == nil)
+        #expect(symbolizer.problems.count == 1)
+        #expect(symbolizer.problems.first?.contains("libgone.so") == true)
+    }
+
+    @Test("the preloader prepares every module queued (each once) on its thread, then hands the symbolizer over")
+    func preloaderThread() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let program = try buildAndRun("frames.c", compiler: "cc", flags: ["-g", "-O0"], output: "frames", in: directory)
+        let preloader = SymbolPreloader(symbolizer: Symbolizer())
+        preloader.enqueue(program.module)
+        preloader.enqueue(program.module)
+        // The thread runs at nice 19: wait for it (bounded), without asserting any timing.
+        var waited = 0
+        while preloader.preparedCount < 1 && waited < 60_000 {
+            usleep(1000)
+            waited += 1
+        }
+        #expect(preloader.preparedCount == 1)
+        let symbolizer = preloader.finish()
+        #expect(symbolizer.statistics.filesOpened == 1)
+        let start = symbolizer.symbolize(try program.function("leaf_function"), in: program.module, isReturnAddress: false)
+        #expect(start.first?.function == "leaf_function")
+        #expect(symbolizer.statistics.filesOpened == 1)
+        // After finish, queuing does nothing.
+        preloader.enqueue(LoadedModule(path: "/bin/true", loadBias: 0, start: 0, end: 1, buildID: []))
+        #expect(preloader.preparedCount == 1)
+    }
+}
