@@ -56,11 +56,26 @@ __asm__(".text\n"
         ".cfi_def_cfa %rcx, 8\n"
         "    pushq %rcx\n"
         ".cfi_escape 0x0f, 0x05, 0x77, 0x00, 0x06, 0x23, 0x08\n" // CFA = *(rsp + 0) + 8
-        "    subq $8, %rsp\n"
-        ".cfi_escape 0x0f, 0x05, 0x77, 0x08, 0x06, 0x23, 0x08\n" // CFA = *(rsp + 8) + 8
+        // The program's registers as they were at the call (SWL_OWN_STACK_SAVED_*): what the exit
+        // scan takes as the roots of a thread that stops in here. The hook reuses the registers.
+        "    movq %rdi, -8(%rsp)\n"
+        "    movq %rsi, -16(%rsp)\n"
+        "    movq %rbx, -24(%rsp)\n"
+        "    movq %rbp, -32(%rsp)\n"
+        "    movq %r12, -40(%rsp)\n"
+        "    movq %r13, -48(%rsp)\n"
+        "    movq %r14, -56(%rsp)\n"
+        "    movq %r15, -64(%rsp)\n"
+        "    movq $0, -72(%rsp)\n"
+        "    subq $72, %rsp\n"
+        ".cfi_escape 0x0f, 0x06, 0x77, 0xc8, 0x00, 0x06, 0x23, 0x08\n" // CFA = *(rsp + 72) + 8
         "    call *%rax\n"
-        "    movq 8(%rsp), %rsp\n"
+        // Back on the program's stack, the result is in rax, a register root again: the block
+        // being returned stops being one of this stack's words.
+        "    movq %rsp, %r11\n"
+        "    movq 72(%r11), %rsp\n"
         ".cfi_def_cfa %rsp, 8\n"
+        "    movq $0, (%r11)\n"
         "    ret\n"
         "2:  jmp *%rax\n"
         // The thread's first call: make its stack, then start over.
@@ -163,6 +178,11 @@ static uint64_t swl_map_stack(void) {
     }
     close(fd);
     return top;
+}
+
+void swl_own_stack_returning(void *block) {
+    uint64_t top = __atomic_load_n(&swl_own_stack_top, __ATOMIC_RELAXED);
+    if (top) *(void *volatile *)(uintptr_t)(top - SWL_OWN_STACK_FRAME_WORDS * 8) = block;
 }
 
 void swl_own_stack_make(void) {

@@ -42,6 +42,19 @@ typedef struct swl_entry {
 #define SWL_OWN_STACK_SIZE (1u << 20)
 #define SWL_OWN_STACK_MEMFD_NAME "swiftleak-stack"
 
+/// The words at the top of a thread's own stack while a hook runs on it, from the top down: the
+/// program's stack pointer at the call, the program's rdi, rsi, rbx, rbp, r12, r13, r14 and r15 as
+/// they were at the call, and the block the hook is about to return (0 until it has one). A thread
+/// the exit stops inside a hook is, for the exit scan, the program at its call: those registers
+/// are its register roots (the hook has reused the real ones, and what it saved of them lies on
+/// the own stack, which is not a root), plus the block on its way back, which the program would
+/// have got in rax. Sources/SwiftLeakSession/ExitScan.swift reads them.
+#define SWL_OWN_STACK_FRAME_WORDS 10
+
+/// Records `block` as the block this hook returns (the last of the words above), before the
+/// allocation is published: from then on it is the program's, reachable from the call.
+void swl_own_stack_returning(void *block);
+
 /// Defines the exported function `name` as a stub that runs `impl` on the thread's own stack.
 /// `impl` takes the hook's (up to three integer) arguments, padded to three, then a swl_entry.
 #define SWL_HOOK_ON_OWN_STACK(name, impl) SWL_OWN_STACK_STUB(name, impl, "")

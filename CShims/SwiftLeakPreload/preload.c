@@ -393,6 +393,7 @@ static inline uint32_t swl_stack_before_call(swl_entry entry) {
 }
 
 static inline void swl_publish_alloc(void *pointer, size_t size, swl_function fn, uint32_t stack) {
+    swl_own_stack_returning(pointer);
     t_busy = 1;
     swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)pointer, size, stack);
     t_busy = 0;
@@ -808,6 +809,7 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, swl_ent
         swl_publish(slot, pos, (uint64_t)(uintptr_t)old,
                     swl_event_info(old_released ? SWL_EVENT_FREE : SWL_EVENT_NOP, fn, 0), 0);
         if (p && __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING) {
+            swl_own_stack_returning(p);
             swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)p, size, stack);
         }
     }

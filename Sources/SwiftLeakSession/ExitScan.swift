@@ -40,8 +40,9 @@ enum ExitScan {
         let threads = stop.threads.map { thread in
             let inHook = stackPointerAtHookCall(thread.stackPointer, mappings: mappings, memory: memory)
             let leaving = exitCaller?.tid == thread.tid ? exitCaller : nil
+            let atCall = inHook == nil ? nil : registersAtHookCall(thread.stackPointer, mappings: mappings, memory: memory)
             return ThreadRoots(tid: thread.tid, stackPointer: inHook ?? thread.stackPointer,
-                               registers: leaving?.calleeSavedRegisters ?? (thread.endedProcess ? []
+                               registers: leaving?.calleeSavedRegisters ?? atCall ?? (thread.endedProcess ? []
                                    : generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil }),
                                liveStackStart: leaving?.stackPointer
                                    ?? inHook ?? (thread.endedProcess ? thread.stackPointer : nil))
@@ -80,6 +81,26 @@ enum ExitScan {
         let copied = withUnsafeMutableBytes(of: &saved) { memory.read(ownStack.end - 8, into: $0) }
         return copied == 8 && saved != 0 ? saved : nil
     }
+
+    /// For a thread stopped inside an allocation function, the program's registers as they were
+    /// at its call and the block the call is returning (if it has one yet), saved at the top of the
+    /// own stack (SWL_OWN_STACK_FRAME_WORDS in CShims/SwiftLeakPreload/own_stack.h): its register
+    /// roots, as if the call had not begun or had returned. Valgrind's allocator calls are atomic
+    /// to its exit; the registers the hook itself holds are the hook's, not the program's.
+    static func registersAtHookCall(_ stackPointer: UInt64, mappings: [MemoryMapping],
+                                    memory: some ProcessMemoryReader) -> [UInt64]? {
+        guard let ownStack = mappings.first(where: { $0.start <= stackPointer && stackPointer < $0.end }),
+              ownStack.path.hasPrefix("/memfd:" + ownStackMemfdName),
+              ownStack.end - ownStack.start >= UInt64(ownStackFrameWords * 8) else { return nil }
+        var words = [UInt64](repeating: 0, count: ownStackFrameWords)
+        let copied = words.withUnsafeMutableBytes { memory.read(ownStack.end - UInt64(ownStackFrameWords * 8), into: $0) }
+        guard copied == ownStackFrameWords * 8 else { return nil }
+        // words[0] the block being returned, [1 ..< 9] r15 ... rdi, [9] the saved stack pointer.
+        return Array(words[0..<(ownStackFrameWords - 1)])
+    }
+
+    /// SWL_OWN_STACK_FRAME_WORDS (CShims/SwiftLeakPreload/own_stack.h).
+    static let ownStackFrameWords = 10
 
     /// SWL_OWN_STACK_MEMFD_NAME (CShims/SwiftLeakPreload/own_stack.h).
     static let ownStackMemfdName = "swiftleak-stack"
