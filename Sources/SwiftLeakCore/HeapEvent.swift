@@ -66,6 +66,9 @@ public struct ExitFacts: Sendable, Equatable {
     public var scanNote: String?
     public var scanBytes: UInt64 = 0
     public var scanSeconds: Double = 0
+    /// How long the program was held at its exit (seconds): from its exit stop to its release
+    /// (the last drain, the model's end and the scan). 0 when it had no exit stop.
+    public var freezeSeconds: Double = 0
     /// Things the user should know about the recording (interposer problems, trace problems).
     public var warnings: [String] = []
 

@@ -93,6 +93,8 @@ public struct ProcessReport: Sendable {
     /// What the scan read, and how long it took (swiftleak's own time, the process frozen).
     public var scanBytes: UInt64 = 0
     public var scanSeconds: Double = 0
+    /// How long the program was held at its exit, the scan included (seconds).
+    public var freezeSeconds: Double = 0
     /// Things the user should know about the recording itself (events lost because the recorder
     /// went away, a thread killed inside malloc, …).
     public var warnings: [String] = []

@@ -33,7 +33,7 @@ public enum JSONReport {
         let heap = report.heap
         fields.append("\"heap\": {\"allocations\": \(heap.allocations), \"frees\": \(heap.frees), \"bytes_allocated\": \(heap.bytesAllocated), \"in_use_at_exit\": \(count(heap.inUseAtExit))}")
         fields.append("\"scan\": {\"ran\": \(report.scanRan), \"note\": \(report.scanNote.map(quote) ?? "null"), "
-            + "\"bytes_scanned\": \(report.scanBytes), \"seconds\": \(report.scanSeconds)}")
+            + "\"bytes_scanned\": \(report.scanBytes), \"seconds\": \(report.scanSeconds), \"freeze_seconds\": \(report.freezeSeconds)}")
         let uses = report.usedSuppressions.map { use in
             "{\"name\": \(quote(use.name)), \"location\": \(quote(use.location)), \"records\": \(use.records), "
                 + "\"bytes\": \(use.suppressed.bytes), \"blocks\": \(use.suppressed.blocks)}"

@@ -36,6 +36,7 @@ public enum ReportBuilder {
         }
         report.scanBytes = exit.scanBytes
         report.scanSeconds = exit.scanSeconds
+        report.freezeSeconds = exit.freezeSeconds
 
         // Group by (kind, function, stack id) first: cheap integer keys for millions of blocks.
         struct GroupKey: Hashable {

@@ -131,6 +131,8 @@ public enum RunSession {
         let exit = tracer.run { stop in
             // The process is frozen with its memory intact: drain what it published, judge, and
             // let it go. Everything else (symbols, the report) waits until it is released.
+            let frozen = Recorder.monotonicNow()
+            defer { facts.freezeSeconds = Double(Recorder.monotonicNow() &- frozen) / 1e9 }
             recorder.finish(processStopped: true)
             let final = model.finish()
             heap = final

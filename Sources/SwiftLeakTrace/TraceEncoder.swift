@@ -220,6 +220,7 @@ public struct TraceEncoder {
         out.byte(facts.scanNote == nil ? 0 : 1)
         out.varint(facts.scanBytes)
         out.fixed64(facts.scanSeconds.bitPattern)
+        out.fixed64(facts.freezeSeconds.bitPattern)
         if let note = facts.scanNote { out.string(note) }
         // The blocks still live: their addresses (what the verdicts and the report go by) and
         // their ages, which tie them to the allocations above.

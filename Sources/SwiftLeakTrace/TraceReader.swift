@@ -409,9 +409,11 @@ struct Decoder {
             let flags = try cursor.byte(buffer)
             let bytes = try cursor.varint(buffer)
             let seconds = Double(bitPattern: try cursor.fixed64(buffer))
+            let freeze = Double(bitPattern: try cursor.fixed64(buffer))
             let note = flags & 1 != 0 ? try cursor.string(buffer, "a scan note") : nil
             contents.exit.scanBytes = bytes
             contents.exit.scanSeconds = seconds.isFinite ? seconds : 0
+            contents.exit.freezeSeconds = freeze.isFinite ? freeze : 0
             contents.exit.scanNote = note
             sawTail = true
         case TraceFormat.verdicts:

@@ -159,6 +159,9 @@ struct Report {
     var frees: Int
     var inUseAtExit: Count
     var scanRan: Bool
+    var scanSeconds: Double
+    /// How long the program was held at its exit.
+    var freezeSeconds: Double
     var lossRecords: [LossRecord]
 
     init(json: Data) throws {
@@ -179,6 +182,8 @@ struct Report {
         frees = heap["frees"] as? Int ?? -1
         inUseAtExit = count(heap["in_use_at_exit"])
         scanRan = (process["scan"] as? [String: Any])?["ran"] as? Bool ?? false
+        scanSeconds = (process["scan"] as? [String: Any])?["seconds"] as? Double ?? -1
+        freezeSeconds = (process["scan"] as? [String: Any])?["freeze_seconds"] as? Double ?? -1
         lossRecords = (process["loss_records"] as? [[String: Any]] ?? []).map { record in
             LossRecord(
                 kind: record["kind"] as? String ?? "",

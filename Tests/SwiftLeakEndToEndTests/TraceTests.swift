@@ -83,6 +83,18 @@ struct TraceTests {
         #expect(off.stdout.contains("definitely lost: 64 bytes in 2 blocks"), "\(off.stdout)")
     }
 
+    @Test("the JSON report says how long the program was held at its exit: the scan and more; 0 without an exit stop")
+    func exitFreeze() throws {
+        let program = try Harness.build("scan/scan_cases.c")
+        let (result, maybeReport) = try Harness.swiftleak(program, ["tree"])
+        let report = try #require(maybeReport, "\(result.stderr)")
+        #expect(report.scanRan)
+        #expect(report.scanSeconds > 0)
+        #expect(report.freezeSeconds >= report.scanSeconds, "freeze \(report.freezeSeconds) s, scan \(report.scanSeconds) s")
+        let (_, execReport) = try Harness.swiftleak(try Harness.build("pipeline/behaviour.c"), ["exec"])
+        #expect(try #require(execReport).freezeSeconds == 0)
+    }
+
     @Test("the text report of analyze is run's, followed by heap statistics")
     func textReport() throws {
         let program = try Harness.build("scan/scan_cases.c")

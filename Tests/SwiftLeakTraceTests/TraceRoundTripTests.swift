@@ -44,6 +44,7 @@ enum SampleTrace {
             leaders: addresses.indices.map { $0 % 4 == 1 ? Int32($0 - 1) : -1 })
         facts.scanBytes = 123_456
         facts.scanSeconds = 0.25
+        facts.freezeSeconds = 0.375
         facts.warnings = ["a warning, with \"quotes\""]
         return facts
     }
