@@ -148,6 +148,20 @@ public struct HeapModel: Sendable {
         }
     }
 
+    /// `apply(.allocation(…))` and `apply(.free(…))` for a caller that has the fields at hand:
+    /// the drain's hot path, which so avoids copying each event out of its batch as an enum.
+    @inline(__always)
+    public mutating func applyAllocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
+        statistics.events += 1
+        allocate(address: address, size: size, stack: stack, function: function, thread: thread)
+    }
+
+    @inline(__always)
+    public mutating func applyFree(address: UInt64, thread: UInt32) {
+        statistics.events += 1
+        free(address: address, thread: thread)
+    }
+
     @inline(__always)
     private mutating func allocate(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
         guard address != 0 else { return }

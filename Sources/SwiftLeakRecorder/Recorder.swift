@@ -25,7 +25,7 @@ public final class Recorder: @unchecked Sendable {
     /// property of a class would pay a dynamic exclusivity check on every event.
     struct Conversion {
         /// Events handed on per batch: each ring event gives one, plus a `.stack` for a new stack.
-        var events: [HeapEvent] = []
+        var events = EventBatch()
         /// Ring stack id → dense id (0: not seen yet, or damaged).
         var denseStacks: [UInt32] = []
         var stackCount: UInt32 = 0
@@ -51,11 +51,12 @@ public final class Recorder: @unchecked Sendable {
         self.consumer = consumer
         pthread_mutex_init(&lock, nil)
         batch = .allocate(capacity: 8192)
-        conversion.events.reserveCapacity(2 * 8192 + 4)
+        conversion.events.reserve(2 * 8192 + 4)
         startTime = Self.monotonicNow()
     }
 
     deinit {
+        conversion.events.release()
         batch.deallocate()
         pthread_mutex_destroy(&lock)
     }
@@ -107,7 +108,7 @@ public final class Recorder: @unchecked Sendable {
             while drainBatch(skipUnpublished: processStopped) > 0 {}
             var local = Conversion()
             swap(&local, &conversion)
-            local.events.removeAll(keepingCapacity: true)
+            local.events.removeAll()
             addClockEvents(force: true, news: true, to: &local)
             deliver(local.events)
             swap(&local, &conversion)
@@ -127,7 +128,7 @@ public final class Recorder: @unchecked Sendable {
         let count = ring.consume(into: batch, skipUnpublished: skipUnpublished, skipped: &skipped)
         var local = Conversion()
         swap(&local, &conversion)
-        local.events.removeAll(keepingCapacity: true)
+        local.events.removeAll()
         addClockEvents(force: false, news: count > 0 || skipped > 0, to: &local)
         if skipped > 0 { local.events.append(.abandonedSlots(count: skipped)) }
         for index in 0..<count {
@@ -142,9 +143,9 @@ public final class Recorder: @unchecked Sendable {
         return count
     }
 
-    private func deliver(_ events: [HeapEvent]) {
-        guard !events.isEmpty else { return }
-        events.withUnsafeBufferPointer { consumer($0) }
+    private func deliver(_ events: EventBatch) {
+        guard events.count > 0 else { return }
+        consumer(events.buffer)
     }
 
     /// The clock goes into the stream when events follow or an RSS sample is due: an idle
@@ -226,5 +227,59 @@ public final class Recorder: @unchecked Sendable {
         let fields = buffer[..<count].split(separator: UInt8(ascii: " "))
         guard fields.count >= 2, let pages = UInt64(String(decoding: fields[1], as: UTF8.self)) else { return nil }
         return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}
+
+/// The events of one batch, in a buffer kept from batch to batch. Not an `Array`: its append pays
+/// a uniqueness check per event, and emptying it runs the enum's outlined destroy on every
+/// element; nearly all of them (allocations, frees, times) hold no reference, so only the few
+/// that do (`.stack`, `.moduleLoad`) are remembered and destroyed (perf on malloc_heavy: the two
+/// were ~5% of all samples).
+struct EventBatch {
+    private var base: UnsafeMutablePointer<HeapEvent>?
+    private(set) var count = 0
+    private var capacity = 0
+    /// Indices of the events holding references.
+    private var owning: [Int] = []
+
+    var buffer: UnsafeBufferPointer<HeapEvent> { UnsafeBufferPointer(start: base, count: count) }
+
+    mutating func reserve(_ minimum: Int) {
+        guard minimum > capacity else { return }
+        let bigger = UnsafeMutablePointer<HeapEvent>.allocate(capacity: minimum)
+        if let base {
+            bigger.moveInitialize(from: base, count: count)
+            base.deallocate()
+        }
+        base = bigger
+        capacity = minimum
+    }
+
+    @inline(__always)
+    mutating func append(_ event: HeapEvent) {
+        if count == capacity { reserve(max(64, 2 * capacity)) }
+        switch event {
+        case .stack, .moduleLoad: owning.append(count)
+        default: break
+        }
+        (base! + count).initialize(to: event)
+        count += 1
+    }
+
+    /// Empties the batch, keeping its memory. The events without references need no destroying.
+    mutating func removeAll() {
+        if let base {
+            for index in owning { (base + index).deinitialize(count: 1) }
+        }
+        owning.removeAll(keepingCapacity: true)
+        count = 0
+    }
+
+    /// Frees the memory (the owner's deinit).
+    mutating func release() {
+        removeAll()
+        base?.deallocate()
+        base = nil
+        capacity = 0
     }
 }

@@ -234,17 +234,23 @@ final class ModelFeed: @unchecked Sendable {
         swap(&local, &model)
         defer { swap(&local, &model) }
         defer { preloadNewModules(local.modules) }
-        // By index, not `for event in events`: the iterator hands out a copy of each event (an
-        // outlined copy and destroy of the enum per event), the subscript lends it in place.
         guard var trace = encoder.take(), let writer else {
-            for index in events.indices { local.apply(events[index]) }
+            Self.forEach(events, allocation: { local.applyAllocation(address: $0, size: $1, stack: $2, function: $3, thread: $4) },
+                         free: { local.applyFree(address: $0, thread: $1) },
+                         other: { local.apply($0) })
             return
         }
         defer { encoder = trace }
-        for index in events.indices {
-            local.apply(events[index])
-            trace.event(events[index])
-        }
+        Self.forEach(events, allocation: {
+            local.applyAllocation(address: $0, size: $1, stack: $2, function: $3, thread: $4)
+            trace.allocation(address: $0, size: $1, stack: $2, function: $3, thread: $4)
+        }, free: {
+            local.applyFree(address: $0, thread: $1)
+            trace.free(address: $0, thread: $1)
+        }, other: {
+            local.apply($0)
+            trace.event($0)
+        })
         let now = Recorder.monotonicNow()
         if trace.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
             writer.submit(trace.take())
@@ -258,6 +264,24 @@ final class ModelFeed: @unchecked Sendable {
         guard let preloader, modules.count > modulesPreloaded else { return }
         for index in modulesPreloaded..<modules.count { preloader.enqueue(modules[index].module) }
         modulesPreloaded = modules.count
+    }
+
+    /// Hands each event on, allocations and frees by their fields: passing the enum itself costs
+    /// an outlined copy and destroy of it per call, which was most of the drain's time after the
+    /// split into recorder and model (perf, malloc_heavy).
+    @inline(__always)
+    static func forEach(_ events: UnsafeBufferPointer<HeapEvent>,
+                        allocation: (UInt64, UInt64, UInt32, AllocationFunction, UInt32) -> Void,
+                        free: (UInt64, UInt32) -> Void, other: (HeapEvent) -> Void) {
+        for index in events.indices {
+            if case let .allocation(address, size, stack, function, thread) = events[index] {
+                allocation(address, size, stack, function, thread)
+            } else if case let .free(address, thread) = events[index] {
+                free(address, thread)
+            } else {
+                other(events[index])
+            }
+        }
     }
 
     func finish() -> FinalHeap { model.finish() }

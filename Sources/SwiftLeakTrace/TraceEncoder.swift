@@ -143,7 +143,7 @@ public struct TraceEncoder {
     }
 
     @inline(__always)
-    private mutating func allocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
+    public mutating func allocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
         // The model ignores address 0 (the ring never delivers it): so does the trace.
         guard address != 0 else { return }
         out.reserve(64)
@@ -164,7 +164,7 @@ public struct TraceEncoder {
     }
 
     @inline(__always)
-    private mutating func free(address: UInt64, thread: UInt32) {
+    public mutating func free(address: UInt64, thread: UInt32) {
         out.reserve(32)
         if thread != lastThread { switchThread(thread) }
         if let block = blocks.remove(address) {
