@@ -38,11 +38,11 @@ enum ExitScan {
         }
         let mappings = MemoryMapping.parse(maps: mapsText)
         let threads = stop.threads.map { thread in
-            let inHook = stackPointerAtHookCall(thread.stackPointer, mappings: mappings, memory: memory)
+            let atCall = hookCall(thread.stackPointer, mappings: mappings, memory: memory)
+            let inHook = atCall?.stackPointer
             let leaving = exitCaller?.tid == thread.tid ? exitCaller : nil
-            let atCall = inHook == nil ? nil : registersAtHookCall(thread.stackPointer, mappings: mappings, memory: memory)
             return ThreadRoots(tid: thread.tid, stackPointer: inHook ?? thread.stackPointer,
-                               registers: leaving?.calleeSavedRegisters ?? atCall ?? (thread.endedProcess ? []
+                               registers: leaving?.calleeSavedRegisters ?? atCall?.registers ?? (thread.endedProcess ? []
                                    : generalRegisterIndices.compactMap { $0 < thread.registers.count ? thread.registers[$0] : nil }),
                                liveStackStart: leaving?.stackPointer
                                    ?? inHook ?? (thread.endedProcess ? thread.stackPointer : nil))
@@ -67,36 +67,23 @@ enum ExitScan {
                                                 configuration: configuration))
     }
 
-    /// For a thread stopped inside an allocation function, the program's stack pointer at the
-    /// call (where its live frames begin); nil for any other thread. Such a thread runs on the
-    /// interposer's own stack (CShims/SwiftLeakPreload/own_stack.h), which is not a root and whose
-    /// top word holds the program's stack pointer.
-    static func stackPointerAtHookCall(_ stackPointer: UInt64, mappings: [MemoryMapping],
-                                       memory: some ProcessMemoryReader) -> UInt64? {
-        guard let ownStack = mappings.first(where: { $0.start <= stackPointer && stackPointer < $0.end }),
-              ownStack.path.hasPrefix("/memfd:" + ownStackMemfdName), ownStack.end - ownStack.start >= 16 else {
-            return nil
-        }
-        var saved: UInt64 = 0
-        let copied = withUnsafeMutableBytes(of: &saved) { memory.read(ownStack.end - 8, into: $0) }
-        return copied == 8 && saved != 0 ? saved : nil
-    }
-
-    /// For a thread stopped inside an allocation function, the program's registers as they were
-    /// at its call and the block the call is returning (if it has one yet), saved at the top of the
-    /// own stack (SWL_OWN_STACK_FRAME_WORDS in CShims/SwiftLeakPreload/own_stack.h): its register
-    /// roots, as if the call had not begun or had returned. Valgrind's allocator calls are atomic
-    /// to its exit; the registers the hook itself holds are the hook's, not the program's.
-    static func registersAtHookCall(_ stackPointer: UInt64, mappings: [MemoryMapping],
-                                    memory: some ProcessMemoryReader) -> [UInt64]? {
+    /// For a thread stopped inside an allocation function, the program at its call: its stack
+    /// pointer (where its live frames begin), and its registers as they were at the call plus the
+    /// block the call is returning if it has one yet; nil for any other thread. Such a thread runs
+    /// on the interposer's own stack (CShims/SwiftLeakPreload/own_stack.h), which is not a root and
+    /// whose top words hold all that (SWL_OWN_STACK_FRAME_WORDS). Those are its roots, as if the
+    /// call had not begun or had returned: Valgrind's allocator calls are atomic to its exit, and
+    /// the registers the thread holds now are the hook's, not the program's.
+    static func hookCall(_ stackPointer: UInt64, mappings: [MemoryMapping],
+                         memory: some ProcessMemoryReader) -> (stackPointer: UInt64, registers: [UInt64])? {
         guard let ownStack = mappings.first(where: { $0.start <= stackPointer && stackPointer < $0.end }),
               ownStack.path.hasPrefix("/memfd:" + ownStackMemfdName),
               ownStack.end - ownStack.start >= UInt64(ownStackFrameWords * 8) else { return nil }
         var words = [UInt64](repeating: 0, count: ownStackFrameWords)
         let copied = words.withUnsafeMutableBytes { memory.read(ownStack.end - UInt64(ownStackFrameWords * 8), into: $0) }
-        guard copied == ownStackFrameWords * 8 else { return nil }
         // words[0] the block being returned, [1 ..< 9] r15 ... rdi, [9] the saved stack pointer.
-        return Array(words[0..<(ownStackFrameWords - 1)])
+        guard copied == ownStackFrameWords * 8, let saved = words.last, saved != 0 else { return nil }
+        return (saved, Array(words.dropLast()))
     }
 
     /// SWL_OWN_STACK_FRAME_WORDS (CShims/SwiftLeakPreload/own_stack.h).
