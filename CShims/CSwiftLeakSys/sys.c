@@ -10,7 +10,9 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -149,10 +151,33 @@ void swl_ring_set_traced_pid(swl_ring_header *h, int32_t pid) {
     __atomic_store_n(&h->traced_pid, pid, __ATOMIC_RELEASE);
 }
 
+uint64_t swl_ring_state_address(swl_ring_header *h) { return __atomic_load_n(&h->state_address, __ATOMIC_ACQUIRE); }
+
+bool swl_ring_offer_to_child(swl_ring_header *parent, int32_t child, int32_t fd) {
+    swl_fork_offer *table = swl_fork_table(parent);
+    for (uint32_t i = 0; i < SWL_FORK_TABLE_ENTRIES; i++) {
+        if (__atomic_load_n(&table[i].child_pid, __ATOMIC_ACQUIRE) != 0) continue;
+        __atomic_store_n(&table[i].fd, fd, __ATOMIC_RELAXED);
+        __atomic_store_n(&table[i].child_pid, child, __ATOMIC_RELEASE);
+        return true;
+    }
+    return false;
+}
+
+void swl_ring_withdraw_offer(swl_ring_header *parent, int32_t child) {
+    swl_fork_offer *table = swl_fork_table(parent);
+    for (uint32_t i = 0; i < SWL_FORK_TABLE_ENTRIES; i++) {
+        if (__atomic_load_n(&table[i].child_pid, __ATOMIC_ACQUIRE) == child) {
+            __atomic_store_n(&table[i].child_pid, 0, __ATOMIC_RELEASE);
+        }
+    }
+}
+
 // MARK: - Launch
 
 /// What the tracer asks to hear about: every thread's exit (the exit scan), new threads, execs.
-static const long swl_trace_options = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
+static const long swl_trace_options = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC |
+                                      PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK;
 
 pid_t swl_spawn_traced(const char *path, char *const argv[], char *const shell_argv[], char *const envp[],
                        int keep_fd, int *error_pipe) {
@@ -273,6 +298,49 @@ int swl_ptrace_getregs(pid_t tid, uint64_t *words, int capacity, uint64_t *stack
 static volatile sig_atomic_t g_termination_signal;
 static volatile sig_atomic_t g_termination_count;
 static volatile pid_t g_tracer_tid;
+
+bool swl_clone_flags(pid_t tid, bool *is_thread, bool *shares_memory) {
+    struct user_regs_struct regs;
+    if (ptrace(PTRACE_GETREGS, tid, NULL, &regs) != 0) return false;
+    uint64_t flags;
+    if (regs.orig_rax == SYS_clone) {
+        flags = regs.rdi;
+    } else if (regs.orig_rax == SYS_clone3) {
+        // struct clone_args starts with its 64-bit flags.
+        if (swl_read_process_memory(tid, regs.rdi, &flags, sizeof flags) != sizeof flags) return false;
+    } else {
+        return false;
+    }
+    *is_thread = (flags & CLONE_THREAD) != 0;
+    *shares_memory = (flags & CLONE_VM) != 0;
+    return true;
+}
+
+pid_t swl_thread_group_of(pid_t tid) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    text[n] = 0;
+    const char *line = strstr(text, "\nTgid:");
+    return line ? (pid_t)strtol(line + 6, NULL, 10) : -1;
+}
+
+int swl_poke_int32(pid_t tid, uint64_t address, int32_t value) {
+    uint64_t aligned = address & ~(uint64_t)7;
+    errno = 0;
+    long word = ptrace(PTRACE_PEEKDATA, tid, (void *)aligned, NULL);
+    if (word == -1 && errno != 0) return -1;
+    uint64_t updated = (uint64_t)word;
+    unsigned shift = (unsigned)(address - aligned) * 8;
+    if (shift > 32) return -1;
+    updated &= ~((uint64_t)0xffffffffu << shift);
+    updated |= (uint64_t)(uint32_t)value << shift;
+    return ptrace(PTRACE_POKEDATA, tid, (void *)aligned, (void *)updated) == 0 ? 0 : -1;
+}
 
 pid_t swl_wait_any(int *status, bool block) {
     pid_t pid;

@@ -604,10 +604,60 @@ static void swl_announce_exit(void) {
     }
 }
 
+static bool swl_fd_is_a_ring(int fd, struct stat *st);
+static void swl_use_ring(swl_ring_header *ring);
+static uint64_t g_ring_size;
+
+/// In a fork child. It still maps its parent's ring and must never write into it: it is quiet
+/// (swiftleak made it so before it ran; this repeats it) unless swiftleak offered it a ring of its
+/// own in the parent's fork table (see swl_fork_offer). That ring is taken from swiftleak's
+/// descriptor through /proc, checked as at the start, mapped, and the descriptor closed again: the
+/// child owns no fd of ours. Nothing here allocates.
 static void swl_after_fork_in_child(void) {
-    // The child shares the ring mapping but is not the traced process: it must not write to it.
     __atomic_store_n(&g_state, STATE_QUIET, __ATOMIC_RELEASE);
     t_tid = 0;
+    // Only this thread survived the fork: a lock another thread held is nobody's now.
+    __atomic_store_n(&g_module_lock, 0, __ATOMIC_RELEASE);
+    swl_ring_header *parent = g_ring;
+    if (parent == NULL) return;
+    int32_t self = (int32_t)syscall(SYS_getpid);
+    swl_fork_offer *table = swl_fork_table(parent);
+    int offered = -1;
+    for (uint32_t i = 0; i < SWL_FORK_TABLE_ENTRIES; i++) {
+        if (__atomic_load_n(&table[i].child_pid, __ATOMIC_ACQUIRE) == self) {
+            offered = __atomic_load_n(&table[i].fd, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+    if (offered < 0) return;
+    char path[64] = "/proc/";
+    char *end = swl_append_decimal(path + 6, (uint64_t)(unsigned)parent->recorder_pid);
+    memcpy(end, "/fd/", 4);
+    end = swl_append_decimal(end + 4, (uint64_t)(unsigned)offered);
+    *end = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st;
+    swl_ring_header *ring = MAP_FAILED;
+    if (swl_fd_is_a_ring(fd, &st)) {
+        ring = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    close(fd);
+    if (ring == MAP_FAILED) return;
+    if (ring->traced_pid != self) {
+        munmap(ring, (size_t)st.st_size);
+        return;
+    }
+    madvise(ring, (size_t)st.st_size, MADV_DONTDUMP);
+    // What the interposer learnt at its start holds in the copy of the address space.
+    ring->allocator_state_start = parent->allocator_state_start;
+    ring->allocator_state_end = parent->allocator_state_end;
+    __atomic_store_n(&ring->foreign_malloc, __atomic_load_n(&parent->foreign_malloc, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+    munmap(parent, g_ring_size);
+    g_ring_size = (uint64_t)st.st_size;
+    swl_use_ring(ring);
+    __atomic_store_n(&g_state, STATE_RECORDING, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_ring->attached, 1, __ATOMIC_RELEASE);
 }
 
 static int swl_parse_fd(const char *text) {
@@ -672,6 +722,21 @@ static void swl_settle_loader_search_path(void) {
     (void)dlerror();
 }
 
+/// Makes `ring` the one events go to (at the start, and in a fork child that was given its own).
+static void swl_use_ring(swl_ring_header *ring) {
+    g_ring = ring;
+    g_slots = swl_ring_slots(g_ring);
+    g_mask = g_ring->capacity - 1;
+    g_buckets = swl_ring_buckets(g_ring);
+    g_bucket_mask = g_ring->bucket_count - 1;
+    g_store = swl_ring_store(g_ring);
+    g_store_size = g_ring->store_size;
+    g_max_frames = g_ring->max_frames;
+    if (g_max_frames == 0) g_max_frames = 1;
+    if (g_max_frames > SWL_MAX_FRAMES) g_max_frames = SWL_MAX_FRAMES;
+    __atomic_store_n(&g_ring->state_address, (uint64_t)(uintptr_t)&g_state, __ATOMIC_RELEASE);
+}
+
 static void swl_try_init(void) {
     extern char **environ;
     int expected = STATE_UNINIT;
@@ -697,16 +762,8 @@ static void swl_try_init(void) {
                 if (whole != MAP_FAILED) {
                     // A core file of the program must hold the program, not gigabytes of ring.
                     madvise(whole, total, MADV_DONTDUMP);
-                    g_ring = whole;
-                    g_slots = swl_ring_slots(g_ring);
-                    g_mask = g_ring->capacity - 1;
-                    g_buckets = swl_ring_buckets(g_ring);
-                    g_bucket_mask = g_ring->bucket_count - 1;
-                    g_store = swl_ring_store(g_ring);
-                    g_store_size = g_ring->store_size;
-                    g_max_frames = g_ring->max_frames;
-                    if (g_max_frames == 0) g_max_frames = 1;
-                    if (g_max_frames > SWL_MAX_FRAMES) g_max_frames = SWL_MAX_FRAMES;
+                    g_ring_size = total;
+                    swl_use_ring(whole);
                     final_state = STATE_RECORDING;
                 }
             }

@@ -57,6 +57,21 @@ public final class EventRing: @unchecked Sendable {
     /// Tells the interposer which process may attach (any other, e.g. a fork child, stays quiet).
     public func setTracedProcess(_ pid: Int32) { swl_ring_set_traced_pid(header, pid) }
 
+    /// The interposer's state word in the program, 0 when it did not say (see
+    /// swl_ring_header.state_address). Written by the program: only ever used to write into a
+    /// child of that same program.
+    public var interposerStateAddress: UInt64 { swl_ring_state_address(header) }
+
+    /// Offers `ring` to fork child `child` of this ring's process (which must be stopped at the
+    /// fork, the child not yet running); false when the offer table is full.
+    public func offer(_ ring: EventRing, toChild child: Int32) -> Bool {
+        guard ring.fd >= 0 else { return false }
+        return swl_ring_offer_to_child(header, child, ring.fd)
+    }
+
+    /// Clears the offer for `child` (it attached, or it is gone).
+    public func withdrawOffer(toChild child: Int32) { swl_ring_withdraw_offer(header, child) }
+
     /// Whether the interposer attached in the traced process.
     public var interposerAttached: Bool { swl_ring_attached(header) != 0 }
     /// Whether the program's exit handlers have run: it is about to exit as a whole.

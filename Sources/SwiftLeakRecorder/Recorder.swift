@@ -45,10 +45,13 @@ public final class Recorder: @unchecked Sendable {
     static let timeResolution: UInt64 = 1_000_000
     static let residentInterval: UInt64 = 100_000_000
 
-    public init(ring: EventRing, pid: Int32, consumer: @escaping Consumer) {
+    /// `stacksDefined`: the stacks the consumer's model already holds (a fork child's model starts
+    /// as a copy of its parent's), so that this ring's stacks get the ids after them.
+    public init(ring: EventRing, pid: Int32, stacksDefined: UInt32 = 0, consumer: @escaping Consumer) {
         self.ring = ring
         self.pid = pid
         self.consumer = consumer
+        conversion.stackCount = stacksDefined
         pthread_mutex_init(&lock, nil)
         batch = .allocate(capacity: 8192)
         conversion.events.reserve(2 * 8192 + 4)
@@ -112,6 +115,16 @@ public final class Recorder: @unchecked Sendable {
             addClockEvents(force: true, news: true, to: &local)
             deliver(local.events)
             swap(&local, &conversion)
+        }
+    }
+
+    /// Drains what is published now (the process runs on, or is stopped at a fork), then runs
+    /// `body` before any later event reaches the consumer; returns `body`'s result and the stacks
+    /// defined so far.
+    public func drainPublished<T>(then body: () -> T) -> (T, stacksDefined: UInt32) {
+        withLock {
+            while drainBatch(skipUnpublished: false) > 0 {}
+            return (body(), conversion.stackCount)
         }
     }
 

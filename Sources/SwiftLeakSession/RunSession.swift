@@ -23,6 +23,8 @@ public struct RunConfiguration: Sendable {
     public var trace: TraceDestination = .defaultName
     /// The program's own `__lsan_default_suppressions()`, stored in the trace for `analyze`.
     public var programSuppressions: ProgramSuppressionText?
+    /// Whether forked children are traced (`--follow-forks`); when not, they run untraced.
+    public var followForks = true
 
     public init(command: [Bytes]) {
         precondition(!command.isEmpty, "a command has at least the program")
@@ -57,10 +59,28 @@ public struct SessionError: Error, CustomStringConvertible, Sendable {
 
 /// The outcome of `swiftleak run`: the program's end and what was left on its heap.
 public struct RunResult: Sendable {
-    public var report: ProcessReport
+    /// One report per traced process, in the order the processes ended (the text report's order).
+    public var reports: [ProcessReport]
+    /// The processes' pids in the order they started, the launched program first (the JSON
+    /// report's order).
+    public var startOrder: [Int32]
+    /// The launched program's end.
     public var exit: ProcessExit
     /// The trace written, nil with --no-trace or when it could not be opened.
     public var tracePath: String?
+
+    /// The launched program's report.
+    public var report: ProcessReport {
+        get { reports.first { $0.pid == startOrder[0] } ?? reports[0] }
+        set {
+            if let index = reports.firstIndex(where: { $0.pid == newValue.pid }) { reports[index] = newValue }
+        }
+    }
+
+    /// The reports in the order the processes started.
+    public var reportsInStartOrder: [ProcessReport] {
+        startOrder.compactMap { pid in reports.first { $0.pid == pid } }
+    }
 }
 
 /// Runs one program under the tracer: record → heap model → exit scan → (program released) →
@@ -119,74 +139,37 @@ public enum RunSession {
         let process = ProcessFacts(pid: pid, ppid: getpid(), command: command, startTime: wallClockNow())
         onStart(pid)
 
-        // Modules' symbol tables load in the background as the program loads them.
+        // Modules' symbol tables load in the background as the programs load them (one loader
+        // for the whole tree: a fork child maps its parent's modules).
         let preloader = SymbolPreloader(symbolizer: Symbolizer(demangle: false))
-        let model = ModelFeed(process: process, programSuppressions: configuration.programSuppressions, writer: writer,
-                              preloader: preloader)
-        let recorder = Recorder(ring: ring, pid: pid) { model.consume($0) }
-        recorder.start()
-        let tracer = Tracer(pid: pid, exitAnnounced: { ring.exitAnnounced })
-        var heap: FinalHeap?
-        var facts = ExitFacts()
-        let exit = tracer.run { stop in
-            // The process is frozen with its memory intact: drain what it published, judge, and
-            // let it go. Everything else (symbols, the report) waits until it is released.
-            let frozen = Recorder.monotonicNow()
-            defer { facts.freezeSeconds = Double(Recorder.monotonicNow() &- frozen) / 1e9 }
-            recorder.finish(processStopped: true)
-            let final = model.finish()
-            heap = final
-            guard configuration.report.leakCheck != .no else {
-                facts.scanNote = "--leak-check=no"
-                return
-            }
-            let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring.allocatorState,
-                                    exitCaller: ring.exitCaller)
-            if let result = scan.result {
-                facts.verdicts = ExitVerdicts(kinds: result.kinds, indirectBytes: result.indirectBytesCharged,
-                                              leaders: result.leaderOf)
-                facts.scanBytes = result.statistics.bytesScanned
-                facts.scanSeconds = result.statistics.wallSeconds
-            } else {
-                facts.scanNote = scan.failure
-            }
+        let session = ProcessTreeSession(configuration: configuration, preloader: preloader)
+        let root = TracedProcess(facts: process, ring: ring, writer: writer,
+                                 programSuppressions: configuration.programSuppressions, preloader: preloader)
+        session.add(root)
+        root.recorder?.start()
+        let tracer = Tracer(pid: pid, delegate: session)
+        let exit = tracer.run()
+        session.closeTakenOffers(all: true)
+        for child in session.startOrder {
+            guard let traced = session.processes[child] else { continue }
+            traced.finish(exit: child == pid ? exit : nil, interruptedBy: tracer.interruptedBy,
+                          isForkChild: session.forkChildren.contains(child))
         }
-        if heap == nil {
-            recorder.finish(processStopped: true)
-            heap = model.finish()
-            if let signal = tracer.interruptedBy {
-                facts.scanNote = "swiftleak was ended by signal \(signal) before the program's exit; its blocks not freed so far could not be scanned"
-            } else {
-                facts.scanNote = tracer.replacedByExec
-                    ? "the program replaced itself with exec; its heap at that point is listed as not freed"
-                    : "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"
-            }
+        var rootWarnings: [String] = []
+        if let traceWarning { rootWarnings.append(traceWarning) }
+        if session.unfollowedChildren > 0 {
+            rootWarnings.append("\(session.unfollowedChildren) forked child process(es) ran untraced (--follow-forks=no)")
         }
-        if !ring.interposerAttached {
-            facts.warnings.append("the interposer never attached in the program (was LD_PRELOAD removed, or is the program setuid?); no allocation was recorded")
+        // Reports in the order the processes ended (as Valgrind writes one log per process at its
+        // end); one still running when swiftleak was ended comes last.
+        let order = session.endOrder + session.startOrder.filter { !session.endOrder.contains($0) }
+        let symbolizer = preloader.finish()
+        let reports = order.compactMap { child -> ProcessReport? in
+            guard let traced = session.processes[child] else { return nil }
+            return traced.report(options: configuration.report, symbolizer: symbolizer,
+                                 extraWarnings: child == pid ? rootWarnings : [])
         }
-        if ring.programDefinesMalloc {
-            facts.warnings.append("the program defines its own malloc, which swiftleak does not replace: the blocks it allocates through it are not tracked")
-        }
-        if recorder.invalidRecords > 0 {
-            facts.warnings.append("\(recorder.invalidRecords) invalid event(s) or record(s) in the ring were ignored: the program wrote into swiftleak's memory, the figures may be incomplete")
-        }
-        if ring.interposerDisabled {
-            facts.warnings.append("the interposer stopped recording before the end; the figures are incomplete")
-        }
-        facts.exit = exit
-        let final = heap!
-        // Raw names: the builder demangles (or not, for --demangle=no), and a trace keeps them
-        // as suppressions match them. A trace carries the frames of every stack it holds.
-        let keys = writer == nil ? final.symbolKeysForLiveBlocks() : final.symbolKeysForAllStacks()
-        let symbols = SymbolResolution.resolve(keys, modules: final.modules, symbolizer: preloader.finish())
-        if let failure = model.finishTrace(exit: facts, addresses: final.blocks.addresses, symbols: symbols) {
-            facts.warnings.append(failure)
-        }
-        if let traceWarning { facts.warnings.append(traceWarning) }
-        let report = ReportBuilder.build(process: process, heap: final, exit: facts, symbols: symbols,
-                                         options: configuration.report)
-        return RunResult(report: report, exit: exit, tracePath: writer?.path)
+        return RunResult(reports: reports, startOrder: session.startOrder, exit: exit, tracePath: writer?.path)
     }
 
     static func describe(_ error: Error) -> String {
@@ -217,8 +200,11 @@ final class ModelFeed: @unchecked Sendable {
     static let handOffBytes = 1 << 18
     static let handOffInterval: UInt64 = 250_000_000
 
-    init(process: ProcessFacts, programSuppressions: ProgramSuppressionText?, writer: TraceFileWriter?,
-         preloader: SymbolPreloader? = nil) {
+    init(process: ProcessFacts, programSuppressions: ProgramSuppressionText? = nil, writer: TraceFileWriter?,
+         preloader: SymbolPreloader? = nil, model: HeapModel = HeapModel()) {
+        self.model = model
+        // A fork child's copy of its parent's model holds modules the loader already has.
+        modulesPreloaded = model.modules.count
         self.writer = writer
         self.preloader = preloader
         if writer != nil {
@@ -285,6 +271,10 @@ final class ModelFeed: @unchecked Sendable {
     }
 
     func finish() -> FinalHeap { model.finish() }
+
+    /// A copy of the model as it is (a fork child's start). Call it where `consume` cannot run
+    /// meanwhile (under the recorder's lock, see `Recorder.drainPublished`).
+    func snapshot() -> HeapModel { model }
 
     /// Writes the records after the program's end and closes the trace; the reason it is
     /// incomplete, if it is.

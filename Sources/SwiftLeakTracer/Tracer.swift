@@ -28,48 +28,100 @@ public struct ExitStop: Sendable {
     public var exitedThreads: [(tid: Int32, stackPointer: UInt64)] = []
 }
 
-/// The ptrace event loop of one traced process. It must run on the thread that spawned the
-/// process (ptrace requests are only accepted from the tracing thread).
-public final class Tracer {
+/// What the tracer asks of whoever runs a traced process tree (the session): the decisions and
+/// the work that need the program frozen. Every call comes on the tracing thread.
+public protocol TracerDelegate: AnyObject {
+    /// A new process: `parent` is stopped at its fork (fork, vfork, or clone without
+    /// CLONE_THREAD) and `child` has not run yet. `sharesMemory`: vfork or CLONE_VM, the child runs
+    /// in the parent's memory until it execs or exits. Return false to leave it untraced.
+    func tracer(_ tracer: Tracer, forked child: Int32, parent: Int32, sharesMemory: Bool) -> Bool
+    /// Every thread of `stop.pid` is held at its exit: the exit work (drain, scan) runs now.
+    func tracer(_ tracer: Tracer, exitStop stop: ExitStop)
+    /// `pid` replaced its image with exec (after its first one, for the launched program).
+    func tracer(_ tracer: Tracer, execed pid: Int32)
+    /// `pid` is gone with this status.
+    func tracer(_ tracer: Tracer, ended pid: Int32, exit: ProcessExit)
+    /// Whether the interposer in `pid` announced that the process is exiting as a whole.
+    func tracer(_ tracer: Tracer, exitAnnouncedIn pid: Int32) -> Bool
+    /// The address of the interposer's state word in `pid` (see swl_ring_header.state_address),
+    /// 0 when unknown: a child with memory of its own is made quiet there before it runs.
+    func tracer(_ tracer: Tracer, interposerStateIn pid: Int32) -> UInt64
+}
+
+public extension TracerDelegate {
+    func tracer(_ tracer: Tracer, forked child: Int32, parent: Int32, sharesMemory: Bool) -> Bool { true }
+    func tracer(_ tracer: Tracer, execed pid: Int32) {}
+    func tracer(_ tracer: Tracer, ended pid: Int32, exit: ProcessExit) {}
+    func tracer(_ tracer: Tracer, exitAnnouncedIn pid: Int32) -> Bool { false }
+    func tracer(_ tracer: Tracer, interposerStateIn pid: Int32) -> UInt64 { 0 }
+}
+
+/// The tracer's view of one traced process: its threads and where they are in their exit.
+public final class TracedProcessState {
     public let pid: Int32
-    private enum ThreadState {
+    /// The traced process it forked from; nil for the launched program.
+    public let parent: Int32?
+    /// vfork or CLONE_VM: it runs in its parent's memory (no heap, no ring of its own).
+    public let sharesParentMemory: Bool
+    enum ThreadState {
         case running
         /// At its exit stop, held for the exit work.
         case heldAtExit
-        /// Past its own exit stop, alone (pthread_exit): dying, not part of the exit work.
+        /// Past its own exit stop, alone (pthread_exit), or gone without one: not part of the exit work.
         case released
     }
-    private var threads: [Int32: ThreadState] = [:]
+    var threads: [Int32: ThreadState] = [:]
     /// Threads announced by a clone event whose first stop we have not seen yet, and threads whose
     /// first stop came before the clone event.
-    private var awaitingFirstStop: Set<Int32> = []
-    private var unannounced: Set<Int32> = []
-    private var groupExitHandled = false
+    var awaitingFirstStop: Set<Int32> = []
+    var unannounced: Set<Int32> = []
+    var groupExitHandled = false
     /// The first thread held at its exit in the group exit.
-    private var exitInitiator: Int32?
-    private var execCount = 0
+    var exitInitiator: Int32?
+    /// Whether the next exec is the launcher's own (of the launched program), which does not
+    /// replace a recorded image.
+    var launchExecPending: Bool
     /// See ``ExitStop/exitedThreads``.
-    private var exitedThreads: [(tid: Int32, stackPointer: UInt64)] = []
+    var exitedThreads: [(tid: Int32, stackPointer: UInt64)] = []
+    /// Set once we delivered a signal whose default action kills the process.
+    var fatalSignalDelivered = false
 
     /// Whether the exit work ran (false after SIGKILL or an exec that replaced the image).
-    public private(set) var exitStopSeen = false
-    /// Set when the program replaced itself with exec: the recorded heap is gone with the image.
-    public private(set) var replacedByExec = false
+    public internal(set) var exitStopSeen = false
+    /// Set when the process replaced itself with exec: the recorded heap is gone with the image.
+    public internal(set) var replacedByExec = false
 
-    /// Asked at a thread's exit stop: has the program announced that it is exiting as a whole
-    /// (the interposer's atexit handler ran)?
-    private let exitAnnounced: () -> Bool
-    /// Set once we delivered a signal whose default action kills the process.
-    private var fatalSignalDelivered = false
-
-    public init(pid: Int32, exitAnnounced: @escaping () -> Bool = { false }) {
+    init(pid: Int32, parent: Int32?, sharesParentMemory: Bool, launchExecPending: Bool) {
         self.pid = pid
-        self.exitAnnounced = exitAnnounced
+        self.parent = parent
+        self.sharesParentMemory = sharesParentMemory
+        self.launchExecPending = launchExecPending
         threads[pid] = .running
     }
 
+    /// A group exit has begun (a thread is held at its exit) and waits for other threads.
+    var groupExitPending: Bool { !groupExitHandled && threads.values.contains(.heldAtExit) }
+}
+
+/// The ptrace event loop of a traced process tree: the launched program and, unless told
+/// otherwise, every process it forks. It must run on the thread that spawned the program (ptrace
+/// requests are only accepted from the tracing thread).
+public final class Tracer {
+    /// The launched program.
+    public let pid: Int32
+    /// Processes traced now, by pid.
+    public private(set) var processes: [Int32: TracedProcessState] = [:]
+    /// Which process each traced thread belongs to.
+    private var processOf: [Int32: Int32] = [:]
+    /// New processes: announced by their parent's fork event (with whether to follow them), or
+    /// seen at their first stop first (held until the fork event).
+    private var forkedAwaitingFirstStop: [Int32: Bool] = [:]
+    private var firstStopBeforeFork: Set<Int32> = []
+    private weak var delegate: TracerDelegate?
+    private var rootExit: ProcessExit?
+
     /// Set when swiftleak stopped tracing because it was asked to end (SIGTERM, SIGINT, SIGHUP,
-    /// SIGQUIT) while the program could not (see ``run(onExit:)``): the signal.
+    /// SIGQUIT) while the program could not (see ``run()``): the signal.
     public private(set) var interruptedBy: Int32?
     /// Termination requests seen so far, and when the first came (monotonic nanoseconds).
     private var terminationRequests: Int32 = 0
@@ -77,7 +129,18 @@ public final class Tracer {
     /// How long a termination request may wait on threads held at a stop of ours.
     static let terminationGrace: UInt64 = 2_000_000_000
 
-    /// Runs the program to its end. `onExit` runs once, while every thread is held at its exit.
+    public init(pid: Int32, delegate: TracerDelegate) {
+        self.pid = pid
+        self.delegate = delegate
+        processes[pid] = TracedProcessState(pid: pid, parent: nil, sharesParentMemory: false, launchExecPending: true)
+        processOf[pid] = pid
+    }
+
+    /// The launched program's state (kept after it ended).
+    public private(set) lazy var root: TracedProcessState = processes[pid]!
+
+    /// Runs the process tree to its end: returns once every traced process is gone, with the
+    /// launched program's status.
     ///
     /// While a group exit waits for threads still running, the wait polls: a thread can end
     /// without the exit stop we wait for (the main thread, held or about to stop at its
@@ -86,50 +149,59 @@ public final class Tracer {
     /// A termination request is forwarded to the program by the signal handler; if the program
     /// cannot act on it within a grace period because threads are held at a stop of ours, or at
     /// a second request, swiftleak does the exit work with what it has and returns the signal.
-    public func run(onExit: (ExitStop) -> Void) -> ProcessExit {
-        while true {
-            if let forced = checkTerminationRequests(onExit: onExit) { return forced }
+    public func run() -> ProcessExit {
+        _ = root
+        while !processes.isEmpty {
+            if let forced = checkTerminationRequests() { return forced }
             var status: Int32 = 0
-            let polling = groupExitPending || firstTerminationRequest != nil
-            let tid = swl_wait_any(&status, !polling)
+            let pending = processes.values.contains { $0.groupExitPending }
+            let tid = swl_wait_any(&status, !(pending || firstTerminationRequest != nil))
             if tid == 0 {
-                if groupExitPending { noteThreadsGoneWithoutExitStop(onExit: onExit) }
+                if pending { noteThreadsGoneWithoutExitStop() }
                 usleep(1000)
                 continue
             }
             if tid < 0 {
                 if errno == EINTR { continue }
-                // ECHILD: nothing left to wait for (should not happen before the leader's status).
-                return .exited(code: 255)
+                // ECHILD: nothing left to wait for (should not happen before the statuses).
+                break
             }
             if swl_wifexited(status) || swl_wifsignaled(status) {
-                threads[tid] = nil
-                if tid == pid {
-                    return swl_wifexited(status)
-                        ? .exited(code: swl_wexitstatus(status))
-                        : .signaled(signal: swl_wtermsig(status), coreDumped: swl_wcoredump(status))
-                }
-                handleExitStopsIfComplete(onExit: onExit)
+                threadEnded(tid, exit: swl_wifexited(status)
+                    ? .exited(code: swl_wexitstatus(status))
+                    : .signaled(signal: swl_wtermsig(status), coreDumped: swl_wcoredump(status)))
                 continue
             }
             guard swl_wifstopped(status) else { continue }
-            handleStop(tid: tid, status: status, onExit: onExit)
+            handleStop(tid: tid, status: status)
         }
+        return rootExit ?? .exited(code: 255)
     }
 
-    /// A group exit has begun (a thread is held at its exit) and waits for other threads.
-    private var groupExitPending: Bool {
-        !groupExitHandled && threads.values.contains(.heldAtExit)
+    private func threadEnded(_ tid: Int32, exit: ProcessExit) {
+        guard let owner = processOf.removeValue(forKey: tid), let process = processes[owner] else { return }
+        process.threads[tid] = nil
+        if tid == process.pid {
+            // A process's status comes with its main thread's, once every other thread is gone.
+            for other in process.threads.keys { processOf[other] = nil }
+            processes[owner] = nil
+            if owner == pid { rootExit = exit }
+            delegate?.tracer(self, ended: owner, exit: exit)
+            return
+        }
+        handleExitStopsIfComplete(process)
     }
 
     /// While a group exit waits: a thread that is a zombie or gone will never stop at its exit.
-    private func noteThreadsGoneWithoutExitStop(onExit: (ExitStop) -> Void) {
-        var changed = false
-        for (tid, state) in threads where state == .running && !Self.isAlive(pid: pid, tid: tid) {
-            threads[tid] = .released
-            changed = true
+    private func noteThreadsGoneWithoutExitStop() {
+        for process in processes.values where process.groupExitPending {
+            var changed = false
+            for (tid, state) in process.threads where state == .running && !Self.isAlive(pid: process.pid, tid: tid) {
+                process.threads[tid] = .released
+                changed = true
+            }
+            if changed { handleExitStopsIfComplete(process) }
         }
-        if changed { handleExitStopsIfComplete(onExit: onExit) }
     }
 
     /// Whether a thread still runs (its /proc state is neither zombie nor dead).
@@ -142,74 +214,85 @@ public final class Tracer {
     }
 
     /// Looks at new termination requests; returns the exit to report when tracing must end now.
-    private func checkTerminationRequests(onExit: (ExitStop) -> Void) -> ProcessExit? {
+    private func checkTerminationRequests() -> ProcessExit? {
         let count = swl_termination_count()
         if count > terminationRequests {
             terminationRequests = count
             if firstTerminationRequest == nil { firstTerminationRequest = monotonicNow() }
         }
         guard let first = firstTerminationRequest else { return nil }
-        let stuck = groupExitPending && monotonicNow() &- first >= Self.terminationGrace
+        let pending = processes.values.filter(\.groupExitPending)
+        let stuck = !pending.isEmpty && monotonicNow() &- first >= Self.terminationGrace
         guard terminationRequests >= 2 || stuck else { return nil }
         let signal = swl_termination_signal()
         interruptedBy = signal
-        if groupExitPending {
+        for process in pending {
             // Scan with the threads we hold; the ones that never stopped are not roots.
-            for (tid, state) in threads where state == .running { threads[tid] = .released }
-            handleExitStopsIfComplete(onExit: onExit)
+            for (tid, state) in process.threads where state == .running { process.threads[tid] = .released }
+            handleExitStopsIfComplete(process)
         }
-        for (tid, state) in threads where state == .heldAtExit { swl_ptrace_cont(tid, 0) }
-        return .signaled(signal: signal, coreDumped: false)
+        for process in processes.values {
+            for (tid, state) in process.threads where state == .heldAtExit { swl_ptrace_cont(tid, 0) }
+        }
+        return rootExit ?? .signaled(signal: signal, coreDumped: false)
     }
 
-    private func handleStop(tid: Int32, status: Int32, onExit: (ExitStop) -> Void) {
+    private func handleStop(tid: Int32, status: Int32) {
         let signal = swl_wstopsig(status)
         let event = swl_wstopevent(status)
-        if threads[tid] == nil {
-            // A new thread's first stop (PTRACE_EVENT_STOP for a seized tracee, with SIGSTOP as
-            // its signal: not a group-stop, whatever the signal says) can arrive before its
-            // parent's clone event.
-            threads[tid] = .running
-            unannounced.insert(tid)
-            if Int(event) == Int(SWL_EVENT_STOP_GROUP) {
-                swl_ptrace_cont(tid, 0)
-                return
-            }
+        guard let owner = processOf[tid], let process = processes[owner] else {
+            firstStopOfUnknown(tid, event: event)
+            return
         }
         switch Int(event) {
-        case Int(SWL_EVENT_STOP_CLONE):
+        case Int(SWL_EVENT_STOP_CLONE), Int(SWL_EVENT_STOP_FORK), Int(SWL_EVENT_STOP_VFORK):
             var message: UInt = 0
             swl_ptrace_geteventmsg(tid, &message)
             let child = Int32(truncatingIfNeeded: message)
-            if unannounced.remove(child) == nil {
-                awaitingFirstStop.insert(child)
-                threads[child] = .running
+            var isThread = false, sharesMemory = Int(event) == Int(SWL_EVENT_STOP_VFORK)
+            if Int(event) == Int(SWL_EVENT_STOP_CLONE) && !swl_clone_flags(tid, &isThread, &sharesMemory) {
+                // Unreadable flags: the kernel's view decides (a thread shares its group id).
+                isThread = swl_thread_group_of(child) == process.pid
+                sharesMemory = isThread
+            }
+            if isThread {
+                if process.unannounced.remove(child) == nil {
+                    process.awaitingFirstStop.insert(child)
+                    process.threads[child] = .running
+                    processOf[child] = process.pid
+                }
+            } else {
+                newProcess(child, parent: process, sharesMemory: sharesMemory)
             }
             swl_ptrace_cont(tid, 0)
         case Int(SWL_EVENT_STOP_EXEC):
-            execCount += 1
-            if execCount > 1 {
+            if process.launchExecPending {
+                process.launchExecPending = false
+            } else {
                 // The program exec'd another image: the heap we recorded is gone with the old one.
-                replacedByExec = true
+                process.replacedByExec = true
                 // After exec only the leader survives (the kernel reaped the other threads).
-                threads = [pid: .running]
-                exitedThreads = []
+                for other in process.threads.keys where other != process.pid { processOf[other] = nil }
+                process.threads = [process.pid: .running]
+                processOf[process.pid] = process.pid
+                process.exitedThreads = []
+                delegate?.tracer(self, execed: process.pid)
             }
             swl_ptrace_cont(tid, 0)
         case Int(SWL_EVENT_STOP_EXIT):
-            if groupExitHandled || !isGroupExit(exitingThread: tid) {
+            if process.groupExitHandled || !isGroupExit(process, exitingThread: tid) {
                 // A lone thread ending (pthread_exit) while the others run on: let it go now, or
                 // a pthread_join on it would wait for ever.
-                recordExitedThread(tid)
-                threads[tid] = .released
+                recordExitedThread(tid, of: process)
+                process.threads[tid] = .released
                 swl_ptrace_cont(tid, 0)
                 return
             }
-            threads[tid] = .heldAtExit
-            if exitInitiator == nil { exitInitiator = tid }
-            handleExitStopsIfComplete(onExit: onExit)
+            process.threads[tid] = .heldAtExit
+            if process.exitInitiator == nil { process.exitInitiator = tid }
+            handleExitStopsIfComplete(process)
         case Int(SWL_EVENT_STOP_GROUP):
-            if awaitingFirstStop.remove(tid) != nil || !Self.stopsTheProcess(signal) {
+            if process.awaitingFirstStop.remove(tid) != nil || !Self.stopsTheProcess(signal) {
                 // A new thread's first stop, or the wake-up a SIGCONT gives a thread we left
                 // stopped (its SIGCONT comes next as a signal-delivery-stop).
                 swl_ptrace_cont(tid, 0)
@@ -220,19 +303,74 @@ public final class Tracer {
             swl_ptrace_listen(tid)
         default:
             // Signal-delivery-stop: the program gets its signal, exactly as without us.
-            if Self.killsByDefault(signal) && !Self.isHandledOrIgnored(signal, pid: pid) {
-                fatalSignalDelivered = true
+            if Self.killsByDefault(signal) && !Self.isHandledOrIgnored(signal, pid: process.pid) {
+                process.fatalSignalDelivered = true
             }
             swl_ptrace_cont(tid, signal)
         }
     }
 
+    /// The first stop (PTRACE_EVENT_STOP, with SIGSTOP as its signal: not a group-stop, whatever
+    /// the signal says) of a task no event announced yet: a new thread, whose clone event comes
+    /// later, or a new process, held until its parent's fork event says what to do with it.
+    private func firstStopOfUnknown(_ tid: Int32, event: Int32) {
+        if let follow = forkedAwaitingFirstStop.removeValue(forKey: tid) {
+            startChild(tid, follow: follow)
+            return
+        }
+        let group = swl_thread_group_of(tid)
+        if let process = processes[group], group != tid {
+            process.threads[tid] = .running
+            process.unannounced.insert(tid)
+            processOf[tid] = group
+            swl_ptrace_cont(tid, 0)
+        } else if group == tid {
+            firstStopBeforeFork.insert(tid)
+        } else {
+            // Nothing we know of (it cannot be ours): let it go.
+            swl_ptrace_detach(tid, 0)
+        }
+    }
+
+    /// At its parent's fork event: a new process.
+    private func newProcess(_ child: Int32, parent: TracedProcessState, sharesMemory: Bool) {
+        // A child with memory of its own runs none of the interposer's code until its atfork
+        // handler (which raw clone() children never run) gives it a ring of its own: it starts
+        // quiet, so it never writes into its parent's ring.
+        if !sharesMemory, let address = delegate?.tracer(self, interposerStateIn: parent.pid), address != 0 {
+            _ = swl_poke_int32(child, address, Self.interposerQuietState)
+        }
+        let follow = delegate?.tracer(self, forked: child, parent: parent.pid, sharesMemory: sharesMemory) ?? true
+        if follow {
+            let state = TracedProcessState(pid: child, parent: parent.pid, sharesParentMemory: sharesMemory, launchExecPending: false)
+            processes[child] = state
+            processOf[child] = child
+        }
+        if firstStopBeforeFork.remove(child) != nil {
+            startChild(child, follow: follow)
+        } else {
+            forkedAwaitingFirstStop[child] = follow
+        }
+    }
+
+    /// STATE_QUIET in CShims/SwiftLeakPreload/preload.c.
+    static let interposerQuietState: Int32 = 3
+
+    /// A new process at its first stop, once its parent's fork event was handled.
+    private func startChild(_ child: Int32, follow: Bool) {
+        if follow {
+            swl_ptrace_cont(child, 0)
+        } else {
+            swl_ptrace_detach(child, 0)
+        }
+    }
+
     /// Notes where a lone exiting thread's stack ends (its stack pointer at its exit stop).
-    private func recordExitedThread(_ tid: Int32) {
+    private func recordExitedThread(_ tid: Int32, of process: TracedProcessState) {
         var words = [UInt64](repeating: 0, count: 32)
         var sp: UInt64 = 0
         let count = words.withUnsafeMutableBufferPointer { swl_ptrace_getregs(tid, $0.baseAddress, Int32($0.count), &sp) }
-        if count > 0 { exitedThreads.append((tid, sp)) }
+        if count > 0 { process.exitedThreads.append((tid, sp)) }
     }
 
     /// At a thread's exit stop: is the whole process exiting (exit, _exit, a fatal signal), or only
@@ -244,15 +382,15 @@ public final class Tracer {
     /// - the interposer's atexit handler ran, or we delivered a signal that kills by default;
     /// - another running thread has SIGKILL pending (the kernel queues it on every other thread
     ///   of an exiting group before the first one stops; it may already be dequeued, hence the rest).
-    private func isGroupExit(exitingThread: Int32) -> Bool {
-        if exitingThread == pid || threads[pid] == .heldAtExit { return true }
-        if fatalSignalDelivered || exitAnnounced() { return true }
-        for (tid, state) in threads where tid != exitingThread && state == .running {
+    private func isGroupExit(_ process: TracedProcessState, exitingThread: Int32) -> Bool {
+        let pid = process.pid
+        if exitingThread == pid || process.threads[pid] == .heldAtExit { return true }
+        if process.fatalSignalDelivered || delegate?.tracer(self, exitAnnouncedIn: pid) == true { return true }
+        for (tid, state) in process.threads where tid != exitingThread && state == .running {
             if Self.hasPendingSIGKILL(pid: pid, tid: tid) { return true }
         }
         return false
     }
-
     /// The signals that put a process into a group-stop.
     static func stopsTheProcess(_ signal: Int32) -> Bool {
         signal == SIGSTOP || signal == SIGTSTP || signal == SIGTTIN || signal == SIGTTOU
@@ -291,30 +429,31 @@ public final class Tracer {
         return masks
     }
 
-    private func handleExitStopsIfComplete(onExit: (ExitStop) -> Void) {
+    private func handleExitStopsIfComplete(_ process: TracedProcessState) {
+        let pid = process.pid
         // The main thread first: its /proc entry is the process's.
-        let held = threads.filter { $0.value == .heldAtExit }.map(\.key).sorted { ($0 == pid ? 0 : $0) < ($1 == pid ? 0 : $1) }
-        guard !groupExitHandled, !held.isEmpty, !threads.values.contains(.running) else { return }
-        groupExitHandled = true
-        guard !replacedByExec else {
-            // The recorded heap belonged to the image exec replaced: nothing here to scan it in.
-            for tid in held { swl_ptrace_cont(tid, 0) }
-            return
-        }
-        exitStopSeen = true
-        var snapshots: [ThreadSnapshot] = []
-        for tid in held {
-            var words = [UInt64](repeating: 0, count: 32)
-            var sp: UInt64 = 0
-            let count = words.withUnsafeMutableBufferPointer {
-                swl_ptrace_getregs(tid, $0.baseAddress, Int32($0.count), &sp)
+        let held = process.threads.filter { $0.value == .heldAtExit }.map(\.key).sorted { ($0 == pid ? 0 : $0) < ($1 == pid ? 0 : $1) }
+        guard !process.groupExitHandled, !held.isEmpty, !process.threads.values.contains(.running) else { return }
+        process.groupExitHandled = true
+        if !process.replacedByExec && !process.sharesParentMemory {
+            // (After an exec the recorded heap belonged to the image exec replaced: nothing here to
+            // scan it in. A vfork child has no heap of its own.)
+            process.exitStopSeen = true
+            var snapshots: [ThreadSnapshot] = []
+            for tid in held {
+                var words = [UInt64](repeating: 0, count: 32)
+                var sp: UInt64 = 0
+                let count = words.withUnsafeMutableBufferPointer {
+                    swl_ptrace_getregs(tid, $0.baseAddress, Int32($0.count), &sp)
+                }
+                if count > 0 {
+                    snapshots.append(ThreadSnapshot(tid: tid, endedProcess: tid == process.exitInitiator,
+                                                    registers: Array(words[0..<Int(count)]), stackPointer: sp))
+                }
             }
-            if count > 0 {
-                snapshots.append(ThreadSnapshot(tid: tid, endedProcess: tid == exitInitiator,
-                                                registers: Array(words[0..<Int(count)]), stackPointer: sp))
-            }
+            delegate?.tracer(self, exitStop: ExitStop(pid: pid, procTID: held[0], threads: snapshots,
+                                                      exitedThreads: process.exitedThreads))
         }
-        onExit(ExitStop(pid: pid, procTID: held[0], threads: snapshots, exitedThreads: exitedThreads))
         for tid in held {
             swl_ptrace_cont(tid, 0)
         }

@@ -143,6 +143,10 @@ extension SwiftLeakCommand {
         @Flag(name: .customLong("no-trace"), help: "Do not write a trace file.")
         var noTrace = false
 
+        @Option(name: .customLong("follow-forks"),
+                help: "yes or no (default yes): trace forked children, each with its own report; no: they run untraced.")
+        var followForks = "yes"
+
         @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
         var command: [String] = []
 
@@ -155,6 +159,9 @@ extension SwiftLeakCommand {
             }
             guard let first = command.first else {
                 throw ValidationError("missing the program to run: swiftleak run [options] -- ./program [arguments]")
+            }
+            guard followForks == "yes" || followForks == "no" else {
+                throw ValidationError("--follow-forks must be yes or no, not '\(followForks)'")
             }
             if first.hasPrefix("-") {
                 let hint = ValgrindCommandLine.suggestion(for: first).map { "; did you mean \($0)?" } ?? " (put the program after --)"
@@ -181,6 +188,7 @@ extension SwiftLeakCommand {
                 throw fail("\(error)")
             }
             configuration.trace = noTrace ? .none : traceOutput.map { .path($0) } ?? .defaultName
+            configuration.followForks = followForks == "yes"
 
             // Every file swiftleak writes is opened before the program starts: a wrong path is
             // known now, not after the run.
@@ -203,26 +211,40 @@ extension SwiftLeakCommand {
             } catch let error as SessionError {
                 throw fail(error.description)
             }
-            result.report = finishedReport(result.report, options: configuration.report, suppressions: suppressionSet,
-                                           warnings: suppressionWarnings,
-                                           interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
-            var lines = TextReport.render(result.report, options: configuration.report)
-            if let trace = result.tracePath, !configuration.report.quiet {
-                lines.append("Trace: \(trace) (swiftleak analyze \(trace))")
+            for index in result.reports.indices {
+                result.reports[index] = finishedReport(result.reports[index], options: configuration.report, suppressions: suppressionSet,
+                                                       warnings: suppressionWarnings,
+                                                       interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
             }
-            output.write(lines, pid: result.report.pid)
-            if let problem = valgrind.writeXML(result.report, command: configuration.command.map(\.escapedForDisplay), options: configuration.report,
-                                               interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate())) {
-                writeError(problem)
+            let rootPid = result.startOrder[0]
+            // One section per process, in the order they ended, each under its own ==PID== (a
+            // forked child's with its own header, as Valgrind prints one for each process).
+            for report in result.reports {
+                var lines = TextReport.render(report, options: configuration.report)
+                if report.pid != rootPid {
+                    lines = TextReport.header(command: report.command, options: configuration.report) + lines
+                }
+                if report.pid == rootPid, let trace = result.tracePath, !configuration.report.quiet {
+                    lines.append("Trace: \(trace) (swiftleak analyze \(trace))")
+                }
+                output.write(lines, pid: report.pid)
+                // Valgrind writes one XML document per process: a child's only where the file
+                // name has %p (one file each), as with Valgrind's.
+                guard report.pid == rootPid || valgrind.xmlFile?.contains("%p") == true else { continue }
+                if let problem = valgrind.writeXML(report, command: report.command, options: configuration.report,
+                                                   interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate())) {
+                    writeError(problem)
+                }
             }
             output.close()
             if let jsonOutput {
-                jsonOutput.write(JSONReport.render([result.report], options: configuration.report))
+                jsonOutput.write(JSONReport.render(result.reportsInStartOrder, options: configuration.report))
                 do { try jsonOutput.close() } catch { writeError("\(error)") }
             }
 
             // Valgrind's --error-exitcode=0 turns the option off.
-            if let code = report.errorExitCode, code != 0, !result.report.errorRecords(configuration.report).isEmpty {
+            if let code = report.errorExitCode, code != 0,
+               result.reports.contains(where: { !$0.errorRecords(configuration.report).isEmpty }) {
                 Glibc.exit(code)
             }
             switch result.exit {
@@ -251,7 +273,9 @@ func writeError(_ message: String) {
 /// A `--log-file` name with `%p` is opened once the program's pid is known.
 final class ReportOutput {
     private var file: OutputFile
-    private var pendingName: String?
+    /// A `--log-file` name with `%p`: one file per process, opened at its first line.
+    private var pattern: String?
+    private var perProcess: [Int32: OutputFile] = [:]
 
     init(logFile: String?, toStandardOutput: Bool = false) throws {
         file = toStandardOutput ? .standardOutput(purpose: "the report") : .standardError(purpose: "the report")
@@ -259,22 +283,28 @@ final class ReportOutput {
         // Checked now, so that a bad name stops swiftleak before the program runs.
         let checked = try ValgrindCommandLine.expandFileName(logFile, pid: 0, environment: ValgrindCommandLine.environment)
         if logFile.contains("%p") {
-            pendingName = logFile
+            pattern = logFile
         } else {
             file = try OutputFile(path: checked, purpose: "the log file")
         }
     }
 
-    func write(_ lines: [String], pid: Int32) {
-        if let pattern = pendingName {
-            pendingName = nil
-            do {
-                file = try OutputFile(path: try ValgrindCommandLine.expandFileName(pattern, pid: pid, environment: ValgrindCommandLine.environment),
-                                      purpose: "the log file")
-            } catch {
-                writeError("\(error); the report goes to stderr")
-            }
+    private func file(for pid: Int32) -> OutputFile {
+        guard let pattern else { return file }
+        if let opened = perProcess[pid] { return opened }
+        do {
+            let opened = try OutputFile(path: try ValgrindCommandLine.expandFileName(pattern, pid: pid, environment: ValgrindCommandLine.environment),
+                                        purpose: "the log file")
+            perProcess[pid] = opened
+            return opened
+        } catch {
+            writeError("\(error); the report goes to stderr")
+            perProcess[pid] = file
+            return file
         }
+    }
+
+    func write(_ lines: [String], pid: Int32) {
         var text = ""
         for line in lines {
             if line.first == TextReport.unprefixedMarker {
@@ -283,12 +313,15 @@ final class ReportOutput {
                 text += "==\(pid)== " + line + "\n"
             }
         }
-        file.write(text)
+        file(for: pid).write(text)
     }
 
     /// Closes the file; a report that could not be written is said in one line on stderr (which
     /// is itself the report's file only when nothing can be said anyway).
     func close() {
+        for opened in perProcess.values where opened !== file {
+            do { try opened.close() } catch { writeError("\(error)") }
+        }
         do { try file.close() } catch { writeError("\(error)") }
     }
 }

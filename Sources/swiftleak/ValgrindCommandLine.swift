@@ -69,7 +69,7 @@ enum ValgrindCommandLine {
             "--leak-check", "--show-leak-kinds", "--errors-for-leak-kinds", "--error-exitcode", "--num-callers",
             "--demangle", "--json", "--log-file", "--suppressions", "--default-suppressions", "--gen-suppressions",
             "--verbose", "--quiet", "--tool", "--show-reachable", "--show-possibly-lost", "--leak-resolution",
-            "--child-silent-after-fork", "--trace-children", "--xml", "--xml-file", "--no-trace", "--help", "--version",
+            "--child-silent-after-fork", "--trace-children", "--xml", "--xml-file", "--no-trace", "--follow-forks", "--help", "--version",
         ] + ignoredOptions.keys.filter { $0.hasPrefix("--") }
     }
 

@@ -50,6 +50,13 @@ uint32_t swl_ring_disabled(swl_ring_header *ring);
 /// Non-zero once the program's exit handlers have run (see swl_ring_header.exiting).
 uint32_t swl_ring_exiting(swl_ring_header *ring);
 void swl_ring_set_traced_pid(swl_ring_header *ring, int32_t pid);
+/// The interposer's state word in the program (0: not written); see swl_ring_header.state_address.
+uint64_t swl_ring_state_address(swl_ring_header *ring);
+/// Offers the ring at descriptor `fd` (swiftleak's) to fork child `child` in `parent`'s fork table.
+/// Returns false when the table is full.
+bool swl_ring_offer_to_child(swl_ring_header *parent, int32_t child, int32_t fd);
+/// Clears `child`'s entry in `parent`'s fork table.
+void swl_ring_withdraw_offer(swl_ring_header *parent, int32_t child);
 /// Where the interposer found the allocator's own state (see swl_ring_header); 0, 0 when unknown.
 void swl_ring_allocator_state(swl_ring_header *ring, uint64_t *start, uint64_t *end);
 /// Non-zero when the program's malloc is not the interposer's (the executable defines its own).
@@ -86,11 +93,23 @@ long swl_ptrace_listen(pid_t tid);
 
 enum {
     SWL_EVENT_STOP_NONE = 0,
+    SWL_EVENT_STOP_FORK = 1,
+    SWL_EVENT_STOP_VFORK = 2,
     SWL_EVENT_STOP_CLONE = 3,
     SWL_EVENT_STOP_EXEC = 4,
     SWL_EVENT_STOP_EXIT = 6,
     SWL_EVENT_STOP_GROUP = 128,
 };
+
+/// At a PTRACE_EVENT_CLONE stop of `tid` (inside clone or clone3): whether the new task is a
+/// thread of the same process (CLONE_THREAD) and whether it shares the caller's memory (CLONE_VM),
+/// from the call's flags. Returns false when they cannot be read.
+bool swl_clone_flags(pid_t tid, bool *is_thread, bool *shares_memory);
+/// The thread-group id of `tid` from /proc (the pid of its process), -1 when it is gone.
+pid_t swl_thread_group_of(pid_t tid);
+/// Writes `value` at `address` in a stopped tracee (PTRACE_POKEDATA of the aligned word,
+/// keeping the other half). Returns 0 on success.
+int swl_poke_int32(pid_t tid, uint64_t address, int32_t value);
 
 /// waitpid(-1, __WALL), WNOHANG unless `block`; retries EINTR unless swiftleak was asked to end
 /// meanwhile. Returns the tid, 0 (nothing yet, without `block`) or -1 (errno ECHILD, or EINTR

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define SWL_ABI_MAGIC   0x4b41454c54465753ULL /* "SWFTLEAK" little-endian */
-#define SWL_ABI_VERSION 2u
+#define SWL_ABI_VERSION 3u
 
 /// The name of the memfd: it shows as `/memfd:swiftleak-ring (deleted)` in /proc/PID/maps, which is
 /// how the exit scan knows this mapping is swiftleak's own memory and not a root.
@@ -130,7 +130,12 @@ typedef struct swl_ring_header {
     /* Set by the interposer when the program's malloc is not the interposer's (the executable
        defines its own): none of the program's allocations through it are seen. */
     uint32_t foreign_malloc;
-    uint8_t reserved0[16];
+    /* Written by the interposer at its start: the address of its state word in the program. A fork
+       child has the same address space layout; the tracer writes "quiet" there in a child before it
+       runs, so that a child that never runs the atfork handler (raw clone) never writes into this
+       ring. */
+    uint64_t state_address;
+    uint8_t reserved0[8];
 
     /* Producers: next position to reserve. */
     _Alignas(64) uint64_t tail;
@@ -160,6 +165,24 @@ typedef struct swl_ring_header {
 } swl_ring_header;
 
 _Static_assert(sizeof(swl_ring_header) == 384, "swl_ring_header layout is shared with the recorder");
+_Static_assert(sizeof(swl_ring_header) <= 512, "the fork table follows the header in its page");
+
+/// Rings for fork children, offered in the parent's header page after the header: when a traced
+/// process forks, swiftleak creates the child's ring and writes {child pid, descriptor number in
+/// swiftleak} into a free entry of the parent's ring while both are stopped. The child's atfork
+/// handler finds its pid there, opens /proc/<recorder_pid>/fd/<fd>, checks it is a ring for it,
+/// maps it and closes the descriptor. swiftleak clears the entry once the child attached or ended.
+typedef struct swl_fork_offer {
+    int32_t child_pid; /* 0: free */
+    int32_t fd;
+} swl_fork_offer;
+
+#define SWL_FORK_TABLE_OFFSET 512u
+#define SWL_FORK_TABLE_ENTRIES ((4096u - SWL_FORK_TABLE_OFFSET) / (uint32_t)sizeof(swl_fork_offer))
+
+static inline swl_fork_offer *swl_fork_table(swl_ring_header *h) {
+    return (swl_fork_offer *)((char *)h + SWL_FORK_TABLE_OFFSET);
+}
 
 /// An interned stack in the store. Its id is its offset from store_offset in 8-byte units.
 typedef struct swl_stack_record {

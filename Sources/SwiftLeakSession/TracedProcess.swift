@@ -1,0 +1,213 @@
+import Glibc
+import SwiftLeakCore
+import SwiftLeakModel
+import SwiftLeakRecorder
+import SwiftLeakReports
+import SwiftLeakSymbolizer
+import SwiftLeakTrace
+import SwiftLeakTracer
+
+/// One traced process as `run` follows it: its own event stream (ring and recorder), its heap
+/// model (for a fork child, a copy of its parent's at the fork: inherited blocks count in the
+/// child, as Valgrind counts them), and what its end told us. The tracer's side of it (threads,
+/// exit stops) is `TracedProcessState`.
+final class TracedProcess {
+    let facts: ProcessFacts
+    /// Nil when the process has no ring of its own (none could be offered to it).
+    let ring: EventRing?
+    let recorder: Recorder?
+    let model: ModelFeed
+    let writer: TraceFileWriter?
+    /// The heap when the process ended (taken at its exit stop while it was frozen, or after).
+    var heap: FinalHeap?
+    var exitFacts = ExitFacts()
+    /// Its status, once it is gone.
+    var exit: ProcessExit?
+    /// Set when the image the heap belongs to was replaced by exec.
+    var replacedByExec = false
+
+    init(facts: ProcessFacts, ring: EventRing?, model: HeapModel = HeapModel(), stacksDefined: UInt32 = 0,
+         writer: TraceFileWriter? = nil, programSuppressions: ProgramSuppressionText? = nil,
+         preloader: SymbolPreloader? = nil) {
+        self.facts = facts
+        self.ring = ring
+        self.writer = writer
+        let feed = ModelFeed(process: facts, programSuppressions: programSuppressions, writer: writer,
+                             preloader: preloader, model: model)
+        self.model = feed
+        recorder = ring.map { Recorder(ring: $0, pid: facts.pid, stacksDefined: stacksDefined) { feed.consume($0) } }
+    }
+
+    var pid: Int32 { facts.pid }
+
+    /// At the process's exit stop (frozen, memory intact): drain what it published, judge, and
+    /// let it go. Everything else (symbols, the report) waits until it is released.
+    func exitWork(_ stop: ExitStop, options: ReportOptions) {
+        let frozen = Recorder.monotonicNow()
+        defer { exitFacts.freezeSeconds = Double(Recorder.monotonicNow() &- frozen) / 1e9 }
+        recorder?.finish(processStopped: true)
+        let final = model.finish()
+        heap = final
+        guard options.leakCheck != .no else {
+            exitFacts.scanNote = "--leak-check=no"
+            return
+        }
+        let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring?.allocatorState,
+                                exitCaller: ring?.exitCaller)
+        if let result = scan.result {
+            exitFacts.verdicts = ExitVerdicts(kinds: result.kinds, indirectBytes: result.indirectBytesCharged,
+                                              leaders: result.leaderOf)
+            exitFacts.scanBytes = result.statistics.bytesScanned
+            exitFacts.scanSeconds = result.statistics.wallSeconds
+        } else {
+            exitFacts.scanNote = scan.failure
+        }
+    }
+
+    /// After the process is gone (or swiftleak stops tracing it): what is still missing.
+    /// `isForkChild`: its ring was offered through the fork handler.
+    func finish(exit: ProcessExit?, interruptedBy: Int32?, isForkChild: Bool) {
+        exitFacts.exit = exit ?? self.exit ?? interruptedBy.map { .signaled(signal: $0, coreDumped: false) }
+        if heap == nil {
+            recorder?.finish(processStopped: true)
+            heap = model.finish()
+            if let signal = interruptedBy, self.exit == nil {
+                exitFacts.scanNote = "swiftleak was ended by signal \(signal) before the program's exit; its blocks not freed so far could not be scanned"
+            } else {
+                exitFacts.scanNote = replacedByExec
+                    ? "the program replaced itself with exec; its heap at that point is listed as not freed"
+                    : "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"
+            }
+        }
+        guard let ring, let recorder else {
+            exitFacts.warnings.append("swiftleak could not give this process a ring of its own: its allocations after the fork were not tracked, the blocks listed are those it inherited")
+            return
+        }
+        if !ring.interposerAttached {
+            exitFacts.warnings.append(isForkChild
+                ? "this process did not run the interposer's fork handler (a raw clone() without CLONE_VM): its allocations after the fork were not tracked, the blocks listed are those it inherited"
+                : "the interposer never attached in the program (was LD_PRELOAD removed, or is the program setuid?); no allocation was recorded")
+        }
+        if ring.programDefinesMalloc {
+            exitFacts.warnings.append("the program defines its own malloc, which swiftleak does not replace: the blocks it allocates through it are not tracked")
+        }
+        if recorder.invalidRecords > 0 {
+            exitFacts.warnings.append("\(recorder.invalidRecords) invalid event(s) or record(s) in the ring were ignored: the program wrote into swiftleak's memory, the figures may be incomplete")
+        }
+        if ring.interposerDisabled {
+            exitFacts.warnings.append("the interposer stopped recording before the end; the figures are incomplete")
+        }
+    }
+
+    /// Symbols (after the program was released), the trace's last records, the report.
+    func report(options: ReportOptions, symbolizer: Symbolizer, extraWarnings: [String] = []) -> ProcessReport {
+        let final = heap!
+        // Raw names: the builder demangles (or not, for --demangle=no), and a trace keeps them
+        // as suppressions match them. A trace carries the frames of every stack it holds.
+        let keys = writer == nil ? final.symbolKeysForLiveBlocks() : final.symbolKeysForAllStacks()
+        let symbols = SymbolResolution.resolve(keys, modules: final.modules, symbolizer: symbolizer)
+        if let failure = model.finishTrace(exit: exitFacts, addresses: final.blocks.addresses, symbols: symbols) {
+            exitFacts.warnings.append(failure)
+        }
+        exitFacts.warnings += extraWarnings
+        return ReportBuilder.build(process: facts, heap: final, exit: exitFacts, symbols: symbols, options: options)
+    }
+}
+
+/// The session's answers to the tracer for a whole process tree: which children to follow, the
+/// exit work of each process, and a ring of its own for every fork child.
+final class ProcessTreeSession: TracerDelegate {
+    let configuration: RunConfiguration
+    private(set) var processes: [Int32: TracedProcess] = [:]
+    /// Pids in the order the processes started, and in the order they ended.
+    private(set) var startOrder: [Int32] = []
+    private(set) var endOrder: [Int32] = []
+    /// Fork children left untraced (--follow-forks=no).
+    private(set) var unfollowedChildren = 0
+    /// Processes that got their ring through their parent's fork table.
+    private(set) var forkChildren: Set<Int32> = []
+    /// Rings offered and not yet taken: (parent, child). Our descriptor of the child's ring stays
+    /// open until the child has its own mapping, or is gone.
+    private var openOffers: [(parent: Int32, child: Int32)] = []
+
+    private let preloader: SymbolPreloader?
+
+    init(configuration: RunConfiguration, preloader: SymbolPreloader? = nil) {
+        self.configuration = configuration
+        self.preloader = preloader
+    }
+
+    func add(_ process: TracedProcess) {
+        processes[process.pid] = process
+        startOrder.append(process.pid)
+    }
+
+    func tracer(_ tracer: Tracer, forked child: Int32, parent: Int32, sharesMemory: Bool) -> Bool {
+        guard configuration.followForks else {
+            unfollowedChildren += 1
+            return false
+        }
+        // A vfork child runs in its parent's memory until it execs or exits: no heap of its own.
+        guard !sharesMemory, let parentProcess = processes[parent] else { return true }
+        closeTakenOffers()
+        // The parent is stopped at its fork: what it published so far is its heap at the fork
+        // (its other threads, if any, wait on the allocator's fork locks).
+        let inherited: (HeapModel, stacksDefined: UInt32)
+        if let recorder = parentProcess.recorder {
+            inherited = recorder.drainPublished { parentProcess.model.snapshot() }
+        } else {
+            inherited = (parentProcess.model.snapshot(), 0)
+        }
+        var ring: EventRing?
+        if let parentRing = parentProcess.ring, let childRing = try? EventRing(configuration.ring) {
+            childRing.setTracedProcess(child)
+            if parentRing.offer(childRing, toChild: child) {
+                ring = childRing
+                openOffers.append((parent, child))
+            }
+        }
+        let facts = ProcessFacts(pid: child, ppid: parent, command: parentProcess.facts.command,
+                                 startTime: RunSession.wallClockNow())
+        let process = TracedProcess(facts: facts, ring: ring, model: inherited.0, stacksDefined: inherited.stacksDefined,
+                                    preloader: preloader)
+        add(process)
+        forkChildren.insert(child)
+        process.recorder?.start()
+        return true
+    }
+
+    func tracer(_ tracer: Tracer, exitStop stop: ExitStop) {
+        processes[stop.pid]?.exitWork(stop, options: configuration.report)
+    }
+
+    func tracer(_ tracer: Tracer, execed pid: Int32) {
+        processes[pid]?.replacedByExec = true
+    }
+
+    func tracer(_ tracer: Tracer, ended pid: Int32, exit: ProcessExit) {
+        guard let process = processes[pid] else { return }
+        process.exit = exit
+        endOrder.append(pid)
+        closeTakenOffers()
+    }
+
+    func tracer(_ tracer: Tracer, exitAnnouncedIn pid: Int32) -> Bool {
+        processes[pid]?.ring?.exitAnnounced ?? false
+    }
+
+    func tracer(_ tracer: Tracer, interposerStateIn pid: Int32) -> UInt64 {
+        processes[pid]?.ring?.interposerStateAddress ?? 0
+    }
+
+    /// Closes our descriptors of rings their child has mapped (or never will: it is gone), and
+    /// clears their offers from the parent's table.
+    func closeTakenOffers(all: Bool = false) {
+        openOffers.removeAll { offer in
+            guard let child = processes[offer.child], let ring = child.ring else { return true }
+            guard all || ring.interposerAttached || child.exit != nil else { return false }
+            processes[offer.parent]?.ring?.withdrawOffer(toChild: offer.child)
+            ring.closeDescriptor()
+            return true
+        }
+    }
+}
