@@ -115,7 +115,13 @@ public final class Tracer {
     private var processOf: [Int32: Int32] = [:]
     /// New processes: announced by their parent's fork event (with whether to follow them), or
     /// seen at their first stop first (held until the fork event).
-    private var forkedAwaitingFirstStop: [Int32: Bool] = [:]
+    private var forkedAwaitingFirstStop: [Int32: NewChild] = [:]
+    /// What to do with a new process at its first stop.
+    private struct NewChild {
+        var follow: Bool
+        /// Where to write "quiet" into its interposer's state before it runs (0: nowhere).
+        var interposerState: UInt64
+    }
     private var firstStopBeforeFork: Set<Int32> = []
     private weak var delegate: TracerDelegate?
     private var rootExit: ProcessExit?
@@ -240,6 +246,11 @@ public final class Tracer {
     private func handleStop(tid: Int32, status: Int32) {
         let signal = swl_wstopsig(status)
         let event = swl_wstopevent(status)
+        if let child = forkedAwaitingFirstStop.removeValue(forKey: tid) {
+            // A new process's first stop, after its parent's fork event.
+            startChild(tid, child)
+            return
+        }
         guard let owner = processOf[tid], let process = processes[owner] else {
             firstStopOfUnknown(tid, event: event)
             return
@@ -314,10 +325,6 @@ public final class Tracer {
     /// the signal says) of a task no event announced yet: a new thread, whose clone event comes
     /// later, or a new process, held until its parent's fork event says what to do with it.
     private func firstStopOfUnknown(_ tid: Int32, event: Int32) {
-        if let follow = forkedAwaitingFirstStop.removeValue(forKey: tid) {
-            startChild(tid, follow: follow)
-            return
-        }
         let group = swl_thread_group_of(tid)
         if let process = processes[group], group != tid {
             process.threads[tid] = .running
@@ -336,29 +343,33 @@ public final class Tracer {
     private func newProcess(_ child: Int32, parent: TracedProcessState, sharesMemory: Bool) {
         // A child with memory of its own runs none of the interposer's code until its atfork
         // handler (which raw clone() children never run) gives it a ring of its own: it starts
-        // quiet, so it never writes into its parent's ring.
-        if !sharesMemory, let address = delegate?.tracer(self, interposerStateIn: parent.pid), address != 0 {
-            _ = swl_poke_int32(child, address, Self.interposerQuietState)
-        }
+        // quiet, so it never writes into its parent's ring. (Not a vfork child: its memory is
+        // its parent's.)
+        let address = sharesMemory ? 0 : delegate?.tracer(self, interposerStateIn: parent.pid) ?? 0
         let follow = delegate?.tracer(self, forked: child, parent: parent.pid, sharesMemory: sharesMemory) ?? true
         if follow {
             let state = TracedProcessState(pid: child, parent: parent.pid, sharesParentMemory: sharesMemory, launchExecPending: false)
             processes[child] = state
             processOf[child] = child
         }
+        let newChild = NewChild(follow: follow, interposerState: address)
         if firstStopBeforeFork.remove(child) != nil {
-            startChild(child, follow: follow)
+            startChild(child, newChild)
         } else {
-            forkedAwaitingFirstStop[child] = follow
+            forkedAwaitingFirstStop[child] = newChild
         }
     }
 
     /// STATE_QUIET in CShims/SwiftLeakPreload/preload.c.
     static let interposerQuietState: Int32 = 3
 
-    /// A new process at its first stop, once its parent's fork event was handled.
-    private func startChild(_ child: Int32, follow: Bool) {
-        if follow {
+    /// A new process at its first stop (where ptrace may write into it), once its parent's fork
+    /// event was handled.
+    private func startChild(_ child: Int32, _ newChild: NewChild) {
+        if newChild.interposerState != 0 {
+            _ = swl_poke_int32(child, newChild.interposerState, Self.interposerQuietState)
+        }
+        if newChild.follow {
             swl_ptrace_cont(child, 0)
         } else {
             swl_ptrace_detach(child, 0)

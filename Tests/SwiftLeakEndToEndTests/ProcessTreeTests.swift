@@ -63,4 +63,165 @@ struct ProcessTreeTests {
         #expect(report.contains("33 bytes in 1 blocks"), "\(report)")
         #expect(report.contains("LEAK SUMMARY"), "\(report)")
     }
+
+    // MARK: Forked children
+
+    static func forks() throws -> String { try Harness.build("tree/forks.c") }
+
+    /// swiftleak on `forks MODE`: the run and every process's report, in the JSON's order.
+    static func traced(_ mode: String, options: [String] = []) throws -> (Harness.Result, [Report]) {
+        let json = Harness.workDirectory.appendingPathComponent("tree-\(UUID().uuidString).json").path
+        let result = try Harness.run([Harness.swiftleak, "run", "--no-trace", "--json", json] + options + ["--", try forks(), mode],
+                                     timeout: 120)
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let reports = (try? Data(contentsOf: URL(fileURLWithPath: json))).flatMap { try? Report.processes(json: $0) } ?? []
+        return (result, reports)
+    }
+
+    /// One process's figures, placed in the tree by its depth (0: the launched program).
+    struct Figures: Equatable, Comparable, CustomStringConvertible {
+        var depth: Int
+        var definite: Report.Count
+        var indirect: Report.Count
+        var description: String { "depth \(depth): definite \(definite), indirect \(indirect)" }
+        static func < (a: Figures, b: Figures) -> Bool {
+            (a.depth, a.definite.bytes, a.indirect.bytes) < (b.depth, b.definite.bytes, b.indirect.bytes)
+        }
+    }
+
+    static func depths(_ parents: [Int: Int]) -> [Int: Int] {
+        parents.keys.reduce(into: [:]) { depths, pid in
+            var depth = 0, current = pid
+            while let parent = parents[current], parents[parent] != nil { depth += 1; current = parent }
+            depths[pid] = depth
+        }
+    }
+
+    static func figures(_ reports: [Report]) -> [Figures] {
+        let depth = depths(Dictionary(uniqueKeysWithValues: reports.map { ($0.pid, $0.ppid) }))
+        return reports.map { report in
+            Figures(depth: depth[report.pid] ?? -1,
+                    definite: report.summary["definitely_lost"] ?? Report.Count(bytes: -1, blocks: -1),
+                    indirect: report.summary["indirectly_lost"] ?? Report.Count(bytes: -1, blocks: -1))
+        }.sorted()
+    }
+
+    /// Valgrind --trace-children=yes with one log per process (--log-file=…%p): each process's
+    /// definite and indirect figures.
+    static func valgrindFigures(_ mode: String) throws -> [Figures] {
+        let valgrind = try #require(SuppressionEndToEndTests.valgrindPath, "valgrind is needed (scripts/install-deps installs it)")
+        let directory = Harness.workDirectory.appendingPathComponent("vg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try Harness.run([valgrind, "--leak-check=full", "--trace-children=yes",
+                                      "--log-file=\(directory.path)/log.%p", try forks(), mode], timeout: 300)
+        #expect(result.signal == nil)
+        var parents: [Int: Int] = [:]
+        var summaries: [Int: ValgrindDifferentialTests.Summary] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory.path) {
+            let text = try String(contentsOfFile: directory.appendingPathComponent(name).path, encoding: .utf8)
+            guard let pid = Int(name.dropFirst("log.".count)) else { continue }
+            let parentLine = text.split(separator: "\n").first { $0.contains("Parent PID: ") }
+            parents[pid] = parentLine.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+            summaries[pid] = ValgrindDifferentialTests.valgrindSummary(text)
+        }
+        let depth = depths(parents)
+        return summaries.map { Figures(depth: depth[$0.key] ?? -1, definite: $0.value.definite, indirect: $0.value.indirect) }.sorted()
+    }
+
+    @Test("parent and forked child both leak: one report each, figures equal Valgrind's per process",
+          arguments: ["both", "nested", "threads"])
+    func forkedChildrenAsValgrind(mode: String) throws {
+        let (result, reports) = try Self.traced(mode)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(reports.count == (mode == "nested" ? 3 : 2), "\(result.stderr)")
+        #expect(reports.allSatisfy { $0.scanRan }, "\(result.stderr)")
+        let expected = try Self.valgrindFigures(mode)
+        #expect(Self.figures(reports) == expected, "\(result.stderr)")
+        // The launched program comes first, its children name it as their parent.
+        #expect(reports.first?.pid == reports.dropFirst().first?.ppid)
+    }
+
+    @Test("a child inherits its parent's blocks: the inherited block it drops is its leak, not the parent's")
+    func inheritedBlocks() throws {
+        let (result, reports) = try Self.traced("both")
+        let parent = try #require(reports.first, "\(result.stderr)")
+        let child = try #require(reports.dropFirst().first, "\(result.stderr)")
+        func sizes(_ report: Report) -> [Int] {
+            report.lossRecords.filter { $0.kind == "definitely_lost" }.map(\.bytes).sorted()
+        }
+        #expect(sizes(parent) == [11, 33])
+        #expect(sizes(child) == [11, 22, 100])
+        // The text report: one section per process, each under its own ==PID== with its header.
+        for report in reports {
+            #expect(result.stderr.contains("==\(report.pid)== Command: "), "\(result.stderr)")
+            #expect(result.stderr.contains("==\(report.pid)== LEAK SUMMARY:"), "\(result.stderr)")
+        }
+    }
+
+    @Test("a fork child that crashes: its report says so, the parent's is unharmed")
+    func crashingChild() throws {
+        let (result, reports) = try Self.traced("crash")
+        #expect(result.stdout == "child signal 11\n")
+        #expect(result.status == 0)
+        #expect(reports.count == 2)
+        let child = try #require(reports.dropFirst().first)
+        #expect(child.exit["signal"] == 11)
+        #expect(child.summary["definitely_lost"] == Report.Count(bytes: 22, blocks: 1))
+        #expect(reports.first?.summary["definitely_lost"] == Report.Count(bytes: 33, blocks: 1))
+        #expect(result.stderr.contains("==\(child.pid)== Process terminating with default action of signal 11 (SIGSEGV)"))
+    }
+
+    @Test("a parent that exits before its child: the orphan's report still comes")
+    func orphan() throws {
+        let (result, reports) = try Self.traced("orphan")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(reports.count == 2, "\(result.stderr)")
+        #expect(reports.first?.summary["definitely_lost"] == Report.Count(bytes: 33, blocks: 1))
+        #expect(reports.dropFirst().first?.summary["definitely_lost"] == Report.Count(bytes: 22, blocks: 1))
+        let expected = try Self.valgrindFigures("orphan")
+        #expect(Self.figures(reports) == expected)
+    }
+
+    @Test("--follow-forks=no: the child runs untraced, the run says so in one line")
+    func followForksNo() throws {
+        let (result, reports) = try Self.traced("both", options: ["--follow-forks=no"])
+        #expect(result.status == 0)
+        #expect(result.stdout == "child\nparent\n")
+        #expect(reports.count == 1)
+        #expect(reports.first?.summary["definitely_lost"] == Report.Count(bytes: 44, blocks: 2))
+        #expect(result.stderr.components(separatedBy: "forked child process(es) ran untraced (--follow-forks=no)").count == 2,
+                "\(result.stderr)")
+        let (bad, _) = try Self.traced("both", options: ["--follow-forks=maybe"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("--follow-forks must be yes or no"))
+    }
+
+    @Test("a fork child owns no descriptor of swiftleak's (its ring came through /proc and was closed)")
+    func childOwnsNoDescriptor() throws {
+        let native = try Harness.run([try Self.forks(), "fds"], timeout: 60)
+        let (result, reports) = try Self.traced("fds")
+        #expect(result.stdout == native.stdout)
+        #expect(reports.dropFirst().first?.summary["definitely_lost"] == Report.Count(bytes: 22, blocks: 1))
+    }
+
+    @Test("a raw clone() child runs no atfork handler: untracked, said in its report, and the parent's ring stays its own")
+    func rawClone() throws {
+        let (result, reports) = try Self.traced("rawclone")
+        #expect(result.status == 0)
+        #expect(reports.count == 2)
+        // Without the child writing into it, the parent's ring holds only the parent's blocks.
+        #expect(reports.first?.summary["definitely_lost"] == Report.Count(bytes: 33, blocks: 1), "\(result.stderr)")
+        #expect(result.stderr.contains("did not run the interposer's fork handler"), "\(result.stderr)")
+    }
+
+    @Test("--error-exitcode counts a child's leaks too")
+    func errorExitCodeForChild() throws {
+        let (result, reports) = try Self.traced("child-only", options: ["--error-exitcode=7"])
+        #expect(reports.first?.summary["definitely_lost"] == Report.Count(bytes: 0, blocks: 0))
+        #expect(reports.dropFirst().first?.summary["definitely_lost"] == Report.Count(bytes: 22, blocks: 1))
+        #expect(result.status == 7)
+        let (clean, _) = try Self.traced("child-only", options: ["--error-exitcode=7", "--follow-forks=no"])
+        #expect(clean.status == 0)
+    }
 }

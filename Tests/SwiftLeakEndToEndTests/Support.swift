@@ -153,6 +153,7 @@ struct Report {
         var suppressedBy: String? = nil
     }
     var pid: Int
+    var ppid: Int
     var exit: [String: Int]
     var summary: [String: Count]
     var allocations: Int
@@ -164,16 +165,28 @@ struct Report {
     var freezeSeconds: Double
     var lossRecords: [LossRecord]
 
+    /// The first process's report (the launched program's).
     init(json: Data) throws {
+        guard let first = try Self.processes(json: json).first else { throw HarnessError("malformed report") }
+        self = first
+    }
+
+    /// Every process's report, in the JSON's order.
+    static func processes(json: Data) throws -> [Report] {
         guard let root = try JSONSerialization.jsonObject(with: json) as? [String: Any],
-              let processes = root["processes"] as? [[String: Any]], let process = processes.first else {
+              let processes = root["processes"] as? [[String: Any]] else {
             throw HarnessError("malformed report")
         }
+        return processes.map { Report(process: $0) }
+    }
+
+    init(process: [String: Any]) {
         func count(_ any: Any?) -> Count {
             let dictionary = any as? [String: Any] ?? [:]
             return Count(bytes: dictionary["bytes"] as? Int ?? -1, blocks: dictionary["blocks"] as? Int ?? -1)
         }
         pid = process["pid"] as? Int ?? 0
+        ppid = process["ppid"] as? Int ?? 0
         exit = process["exit"] as? [String: Int] ?? [:]
         let summaryObject = process["summary"] as? [String: Any] ?? [:]
         summary = summaryObject.mapValues { count($0) }

@@ -1,0 +1,161 @@
+// Processes that fork, for the process-tree tests. Usage: forks MODE. Every process leaks blocks of
+// sizes no other process leaks, from its own sites, so each report can be told apart.
+//   both      parent leaks 11 (before the fork, so the child inherits it too) and 33; the child
+//             leaks 22 and the 100-byte block it inherited (the parent frees its copy)
+//   crash     the child leaks 22, then dies of SIGSEGV; the parent leaks 33
+//   orphan    the parent leaks 33 and exits first; the child waits for that (its pipe's write end
+//             closes with the parent), then leaks 22
+//   threads   two threads allocate while the main thread forks; the child leaks 22
+//   nested    parent leaks 33, child 22, grandchild 44, each waiting for its own child
+//   fds       the child prints its open descriptors (besides 0, 1, 2 and the one listing them)
+//   child-only  only the child leaks (22)
+//   rawclone  a clone() child without CLONE_VM (no atfork handlers run) leaks 22
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void *volatile sink;
+
+__attribute__((noinline)) static void parent_leak(void) { sink = malloc(33); sink = NULL; }
+__attribute__((noinline)) static void child_leak(void) { sink = malloc(22); sink = NULL; }
+__attribute__((noinline)) static void grandchild_leak(void) { sink = malloc(44); sink = NULL; }
+__attribute__((noinline)) static void before_fork_leak(void) { sink = malloc(11); sink = NULL; }
+
+static int wait_for(pid_t child) {
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0) {}
+    return status;
+}
+
+static void *allocating_thread(void *argument) {
+    pthread_barrier_t *barrier = argument;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 2000; i++) free(malloc(64 + (size_t)i % 64));
+        pthread_barrier_wait(barrier);
+    }
+    return NULL;
+}
+
+static int raw_child(void *argument) {
+    (void)argument;
+    child_leak();
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "both";
+    if (strcmp(mode, "both") == 0) {
+        char *inherited = malloc(100);
+        before_fork_leak();
+        pid_t child = fork();
+        if (child == 0) {
+            child_leak();
+            inherited = NULL;
+            printf("child\n");
+            return 0;
+        }
+        wait_for(child);
+        free(inherited);
+        parent_leak();
+        printf("parent\n");
+    } else if (strcmp(mode, "crash") == 0) {
+        pid_t child = fork();
+        if (child == 0) {
+            child_leak();
+            raise(SIGSEGV);
+            return 0;
+        }
+        int status = wait_for(child);
+        parent_leak();
+        printf("child signal %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    } else if (strcmp(mode, "orphan") == 0) {
+        int fds[2];
+        if (pipe(fds) != 0) return 1;
+        pid_t child = fork();
+        if (child == 0) {
+            close(fds[1]);
+            char byte;
+            while (read(fds[0], &byte, 1) > 0) {}
+            child_leak();
+            return 0;
+        }
+        close(fds[0]);
+        parent_leak();
+        printf("parent leaves first\n");
+        fflush(stdout);
+        _exit(0); // the write end closes here, and the child goes on
+    } else if (strcmp(mode, "threads") == 0) {
+        pthread_barrier_t barrier;
+        pthread_barrier_init(&barrier, NULL, 3);
+        pthread_t threads[2];
+        for (int i = 0; i < 2; i++) pthread_create(&threads[i], NULL, allocating_thread, &barrier);
+        pthread_barrier_wait(&barrier);
+        pid_t child = fork(); // while the threads allocate
+        if (child == 0) {
+            child_leak();
+            return 0;
+        }
+        pthread_barrier_wait(&barrier);
+        for (int i = 0; i < 2; i++) pthread_join(threads[i], NULL);
+        wait_for(child);
+        parent_leak();
+    } else if (strcmp(mode, "nested") == 0) {
+        pid_t child = fork();
+        if (child == 0) {
+            pid_t grandchild = fork();
+            if (grandchild == 0) {
+                grandchild_leak();
+                return 0;
+            }
+            wait_for(grandchild);
+            child_leak();
+            return 0;
+        }
+        wait_for(child);
+        parent_leak();
+    } else if (strcmp(mode, "fds") == 0) {
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            child_leak();
+            DIR *directory = opendir("/proc/self/fd");
+            struct dirent *entry;
+            while (directory && (entry = readdir(directory)) != NULL) {
+                int fd = atoi(entry->d_name);
+                if (entry->d_name[0] == '.' || fd <= 2 || fd == dirfd(directory)) continue;
+                printf("child fd %d\n", fd);
+            }
+            if (directory) closedir(directory);
+            printf("child fds listed\n");
+            return 0;
+        }
+        wait_for(child);
+        parent_leak();
+    } else if (strcmp(mode, "child-only") == 0) {
+        pid_t child = fork();
+        if (child == 0) {
+            child_leak();
+            return 0;
+        }
+        wait_for(child);
+    } else if (strcmp(mode, "rawclone") == 0) {
+        size_t size = 256 * 1024;
+        char *stack = malloc(size);
+        pid_t child = clone(raw_child, stack + size, SIGCHLD, NULL);
+        if (child < 0) return 1;
+        wait_for(child);
+        free(stack);
+        parent_leak();
+    } else {
+        fprintf(stderr, "forks: unknown mode %s\n", mode);
+        return 2;
+    }
+    return 0;
+}
