@@ -29,6 +29,19 @@ struct BehaviourTests {
         #expect(report.notFreed(allocatedIn: program) == Report.Count(bytes: 77, blocks: 1))
     }
 
+    @Test("std::bad_alloc thrown inside operator new's hook reaches the program's catch")
+    func badAlloc() throws {
+        let program = try Harness.build("behaviour/bad_alloc.cpp", flags: ["-O2", "-g"])
+        let expected = try Self.native(program, [])
+        #expect(expected.stdout == "caught 4, new_handler called 1, nothrow null 1\n")
+        let (result, maybeReport) = try Harness.swiftleak(program)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.signal == nil)
+        #expect(result.stdout == expected.stdout)
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Report.Count(bytes: 40, blocks: 1))
+    }
+
     @Test("a program killed by a signal kills swiftleak with the same signal, after the report",
           arguments: [("segv", SIGSEGV), ("abort", SIGABRT)])
     func fatalSignal(mode: String, signal: Int32) throws {
