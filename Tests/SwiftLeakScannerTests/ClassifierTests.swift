@@ -157,6 +157,20 @@ struct ClassifierTests {
         #expect(r.statistics.bytesUnreadable == 0)
     }
 
+    @Test("a block reached through its interior first and its start later is scanned once, as reachable")
+    func possibleSetAside() {
+        let s = Scenario(sizes: [32, 64, 16])
+        s.root(0, s.address(0))          // block 0 reachable
+        s.root(1, s.address(1) + 8)      // block 1 possibly lost from the roots…
+        s.link(0, to: 1)                 // …and reachable through block 0's first word
+        s.link(1, at: 16, to: 2, plus: 4)  // block 1 holds an interior pointer to block 2
+        let r = s.scan(heuristics: .none)
+        #expect(r.kinds == [.stillReachable, .stillReachable, .possiblyLost])
+        // 512 root words + 4 (block 0) + 8 (block 1, once) + 2 (block 2): block 1 is not scanned
+        // first as possibly lost and again once block 0 upgrades it.
+        #expect(r.statistics.wordsScanned == 512 + 4 + 8 + 2)
+    }
+
     @Test("unreadable root pages are skipped, the rest is scanned")
     func unreadableRoots() {
         let s = Scenario(count: 1)
