@@ -180,7 +180,7 @@ static const long swl_trace_options = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE |
                                       PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK;
 
 pid_t swl_spawn_traced(const char *path, char *const argv[], char *const shell_argv[], char *const envp[],
-                       int keep_fd, int *error_pipe) {
+                       int *error_pipe) {
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
     pid_t pid = fork();
@@ -194,7 +194,6 @@ pid_t swl_spawn_traced(const char *path, char *const argv[], char *const shell_a
     if (pid == 0) {
         // Child: async-signal-safe calls only from here on. Stop until the parent has seized us.
         close(pipe_fds[0]);
-        if (keep_fd >= 0) fcntl(keep_fd, F_SETFD, 0);
         raise(SIGSTOP);
         execve(path, argv, envp);
         // As execvp: a file the kernel does not know how to run is a shell script without #!.
@@ -270,6 +269,9 @@ int swl_spawn_finish(pid_t pid, int error_pipe) {
 long swl_ptrace_cont(pid_t tid, int signal) { return ptrace(PTRACE_CONT, tid, NULL, (void *)(long)signal); }
 long swl_ptrace_detach(pid_t tid, int signal) { return ptrace(PTRACE_DETACH, tid, NULL, (void *)(long)signal); }
 long swl_ptrace_listen(pid_t tid) { return ptrace(PTRACE_LISTEN, tid, NULL, NULL); }
+long swl_ptrace_set_stack_pointer(pid_t tid, uint64_t stack_pointer) {
+    return ptrace(PTRACE_POKEUSER, tid, (void *)offsetof(struct user_regs_struct, rsp), (void *)(uintptr_t)stack_pointer);
+}
 
 long swl_ptrace_geteventmsg(pid_t tid, unsigned long *message) {
     return ptrace(PTRACE_GETEVENTMSG, tid, NULL, message);
@@ -501,6 +503,29 @@ size_t swl_read_process_memory(pid_t pid, uint64_t address, void *buffer, size_t
     ssize_t m = pread(fd, buffer, length, (off_t)address);
     close(fd);
     return m > 0 ? (size_t)m : 0;
+}
+
+int swl_write_process_memory(pid_t pid, uint64_t address, const void *buffer, size_t length) {
+    // /proc/PID/mem, as a tracer: it writes even where the program may not (and never grows a
+    // mapping: the caller checks the range lies in one).
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)pid);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = pwrite(fd, (const char *)buffer + done, length - done, (off_t)(address + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    return 0;
 }
 
 // MARK: - ELF

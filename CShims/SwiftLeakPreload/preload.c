@@ -660,19 +660,33 @@ static void swl_after_fork_in_child(void) {
     __atomic_store_n(&g_ring->attached, 1, __ATOMIC_RELEASE);
 }
 
-static int swl_parse_fd(const char *text) {
-    if (text == NULL || *text == 0) return -1;
+/// The digits of a decimal number at `*text` (at most 9 of them), advancing past them; -1 when none.
+static long swl_parse_decimal(const char **text) {
     long value = 0;
-    for (const char *c = text; *c; c++) {
-        if (*c < '0' || *c > '9' || value > 1000000) return -1;
-        value = value * 10 + (*c - '0');
+    int digits = 0;
+    while (**text >= '0' && **text <= '9' && digits < 10) {
+        value = value * 10 + (**text - '0');
+        (*text)++;
+        digits++;
     }
-    return (int)value;
+    return digits == 0 || digits > 9 ? -1 : value;
+}
+
+/// The ring's path as swiftleak writes it, `/proc/<swiftleak's pid>/fd/<n>`, split into its two
+/// numbers; false for anything else (the variable is the program's to set too, and no other path
+/// is ever opened).
+static bool swl_parse_ring_path(const char *text, long *owner, long *fd) {
+    if (text == NULL || strncmp(text, "/proc/", 6) != 0) return false;
+    text += 6;
+    *owner = swl_parse_decimal(&text);
+    if (*owner <= 0 || strncmp(text, "/fd/", 4) != 0) return false;
+    text += 4;
+    *fd = swl_parse_decimal(&text);
+    return *fd >= 0 && *text == 0;
 }
 
 /// Whether `fd` is a ring swiftleak created: a memfd of that name whose header says so and whose
-/// size matches. Anything else at that number is the program's (an inherited descriptor that
-/// happens to carry the number swiftleak's variable names) and must not be touched.
+/// size matches.
 static bool swl_fd_is_a_ring(int fd, struct stat *st) {
     char path[64] = "/proc/self/fd/", target[128];
     char *end = swl_append_decimal(path + 14, (uint64_t)(unsigned)fd);
@@ -688,12 +702,63 @@ static bool swl_fd_is_a_ring(int fd, struct stat *st) {
     return header.magic == SWL_ABI_MAGIC && header.version == SWL_ABI_VERSION && header.total_size == (uint64_t)st->st_size;
 }
 
-/// The launcher puts this library first in LD_PRELOAD, ahead of what the user had (if anything),
-/// and names the ring in its own variable. Once read, both go: the program and its children see
+/// Opens the ring the variable names, when it is one: the path must name a swiftleak ring before
+/// it is opened (so a forged path to a FIFO or a device is never opened) and the descriptor must
+/// be one after (swl_fd_is_a_ring), created by the process the path names. Returns the descriptor,
+/// which the caller closes once the ring is mapped, or -1.
+static int swl_open_ring(const char *variable, struct stat *st) {
+    long owner, number;
+    if (!swl_parse_ring_path(variable, &owner, &number)) return -1;
+    char target[128];
+    ssize_t n = readlink(variable, target, sizeof target - 1);
+    if (n <= 0) return -1;
+    target[n] = 0;
+    static const char expected[] = "/memfd:" SWL_RING_MEMFD_NAME " (deleted)";
+    if (strcmp(target, expected) != 0) return -1;
+    int fd = open(variable, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return -1;
+    swl_ring_header header;
+    if (!swl_fd_is_a_ring(fd, st) || pread(fd, &header, sizeof header, 0) != (ssize_t)sizeof header ||
+        header.recorder_pid != (int32_t)owner) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/// The value of the first environment entry `name` (as getenv), read from `environ` itself: the
+/// program may define its own getenv/unsetenv (bash does, over its shell variables, which do not
+/// exist yet while constructors run), and those must not stand in for libc's here.
+static const char *swl_env_lookup(const char *name) {
+    extern char **environ;
+    size_t length = strlen(name);
+    for (char **entry = environ; entry && *entry; entry++) {
+        if (strncmp(*entry, name, length) == 0 && (*entry)[length] == '=') return *entry + length + 1;
+    }
+    return NULL;
+}
+
+/// Removes every entry `name` from `environ`, in place, keeping the others' order (as glibc's
+/// unsetenv does, without calling what the program may have put in its place).
+static void swl_env_remove(const char *name) {
+    extern char **environ;
+    if (environ == NULL) return;
+    size_t length = strlen(name);
+    char **out = environ;
+    for (char **entry = environ; *entry; entry++) {
+        if (strncmp(*entry, name, length) == 0 && (*entry)[length] == '=') continue;
+        *out++ = *entry;
+    }
+    *out = NULL;
+}
+
+/// The launcher (or, after an exec, the tracer rewriting the new image's initial stack) puts this
+/// library first in LD_PRELOAD, ahead of what the user had (if anything), and names the ring in its
+/// own variable. Once read, both go: the program and its children see
 /// the environment the user gave them (ld.so has already loaded what LD_PRELOAD named).
 static void swl_restore_environment(void) {
     extern char **environ;
-    unsetenv(SWL_ENV_RING_FD);
+    swl_env_remove(SWL_ENV_RING);
     Dl_info self;
     if (dladdr((void *)&swl_restore_environment, &self) == 0 || self.dli_fname == NULL) return;
     size_t own_length = strlen(self.dli_fname);
@@ -702,7 +767,7 @@ static void swl_restore_environment(void) {
         char *value = *entry + 11;
         if (strncmp(value, self.dli_fname, own_length) != 0) return;
         if (value[own_length] == 0) {
-            unsetenv("LD_PRELOAD");
+            swl_env_remove("LD_PRELOAD");
         } else if (value[own_length] == ':') {
             // Shorten the string in place (no allocation): what follows is the user's value.
             memmove(value, value + own_length + 1, strlen(value + own_length + 1) + 1);
@@ -748,13 +813,15 @@ static void swl_try_init(void) {
     }
     t_busy = 1;
     int final_state = STATE_QUIET;
-    const char *ring_variable = getenv(SWL_ENV_RING_FD);
-    int fd = swl_parse_fd(ring_variable);
+    const char *ring_variable = swl_env_lookup(SWL_ENV_RING);
     struct stat st;
-    if (fd >= 0 && swl_fd_is_a_ring(fd, &st)) {
+    int fd = swl_open_ring(ring_variable, &st);
+    if (fd >= 0) {
         swl_ring_header *probe = mmap(NULL, sizeof(swl_ring_header), PROT_READ, MAP_SHARED, fd, 0);
         if (probe != MAP_FAILED) {
-            bool valid = probe->traced_pid == (int32_t)getpid();
+            // One image per ring: after an exec the pid is the same, and a stale variable (a
+            // program that copied its environment) must not reach the ring of the image before.
+            bool valid = probe->traced_pid == (int32_t)getpid() && __atomic_load_n(&probe->attached, __ATOMIC_ACQUIRE) == 0;
             uint64_t total = probe->total_size;
             munmap(probe, sizeof(swl_ring_header));
             if (valid) {
@@ -768,13 +835,13 @@ static void swl_try_init(void) {
                 }
             }
         }
-        // Ours (verified above): the mapping stays, the descriptor must not show up in the
-        // program or its children.
+        // Opened here: the mapping stays, the descriptor must not show up in the program or its
+        // children.
         close(fd);
     }
     if (ring_variable != NULL) swl_restore_environment();
     if (final_state == STATE_RECORDING) {
-        const char *unwinder = getenv(SWL_ENV_UNWINDER);
+        const char *unwinder = swl_env_lookup(SWL_ENV_UNWINDER);
         if (unwinder && strcmp(unwinder, "libunwind") == 0) g_unwinder = UNWINDER_LIBUNWIND;
         if (unwinder && strcmp(unwinder, "verify") == 0) g_unwinder = UNWINDER_VERIFY;
         if (g_unwinder != UNWINDER_OWN && !swl_load_libunwind()) g_unwinder = UNWINDER_OWN;

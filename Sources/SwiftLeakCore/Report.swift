@@ -82,6 +82,9 @@ public struct ProcessReport: Sendable {
     public var ppid: Int32
     public var command: [String]
     public var exit: ProcessExit?
+    /// The path this image exec'd (it then ended without an exit of its own), nil for the image that
+    /// ended the process.
+    public var replacedByExec: String?
     public var heap = HeapTotals()
     public var summary: [LeakKind: ByteCount] = [:]
     public var suppressed = ByteCount()

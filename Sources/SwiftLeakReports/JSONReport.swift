@@ -23,6 +23,7 @@ public enum JSONReport {
         case .signaled(let signal, _)?: fields.append("\"exit\": {\"signal\": \(signal)}")
         case nil: fields.append("\"exit\": null")
         }
+        fields.append("\"replaced_by_exec\": \(report.replacedByExec.map(quote) ?? "null")")
         var summary: [String] = []
         for kind in [LeakKind.definitelyLost, .indirectlyLost, .possiblyLost, .stillReachable] {
             summary.append("\"\(kind.rawValue)\": \(count(report.total(kind)))")

@@ -39,9 +39,10 @@ public struct ReportOptions: Sendable {
 
 extension ProcessReport {
     /// Loss records that count as errors (Valgrind's ERROR SUMMARY and --error-exitcode). As in
-    /// Valgrind, leaks are errors only with --leak-check=full.
+    /// Valgrind, leaks are errors only with --leak-check=full. An image replaced by exec has none:
+    /// what it had not freed went with its memory and cannot be judged (Valgrind says nothing).
     public func errorRecords(_ options: ReportOptions) -> [LossRecord] {
-        guard options.leakCheck == .full else { return [] }
+        guard options.leakCheck == .full, replacedByExec == nil else { return [] }
         return lossRecords.filter { options.errorKinds.contains($0.kind) && $0.suppressedBy == nil }
     }
 }

@@ -28,7 +28,7 @@ public enum TextReport {
         }
         let heap = report.heap
         lines.append("HEAP SUMMARY:")
-        lines.append("    in use at exit: \(groupedDigits(heap.inUseAtExit.bytes)) bytes in \(groupedDigits(heap.inUseAtExit.blocks)) blocks")
+        lines.append("    in use at \(report.replacedByExec == nil ? "exit" : "exec"): \(groupedDigits(heap.inUseAtExit.bytes)) bytes in \(groupedDigits(heap.inUseAtExit.blocks)) blocks")
         lines.append("  total heap usage: \(groupedDigits(heap.allocations)) allocs, \(groupedDigits(heap.frees)) frees, \(groupedDigits(heap.bytesAllocated)) bytes allocated")
         lines.append("")
         for warning in report.warnings {
@@ -43,6 +43,11 @@ public enum TextReport {
         if !report.scanRan, let note = report.scanNote {
             lines.append("No leak classification: " + note)
             lines.append("")
+        }
+        if report.replacedByExec != nil {
+            // Its memory went with the exec: nothing can be classified, and nothing counts as an
+            // error (see `errorRecords`); the JSON report still lists the blocks.
+            return lines
         }
 
         if heap.inUseAtExit.blocks == 0 {
@@ -107,6 +112,7 @@ public enum TextReport {
     /// `-q`: Valgrind prints the errors only, so a clean run prints nothing at all.
     static func quietRender(_ report: ProcessReport, options: ReportOptions) -> [String] {
         var lines = report.warnings.map { "Warning: " + $0 }
+        if report.replacedByExec != nil { return lines }
         if !report.scanRan, let note = report.scanNote, options.leakCheck != .no { lines.append("No leak classification: " + note) }
         return lines + lossRecords(report, options: options)
     }

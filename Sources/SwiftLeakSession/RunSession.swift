@@ -25,6 +25,8 @@ public struct RunConfiguration: Sendable {
     public var programSuppressions: ProgramSuppressionText?
     /// Whether forked children are traced (`--follow-forks`); when not, they run untraced.
     public var followForks = true
+    /// Which exec'd programs are tracked (`--trace-children`, `--trace-children-skip`).
+    public var childTracing = ChildTracing()
 
     public init(command: [Bytes]) {
         precondition(!command.isEmpty, "a command has at least the program")
@@ -59,28 +61,24 @@ public struct SessionError: Error, CustomStringConvertible, Sendable {
 
 /// The outcome of `swiftleak run`: the program's end and what was left on its heap.
 public struct RunResult: Sendable {
-    /// One report per traced process, in the order the processes ended (the text report's order).
+    /// One report per image of each traced process (a process that exec'd has one per image, in
+    /// order), in the order the processes ended (the text report's order).
     public var reports: [ProcessReport]
-    /// The processes' pids in the order they started, the launched program first (the JSON
-    /// report's order).
-    public var startOrder: [Int32]
+    /// Where each report goes in the order the images started, the launched program first (the
+    /// JSON report's order): `reports[startOrder[0]]` is the launched program's first image.
+    public var startOrder: [Int]
     /// The launched program's end.
     public var exit: ProcessExit
     /// The trace written, nil with --no-trace or when it could not be opened.
     public var tracePath: String?
+    /// Programs started under the program that ran untracked.
+    public var untracked: [UntrackedProgram]
 
-    /// The launched program's report.
-    public var report: ProcessReport {
-        get { reports.first { $0.pid == startOrder[0] } ?? reports[0] }
-        set {
-            if let index = reports.firstIndex(where: { $0.pid == newValue.pid }) { reports[index] = newValue }
-        }
-    }
+    /// The launched program's pid.
+    public var rootPid: Int32 { reports[startOrder[0]].pid }
 
-    /// The reports in the order the processes started.
-    public var reportsInStartOrder: [ProcessReport] {
-        startOrder.compactMap { pid in reports.first { $0.pid == pid } }
-    }
+    /// The reports in the order the images started.
+    public var reportsInStartOrder: [ProcessReport] { startOrder.map { reports[$0] } }
 }
 
 /// Runs one program under the tracer: record → heap model → exit scan → (program released) →
@@ -100,7 +98,8 @@ public enum RunSession {
         } catch {
             throw SessionError("cannot create the event ring: \(describe(error))")
         }
-        let childEnvironment = environment.forTracedProgram(preload: Array(preload.utf8), ringDescriptor: ring.fd)
+        let childEnvironment = PreloadEnvironment.build(environment.entries, preload: Array(preload.utf8),
+                                                        ring: PreloadEnvironment.ringPath(owner: getpid(), descriptor: ring.fd))
         // For display (the report, the trace): escaped, so no argument can forge a line.
         let command = [configuration.program] + configuration.arguments
         // An unwritable trace path is refused before the program starts: the file is opened
@@ -123,7 +122,7 @@ public enum RunSession {
             break
         }
         let pid = try Launcher.spawn(path: programPath, arguments: configuration.command,
-                                     environment: childEnvironment, keepDescriptor: ring.fd,
+                                     environment: childEnvironment,
                                      prepare: { pid in
             ring.setTracedProcess(pid)
             if configuration.trace == .defaultName {
@@ -134,7 +133,6 @@ public enum RunSession {
                 }
             }
         })
-        ring.closeDescriptor()
         swl_signals_forward_to(pid)
         let process = ProcessFacts(pid: pid, ppid: getpid(), command: command, startTime: wallClockNow())
         onStart(pid)
@@ -142,7 +140,7 @@ public enum RunSession {
         // Modules' symbol tables load in the background as the programs load them (one loader
         // for the whole tree: a fork child maps its parent's modules).
         let preloader = SymbolPreloader(symbolizer: Symbolizer(demangle: false))
-        let session = ProcessTreeSession(configuration: configuration, preloader: preloader)
+        let session = ProcessTreeSession(configuration: configuration, preload: Array(preload.utf8), preloader: preloader)
         let root = TracedProcess(facts: process, ring: ring, writer: writer,
                                  programSuppressions: configuration.programSuppressions, preloader: preloader)
         session.add(root)
@@ -150,26 +148,27 @@ public enum RunSession {
         let tracer = Tracer(pid: pid, delegate: session)
         let exit = tracer.run()
         session.closeTakenOffers(all: true)
-        for child in session.startOrder {
-            guard let traced = session.processes[child] else { continue }
-            traced.finish(exit: child == pid ? exit : nil, interruptedBy: tracer.interruptedBy,
-                          isForkChild: session.forkChildren.contains(child))
+        for image in session.images {
+            // The interposer opened its own descriptor by path long ago (or never will): ours can go.
+            image.ring?.closeDescriptor()
+            image.finish(exit: image.pid == pid ? exit : nil, interruptedBy: tracer.interruptedBy,
+                         isForkChild: session.forkChildren.contains(image.pid))
         }
         var rootWarnings: [String] = []
         if let traceWarning { rootWarnings.append(traceWarning) }
-        if session.unfollowedChildren > 0 {
-            rootWarnings.append("\(session.unfollowedChildren) forked child process(es) ran untraced (--follow-forks=no)")
-        }
         // Reports in the order the processes ended (as Valgrind writes one log per process at its
         // end); one still running when swiftleak was ended comes last.
+        // A process that exec'd: its images in order.
         let order = session.endOrder + session.startOrder.filter { !session.endOrder.contains($0) }
         let symbolizer = preloader.finish()
-        let reports = order.compactMap { child -> ProcessReport? in
-            guard let traced = session.processes[child] else { return nil }
-            return traced.report(options: configuration.report, symbolizer: symbolizer,
-                                 extraWarnings: child == pid ? rootWarnings : [])
+        let images = order.flatMap { child in session.images.filter { $0.pid == child } }
+        let reports = images.map { image in
+            image.report(options: configuration.report, symbolizer: symbolizer,
+                         extraWarnings: image === session.images[0] ? rootWarnings : [])
         }
-        return RunResult(reports: reports, startOrder: session.startOrder, exit: exit, tracePath: writer?.path)
+        let startOrder = session.images.map { image in images.firstIndex { $0 === image }! }
+        return RunResult(reports: reports, startOrder: startOrder, exit: exit, tracePath: writer?.path,
+                         untracked: session.untracked)
     }
 
     static func describe(_ error: Error) -> String {
@@ -331,28 +330,5 @@ struct Environment {
         let prefix = Array(name.utf8) + [UInt8(ascii: "=")]
         guard let entry = entries.first(where: { $0.starts(with: prefix) }) else { return nil }
         return Array(entry[prefix.count...])
-    }
-
-    /// The program's environment: this one with the interposer first in LD_PRELOAD (in the
-    /// user's entry's place, ahead of its value, or a new entry at the end) and the ring's
-    /// descriptor in swiftleak's own variable, last. The interposer removes both once read and
-    /// gives LD_PRELOAD back its old value, so the program sees exactly this environment.
-    func forTracedProgram(preload: Bytes, ringDescriptor: Int32) -> [Bytes] {
-        let preloadPrefix = Array("LD_PRELOAD=".utf8)
-        let ringPrefix = Array((SWL_ENV_RING_FD + "=").utf8)
-        var result: [Bytes] = []
-        result.reserveCapacity(entries.count + 2)
-        var placed = false
-        for entry in entries where !entry.starts(with: ringPrefix) {
-            if !placed && entry.starts(with: preloadPrefix) {
-                result.append(preloadPrefix + preload + [UInt8(ascii: ":")] + entry[preloadPrefix.count...])
-                placed = true
-            } else {
-                result.append(entry)
-            }
-        }
-        if !placed { result.append(preloadPrefix + preload) }
-        result.append(ringPrefix + Array("\(ringDescriptor)".utf8))
-        return result
     }
 }

@@ -23,8 +23,9 @@ final class TracedProcess {
     var exitFacts = ExitFacts()
     /// Its status, once it is gone.
     var exit: ProcessExit?
-    /// Set when the image the heap belongs to was replaced by exec.
-    var replacedByExec = false
+    /// The path exec'd over this image (its report is then of the image that is gone), nil for
+    /// the image that ended the process.
+    var replacedBy: String?
 
     init(facts: ProcessFacts, ring: EventRing?, model: HeapModel = HeapModel(), stacksDefined: UInt32 = 0,
          writer: TraceFileWriter? = nil, programSuppressions: ProgramSuppressionText? = nil,
@@ -64,19 +65,26 @@ final class TracedProcess {
         }
     }
 
+    /// The image was replaced by an exec of `path`: everything it still had allocated went with its
+    /// memory, not freed and never classified (there is nothing left to scan).
+    func finishReplaced(by path: Bytes) {
+        recorder?.finish(processStopped: true)
+        heap = model.finish()
+        replacedBy = path.escapedForDisplay
+        exitFacts.scanNote = "the program exec'd \(path.escapedForDisplay): what it had not freed went with its memory, unclassified, and is not counted as an error"
+    }
+
     /// After the process is gone (or swiftleak stops tracing it): what is still missing.
     /// `isForkChild`: its ring was offered through the fork handler.
     func finish(exit: ProcessExit?, interruptedBy: Int32?, isForkChild: Bool) {
-        exitFacts.exit = exit ?? self.exit ?? interruptedBy.map { .signaled(signal: $0, coreDumped: false) }
+        exitFacts.exit = replacedBy != nil ? nil : exit ?? self.exit ?? interruptedBy.map { .signaled(signal: $0, coreDumped: false) }
         if heap == nil {
             recorder?.finish(processStopped: true)
             heap = model.finish()
             if let signal = interruptedBy, self.exit == nil {
                 exitFacts.scanNote = "swiftleak was ended by signal \(signal) before the program's exit; its blocks not freed so far could not be scanned"
             } else {
-                exitFacts.scanNote = replacedByExec
-                    ? "the program replaced itself with exec; its heap at that point is listed as not freed"
-                    : "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"
+                exitFacts.scanNote = "the program was killed (SIGKILL) without an exit stop; its blocks were not freed but could not be scanned"
             }
         }
         guard let ring, let recorder else {
@@ -110,7 +118,9 @@ final class TracedProcess {
             exitFacts.warnings.append(failure)
         }
         exitFacts.warnings += extraWarnings
-        return ReportBuilder.build(process: facts, heap: final, exit: exitFacts, symbols: symbols, options: options)
+        var report = ReportBuilder.build(process: facts, heap: final, exit: exitFacts, symbols: symbols, options: options)
+        report.replacedByExec = replacedBy
+        return report
     }
 }
 
@@ -118,7 +128,15 @@ final class TracedProcess {
 /// exit work of each process, and a ring of its own for every fork child.
 final class ProcessTreeSession: TracerDelegate {
     let configuration: RunConfiguration
+    /// The interposer's path, for the images exec'd under the program.
+    let preload: Bytes
+    /// Each process's current image, by pid.
     private(set) var processes: [Int32: TracedProcess] = [:]
+    /// Every image of every process, in the order they started (a process that exec'd has one
+    /// per image; all but its last were replaced).
+    private(set) var images: [TracedProcess] = []
+    /// Programs started under the program that ran untracked.
+    var untracked: [UntrackedProgram] = []
     /// Pids in the order the processes started, and in the order they ended.
     private(set) var startOrder: [Int32] = []
     private(set) var endOrder: [Int32] = []
@@ -132,19 +150,22 @@ final class ProcessTreeSession: TracerDelegate {
 
     private let preloader: SymbolPreloader?
 
-    init(configuration: RunConfiguration, preloader: SymbolPreloader? = nil) {
+    init(configuration: RunConfiguration, preload: Bytes, preloader: SymbolPreloader? = nil) {
         self.configuration = configuration
+        self.preload = preload
         self.preloader = preloader
     }
 
     func add(_ process: TracedProcess) {
+        if processes[process.pid] == nil && !startOrder.contains(process.pid) { startOrder.append(process.pid) }
         processes[process.pid] = process
-        startOrder.append(process.pid)
+        images.append(process)
     }
 
     func tracer(_ tracer: Tracer, forked child: Int32, parent: Int32, sharesMemory: Bool) -> Bool {
         guard configuration.followForks else {
             unfollowedChildren += 1
+            untracked.append(UntrackedProgram(pid: child, path: processes[parent]?.facts.command.first ?? "?", reason: .forkNotFollowed))
             return false
         }
         // A vfork child runs in its parent's memory until it execs or exits: no heap of its own.
@@ -176,13 +197,59 @@ final class ProcessTreeSession: TracerDelegate {
         return true
     }
 
+    /// At an exec of `pid` (`--trace-children`): the old image is over, and the new one is tracked
+    /// (true: a ring of its own and the interposer in its environment) or runs untracked.
+    func tracer(_ tracer: Tracer, execed pid: Int32) -> Bool {
+        let stop = ExecStop.read(pid: pid)
+        let path = stop?.path ?? ExecStop.executableLink(pid)
+        let old = processes[pid]
+        let ppid = old?.facts.ppid ?? tracer.processes[pid]?.parent ?? getpid()
+        if let old {
+            withdrawOffer(toChild: pid)
+            old.finishReplaced(by: path)
+            processes[pid] = nil
+        }
+        func untracked(_ reason: UntrackedReason) -> Bool {
+            self.untracked.append(UntrackedProgram(pid: pid, path: path.escapedForDisplay, reason: reason))
+            return false
+        }
+        guard let stop else { return untracked(.notInjected("its initial stack could not be read")) }
+        let tracing = configuration.childTracing
+        if !tracing.traceChildren { return untracked(.notRequested) }
+        if let skip = tracing.skipReason(path: path, arguments: stop.stack.arguments) { return untracked(skip) }
+        if let reason = stop.untrackableReason { return untracked(reason) }
+        let ring: EventRing
+        do {
+            ring = try EventRing(configuration.ring)
+        } catch {
+            return untracked(.notInjected("no ring: \(RunSession.describe(error))"))
+        }
+        ring.setTracedProcess(pid)
+        if let problem = stop.inject(preload: preload, ring: PreloadEnvironment.ringPath(owner: getpid(), descriptor: ring.fd)) {
+            return untracked(.notInjected(problem))
+        }
+        let facts = ProcessFacts(pid: pid, ppid: ppid, command: stop.stack.arguments.map(\.escapedForDisplay),
+                                 startTime: RunSession.wallClockNow())
+        let image = TracedProcess(facts: facts, ring: ring, preloader: preloader)
+        add(image)
+        image.recorder?.start()
+        return true
+    }
+
+    /// The offer of a fork child's ring, when the child execs: it took the ring or never will.
+    private func withdrawOffer(toChild child: Int32) {
+        openOffers.removeAll { offer in
+            guard offer.child == child else { return false }
+            processes[offer.parent]?.ring?.withdrawOffer(toChild: child)
+            processes[child]?.ring?.closeDescriptor()
+            return true
+        }
+    }
+
     func tracer(_ tracer: Tracer, exitStop stop: ExitStop) {
         processes[stop.pid]?.exitWork(stop, options: configuration.report)
     }
 
-    func tracer(_ tracer: Tracer, execed pid: Int32) {
-        processes[pid]?.replacedByExec = true
-    }
 
     func tracer(_ tracer: Tracer, ended pid: Int32, exit: ProcessExit) {
         guard let process = processes[pid] else { return }

@@ -97,17 +97,17 @@ public enum Launcher {
         (info.st_mode & S_ISUID != 0 && info.st_uid != geteuid()) || (info.st_mode & S_ISGID != 0 && info.st_gid != getegid())
     }
 
-    /// Forks and execs `path` under ptrace. `keepDescriptor` (the ring) is inherited by the child;
-    /// `prepare` runs with the child's pid before it execs (to tell the ring who may attach). On
+    /// Forks and execs `path` under ptrace; the child inherits no descriptor of ours (the interposer
+    /// opens its ring by the path its environment names). `prepare` runs with the child's pid before it execs (to tell the ring who may attach). On
     /// return the child is stopped at its exec, and tracing options are set. A file the kernel
     /// cannot execute (a script without `#!`) runs through /bin/sh, as execvp does.
     public static func spawn(path: Bytes, arguments: [Bytes], environment: [Bytes],
-                             keepDescriptor: Int32, prepare: (Int32) -> Void) throws(LaunchError) -> Int32 {
+                             prepare: (Int32) -> Void) throws(LaunchError) -> Int32 {
         let argv = CStringArray(arguments)
         let shellArgv = CStringArray([Array("/bin/sh".utf8), path] + arguments.dropFirst())
         let envp = CStringArray(environment)
         var errorPipe: Int32 = -1
-        let pid = path.withCString { swl_spawn_traced($0, argv.pointers, shellArgv.pointers, envp.pointers, keepDescriptor, &errorPipe) }
+        let pid = path.withCString { swl_spawn_traced($0, argv.pointers, shellArgv.pointers, envp.pointers, &errorPipe) }
         guard pid > 0 else { throw LaunchError(.traceFailed, program: path, errno: errno) }
         prepare(pid)
         let execErrno = swl_spawn_finish(pid, errorPipe)

@@ -37,8 +37,10 @@ public protocol TracerDelegate: AnyObject {
     func tracer(_ tracer: Tracer, forked child: Int32, parent: Int32, sharesMemory: Bool) -> Bool
     /// Every thread of `stop.pid` is held at its exit: the exit work (drain, scan) runs now.
     func tracer(_ tracer: Tracer, exitStop stop: ExitStop)
-    /// `pid` replaced its image with exec (after its first one, for the launched program).
-    func tracer(_ tracer: Tracer, execed pid: Int32)
+    /// `pid` replaced its image with exec (after its first one, for the launched program), and is
+    /// stopped before the new image's first instruction. Return true to follow the new image (its
+    /// exit is then scanned), false to let it go untraced, with everything it starts.
+    func tracer(_ tracer: Tracer, execed pid: Int32) -> Bool
     /// `pid` is gone with this status.
     func tracer(_ tracer: Tracer, ended pid: Int32, exit: ProcessExit)
     /// Whether the interposer in `pid` announced that the process is exiting as a whole.
@@ -50,7 +52,7 @@ public protocol TracerDelegate: AnyObject {
 
 public extension TracerDelegate {
     func tracer(_ tracer: Tracer, forked child: Int32, parent: Int32, sharesMemory: Bool) -> Bool { true }
-    func tracer(_ tracer: Tracer, execed pid: Int32) {}
+    func tracer(_ tracer: Tracer, execed pid: Int32) -> Bool { false }
     func tracer(_ tracer: Tracer, ended pid: Int32, exit: ProcessExit) {}
     func tracer(_ tracer: Tracer, exitAnnouncedIn pid: Int32) -> Bool { false }
     func tracer(_ tracer: Tracer, interposerStateIn pid: Int32) -> UInt64 { 0 }
@@ -62,7 +64,7 @@ public final class TracedProcessState {
     /// The traced process it forked from; nil for the launched program.
     public let parent: Int32?
     /// vfork or CLONE_VM: it runs in its parent's memory (no heap, no ring of its own).
-    public let sharesParentMemory: Bool
+    public internal(set) var sharesParentMemory: Bool
     enum ThreadState {
         case running
         /// At its exit stop, held for the exit work.
@@ -287,7 +289,13 @@ public final class Tracer {
                 process.threads = [process.pid: .running]
                 processOf[process.pid] = process.pid
                 process.exitedThreads = []
-                delegate?.tracer(self, execed: process.pid)
+                guard delegate?.tracer(self, execed: process.pid) == true else {
+                    letGoOfExecedImage(process)
+                    return
+                }
+                // Followed: a new image of its own memory, whose exit is scanned.
+                process.replacedByExec = false
+                process.sharesParentMemory = false
             }
             swl_ptrace_cont(tid, 0)
         case Int(SWL_EVENT_STOP_EXIT):
@@ -337,6 +345,20 @@ public final class Tracer {
             // Nothing we know of (it cannot be ours): let it go.
             swl_ptrace_detach(tid, 0)
         }
+    }
+
+    /// An exec'd image that is not followed runs untraced, and so does everything it starts (as
+    /// Valgrind's --trace-children=no). The launched program stays in the table: we are its parent
+    /// and still get its status; another process's status is its parent's, not ours.
+    private func letGoOfExecedImage(_ process: TracedProcessState) {
+        // The launch's SIGSTOP left the launched program's group "stopped" under ptrace; detached
+        // as it is, the kernel would put it back into that stop. A SIGCONT ends it; the new image
+        // has no handler yet (exec reset them) to see it.
+        kill(process.pid, SIGCONT)
+        swl_ptrace_detach(process.pid, 0)
+        guard process.pid != pid else { return }
+        processOf[process.pid] = nil
+        processes[process.pid] = nil
     }
 
     /// At its parent's fork event: a new process.

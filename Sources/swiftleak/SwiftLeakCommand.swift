@@ -189,6 +189,7 @@ extension SwiftLeakCommand {
             }
             configuration.trace = noTrace ? .none : traceOutput.map { .path($0) } ?? .defaultName
             configuration.followForks = followForks == "yes"
+            configuration.childTracing = valgrind.childTracing
 
             // Every file swiftleak writes is opened before the program starts: a wrong path is
             // known now, not after the run.
@@ -216,25 +217,32 @@ extension SwiftLeakCommand {
                                                        warnings: suppressionWarnings,
                                                        interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
             }
-            let rootPid = result.startOrder[0]
-            // One section per process, in the order they ended, each under its own ==PID== (a
-            // forked child's with its own header, as Valgrind prints one for each process).
-            for report in result.reports {
+            let rootPid = result.rootPid
+            let launched = result.startOrder[0]
+            // One section per image, in the order the processes ended, each under its own ==PID==
+            // (a forked child's and an exec'd image's with its own header, as Valgrind prints one
+            // for each; the launched program's went out when it started).
+            for (index, report) in result.reports.enumerated() {
                 var lines = TextReport.render(report, options: configuration.report)
-                if report.pid != rootPid {
+                if index != launched {
                     lines = TextReport.header(command: report.command, options: configuration.report) + lines
                 }
-                if report.pid == rootPid, let trace = result.tracePath, !configuration.report.quiet {
+                if index == launched, let trace = result.tracePath, !configuration.report.quiet {
                     lines.append("Trace: \(trace) (swiftleak analyze \(trace))")
                 }
                 output.write(lines, pid: report.pid)
                 // Valgrind writes one XML document per process: a child's only where the file
-                // name has %p (one file each), as with Valgrind's.
-                guard report.pid == rootPid || valgrind.xmlFile?.contains("%p") == true else { continue }
+                // name has %p (one file each), as with Valgrind's; an exec'd image's replaces the
+                // one before it under the same pid, as Valgrind's does.
+                guard report.replacedByExec == nil, report.pid == rootPid || valgrind.xmlFile?.contains("%p") == true else { continue }
                 if let problem = valgrind.writeXML(report, command: report.command, options: configuration.report,
                                                    interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate())) {
                     writeError(problem)
                 }
+            }
+            // Said even under -q: the figures above do not cover these programs.
+            if let line = UntrackedProgram.summaryLine(result.untracked) {
+                output.write(["Untracked: " + line], pid: rootPid)
             }
             output.close()
             if let jsonOutput {

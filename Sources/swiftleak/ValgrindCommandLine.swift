@@ -3,6 +3,7 @@ import Glibc
 import SwiftLeakOutput
 import SwiftLeakCore
 import SwiftLeakReports
+import SwiftLeakTracer
 
 /// Valgrind's command line, as CI scripts write it: `valgrind --leak-check=full --error-exitcode=1
 /// ./prog` becomes `swiftleak --leak-check=full --error-exitcode=1 ./prog` and means the same.
@@ -57,8 +58,6 @@ enum ValgrindCommandLine {
         "--soname-synonyms": "swiftleak interposes the allocator wherever it is",
         "--extra-debuginfo-path": "swiftleak finds debug files by build id",
         "--allow-mismatched-debuginfo": "swiftleak refuses debug files whose build id differs",
-        "--trace-children-skip": "swiftleak does not follow exec yet",
-        "--trace-children-skip-by-arg": "swiftleak does not follow exec yet",
         "--xml-user-comment": "swiftleak writes no user comment",
         "--show-emulation-warnings": "swiftleak runs the program natively",
     ]
@@ -69,7 +68,7 @@ enum ValgrindCommandLine {
             "--leak-check", "--show-leak-kinds", "--errors-for-leak-kinds", "--error-exitcode", "--num-callers",
             "--demangle", "--json", "--log-file", "--suppressions", "--default-suppressions", "--gen-suppressions",
             "--verbose", "--quiet", "--tool", "--show-reachable", "--show-possibly-lost", "--leak-resolution",
-            "--child-silent-after-fork", "--trace-children", "--xml", "--xml-file", "--no-trace", "--follow-forks", "--help", "--version",
+            "--child-silent-after-fork", "--trace-children", "--trace-children-skip", "--trace-children-skip-by-arg", "--xml", "--xml-file", "--no-trace", "--follow-forks", "--help", "--version",
         ] + ignoredOptions.keys.filter { $0.hasPrefix("--") }
     }
 
@@ -203,8 +202,17 @@ struct ValgrindOptions: ParsableArguments {
             help: "yes or no. swiftleak reports the launched process only, so children are silent either way.")
     var childSilentAfterFork: String = "no"
 
-    @Option(name: .customLong("trace-children"), help: "yes or no. Following exec is not implemented yet: yes is refused.")
-    var traceChildren: String = "no"
+    @Option(name: .customLong("trace-children"),
+            help: "yes or no: track the programs the program execs (shells, system(), posix_spawn, #! scripts); each image is a report of its own.")
+    var traceChildren: String = "yes"
+
+    @Option(name: .customLong("trace-children-skip"),
+            help: "Comma-separated glob patterns on the exec'd path: a match runs untracked, with everything it starts.")
+    var traceChildrenSkip: String = ""
+
+    @Option(name: .customLong("trace-children-skip-by-arg"),
+            help: "As --trace-children-skip, the patterns matched against the exec'd program's arguments instead.")
+    var traceChildrenSkipByArg: String = ""
 
     @Option(name: .customLong("xml"), help: "yes or no: also write Valgrind's XML (protocol 4) to --xml-file.")
     var xml: String = "no"
@@ -222,9 +230,6 @@ struct ValgrindOptions: ParsableArguments {
         for (name, value) in [("--child-silent-after-fork", childSilentAfterFork), ("--trace-children", traceChildren), ("--xml", xml)] {
             guard ["yes", "no"].contains(value) else { throw ValidationError("\(name) must be yes or no, not '\(value)'") }
         }
-        guard traceChildren == "no" else {
-            throw ValidationError("--trace-children=yes: swiftleak does not follow exec yet; drop the option to trace the launched program only")
-        }
         if xml == "yes" && xmlFile == nil {
             throw ValidationError("--xml=yes needs an output file: add --xml-file=FILE")
         }
@@ -234,6 +239,12 @@ struct ValgrindOptions: ParsableArguments {
     }
 
     var writesXML: Bool { xml == "yes" }
+
+    var childTracing: ChildTracing {
+        ChildTracing(traceChildren: traceChildren == "yes",
+                     skipPatterns: ChildTracing.patterns(parsing: traceChildrenSkip),
+                     skipArgumentPatterns: ChildTracing.patterns(parsing: traceChildrenSkipByArg))
+    }
 
     func apply(to options: inout ReportOptions) {
         options.verbose = verbosity > 0

@@ -67,12 +67,12 @@ void swl_ring_exit_caller(swl_ring_header *ring, uint64_t *stack_pointer, uint32
 // MARK: Launch
 
 /// Forks a child that stops itself with SIGSTOP, seizes it (PTRACE_SEIZE with the tracing options),
-/// and, once swl_spawn_finish continues it, has it clear close-on-exec on `keep_fd` and exec `path`
+/// and, once swl_spawn_finish continues it, has it exec `path`
 /// (through /bin/sh with `shell_argv` when the kernel reports ENOEXEC, as execvp does). On success
 /// returns the child's pid, still stopped, and `*error_pipe` the read end of a pipe that yields the
 /// child's execve errno, or EOF once the exec succeeded.
 pid_t swl_spawn_traced(const char *path, char *const argv[], char *const shell_argv[], char *const envp[],
-                       int keep_fd, int *error_pipe);
+                       int *error_pipe);
 /// After swl_spawn_traced: set the tracing options, let the child exec, and report the exec's
 /// outcome: 0 when the child is now stopped at its PTRACE_EVENT_EXEC, else the execve errno (the
 /// child has then been reaped).
@@ -90,6 +90,8 @@ int swl_ptrace_getregs(pid_t tid, uint64_t *words, int capacity, uint64_t *stack
 long swl_ptrace_detach(pid_t tid, int signal);
 /// Leaves a seized tracee in its group-stop (SIGSTOP and friends) while we keep waiting on it.
 long swl_ptrace_listen(pid_t tid);
+/// Sets a stopped thread's stack pointer (rsp).
+long swl_ptrace_set_stack_pointer(pid_t tid, uint64_t stack_pointer);
 
 enum {
     SWL_EVENT_STOP_NONE = 0,
@@ -141,6 +143,9 @@ void swl_die_by_signal(int signal, bool program_dumped_core);
 
 /// process_vm_readv, falling back to /proc/PID/mem. Returns bytes read (0 when unreadable).
 size_t swl_read_process_memory(pid_t pid, uint64_t address, void *buffer, size_t length);
+
+/// Writes `length` bytes at `address` of a process we trace (through /proc/PID/mem). 0 or -1.
+int swl_write_process_memory(pid_t pid, uint64_t address, const void *buffer, size_t length);
 
 // MARK: ELF
 

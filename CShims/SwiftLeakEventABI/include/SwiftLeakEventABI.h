@@ -23,8 +23,10 @@ extern "C" {
 /// The name of the memfd: it shows as `/memfd:swiftleak-ring (deleted)` in /proc/PID/maps, which is
 /// how the exit scan knows this mapping is swiftleak's own memory and not a root.
 #define SWL_RING_MEMFD_NAME "swiftleak-ring"
-/// Environment variables set by the launcher for the interposer.
-#define SWL_ENV_RING_FD "SWIFTLEAK_RING_FD"
+/// Environment variable set by the launcher (or written into a new image's initial stack after an
+/// exec) for the interposer: the path of the ring, `/proc/<swiftleak's pid>/fd/<n>`. The interposer
+/// opens it itself, so the program never inherits a descriptor from swiftleak.
+#define SWL_ENV_RING "SWIFTLEAK_RING"
 /// Diagnostic knob read by the interposer: "libunwind" captures every stack with libunwind instead
 /// of swiftleak's own walker; "verify" walks each stack with both and reports differences on stderr.
 #define SWL_ENV_UNWINDER "SWIFTLEAK_UNWINDER"
