@@ -115,6 +115,7 @@ let package = Package(
         .testTarget(name: "SwiftLeakModelTests", dependencies: ["SwiftLeakModel", "SwiftLeakReports", "SwiftLeakCore", "SwiftLeakTestSupport"]),
         .testTarget(name: "SwiftLeakTraceTests", dependencies: ["SwiftLeakTrace", "SwiftLeakModel", "SwiftLeakCore", "SwiftLeakTestSupport"]),
         .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore", "SwiftLeakTestSupport"]),
+        .testTarget(name: "SwiftLeakTracerTests", dependencies: ["SwiftLeakTracer", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),
         .testTarget(
             name: "SwiftLeakEndToEndTests",
