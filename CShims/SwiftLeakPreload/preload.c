@@ -604,7 +604,7 @@ static void swl_announce_exit(void) {
     }
 }
 
-static bool swl_fd_is_a_ring(int fd, struct stat *st);
+static int swl_open_ring(const char *path, struct stat *st);
 static void swl_use_ring(swl_ring_header *ring);
 static uint64_t g_ring_size;
 
@@ -635,13 +635,10 @@ static void swl_after_fork_in_child(void) {
     memcpy(end, "/fd/", 4);
     end = swl_append_decimal(end + 4, (uint64_t)(unsigned)offered);
     *end = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0) return;
     struct stat st;
-    swl_ring_header *ring = MAP_FAILED;
-    if (swl_fd_is_a_ring(fd, &st)) {
-        ring = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    }
+    int fd = swl_open_ring(path, &st);
+    if (fd < 0) return;
+    swl_ring_header *ring = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (ring == MAP_FAILED) return;
     if (ring->traced_pid != self) {
@@ -702,20 +699,21 @@ static bool swl_fd_is_a_ring(int fd, struct stat *st) {
     return header.magic == SWL_ABI_MAGIC && header.version == SWL_ABI_VERSION && header.total_size == (uint64_t)st->st_size;
 }
 
-/// Opens the ring the variable names, when it is one: the path must name a swiftleak ring before
-/// it is opened (so a forged path to a FIFO or a device is never opened) and the descriptor must
-/// be one after (swl_fd_is_a_ring), created by the process the path names. Returns the descriptor,
-/// which the caller closes once the ring is mapped, or -1.
-static int swl_open_ring(const char *variable, struct stat *st) {
+/// Opens the ring a path names (the environment's, or the one a fork child builds from its
+/// parent's offer), when it is one: the path must name a swiftleak ring before it is opened (so a
+/// forged path to a FIFO or a device is never opened) and the descriptor must be one after
+/// (swl_fd_is_a_ring), created by the process the path names. Allocates nothing. Returns the
+/// descriptor, which the caller closes once the ring is mapped, or -1.
+static int swl_open_ring(const char *path, struct stat *st) {
     long owner, number;
-    if (!swl_parse_ring_path(variable, &owner, &number)) return -1;
+    if (!swl_parse_ring_path(path, &owner, &number)) return -1;
     char target[128];
-    ssize_t n = readlink(variable, target, sizeof target - 1);
+    ssize_t n = readlink(path, target, sizeof target - 1);
     if (n <= 0) return -1;
     target[n] = 0;
     static const char expected[] = "/memfd:" SWL_RING_MEMFD_NAME " (deleted)";
     if (strcmp(target, expected) != 0) return -1;
-    int fd = open(variable, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) return -1;
     swl_ring_header header;
     if (!swl_fd_is_a_ring(fd, st) || pread(fd, &header, sizeof header, 0) != (ssize_t)sizeof header ||
