@@ -178,9 +178,13 @@ struct ExecTests {
         #expect(untracked.count == 1)
         #expect(untracked.first?.hasSuffix("Untracked: 1 program was not tracked, its leaks are not in this report: \(leaky) (pid \(images[0].report.pid), --trace-children=no)") == true,
                 "\(result.stderr)")
-        // Said under -q too.
+        // Said under -q too; the option works in Valgrind's command line and in SWIFTLEAK_OPTS.
         let quiet = try Harness.run([Harness.swiftleak, "-q", "--no-trace", "--trace-children=no", "/bin/sh", "-c", "exec \(leaky)"], timeout: 120)
         #expect(quiet.stderr.contains("Untracked: 1 program was not tracked"))
+        let environment = ProcessInfo.processInfo.environment.merging(["SWIFTLEAK_OPTS": "--trace-children=no"]) { $1 }
+        let fromVariable = try Harness.run([Harness.swiftleak, "-q", "--no-trace", "/bin/sh", "-c", "exec \(leaky)"], timeout: 120,
+                                           environment: environment)
+        #expect(fromVariable.stderr.contains("(pid ") && fromVariable.stderr.contains(", --trace-children=no)"), "\(fromVariable.stderr)")
     }
 
     @Test("--trace-children-skip and --trace-children-skip-by-arg: Valgrind's glob patterns")
@@ -214,8 +218,9 @@ struct ExecTests {
         try Harness.run(["/bin/sh", "-c", script, "sh", prefix, program], timeout: 120)
     }
 
-    @Test("the exec'd program gets exactly the arguments and environment bytes it gets natively", arguments: ["", "/lib/x86_64-linux-gnu/libm.so.6"])
-    func bytes(userPreload: String) throws {
+    @Test("the exec'd program gets exactly the arguments and environment bytes it gets natively, tracked or not",
+          arguments: ["", "/lib/x86_64-linux-gnu/libm.so.6"], ["yes", "no"])
+    func bytes(userPreload: String, traceChildren: String) throws {
         let program = try Harness.build("exec/print_args_env.c")
         // env -i: the same environment in both runs; a shell between, exec'ing the program with
         // arguments and variables that are not UTF-8, one with a newline, one empty.
@@ -226,8 +231,9 @@ struct ExecTests {
         let native = try Self.shell(script, under: "", program: program)
         #expect(native.status == 0, "\(native.stderr)")
         #expect(native.stdout.contains("env 42 3d 63 61 66 e9"))
-        let traced = try Self.shell(script, under: "\(Harness.swiftleak) -q --no-trace --", program: program)
+        let traced = try Self.shell(script, under: "\(Harness.swiftleak) -q --no-trace --trace-children=\(traceChildren) --", program: program)
         #expect(traced.status == 0, "\(traced.stderr)")
+        #expect(traced.stderr.contains("Untracked:") == (traceChildren == "no"), "\(traced.stderr)")
         #expect(traced.stdout == native.stdout)
         #expect(!traced.stdout.contains(" 53 57 49 46 54 4c 45 41 4b"), "no SWIFTLEAK variable")
     }
