@@ -203,6 +203,12 @@ public final class Tracer {
     /// While a group exit waits: a thread that is a zombie or gone will never stop at its exit.
     private func noteThreadsGoneWithoutExitStop() {
         for process in processes.values where process.groupExitPending {
+            // The exec'ing thread may still have been running when the first thread stopped.
+            if let held = process.threads.first(where: { $0.value == .heldAtExit })?.key,
+               Self.anotherThreadIsExecing(process, besides: held) {
+                releaseForExec(process)
+                continue
+            }
             var changed = false
             for (tid, state) in process.threads where state == .running && !Self.isAlive(pid: process.pid, tid: tid) {
                 process.threads[tid] = .released
@@ -299,6 +305,14 @@ public final class Tracer {
             }
             swl_ptrace_cont(tid, 0)
         case Int(SWL_EVENT_STOP_EXIT):
+            if Self.anotherThreadIsExecing(process, besides: tid) {
+                // A thread other than the leader called execve: the kernel ends every other thread
+                // (the leader too) before the exec goes on. Not the process's exit: let them go,
+                // or the exec waits for ever.
+                process.threads[tid] = .heldAtExit
+                releaseForExec(process)
+                return
+            }
             if process.groupExitHandled || !isGroupExit(process, exitingThread: tid) {
                 // A lone thread ending (pthread_exit) while the others run on: let it go now, or
                 // a pthread_join on it would wait for ever.
@@ -424,6 +438,29 @@ public final class Tracer {
         }
         return false
     }
+    /// Lets the threads held at their exit go on to their end: another thread's exec ends them.
+    private func releaseForExec(_ process: TracedProcessState) {
+        for (held, state) in process.threads where state == .heldAtExit {
+            process.threads[held] = .released
+            swl_ptrace_cont(held, 0)
+        }
+        process.exitInitiator = nil
+    }
+
+    /// Whether a running thread of `process` other than `thread` is inside execve (its
+    /// /proc/PID/task/TID/syscall names execve or execveat while it waits for the others to end).
+    static func anotherThreadIsExecing(_ process: TracedProcessState, besides thread: Int32) -> Bool {
+        process.threads.contains { tid, state in
+            guard tid != thread, state == .running,
+                  let text = readSmallFile("/proc/\(process.pid)/task/\(tid)/syscall"),
+                  let number = text.split(separator: " ").first else { return false }
+            return execSyscalls.contains(String(number))
+        }
+    }
+
+    /// execve and execveat on x86_64.
+    static let execSyscalls: Set<String> = ["59", "322"]
+
     /// The signals that put a process into a group-stop.
     static func stopsTheProcess(_ signal: Int32) -> Bool {
         signal == SIGSTOP || signal == SIGTSTP || signal == SIGTTIN || signal == SIGTTOU

@@ -139,6 +139,19 @@ struct ExecTests {
         try Self.expectSameAsValgrind(images, [program, "5"])
     }
 
+    @Test("a thread other than main execs: the kernel ends the others for it, and the new image is tracked")
+    func execFromThread() throws {
+        let program = try Harness.build("exec/thread_exec.c")
+        let leaky = try Self.leaky
+        let (result, images) = try Self.swiftleak([program, leaky], options: ["--error-exitcode=9"])
+        #expect(result.status == 9, "\(result.stderr)")
+        #expect(result.stdout == "first node: node 2\n")
+        try #require(images.count == 2, "\(result.stderr)")
+        #expect(images[0].replacedByExec == leaky && images[0].report.notFreed(allocatedIn: program) == Report.Count(bytes: 77, blocks: 1))
+        #expect(images[1].summary == Summary(definite: Report.Count(bytes: 42, blocks: 2), indirect: Report.Count(bytes: 64, blocks: 2)))
+        try Self.expectSameAsValgrind(images, [program, leaky], compared: { $0.hasPrefix(leaky) })
+    }
+
     @Test("an exec that fails changes nothing: one image, its status, its leaks")
     func failedExec() throws {
         let program = try Harness.build("exec/generations.c")
