@@ -8,22 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-struct node {
-    struct node *next;
-    char payload[24];
-};
-
-// Separate frames, so no copy of the pointers stays in main's frame or registers.
-__attribute__((noinline)) static void lose_block(size_t size) {
-    volatile char *block = malloc(size);
-    block[0] = 1;
-}
-
-__attribute__((noinline)) static void lose_list(void) {
-    struct node *second = calloc(1, sizeof *second);
-    struct node *first = calloc(1, sizeof *first);
-    first->next = second;
-}
+#include "losses.h"
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;

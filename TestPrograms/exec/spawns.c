@@ -9,24 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "losses.h"
+
 extern char **environ;
-
-struct node {
-    struct node *next;
-    char payload[24];
-};
-
-// Separate frames, so no copy of the pointers stays in main's frame or registers.
-__attribute__((noinline)) static void lose_block(size_t size) {
-    volatile char *block = malloc(size);
-    block[0] = 1;
-}
-
-__attribute__((noinline)) static void lose_list(void) {
-    struct node *second = calloc(1, sizeof *second);
-    struct node *first = calloc(1, sizeof *first);
-    first->next = second;
-}
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "child") == 0) {

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "losses.h"
+
 static char **target;
 
 static void *run(void *unused) {
@@ -12,11 +14,6 @@ static void *run(void *unused) {
     execv(target[0], target);
     perror("execv");
     exit(1);
-}
-
-__attribute__((noinline)) static void lose_block(size_t size) {
-    volatile char *block = malloc(size);
-    block[0] = 1;
 }
 
 int main(int argc, char **argv) {
