@@ -225,6 +225,26 @@ struct ExecTests {
                 "\(result.stderr)")
     }
 
+    @Test("a set-user-ID program exec'd by a shell: the loader ignores LD_PRELOAD for it, and the run says so")
+    func setIDChild() throws {
+        let path = Harness.workDirectory.appendingPathComponent("leaky-setid-\(UUID().uuidString)").path
+        try FileManager.default.copyItem(atPath: try Self.leaky, toPath: path)
+        // Owned by someone else with the set-ID bit: exec changes the credentials (secure mode).
+        if getuid() == 0 {
+            try #require(chown(path, 65534, 65534) == 0)
+            try #require(chmod(path, 0o4755) == 0)
+        } else {
+            try #require(chmod(path, 0o2755) == 0)
+            try #require(chown(path, UInt32.max, 0) == 0 || getegid() != 0, "cannot make a set-group-ID file here")
+        }
+        let (result, images) = try Self.swiftleak(["/bin/sh", "-c", "exec \(path)"])
+        #expect(result.status == 0)
+        #expect(result.stdout == "first node: node 2\n")
+        #expect(images.count == 1)
+        #expect(result.stderr.contains("Untracked: 1 program was not tracked, its leaks are not in this report: \(path) (pid \(images.first?.report.pid ?? 0), set-user-ID, set-group-ID or with file capabilities)"),
+                "\(result.stderr)")
+    }
+
     /// Runs `sh -c SCRIPT` with $1 = the prefix to run the command under (empty: native) and $2 =
     /// the program, so that bytes that are not UTF-8 can be made by printf.
     static func shell(_ script: String, under prefix: String, program: String) throws -> Harness.Result {
