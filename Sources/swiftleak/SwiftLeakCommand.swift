@@ -30,7 +30,35 @@ struct SwiftLeakCommand: ParsableCommand {
                                                     environment: getenv("SWIFTLEAK_OPTS").map { String(cString: $0) })
         let notes = OutputFile.standardError(purpose: "a note")
         for note in rewritten.notes { notes.write(note + "\n") }
-        main(RawCommandLine.forParser(rewritten.arguments))
+        runReportingErrorsInOneLine(RawCommandLine.forParser(rewritten.arguments))
+    }
+
+    /// ArgumentParser's own `main` follows a usage error with the whole usage (a dozen options on
+    /// one line) and a pointer to --help: three lines where a script's log wants one. A mistake in
+    /// the command line is one line here; help, version and exit codes are as ArgumentParser's.
+    static func runReportingErrorsInOneLine(_ arguments: [String]) -> Never {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            exitInOneLine(error, hint: " (see 'swiftleak --help')")
+        }
+        do {
+            try command.run()
+        } catch {
+            exitInOneLine(error, hint: "")
+        }
+        exit(withError: nil)
+    }
+
+    private static func exitInOneLine(_ error: Error, hint: String) -> Never {
+        let code = exitCode(for: error)
+        if code == .success || error is ExitCode { exit(withError: error) }
+        let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? ""
+        if !message.isEmpty {
+            OutputFile.standardError(purpose: "the error").write("swiftleak: \(message)\(hint)\n")
+        }
+        exit(withError: ExitCode(code.rawValue))
     }
 }
 

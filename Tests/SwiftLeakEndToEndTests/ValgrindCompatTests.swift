@@ -176,6 +176,10 @@ struct ValgrindCompatTests {
         let result = try Harness.run([Harness.swiftleak, "--leak-chek=full", "/usr/bin/touch", marker])
         #expect(result.status != 0)
         #expect(result.stderr.contains("unknown option '--leak-chek=full'; did you mean --leak-check?"), "\(result.stderr)")
+        // One line, as every command-line mistake: not the parser's usage dump after it.
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        let missing = try Harness.run([Harness.swiftleak, "run", "--no-trace"])
+        #expect(missing.status != 0 && missing.stderr.split(separator: "\n").count == 1, "\(missing.stderr)")
         #expect(!FileManager.default.fileExists(atPath: marker))
         let tool = try Harness.run([Harness.swiftleak, "--tool=helgrind", "/usr/bin/touch", marker])
         #expect(tool.status != 0 && tool.stderr.contains("only --tool=memcheck"))
