@@ -250,7 +250,9 @@ extension SwiftLeakCommand {
             // One section per image, in the order the processes ended, each under its own ==PID==
             // (a forked child's and an exec'd image's with its own header, as Valgrind prints one
             // for each; the launched program's went out when it started).
-            for (index, report) in result.reports.enumerated() {
+            // --child-silent-after-fork=yes, as Valgrind: a forked child writes nothing.
+            let silentChildren = valgrind.childSilentAfterFork == "yes"
+            for (index, report) in result.reports.enumerated() where report.pid == rootPid || !silentChildren {
                 var lines = TextReport.render(report, options: configuration.report)
                 if index != launched {
                     lines = TextReport.header(command: report.command, options: configuration.report) + lines

@@ -199,7 +199,7 @@ struct ValgrindOptions: ParsableArguments {
     var leakResolution: String = "high"
 
     @Option(name: .customLong("child-silent-after-fork"),
-            help: "yes or no. swiftleak reports the launched process only, so children are silent either way.")
+            help: "yes or no (default no): yes leaves forked children's sections out of the text and XML reports (the JSON keeps them).")
     var childSilentAfterFork: String = "no"
 
     @Option(name: .customLong("trace-children"),

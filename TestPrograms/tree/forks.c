@@ -9,6 +9,7 @@
 //   nested    parent leaks 33, child 22, grandchild 44, each waiting for its own child
 //   fds       the child prints its open descriptors that are memfds or name swiftleak
 //   child-only  only the child leaks (22)
+//   vfork     a vfork child (in the parent's memory) leaves by _exit; the parent leaks 33
 //   rawclone  a clone() child without CLONE_VM (no atfork handlers run) leaks 22
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -148,6 +149,11 @@ int main(int argc, char **argv) {
             return 0;
         }
         wait_for(child);
+    } else if (strcmp(mode, "vfork") == 0) {
+        pid_t child = vfork();
+        if (child == 0) _exit(0);
+        wait_for(child);
+        parent_leak();
     } else if (strcmp(mode, "rawclone") == 0) {
         size_t size = 256 * 1024;
         char *stack = malloc(size);

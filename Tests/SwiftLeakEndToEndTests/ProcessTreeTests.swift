@@ -226,4 +226,31 @@ struct ProcessTreeTests {
         let (clean, _) = try Self.traced("child-only", options: ["--error-exitcode=7", "--follow-forks=no"])
         #expect(clean.status == 0)
     }
+
+    @Test("a vfork child runs in its parent's memory: followed, no report of its own, the parent's exact")
+    func vforkChild() throws {
+        let (result, reports) = try Self.traced("vfork")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(reports.count == 1, "\(result.stderr)")
+        #expect(reports.first?.summary["definitely_lost"] == Report.Count(bytes: 33, blocks: 1))
+    }
+
+    @Test("XML: one document per process where --xml-file has %p, as Valgrind; --child-silent-after-fork=yes silences children")
+    func xmlPerProcessAndSilentChildren() throws {
+        let directory = Harness.workDirectory.appendingPathComponent("xml-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (result, reports) = try Self.traced("both", options: ["--xml=yes", "--xml-file=\(directory.path)/x.%p.xml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
+        #expect(names == reports.map { "x.\($0.pid).xml" }.sorted())
+        for report in reports {
+            let xml = try String(contentsOfFile: directory.appendingPathComponent("x.\(report.pid).xml").path, encoding: .utf8)
+            #expect(xml.contains("<pid>\(report.pid)</pid>"), "\(xml)")
+        }
+        let (silent, silentReports) = try Self.traced("both", options: ["--child-silent-after-fork=yes"])
+        let child = try #require(silentReports.dropFirst().first)
+        #expect(!silent.stderr.contains("==\(child.pid)=="), "\(silent.stderr)")
+        #expect(silent.stderr.contains("==\(silentReports[0].pid)== LEAK SUMMARY:"))
+    }
 }
