@@ -235,7 +235,7 @@ struct ProcessTreeTests {
         #expect(reports.first?.summary["definitely_lost"] == Report.Count(bytes: 33, blocks: 1))
     }
 
-    @Test("XML: one document per process where --xml-file has %p, as Valgrind; --child-silent-after-fork=yes silences children")
+    @Test("XML and --log-file: one file per process where the name has %p, as Valgrind; --child-silent-after-fork=yes silences children")
     func xmlPerProcessAndSilentChildren() throws {
         let directory = Harness.workDirectory.appendingPathComponent("xml-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -247,6 +247,15 @@ struct ProcessTreeTests {
         for report in reports {
             let xml = try String(contentsOfFile: directory.appendingPathComponent("x.\(report.pid).xml").path, encoding: .utf8)
             #expect(xml.contains("<pid>\(report.pid)</pid>"), "\(xml)")
+        }
+        // --log-file with %p: one log per process, each with its own section.
+        let (logged, loggedReports) = try Self.traced("both", options: ["--log-file=\(directory.path)/log.%p"])
+        #expect(logged.status == 0)
+        for report in loggedReports {
+            let log = try String(contentsOfFile: directory.appendingPathComponent("log.\(report.pid)").path, encoding: .utf8)
+            #expect(log.contains("==\(report.pid)== Command: "), "\(log)")
+            #expect(log.contains("==\(report.pid)== LEAK SUMMARY:"), "\(log)")
+            #expect(!loggedReports.contains { $0.pid != report.pid && log.contains("==\($0.pid)==") }, "\(log)")
         }
         let (silent, silentReports) = try Self.traced("both", options: ["--child-silent-after-fork=yes"])
         let child = try #require(silentReports.dropFirst().first)
