@@ -228,15 +228,7 @@ struct ExecTests {
     @Test("a set-user-ID program exec'd by a shell: the loader ignores LD_PRELOAD for it, and the run says so")
     func setIDChild() throws {
         let path = Harness.workDirectory.appendingPathComponent("leaky-setid-\(UUID().uuidString)").path
-        try FileManager.default.copyItem(atPath: try Self.leaky, toPath: path)
-        // Owned by someone else with the set-ID bit: exec changes the credentials (secure mode).
-        if getuid() == 0 {
-            try #require(chown(path, 65534, 65534) == 0)
-            try #require(chmod(path, 0o4755) == 0)
-        } else {
-            try #require(chmod(path, 0o2755) == 0)
-            try #require(chown(path, UInt32.max, 0) == 0 || getegid() != 0, "cannot make a set-group-ID file here")
-        }
+        try Harness.makeSetIDCopy(of: try Self.leaky, at: path)
         let (result, images) = try Self.swiftleak(["/bin/sh", "-c", "exec \(path)"])
         #expect(result.status == 0)
         #expect(result.stdout == "first node: node 2\n")

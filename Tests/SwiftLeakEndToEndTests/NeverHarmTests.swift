@@ -173,15 +173,7 @@ struct NeverHarmTests {
     @Test("a set-user-ID program is refused in one line, before it runs")
     func setuidProgram() throws {
         let path = Self.temporaryPath("setuid-harm")
-        try FileManager.default.copyItem(atPath: try Self.harm(), toPath: path)
-        // Owned by someone else (nobody) with the set-user-ID bit: exec would change credentials.
-        if getuid() == 0 {
-            try #require(chown(path, 65534, 65534) == 0)
-            try #require(chmod(path, 0o4755) == 0)
-        } else {
-            try #require(chmod(path, 0o2755) == 0)
-            try #require(chown(path, UInt32.max, 0) == 0 || getegid() != 0, "cannot make a set-group-ID file here")
-        }
+        try Harness.makeSetIDCopy(of: try Self.harm(), at: path)
         let result = try Harness.run([Harness.swiftleak, "run", "--", path, "quiet-exit"], timeout: 60)
         #expect(result.status == 126)
         #expect(result.stdout.isEmpty, "the program must not run")

@@ -66,6 +66,19 @@ enum Harness {
         var stderr: String
     }
 
+    /// A copy of `program` at `path` owned by someone else with the set-user-ID bit (set-group-ID
+    /// when not root): exec changes the credentials, the loader runs it in secure mode.
+    static func makeSetIDCopy(of program: String, at path: String) throws {
+        try FileManager.default.copyItem(atPath: program, toPath: path)
+        if getuid() == 0 {
+            try #require(chown(path, 65534, 65534) == 0)
+            try #require(chmod(path, 0o4755) == 0)
+        } else {
+            try #require(chmod(path, 0o2755) == 0)
+            try #require(chown(path, UInt32.max, 0) == 0 || getegid() != 0, "cannot make a set-group-ID file here")
+        }
+    }
+
     /// Runs a command to completion; kills it after `timeout` seconds (a hang is a failure).
     static func run(_ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 300,
                     environment: [String: String]? = nil) throws -> Result {
