@@ -150,6 +150,18 @@ static void forge_fifo_module(swl_ring_header *ring, const char *path) {
     forge_event(ring, 0x10000, swl_event_info(SWL_EVENT_MODULE_LOAD, 0, 0), id);
 }
 
+/// Says "ready", then echoes each line of input, so a test can stop, signal or talk to the
+/// program at a moment it knows, without sleeping.
+static void echo_input_after_ready(void) {
+    printf("ready\n");
+    fflush(stdout);
+    char buffer[256];
+    while (fgets(buffer, sizeof buffer, stdin)) {
+        fputs(buffer, stdout);
+        fflush(stdout);
+    }
+}
+
 static void note_term(int signal) {
     (void)signal;
     (void)!write(1, "term\n", 5);
@@ -230,25 +242,13 @@ int main(int argc, char **argv) {
         printf("exiting quietly\n");
         return argc > 2 ? atoi(argv[2]) : 0;
     } else if (strcmp(mode, "stop") == 0) {
-        printf("ready\n");
-        fflush(stdout);
-        char buffer[256];
-        while (fgets(buffer, sizeof buffer, stdin)) {
-            fputs(buffer, stdout);
-            fflush(stdout);
-        }
+        echo_input_after_ready();
     } else if (strcmp(mode, "term-caught") == 0) {
         struct sigaction on_term = {0};
         on_term.sa_handler = note_term;
         on_term.sa_flags = SA_RESTART;
         sigaction(SIGTERM, &on_term, NULL);
-        printf("ready\n");
-        fflush(stdout);
-        char buffer[256];
-        while (fgets(buffer, sizeof buffer, stdin)) {
-            fputs(buffer, stdout);
-            fflush(stdout);
-        }
+        echo_input_after_ready();
     } else if (strcmp(mode, "pthread-exit") == 0) {
         pthread_t thread;
         pthread_create(&thread, NULL, leaking_thread, NULL);
