@@ -143,6 +143,14 @@ void swl_ring_exit_caller(swl_ring_header *h, uint64_t *stack_pointer, uint32_t 
     *tid = __atomic_load_n(&h->exit_caller_tid, __ATOMIC_ACQUIRE);
     for (int i = 0; i < 6; i++) registers[i] = __atomic_load_n(&h->exit_caller_registers[i], __ATOMIC_RELAXED);
 }
+uint32_t swl_ring_own_stack_areas(swl_ring_header *h, uint64_t starts[SWL_OWN_STACK_AREAS], uint64_t ends[SWL_OWN_STACK_AREAS]) {
+    swl_own_stack_area *table = swl_own_stack_table(h);
+    for (uint32_t i = 0; i < SWL_OWN_STACK_AREAS; i++) {
+        starts[i] = __atomic_load_n(&table[i].start, __ATOMIC_ACQUIRE);
+        ends[i] = __atomic_load_n(&table[i].end, __ATOMIC_RELAXED);
+    }
+    return SWL_OWN_STACK_AREAS;
+}
 uint32_t swl_ring_foreign_malloc(swl_ring_header *h) { return __atomic_load_n(&h->foreign_malloc, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_exiting(swl_ring_header *h) { return __atomic_load_n(&h->exiting, __ATOMIC_ACQUIRE); }

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #define SWL_TLS __attribute__((tls_model("initial-exec")))
-#define SWL_GUARD_SIZE 4096u
 
 /// The top of this thread's own stack (its highest address + 1), 0 while it has none. Read by
 /// swl_own_stack_call on every hooked call.
@@ -117,17 +116,106 @@ __asm__(".text\n"
 
 // MARK: - Making and recycling stacks
 
-/// Stacks of exited threads, kept for the next threads (0 = empty slot). Taking one is an
-/// exchange, so no slot is ever handed out twice; a full cache unmaps.
-#define SWL_STACK_CACHE 64
-static uint64_t g_cached_tops[SWL_STACK_CACHE];
+/// Where area i starts (0 until it is made): SWL_OWN_STACK_FIRST_AREA_SLOTS << i slots of
+/// SWL_OWN_STACK_SLOT_SIZE bytes, a guard page and a stack each. Set once, by compare-exchange.
+static uint64_t g_area_start[SWL_OWN_STACK_AREAS];
+/// One bit per slot, set while a thread has that stack: area i's words start at word (1 << i) - 1
+/// (its slots are 64 << i, so each area has whole words of its own).
+#define SWL_SLOT_WORDS ((1u << SWL_OWN_STACK_AREAS) - 1)
+_Static_assert(SWL_OWN_STACK_FIRST_AREA_SLOTS == 64, "one bitmap word per 64 slots of the first area");
+static uint64_t g_slot_taken[SWL_SLOT_WORDS];
+/// The ring whose header lists the areas (see swl_own_stack_use_ring).
+static swl_ring_header *g_table_ring;
 
 static pthread_key_t g_release_key;
 static bool g_release_key_made;
 static pthread_once_t g_release_key_once = PTHREAD_ONCE_INIT;
 
-static void swl_unmap_stack(uint64_t top) {
-    munmap((void *)(uintptr_t)(top - SWL_OWN_STACK_SIZE - SWL_GUARD_SIZE), SWL_OWN_STACK_SIZE + SWL_GUARD_SIZE);
+static uint64_t swl_area_bytes(unsigned area) {
+    return ((uint64_t)SWL_OWN_STACK_FIRST_AREA_SLOTS << area) * SWL_OWN_STACK_SLOT_SIZE;
+}
+
+/// Writes area `area` into the table of `ring`: end first, then start (a reader takes an entry
+/// whose start is set as complete).
+static void swl_list_area(swl_ring_header *ring, unsigned area, uint64_t start) {
+    if (ring == NULL || start == 0) return;
+    swl_own_stack_area *table = swl_own_stack_table(ring);
+    __atomic_store_n(&table[area].end, start + swl_area_bytes(area), __ATOMIC_RELAXED);
+    __atomic_store_n(&table[area].start, start, __ATOMIC_RELEASE);
+}
+
+void swl_own_stack_use_ring(swl_ring_header *ring) {
+    __atomic_store_n(&g_table_ring, ring, __ATOMIC_SEQ_CST);
+    swl_own_stack_area *table = swl_own_stack_table(ring);
+    for (unsigned area = 0; area < SWL_OWN_STACK_AREAS; area++) {
+        uint64_t start = __atomic_load_n(&g_area_start[area], __ATOMIC_SEQ_CST);
+        if (start) {
+            swl_list_area(ring, area, start);
+        } else {
+            // A child's ring is fresh, but a forged or stale entry must not survive either.
+            __atomic_store_n(&table[area].start, 0, __ATOMIC_RELEASE);
+            __atomic_store_n(&table[area].end, 0, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+/// The start of area `area`, reserving it first if no thread has: inaccessible, unreserved
+/// address space (only the stacks handed out become read-write), left out of core dumps.
+static uint64_t swl_area(unsigned area) {
+    uint64_t start = __atomic_load_n(&g_area_start[area], __ATOMIC_ACQUIRE);
+    if (start) return start;
+    uint64_t bytes = swl_area_bytes(area);
+    void *base = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) return 0;
+    madvise(base, bytes, MADV_DONTDUMP);
+    uint64_t expected = 0;
+    if (!__atomic_compare_exchange_n(&g_area_start[area], &expected, (uint64_t)(uintptr_t)base, false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_ACQUIRE)) {
+        munmap(base, bytes); // another thread made it first
+        return expected;
+    }
+    swl_list_area(__atomic_load_n(&g_table_ring, __ATOMIC_SEQ_CST), area, (uint64_t)(uintptr_t)base);
+    return (uint64_t)(uintptr_t)base;
+}
+
+/// The top of a free stack, now this thread's; 0 when every area is full or none can be made.
+/// The lowest free slot wins, so a program that starts and joins threads reuses a few warm stacks.
+static uint64_t swl_take_stack(void) {
+    for (unsigned area = 0; area < SWL_OWN_STACK_AREAS; area++) {
+        uint64_t start = swl_area(area);
+        if (start == 0) return 0;
+        unsigned first_word = (1u << area) - 1, words = 1u << area;
+        for (unsigned w = 0; w < words; w++) {
+            uint64_t *word = &g_slot_taken[first_word + w];
+            uint64_t taken = __atomic_load_n(word, __ATOMIC_RELAXED);
+            while (taken != ~(uint64_t)0) {
+                unsigned bit = (unsigned)__builtin_ctzll(~taken);
+                if (!__atomic_compare_exchange_n(word, &taken, taken | ((uint64_t)1 << bit), true, __ATOMIC_ACQUIRE,
+                                                 __ATOMIC_RELAXED)) continue;
+                uint64_t slot = start + ((uint64_t)w * 64 + bit) * SWL_OWN_STACK_SLOT_SIZE;
+                void *stack = (void *)(uintptr_t)(slot + SWL_OWN_STACK_GUARD_SIZE);
+                if (mprotect(stack, SWL_OWN_STACK_SIZE, PROT_READ | PROT_WRITE) != 0) {
+                    __atomic_fetch_and(word, ~((uint64_t)1 << bit), __ATOMIC_RELEASE);
+                    return 0;
+                }
+                return slot + SWL_OWN_STACK_SLOT_SIZE;
+            }
+        }
+    }
+    return 0;
+}
+
+/// Hands the stack whose top is `top` back. Stacks past the first area give their memory back
+/// first (a program that had thousands of threads at once does not keep their pages).
+static void swl_give_back_stack(uint64_t top) {
+    for (unsigned area = 0; area < SWL_OWN_STACK_AREAS; area++) {
+        uint64_t start = __atomic_load_n(&g_area_start[area], __ATOMIC_ACQUIRE);
+        if (start == 0 || top <= start || top > start + swl_area_bytes(area)) continue;
+        uint64_t index = (top - start) / SWL_OWN_STACK_SLOT_SIZE - 1;
+        if (area > 0) madvise((void *)(uintptr_t)(top - SWL_OWN_STACK_SIZE), SWL_OWN_STACK_SIZE, MADV_DONTNEED);
+        __atomic_fetch_and(&g_slot_taken[(1u << area) - 1 + index / 64], ~((uint64_t)1 << (index % 64)), __ATOMIC_RELEASE);
+        return;
+    }
 }
 
 /// At the thread's exit (its TSD destructors, which run on the thread's own stack): hand the
@@ -136,48 +224,11 @@ static void swl_release_stack(void *value) {
     uint64_t top = (uint64_t)(uintptr_t)value;
     t_no_own_stack = true;
     __atomic_store_n(&swl_own_stack_top, 0, __ATOMIC_RELAXED);
-    for (int i = 0; i < SWL_STACK_CACHE; i++) {
-        uint64_t expected = 0;
-        if (__atomic_compare_exchange_n(&g_cached_tops[i], &expected, top, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) return;
-    }
-    swl_unmap_stack(top);
+    swl_give_back_stack(top);
 }
 
 static void swl_make_release_key(void) {
     g_release_key_made = pthread_key_create(&g_release_key, swl_release_stack) == 0;
-}
-
-static uint64_t swl_take_cached_stack(void) {
-    for (int i = 0; i < SWL_STACK_CACHE; i++) {
-        if (__atomic_load_n(&g_cached_tops[i], __ATOMIC_RELAXED) == 0) continue;
-        uint64_t top = __atomic_exchange_n(&g_cached_tops[i], 0, __ATOMIC_ACQUIRE);
-        if (top) return top;
-    }
-    return 0;
-}
-
-/// A guard page, then SWL_OWN_STACK_SIZE bytes of the memfd mapped privately (so a fork child
-/// writes to its own copy). The name is what keeps it out of the exit scan's roots; an anonymous
-/// mapping could be named with PR_SET_VMA_ANON_NAME only on kernels built with it.
-static uint64_t swl_map_stack(void) {
-    int fd = memfd_create(SWL_OWN_STACK_MEMFD_NAME, MFD_CLOEXEC);
-    if (fd < 0) return 0;
-    uint64_t top = 0;
-    char *base = MAP_FAILED;
-    if (ftruncate(fd, SWL_OWN_STACK_SIZE) == 0) {
-        base = mmap(NULL, SWL_OWN_STACK_SIZE + SWL_GUARD_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    }
-    if (base != MAP_FAILED) {
-        void *stack = mmap(base + SWL_GUARD_SIZE, SWL_OWN_STACK_SIZE, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, 0);
-        if (stack == MAP_FAILED) {
-            munmap(base, SWL_OWN_STACK_SIZE + SWL_GUARD_SIZE);
-        } else {
-            top = (uint64_t)(uintptr_t)base + SWL_GUARD_SIZE + SWL_OWN_STACK_SIZE;
-        }
-    }
-    close(fd);
-    return top;
 }
 
 void swl_own_stack_returning(void *block) {
@@ -193,10 +244,8 @@ void swl_own_stack_make(void) {
     }
     t_making = true;
     pthread_once(&g_release_key_once, swl_make_release_key);
-    uint64_t top = swl_take_cached_stack();
-    if (top == 0) top = swl_map_stack();
-    if (top == 0 || !g_release_key_made) {
-        if (top) swl_unmap_stack(top);
+    uint64_t top = g_release_key_made ? swl_take_stack() : 0;
+    if (top == 0) {
         t_no_own_stack = true;
     } else {
         // Published before pthread_setspecific, which may itself allocate (keys past the first 32).

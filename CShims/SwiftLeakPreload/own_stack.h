@@ -16,18 +16,23 @@
 // back and returns. The program's stack pointer is saved in the top word of the own stack, which
 // is also how the exit scan finds the program's stack of a thread stopped inside a hook.
 //
-// The own stack is mapped on the thread's first hooked call, from a memfd named
-// SWL_OWN_STACK_MEMFD_NAME (MAP_PRIVATE: a fork child gets its own copy), so /proc/PID/maps shows
-// `/memfd:swiftleak-stack (deleted)` and the exit scan does not take it for a root. A call made
+// The own stack is taken on the thread's first hooked call from anonymous memory the interposer
+// reserves in areas (SWL_OWN_STACK_SIZE and the area layout are in SwiftLeakEventABI.h); making
+// one opens no descriptor, so the program never sees an fd of ours, not even for an instant. The
+// areas are listed in the ring's header page, which is how the exit scan knows those stacks are
+// not roots; they are MADV_DONTDUMP (a core holds the program). Private memory: a fork child
+// writes to its own copy. A call made
 // while the thread already runs on its own stack (a signal handler that interrupted a hook, the C++
 // unwinder throwing bad_alloc from operator new, the allocator's own re-entry) stays where it is:
 // whether the thread is on its own stack is decided by rsp alone, so a longjmp or an exception out
-// of a hook leaves nothing to repair. A thread for which no stack can be made (descriptor limit,
-// out of memory) runs its hooks on the program's stack, as before.
+// of a hook leaves nothing to repair. A thread for which no stack can be had (every area's slot
+// taken, out of address space) runs its hooks on the program's stack, as before.
 #ifndef SWIFTLEAK_PRELOAD_OWN_STACK_H
 #define SWIFTLEAK_PRELOAD_OWN_STACK_H
 
 #include <stdint.h>
+
+#include "SwiftLeakEventABI.h"
 
 /// The program's frame at the hooked call: `sp[0]` is the return address into the program (what
 /// __builtin_return_address(0) gives in an ordinary function), `rbp` its frame pointer. Passed in
@@ -37,10 +42,9 @@ typedef struct swl_entry {
     uint64_t rbp;
 } swl_entry;
 
-/// Usable bytes of each own stack (a guard page lies below). Virtual: only touched pages cost
-/// memory. Big enough for a signal handler that interrupts a hook to run on it.
-#define SWL_OWN_STACK_SIZE (1u << 20)
-#define SWL_OWN_STACK_MEMFD_NAME "swiftleak-stack"
+// SWL_OWN_STACK_SIZE (SwiftLeakEventABI.h): usable bytes of each own stack (a guard page lies
+// below). Virtual: only touched pages cost memory. Big enough for a signal handler that
+// interrupts a hook to run on it.
 
 /// The words at the top of a thread's own stack while a hook runs on it, from the top down: the
 /// program's stack pointer at the call, the program's rdi, rsi, rbx, rbp, r12, r13, r14 and r15 as
@@ -97,6 +101,11 @@ extern __thread uint64_t swl_exit_registers_saved __attribute__((tls_model("init
 
 /// Called by swl_own_stack_call on a thread without an own stack (hidden; not for C callers).
 void swl_own_stack_make(void);
+
+/// Makes `ring` the one whose header lists the own-stack areas (at the start, and in a fork child
+/// given a ring of its own: the child's address space holds its parent's areas). Writes the areas
+/// made so far; later ones are added as they are made. Called by preload.c.
+void swl_own_stack_use_ring(swl_ring_header *ring);
 
 /// Whether own stacks should be made at all (false in a process swiftleak does not trace, where
 /// the hooks only pass calls through). Defined by preload.c.

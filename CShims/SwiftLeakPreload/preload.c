@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,24 +135,17 @@ static char *swl_append_decimal(char *out, uint64_t value) {
 // MARK: - Ring
 
 /// Whether swiftleak still runs. A recorder killed outright can stay a zombie until its parent
-/// reaps it, and kill(pid, 0) succeeds on a zombie: read its state from /proc too (only on this
-/// slow path, with a stack buffer: nothing here may allocate).
+/// reaps it, and kill(pid, 0) succeeds on a zombie. A zombie has no memory left: reading one word
+/// of it fails with ESRCH, where a live swiftleak gives the word, EFAULT or EPERM. No descriptor
+/// (this runs on a thread of the program, which may be about to open a file and must get the
+/// number it would get without us) and no allocation.
 static bool swl_recorder_alive(void) {
     pid_t pid = g_ring->recorder_pid;
     if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-    char path[64] = "/proc/", stat_text[512];
-    char *end = swl_append_decimal(path + 6, (uint64_t)(unsigned)pid);
-    memcpy(end, "/stat", 6);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno != ENOENT;
-    ssize_t n = read(fd, stat_text, sizeof stat_text - 1);
-    close(fd);
-    if (n <= 0) return true;
-    stat_text[n] = 0;
-    const char *end_of_name = strrchr(stat_text, ')');
-    if (end_of_name == NULL || end_of_name[1] != ' ') return true;
-    char state = end_of_name[2];
-    return state != 'Z' && state != 'X';
+    uint64_t word;
+    struct iovec local = {.iov_base = &word, .iov_len = sizeof word};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)4096, .iov_len = sizeof word};
+    return syscall(SYS_process_vm_readv, (long)pid, &local, 1UL, &remote, 1UL, 0UL) >= 0 || errno != ESRCH;
 }
 
 /// Waits until the consumer has freed the slot for `pos`. Returns false when the recorder is gone:
@@ -798,6 +792,7 @@ static void swl_use_ring(swl_ring_header *ring) {
     if (g_max_frames == 0) g_max_frames = 1;
     if (g_max_frames > SWL_MAX_FRAMES) g_max_frames = SWL_MAX_FRAMES;
     __atomic_store_n(&g_ring->state_address, (uint64_t)(uintptr_t)&g_state, __ATOMIC_RELEASE);
+    swl_own_stack_use_ring(g_ring);
 }
 
 static void swl_try_init(void) {

@@ -89,6 +89,17 @@ public final class EventRing: @unchecked Sendable {
         return start != 0 && end > start ? start..<end : nil
     }
 
+    /// The interposer's own-stack areas as its table lists them (start 0: unused), unchecked: the
+    /// exit scan believes them only where the mappings agree (OwnStackAreas).
+    public var ownStackAreasListed: [(start: UInt64, end: UInt64)] {
+        var starts = [UInt64](repeating: 0, count: Int(SWL_OWN_STACK_AREAS))
+        var ends = starts
+        let count = starts.withUnsafeMutableBufferPointer { s in
+            ends.withUnsafeMutableBufferPointer { swl_ring_own_stack_areas(header, s.baseAddress, $0.baseAddress) }
+        }
+        return (0..<Int(count)).map { (starts[$0], ends[$0]) }
+    }
+
     /// The frame that called exit, _exit, _Exit, abort or raise, as the interposer recorded it;
     /// nil when the program left otherwise (a fatal signal).
     public var exitCaller: ExitCaller? {

@@ -84,7 +84,7 @@ public struct RootSet: Sendable {
 /// non-executable anonymous (or non-ELF file) mapping.
 ///
 /// Not roots: `[heap]`; anonymous mappings holding a live block (allocator arenas, mmap'd chunks);
-/// swiftleak's own mappings (``Options/excludedPathPrefixes``); `[vdso]`, `[vvar]`, `[vsyscall]`
+/// swiftleak's own mappings (``Options/excludedPathPrefixes``, ``Options/excludedRanges``); `[vdso]`, `[vvar]`, `[vsyscall]`
 /// and other pseudo-mappings; `[stack]` when no thread's SP is in it; read-only, executable or
 /// unreadable mappings; device files other than `/dev/zero`.
 public struct RootSetBuilder {
@@ -93,6 +93,9 @@ public struct RootSetBuilder {
         public var redZone: UInt64 = 128
         /// Mappings whose path starts with one of these are swiftleak's own and never roots.
         public var excludedPathPrefixes: [String] = ["/memfd:swiftleak", "[anon:swiftleak"]
+        /// Address ranges that are swiftleak's own memory with no name to tell it by (the
+        /// interposer's own stacks, ``OwnStackAreas``): a mapping inside one is never a root.
+        public var excludedRanges: [Range<UInt64>] = []
         /// Narrow module data to ELF sections; when false, whole writable module mappings are roots
         /// (what Valgrind and LeakSanitizer do).
         public var useELFSections: Bool = true
@@ -331,6 +334,9 @@ public struct RootSetBuilder {
     func exclusionReason(_ mapping: MemoryMapping) -> String? {
         if let prefix = options.excludedPathPrefixes.first(where: { mapping.path.hasPrefix($0) }) {
             return "swiftleak's own memory (\(prefix))"
+        }
+        if options.excludedRanges.contains(where: { $0.lowerBound <= mapping.start && mapping.end <= $0.upperBound }) {
+            return "swiftleak's own stack"
         }
         if !mapping.isReadable { return "not readable" }
         if mapping.isExecutable { return "executable" }

@@ -1,3 +1,4 @@
+import CSwiftLeakSys
 import SwiftLeakCore
 import SwiftLeakModel
 import SwiftLeakScanner
@@ -10,6 +11,8 @@ enum ExitScan {
         var result: ScanResult?
         /// Why there is no result.
         var failure: String?
+        /// What the scan could not believe (a forged own-stack table), one line each.
+        var warnings: [String] = []
     }
 
     /// x86_64 user_regs_struct indices of the 16 general-purpose registers Valgrind scans: r15…rdi
@@ -24,7 +27,7 @@ enum ExitScan {
     static let generalRegisterIndices = Array(0...14) + [19]
 
     static func run(stop: ExitStop, blocks: SortedBlocks, allocatorState: Range<UInt64>?,
-                    exitCaller: ExitCaller? = nil) -> Outcome {
+                    exitCaller: ExitCaller? = nil, ownStacksListed: [(start: UInt64, end: UInt64)] = []) -> Outcome {
         // Any held thread shows the address space while it is at its exit stop; one whose entry is
         // already empty (a leader past pthread_exit, a thread the kernel has begun to tear down)
         // gives way to the next.
@@ -37,8 +40,9 @@ enum ExitScan {
             return Outcome(failure: "cannot read the memory of process \(stop.pid) at its exit")
         }
         let mappings = MemoryMapping.parse(maps: mapsText)
+        let ownStacks = OwnStackAreas(listed: ownStacksListed, geometry: ownStackGeometry, mappings: mappings)
         let threads = stop.threads.map { thread in
-            let atCall = hookCall(thread.stackPointer, mappings: mappings, memory: memory)
+            let atCall = hookCall(thread.stackPointer, ownStacks: ownStacks, memory: memory)
             let inHook = atCall?.stackPointer
             let leaving = exitCaller?.tid == thread.tid ? exitCaller : nil
             return ThreadRoots(tid: thread.tid, stackPointer: inHook ?? thread.stackPointer,
@@ -53,7 +57,9 @@ enum ExitScan {
             scanBlocks.append(ScanBlock(address: blocks.addresses[index], size: blocks.size(index)))
         }
         let exited = stop.exitedThreads.map { ExitedThread(tid: $0.tid, stackPointer: $0.stackPointer) }
-        var rootSet = RootSetBuilder().build(mappings: mappings, threads: threads, liveBlocks: scanBlocks,
+        var rootOptions = RootSetBuilder.Options()
+        rootOptions.excludedRanges = ownStacks.areas
+        var rootSet = RootSetBuilder(options: rootOptions).build(mappings: mappings, threads: threads, liveBlocks: scanBlocks,
                                              exitedThreads: exited, memory: memory)
         if let state = allocatorState, isInLibcData(state, mappings: mappings) {
             rootSet.regions = subtract(state, from: rootSet.regions)
@@ -64,7 +70,8 @@ enum ExitScan {
         configuration.contents = .glibcUsableSize
         configuration.readableRanges = MemoryMapping.readableRanges(mappings)
         return Outcome(result: LeakScanner.scan(blocks: scanBlocks, rootSet: rootSet, memory: memory,
-                                                configuration: configuration))
+                                                configuration: configuration),
+                       warnings: ownStacks.warnings)
     }
 
     /// For a thread stopped inside an allocation function, the program at its call: its stack
@@ -74,13 +81,11 @@ enum ExitScan {
     /// whose top words hold all that (SWL_OWN_STACK_FRAME_WORDS). Those are its roots, as if the
     /// call had not begun or had returned: Valgrind's allocator calls are atomic to its exit, and
     /// the registers the thread holds now are the hook's, not the program's.
-    static func hookCall(_ stackPointer: UInt64, mappings: [MemoryMapping],
+    static func hookCall(_ stackPointer: UInt64, ownStacks: OwnStackAreas,
                          memory: some ProcessMemoryReader) -> (stackPointer: UInt64, registers: [UInt64])? {
-        guard let ownStack = mappings.first(where: { $0.start <= stackPointer && stackPointer < $0.end }),
-              ownStack.path.hasPrefix("/memfd:" + ownStackMemfdName),
-              ownStack.end - ownStack.start >= UInt64(ownStackFrameWords * 8) else { return nil }
+        guard let ownStack = ownStacks.stack(containing: stackPointer) else { return nil }
         var words = [UInt64](repeating: 0, count: ownStackFrameWords)
-        let copied = words.withUnsafeMutableBytes { memory.read(ownStack.end - UInt64(ownStackFrameWords * 8), into: $0) }
+        let copied = words.withUnsafeMutableBytes { memory.read(ownStack.upperBound - UInt64(ownStackFrameWords * 8), into: $0) }
         // words[0] the block being returned, [1 ..< 9] r15 ... rdi, [9] the saved stack pointer.
         guard copied == ownStackFrameWords * 8, let saved = words.last, saved != 0 else { return nil }
         return (saved, Array(words.dropLast()))
@@ -89,8 +94,12 @@ enum ExitScan {
     /// SWL_OWN_STACK_FRAME_WORDS (CShims/SwiftLeakPreload/own_stack.h).
     static let ownStackFrameWords = 10
 
-    /// SWL_OWN_STACK_MEMFD_NAME (CShims/SwiftLeakPreload/own_stack.h).
-    static let ownStackMemfdName = "swiftleak-stack"
+    /// The interposer's own-stack areas (SwiftLeakEventABI.h).
+    static let ownStackGeometry: OwnStackAreas.Geometry = {
+        var stack: UInt64 = 0, guardBytes: UInt64 = 0, firstSlots: UInt64 = 0
+        swl_own_stack_geometry(&stack, &guardBytes, &firstSlots)
+        return OwnStackAreas.Geometry(stackSize: stack, guardSize: guardBytes, firstAreaSlots: firstSlots)
+    }()
 
     /// The interposer's guess at main_arena is trusted only inside libc's writable data.
     static func isInLibcData(_ range: Range<UInt64>, mappings: [MemoryMapping]) -> Bool {

@@ -54,7 +54,8 @@ final class TracedProcess {
             return
         }
         let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring?.allocatorState,
-                                exitCaller: ring?.exitCaller)
+                                exitCaller: ring?.exitCaller, ownStacksListed: ring?.ownStackAreasListed ?? [])
+        exitFacts.warnings += scan.warnings
         if let result = scan.result {
             exitFacts.verdicts = ExitVerdicts(kinds: result.kinds, indirectBytes: result.indirectBytesCharged,
                                               leaders: result.leaderOf)

@@ -7,12 +7,13 @@
 //   readfd FD        prints what can be read from FD (an inherited descriptor)
 //   env              prints the environment entries swiftleak could have touched (and HARM_*)
 //   args ...         prints every argument as escaped bytes
-//   dontdump         prints the VmFlags of swiftleak's mappings in this process (none natively)
+//   dontdump         prints whether swiftleak's mappings in this process (none natively) are dumped
 //   quiet-exit CODE  writes nothing to stderr, exits with CODE
 //   stop             prints "ready", then echoes stdin
 //   term-caught      as stop, but catches SIGTERM and prints "term" for each one (it does not end)
 //   pthread-exit     main leaks, starts a thread that leaks, and leaves by pthread_exit
 //   forge            writes garbage into swiftleak's ring (found by name in /proc/self/maps)
+//   forge-stacks     keeps its only pointer to a block in memory a forged own-stack table claims
 //   fifo PATH        forges a module record whose path is PATH (a FIFO), then exits
 #include <ctype.h>
 #include <dirent.h>
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "SwiftLeakEventABI.h"
@@ -226,14 +228,21 @@ int main(int argc, char **argv) {
             printf("\n");
         }
     } else if (strcmp(mode, "dontdump") == 0) {
+        // The ring by its name; the own stacks (anonymous) by the areas the ring's table lists.
+        swl_ring_header *ring = find_ring();
         FILE *smaps = fopen("/proc/self/smaps", "r");
         char line[512];
-        int ours = 0;
+        const char *ours = NULL;
         while (fgets(line, sizeof line, smaps)) {
             if (strchr(line, '-') && strchr(line, ' ') > strchr(line, '-') && isxdigit((unsigned char)line[0])) {
-                ours = strstr(line, "/memfd:" SWL_RING_MEMFD_NAME) != NULL;
+                uint64_t start = strtoull(line, NULL, 16);
+                ours = strstr(line, "/memfd:" SWL_RING_MEMFD_NAME) != NULL ? "ring" : NULL;
+                for (unsigned i = 0; ring && i < SWL_OWN_STACK_AREAS; i++) {
+                    swl_own_stack_area area = swl_own_stack_table(ring)[i];
+                    if (area.start && area.start <= start && start < area.end) ours = strstr(line, " rw-p ") ? "stack" : "stack guard";
+                }
             } else if (ours && strncmp(line, "VmFlags:", 8) == 0) {
-                printf("swiftleak mapping dumped: %s\n", strstr(line, " dd") ? "no" : "yes");
+                printf("swiftleak %s dumped: %s\n", ours, strstr(line, " dd") ? "no" : "yes");
             }
         }
         fclose(smaps);
@@ -263,6 +272,26 @@ int main(int argc, char **argv) {
         // No allocation after the forged tail: the interposer would wait for ever for a slot the
         // recorder never frees (the program only harms itself there); leave at once instead.
         _exit(0);
+    } else if (strcmp(mode, "forge-stacks") == 0) {
+        // The only pointer to a 48-byte block sits in the program's own anonymous memory, which a
+        // forged own-stack table entry claims is swiftleak's: the block must stay reachable.
+        // The claimed area is reserved whole (nothing of ours overlaps it); 3 MiB of it are the
+        // program's read-write memory, not shaped like a stack of ours.
+        unsigned entry = 3;
+        uint64_t bytes = ((uint64_t)SWL_OWN_STACK_FIRST_AREA_SLOTS << entry) * SWL_OWN_STACK_SLOT_SIZE;
+        char *own = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        mprotect(own + (1 << 20), 3 << 20, PROT_READ | PROT_WRITE);
+        void **slot = (void **)(own + (1 << 20) + 4096);
+        *slot = malloc(48);
+        swl_ring_header *ring = find_ring();
+        if (ring) {
+            swl_own_stack_area *table = swl_own_stack_table(ring);
+            table[entry].end = (uint64_t)(uintptr_t)own + bytes;
+            table[entry].start = (uint64_t)(uintptr_t)own;
+            table[entry + 1].start = 4096; // and one of the wrong size
+            table[entry + 1].end = 8192;
+        }
+        printf("forged the own-stack table\n");
     } else if (strcmp(mode, "fifo") == 0 && argc > 2) {
         swl_ring_header *ring = find_ring();
         if (ring) forge_fifo_module(ring, argv[2]);

@@ -40,6 +40,27 @@ struct NeverHarmTests {
         #expect(report?.notFreed(allocatedIn: try Self.harm()) == Report.Count(bytes: 33, blocks: 1))
     }
 
+    @Test("no descriptor is made in the program once it runs, not even for an instant: new threads get their own stacks without one")
+    func noTransientDescriptor() throws {
+        // fd_watch defines libc's descriptor-making functions itself: every call the interposer
+        // makes to one reaches it, however briefly the descriptor lives (no timing window).
+        let program = try Harness.build("behaviour/fd_watch.c", flags: ["-O0", "-g", "-rdynamic"])
+        let expected = try Harness.run([program, "16"], timeout: 120)
+        #expect(expected.stdout == "by others before main: 0\nby others since main: 0\nown open: 3\n", "\(expected.stdout)")
+        let (result, report) = try Harness.swiftleak(program, ["16"], timeout: 120)
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 3, "\(result.stdout)")
+        // The interposer opens (and closes) the ring before the program's code runs: that call
+        // reaching fd_watch shows its watch sees the interposer's calls.
+        #expect(lines[0] == "by others before main: 1 open", "\(result.stdout)")
+        #expect(lines[1] == "by others since main: 0", "\(result.stdout)")
+        #expect(lines[2] == "own open: 3")
+        #expect(report?.scanRan == true, "\(result.stderr)")
+        #expect(report?.summary["definitely_lost"] == nil || report?.summary["definitely_lost"]?.blocks == 0,
+                "\(String(describing: report?.summary))")
+    }
+
     @Test("fds 3 and 4 dup2'd over by the program are never touched, even from a frame without unwind information")
     func dup2OverLowFds() throws {
         let nativeFile = Self.temporaryPath("dup2-native"), tracedFile = Self.temporaryPath("dup2-traced")
@@ -344,8 +365,10 @@ struct NeverHarmTests {
     func dontDump() throws {
         let (result, _) = try Self.traced(["dontdump"])
         #expect(result.status == 0)
-        #expect(result.stdout.contains("swiftleak mapping dumped: no\n"))
-        #expect(!result.stdout.contains("swiftleak mapping dumped: yes"))
+        #expect(result.stdout.contains("swiftleak ring dumped: no\n"), "\(result.stdout)")
+        // The own stacks are anonymous: found through the areas the ring's header lists.
+        #expect(result.stdout.contains("swiftleak stack dumped: no\n"), "\(result.stdout)")
+        #expect(!result.stdout.contains("dumped: yes"), "\(result.stdout)")
     }
 
     @Test("a crash's core file holds the program, not gigabytes of swiftleak's ring, and is never overwritten by ours")
@@ -390,6 +413,20 @@ struct NeverHarmTests {
         #expect(report.notFreed(allocatedIn: try Self.harm()) == Report.Count(bytes: 33, blocks: 1))
         let warnings = result.stderr.split(separator: "\n").filter { $0.contains("Warning: ") && $0.contains("invalid") }
         #expect(warnings.count == 1, "\(result.stderr)")
+    }
+
+    @Test("a forged own-stack table cannot hide the program's roots: the area is ignored with a warning")
+    func forgedOwnStackTable() throws {
+        let (result, maybeReport) = try Self.traced(["forge-stacks"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "forged the own-stack table\n")
+        let report = try #require(maybeReport, "no report: \(result.stderr)")
+        // The 33-byte leak every mode makes, lost; the 48-byte block, reachable from the memory the
+        // forged entry claimed.
+        #expect(report.summary["definitely_lost"] == Report.Count(bytes: 33, blocks: 1), "\(report.summary)")
+        #expect(report.summary["still_reachable"].map { $0.bytes >= 48 } == true, "\(report.summary)")
+        let warnings = result.stderr.split(separator: "\n").filter { $0.contains("Warning: ") && $0.contains("own-stack table") }
+        #expect(warnings.count == 2, "\(result.stderr)")
     }
 
     @Test("a forged module path naming a FIFO is not opened: no hang")

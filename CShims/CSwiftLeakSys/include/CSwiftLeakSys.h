@@ -59,6 +59,15 @@ bool swl_ring_offer_to_child(swl_ring_header *parent, int32_t child, int32_t fd)
 void swl_ring_withdraw_offer(swl_ring_header *parent, int32_t child);
 /// Where the interposer found the allocator's own state (see swl_ring_header); 0, 0 when unknown.
 void swl_ring_allocator_state(swl_ring_header *ring, uint64_t *start, uint64_t *end);
+/// The own-stack areas the interposer listed (start 0: entry unused), as written: the program's
+/// to forge, checked against its mappings by the exit scan. Returns the number of entries.
+uint32_t swl_ring_own_stack_areas(swl_ring_header *ring, uint64_t starts[SWL_OWN_STACK_AREAS], uint64_t ends[SWL_OWN_STACK_AREAS]);
+/// The geometry of those areas (SwiftLeakEventABI.h): stack bytes, guard bytes, slots of area 0.
+static inline void swl_own_stack_geometry(uint64_t *stack, uint64_t *guard_bytes, uint64_t *first_area_slots) {
+    *stack = SWL_OWN_STACK_SIZE;
+    *guard_bytes = SWL_OWN_STACK_GUARD_SIZE;
+    *first_area_slots = SWL_OWN_STACK_FIRST_AREA_SLOTS;
+}
 /// Non-zero when the program's malloc is not the interposer's (the executable defines its own).
 uint32_t swl_ring_foreign_malloc(swl_ring_header *ring);
 /// The frame that called exit, _exit, _Exit or abort, as the interposer recorded it (0, 0 when none).

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define SWL_ABI_MAGIC   0x4b41454c54465753ULL /* "SWFTLEAK" little-endian */
-#define SWL_ABI_VERSION 3u
+#define SWL_ABI_VERSION 4u
 
 /// The name of the memfd: it shows as `/memfd:swiftleak-ring (deleted)` in /proc/PID/maps, which is
 /// how the exit scan knows this mapping is swiftleak's own memory and not a root.
@@ -168,6 +168,34 @@ typedef struct swl_ring_header {
 
 _Static_assert(sizeof(swl_ring_header) == 384, "swl_ring_header layout is shared with the recorder");
 _Static_assert(sizeof(swl_ring_header) <= 512, "the fork table follows the header in its page");
+
+/// swiftleak's own stacks in the program (CShims/SwiftLeakPreload/own_stack.h): plain anonymous
+/// memory, so making one needs no descriptor. The interposer reserves them in areas, each a run of
+/// slots of a guard page (never accessible) followed by one stack of SWL_OWN_STACK_SIZE bytes, and
+/// lists every area it made in the table at SWL_OWN_STACK_TABLE_OFFSET of its ring's header page
+/// (`start` written last). Area i holds SWL_OWN_STACK_FIRST_AREA_SLOTS << i slots. The exit scan
+/// leaves those stacks out of the roots and finds a hooked thread's saved frame at a stack's top.
+/// The table is in memory the program can write: the recorder believes an area only where the
+/// process's mappings have exactly that shape (Sources/SwiftLeakScanner/OwnStackAreas.swift).
+#define SWL_OWN_STACK_SIZE 1048576u
+#define SWL_OWN_STACK_GUARD_SIZE 4096u
+#define SWL_OWN_STACK_SLOT_SIZE (SWL_OWN_STACK_SIZE + SWL_OWN_STACK_GUARD_SIZE)
+#define SWL_OWN_STACK_FIRST_AREA_SLOTS 64u
+#define SWL_OWN_STACK_AREAS 8u
+#define SWL_OWN_STACK_TABLE_OFFSET 384u
+
+typedef struct swl_own_stack_area {
+    uint64_t start; /* 0: not made */
+    uint64_t end;
+} swl_own_stack_area;
+
+_Static_assert(SWL_OWN_STACK_TABLE_OFFSET >= sizeof(swl_ring_header), "the own-stack table follows the header");
+_Static_assert(SWL_OWN_STACK_TABLE_OFFSET + SWL_OWN_STACK_AREAS * sizeof(swl_own_stack_area) <= 512u,
+               "the own-stack table ends before the fork table");
+
+static inline swl_own_stack_area *swl_own_stack_table(swl_ring_header *h) {
+    return (swl_own_stack_area *)((char *)h + SWL_OWN_STACK_TABLE_OFFSET);
+}
 
 /// Rings for fork children, offered in the parent's header page after the header: when a traced
 /// process forks, swiftleak creates the child's ring and writes {child pid, descriptor number in
