@@ -60,45 +60,93 @@ public enum JSONReport {
     }
 
     static func lossRecord(_ record: LossRecord) -> String {
-        var frames = [frame(SymbolizedFrame(ip: 0, function: record.function.displayName, object: nil))]
-        frames += record.stack.map(frame)
-        return "{\"kind\": \"\(record.kind.rawValue)\", \"bytes\": \(record.bytes), \"blocks\": \(record.blocks), "
-            + "\"indirect_bytes\": \(record.indirectBytes), \"function\": \(quote(record.function.displayName)), "
-            + "\"stack\": [" + frames.joined(separator: ", ") + "], "
-            // Counted in `stack` above, whose frame 0 is the allocation function.
-            + "\"first_user_frame\": \(record.firstUserFrame.map { String($0 + 1) } ?? "null"), "
-            + "\"suppressed_by\": \(record.suppressedBy.map(quote) ?? "null"), "
-            + "\"suppressed_at\": \(record.suppressedAt.map(quote) ?? "null")}"
+        var out = "{\"kind\": \"\(record.kind.rawValue)\", \"bytes\": \(record.bytes), \"blocks\": \(record.blocks), "
+            + "\"indirect_bytes\": \(record.indirectBytes), \"function\": "
+        appendQuoted(record.function.displayName, to: &out)
+        out += ", \"stack\": ["
+        appendFrame(SymbolizedFrame(ip: 0, function: record.function.displayName, object: nil), to: &out)
+        for frame in record.stack {
+            out += ", "
+            appendFrame(frame, to: &out)
+        }
+        // Counted in `stack` above, whose frame 0 is the allocation function.
+        out += "], \"first_user_frame\": \(record.firstUserFrame.map { String($0 + 1) } ?? "null"), \"suppressed_by\": "
+        appendQuotedOrNull(record.suppressedBy, to: &out)
+        out += ", \"suppressed_at\": "
+        appendQuotedOrNull(record.suppressedAt, to: &out)
+        out += "}"
+        return out
     }
 
     static func frame(_ frame: SymbolizedFrame) -> String {
-        var parts = ["\"ip\": \(quote("0x" + String(frame.ip, radix: 16)))"]
-        parts.append("\"function\": \(frame.function.map(quote) ?? "null")")
-        parts.append("\"file\": \(frame.file.map(quote) ?? "null")")
-        parts.append("\"line\": \(frame.line.map(String.init) ?? "null")")
-        parts.append("\"object\": \(frame.object.map(quote) ?? "null")")
-        parts.append("\"inlined\": \(frame.inlined)")
-        if let note = frame.note { parts.append("\"note\": \(quote(note))") }
-        if let offset = frame.moduleOffset { parts.append("\"module_offset\": \(quote("0x" + String(offset, radix: 16)))") }
-        return "{" + parts.joined(separator: ", ") + "}"
+        var out = ""
+        appendFrame(frame, to: &out)
+        return out
+    }
+
+    /// One frame object, appended in place: a report of a big program has hundreds of thousands.
+    static func appendFrame(_ frame: SymbolizedFrame, to out: inout String) {
+        out += "{\"ip\": \"0x"
+        out += String(frame.ip, radix: 16)
+        out += "\", \"function\": "
+        appendQuotedOrNull(frame.function, to: &out)
+        out += ", \"file\": "
+        appendQuotedOrNull(frame.file, to: &out)
+        out += ", \"line\": "
+        out += frame.line.map(String.init) ?? "null"
+        out += ", \"object\": "
+        appendQuotedOrNull(frame.object, to: &out)
+        out += frame.inlined ? ", \"inlined\": true" : ", \"inlined\": false"
+        if let note = frame.note {
+            out += ", \"note\": "
+            appendQuoted(note, to: &out)
+        }
+        if let offset = frame.moduleOffset {
+            out += ", \"module_offset\": \"0x"
+            out += String(offset, radix: 16)
+            out += "\""
+        }
+        out += "}"
+    }
+
+    static func appendQuotedOrNull(_ text: String?, to out: inout String) {
+        if let text { appendQuoted(text, to: &out) } else { out += "null" }
     }
 
     /// A JSON string literal.
     public static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
+        var out = ""
+        appendQuoted(text, to: &out)
+        return out
+    }
+
+    /// Appends `text` as a JSON string literal. Most texts (function names, paths) need no escape
+    /// and are appended whole; the others byte by byte: every byte of a multi-byte UTF-8 sequence
+    /// is at least 0x80, so only ASCII bytes are ever escaped.
+    static func appendQuoted(_ text: String, to out: inout String) {
+        let needsEscape = text.utf8.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
+        out += "\""
+        guard needsEscape else {
+            out += text
+            out += "\""
+            return
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count + 16)
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case UInt8(ascii: "\n"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case UInt8(ascii: "\r"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case UInt8(ascii: "\t"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                bytes += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+            default: bytes.append(byte)
             }
         }
-        return out + "\""
+        out += String(decoding: bytes, as: UTF8.self)
+        out += "\""
     }
 }

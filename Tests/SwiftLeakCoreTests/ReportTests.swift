@@ -93,4 +93,34 @@ struct ReportTests {
         #expect(text.contains("\"suppressed_by\": null"))
         #expect(JSONReport.quote("a\"b\\c\n\u{1}") == "\"a\\\"b\\\\c\\n\\u0001\"")
     }
+
+    @Test("JSON string literals: every control character, quote and backslash escaped; other text byte for byte")
+    func jsonQuote() {
+        // The escapes as JSON defines them, scalar by scalar.
+        func reference(_ text: String) -> String {
+            var out = "\""
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out + "\""
+        }
+        let controls = String(String.UnicodeScalarView((0..<0x20).compactMap(Unicode.Scalar.init)))
+        let samples = ["", "plain", "/usr/lib/x86_64-linux-gnu/libc.so.6", "std::vector<int>::push_back(int const&)",
+                       controls, controls + "\u{7f}", "tab\there", "é ünïcödé 日本 🦀\n", "quote\" back\\ slash",
+                       "\r\n", "mixed 日\u{1}本\u{1f}"]
+        for sample in samples {
+            #expect(JSONReport.quote(sample) == reference(sample), "\(sample.debugDescription)")
+        }
+        #expect(JSONReport.quote(controls).contains("\\u001f"))
+    }
 }
