@@ -38,11 +38,15 @@ public enum ReportBuilder {
         report.scanSeconds = exit.scanSeconds
         report.freezeSeconds = exit.freezeSeconds
 
-        // Group by (kind, function, stack id) first: cheap integer keys for millions of blocks.
+        // Group by (kind, function, stack id) first: cheap integer keys for millions of blocks,
+        // numbered in the order first seen (by address).
         struct GroupKey: Hashable {
             var kind: LeakKind
             var function: AllocationFunction
             var stack: UInt32
+
+            /// Stack in the low 32 bits, the function's number and the kind's index above it.
+            var packed: UInt64 { UInt64(stack) | UInt64(function.rawValue) << 32 | UInt64(kind.index) << 40 }
         }
         struct Totals {
             var bytes: UInt64 = 0
@@ -50,23 +54,23 @@ public enum ReportBuilder {
             var indirect: UInt64 = 0
             var generation: UInt8 = 0
         }
-        var groups: [GroupKey: Totals] = [:]
+        var groupNumbers = PackedKeyIndex()
+        var groupKeys: [GroupKey] = []
+        var groupTotals: [Totals] = []
         var summary = [ByteCount](repeating: ByteCount(), count: LeakKind.allCases.count)
-        // Per stack: bytes and blocks still reachable (or unclassified) at exit, for growth suspects.
-        var reachable: [UInt32: ByteCount] = [:]
-        // Neighbouring blocks often share a key: sum runs first, touch the dictionary per run.
+        // Neighbouring blocks often share a key: sum runs first, touch the table per run.
         var runKey: GroupKey?
         var run = Totals()
         func flush() {
             guard let key = runKey else { return }
-            var totals = groups[key] ?? Totals(generation: run.generation)
-            totals.bytes += run.bytes
-            totals.blocks += run.blocks
-            totals.indirect += run.indirect
-            groups[key] = totals
-            if key.kind == .stillReachable || key.kind == .unclassified {
-                reachable[key.stack, default: ByteCount()].add(bytes: run.bytes, blocks: run.blocks)
+            let (number, isNew) = groupNumbers.number(of: key.packed)
+            if isNew {
+                groupKeys.append(key)
+                groupTotals.append(Totals(generation: run.generation))
             }
+            groupTotals[number].bytes += run.bytes
+            groupTotals[number].blocks += run.blocks
+            groupTotals[number].indirect += run.indirect
         }
         for index in 0..<blocks.count {
             let kind = kinds?[index] ?? .unclassified
@@ -87,6 +91,27 @@ public enum ReportBuilder {
             report.summary[kind] = summary[kind.index]
             report.heap.inUseAtExit.add(bytes: summary[kind.index].bytes, blocks: summary[kind.index].blocks)
         }
+        // Per stack, in the order first seen: the function and module generation of its first
+        // live block, and the bytes and blocks still reachable (or unclassified) at exit, for
+        // growth suspects. A stack's first group is the one its first block started.
+        var stackNumbers = PackedKeyIndex(expectedCount: groupKeys.count)
+        var stackFirsts: [(function: AllocationFunction, generation: UInt8)] = []
+        var stackReachable: [ByteCount] = []
+        for (key, totals) in zip(groupKeys, groupTotals) {
+            let (number, isNew) = stackNumbers.number(of: UInt64(key.stack))
+            if isNew {
+                stackFirsts.append((key.function, totals.generation))
+                stackReachable.append(ByteCount())
+            }
+            if key.kind == .stillReachable || key.kind == .unclassified {
+                stackReachable[number].add(bytes: totals.bytes, blocks: totals.blocks)
+            }
+        }
+        var reachable: [(stack: UInt32, held: ByteCount, function: AllocationFunction, generation: UInt8)] = []
+        for (number, held) in stackReachable.enumerated() where held.blocks > 0 {
+            reachable.append((UInt32(truncatingIfNeeded: stackNumbers.keys[number]), held,
+                              stackFirsts[number].function, stackFirsts[number].generation))
+        }
 
         // Then merge groups whose stacks are equal (a race in the interposer can intern one stack
         // twice) and symbolize each distinct stack once.
@@ -96,7 +121,7 @@ public enum ReportBuilder {
             var frames: ArraySlice<UInt64>
         }
         var merged: [RecordKey: Totals] = [:]
-        for (key, totals) in groups {
+        for (key, totals) in zip(groupKeys, groupTotals) {
             let recordKey = RecordKey(kind: key.kind, function: key.function, frames: heap.stacks.frames(key.stack))
             var sum = merged[recordKey] ?? Totals(generation: totals.generation)
             sum.bytes += totals.bytes
@@ -129,28 +154,22 @@ public enum ReportBuilder {
     }
 
     /// Stacks whose live bytes rose through the run and still held reachable blocks at exit.
-    static func growthSuspects(heap: FinalHeap, reachable: [UInt32: ByteCount], symbols: SymbolTable,
-                               names: inout NameCache) -> [GrowthSuspect] {
+    /// `reachable`: per stack with such blocks, what it holds, and the function and module
+    /// generation of its first live block.
+    static func growthSuspects(heap: FinalHeap,
+                               reachable: [(stack: UInt32, held: ByteCount, function: AllocationFunction, generation: UInt8)],
+                               symbols: SymbolTable, names: inout NameCache) -> [GrowthSuspect] {
         let duration = Double(heap.duration) / 1e9
         guard duration >= growthMinimumSeconds else { return [] }
-        // The function of a stack's blocks: the first live block of that stack says it.
-        var functions: [UInt32: AllocationFunction] = [:]
-        var generations: [UInt32: UInt8] = [:]
-        for index in 0..<heap.blocks.count where reachable[heap.blocks.stacks[index]] != nil {
-            let stack = heap.blocks.stacks[index]
-            if functions[stack] == nil {
-                functions[stack] = heap.blocks.function(index)
-                generations[stack] = heap.blocks.moduleGeneration(index)
-            }
-        }
         var suspects: [GrowthSuspect] = []
-        for (stack, held) in reachable where held.blocks >= growthMinimumBlocks && Int(stack) < heap.sites.count {
+        for (stack, held, function, generation) in reachable
+        where held.blocks >= growthMinimumBlocks && Int(stack) < heap.sites.count {
             let site = heap.sites[Int(stack)]
             let trend = site.trend(duration: duration)
             guard trend.correlation >= growthMinimumCorrelation, trend.bytesPerSecond > 0 else { continue }
             suspects.append(GrowthSuspect(
-                function: functions[stack] ?? .unknown,
-                stack: symbolize(heap.stacks.frames(stack), generation: generations[stack] ?? 0, heap: heap,
+                function: function,
+                stack: symbolize(heap.stacks.frames(stack), generation: generation, heap: heap,
                                  symbols: symbols, names: &names),
                 bytes: held.bytes, blocks: held.blocks,
                 bytesPerSecond: trend.bytesPerSecond, blocksPerSecond: trend.blocksPerSecond))
