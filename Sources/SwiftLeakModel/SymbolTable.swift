@@ -36,37 +36,61 @@ extension FinalHeap {
     /// The addresses (with their modules) that the stacks of the live blocks refer to: what the
     /// leak report needs symbolized.
     public func symbolKeysForLiveBlocks() -> Set<SymbolKey> {
-        var pairs = Set<UInt64>()
+        var pairs = PackedKeyIndex()
         for index in 0..<blocks.count {
-            pairs.insert(UInt64(blocks.stacks[index]) << 8 | UInt64(blocks.moduleGeneration(index)))
+            _ = pairs.number(of: UInt64(blocks.stacks[index]) << 8 | UInt64(blocks.moduleGeneration(index)))
         }
-        var keys = Set<SymbolKey>()
-        for pair in pairs {
-            addKeys(stack: UInt32(truncatingIfNeeded: pair >> 8), generation: UInt8(truncatingIfNeeded: pair), to: &keys)
+        var frames = FrameAddresses()
+        for pair in pairs.keys {
+            frames.add(stacks.frames(UInt32(truncatingIfNeeded: pair >> 8)), generation: UInt8(truncatingIfNeeded: pair))
         }
-        return keys
+        return frames.keys(modules: modules)
     }
 
     /// The addresses every allocation stack of the run refers to: what a trace must carry.
     public func symbolKeysForAllStacks() -> Set<SymbolKey> {
-        var keys = Set<SymbolKey>()
+        var frames = FrameAddresses()
         for id in 1..<max(1, sites.count) where sites[id].allocations > 0 {
             let site = sites[id]
             if site.severalGenerations {
                 for generation in site.generation...max(site.generation, moduleGeneration) {
-                    addKeys(stack: UInt32(id), generation: generation, to: &keys)
+                    frames.add(stacks.frames(UInt32(id)), generation: generation)
                 }
             } else {
-                addKeys(stack: UInt32(id), generation: site.generation, to: &keys)
+                frames.add(stacks.frames(UInt32(id)), generation: site.generation)
+            }
+        }
+        return frames.keys(modules: modules)
+    }
+}
+
+/// The distinct frame addresses of many stacks, per module generation. Stacks share most of their
+/// frames (clang: 3 million frames, a few ten thousand distinct), so the module of each address is
+/// looked up once per distinct address, not once per frame.
+struct FrameAddresses {
+    private var byGeneration: [UInt8: PackedKeyIndex] = [:]
+    private var generation: UInt8 = 0
+    private var current = PackedKeyIndex()
+
+    mutating func add(_ frames: ArraySlice<UInt64>, generation: UInt8) {
+        if generation != self.generation {
+            byGeneration[self.generation] = current
+            current = byGeneration.removeValue(forKey: generation) ?? PackedKeyIndex()
+            self.generation = generation
+        }
+        for ip in frames { _ = current.number(of: ip) }
+    }
+
+    func keys(modules: [ModuleSpan]) -> Set<SymbolKey> {
+        var all = byGeneration
+        all[generation] = current
+        var keys = Set<SymbolKey>()
+        for (generation, addresses) in all {
+            for ip in addresses.keys {
+                let span = modules.spanIndex(containing: ip, generation: generation)
+                keys.insert(SymbolKey(ip: ip, module: span.map(Int32.init) ?? -1))
             }
         }
         return keys
-    }
-
-    private func addKeys(stack: UInt32, generation: UInt8, to keys: inout Set<SymbolKey>) {
-        for ip in stacks.frames(stack) {
-            let span = modules.spanIndex(containing: ip, generation: generation)
-            keys.insert(SymbolKey(ip: ip, module: span.map(Int32.init) ?? -1))
-        }
     }
 }
