@@ -39,7 +39,8 @@ public final class Recorder: @unchecked Sendable {
 
     /// How many events and records were dropped as invalid (see `EventRing.isWellFormed`).
     public var invalidRecords: UInt64 { withLock { conversion.invalidRecords } }
-    private let startTime: UInt64
+    /// The clock's origin (monotonic nanoseconds): the time events count from it.
+    public let startTime: UInt64
 
     /// Time events are sent when the clock moved at least this much (nanoseconds).
     static let timeResolution: UInt64 = 1_000_000
@@ -47,7 +48,10 @@ public final class Recorder: @unchecked Sendable {
 
     /// `stacksDefined`: the stacks the consumer's model already holds (a fork child's model starts
     /// as a copy of its parent's), so that this ring's stacks get the ids after them.
-    public init(ring: EventRing, pid: Int32, stacksDefined: UInt32 = 0, consumer: @escaping Consumer) {
+    /// `clockStart`: the origin of the time events (a fork child's goes on from its parent's
+    /// clock, as its model does); nil: now.
+    public init(ring: EventRing, pid: Int32, stacksDefined: UInt32 = 0, clockStart: UInt64? = nil,
+                consumer: @escaping Consumer) {
         self.ring = ring
         self.pid = pid
         self.consumer = consumer
@@ -55,7 +59,7 @@ public final class Recorder: @unchecked Sendable {
         pthread_mutex_init(&lock, nil)
         batch = .allocate(capacity: 8192)
         conversion.events.reserve(2 * 8192 + 4)
-        startTime = Self.monotonicNow()
+        startTime = clockStart ?? Self.monotonicNow()
     }
 
     deinit {

@@ -15,6 +15,25 @@ public struct DiffRow: Sendable, Hashable {
     public var isZero: Bool { leakedBytes == 0 && leakedBlocks == 0 && peakBytes == 0 && allocations == 0 }
 }
 
+/// One process of a diff of two process trees: its place in the tree (see
+/// `LoadedTraceTree.positions`), its pid on each side (nil: only the other side has it), and what
+/// changed (against nothing for a process one side lacks).
+public struct DiffSection: Sendable {
+    public var position: String
+    public var basePid: Int32?
+    public var newPid: Int32?
+    public var command: [String]
+    public var rows: [DiffRow]
+
+    public init(position: String, basePid: Int32?, newPid: Int32?, command: [String], rows: [DiffRow]) {
+        self.position = position
+        self.basePid = basePid
+        self.newPid = newPid
+        self.command = command
+        self.rows = rows
+    }
+}
+
 public enum DiffReport {
     struct Key: Hashable {
         var function: UInt8
@@ -71,7 +90,24 @@ public enum DiffReport {
     }
 
     public static func text(_ rows: [DiffRow], base: String, new: String, numCallers: Int) -> [String] {
+        ["swiftleak diff: \(base) -> \(new)"] + rowLines(rows, numCallers: numCallers)
+    }
+
+    /// The diff of two traces of process trees: one section per process, matched by place.
+    public static func text(_ sections: [DiffSection], base: String, new: String, numCallers: Int) -> [String] {
         var lines = ["swiftleak diff: \(base) -> \(new)"]
+        for section in sections {
+            lines.append("")
+            let pids = [section.basePid.map { "pid \($0) in the base" } ?? "not in the base",
+                        section.newPid.map { "pid \($0) in the new" } ?? "not in the new"]
+            lines.append("Process \(section.position) (\(pids.joined(separator: ", "))):")
+            lines += rowLines(section.rows, numCallers: numCallers)
+        }
+        return lines
+    }
+
+    static func rowLines(_ rows: [DiffRow], numCallers: Int) -> [String] {
+        var lines: [String] = []
         guard !rows.isEmpty else {
             return lines + ["No change: every stack leaked, peaked and allocated the same."]
         }
@@ -88,16 +124,37 @@ public enum DiffReport {
     }
 
     public static func json(_ rows: [DiffRow], base: String, new: String) -> String {
-        var out = "{\n  \"tool\": \"swiftleak\", \"base\": \(JSONReport.quote(base)), \"new\": \(JSONReport.quote(new)),\n  \"changes\": ["
+        "{\n  \"tool\": \"swiftleak\", \"base\": \(JSONReport.quote(base)), \"new\": \(JSONReport.quote(new)),\n  \"changes\": "
+            + changes(rows, indent: "  ") + "\n}\n"
+    }
+
+    /// Trees: `changes` is the launched programs' (the first section's), as for one process;
+    /// `processes` has every section.
+    public static func json(_ sections: [DiffSection], base: String, new: String) -> String {
+        var out = "{\n  \"tool\": \"swiftleak\", \"base\": \(JSONReport.quote(base)), \"new\": \(JSONReport.quote(new)),\n  \"changes\": "
+        out += changes(sections.first?.rows ?? [], indent: "  ") + ",\n  \"processes\": ["
+        for (index, section) in sections.enumerated() {
+            out += index == 0 ? "\n" : ",\n"
+            out += "    {\"position\": \(JSONReport.quote(section.position)), "
+                + "\"base_pid\": \(section.basePid.map(String.init) ?? "null"), \"new_pid\": \(section.newPid.map(String.init) ?? "null"), "
+                + "\"command\": [" + section.command.map(JSONReport.quote).joined(separator: ", ") + "],\n"
+                + "      \"changes\": " + changes(section.rows, indent: "      ") + "}"
+        }
+        out += sections.isEmpty ? "]\n}\n" : "\n  ]\n}\n"
+        return out
+    }
+
+    static func changes(_ rows: [DiffRow], indent: String) -> String {
+        var out = "["
         for (index, row) in rows.enumerated() {
             out += index == 0 ? "\n" : ",\n"
             var frames = [JSONReport.frame(SymbolizedFrame(ip: 0, function: row.function.displayName))]
             frames += row.frames.map(JSONReport.frame)
-            out += "    {\"leaked_bytes\": \(row.leakedBytes), \"leaked_blocks\": \(row.leakedBlocks), "
+            out += indent + "  {\"leaked_bytes\": \(row.leakedBytes), \"leaked_blocks\": \(row.leakedBlocks), "
                 + "\"peak_bytes\": \(row.peakBytes), \"allocations\": \(row.allocations), "
                 + "\"function\": \(JSONReport.quote(row.function.displayName)), \"stack\": [" + frames.joined(separator: ", ") + "]}"
         }
-        out += rows.isEmpty ? "]\n}\n" : "\n  ]\n}\n"
+        out += rows.isEmpty ? "]" : "\n" + indent + "]"
         return out
     }
 }

@@ -140,7 +140,8 @@ public enum RunSession {
         // Modules' symbol tables load in the background as the programs load them (one loader
         // for the whole tree: a fork child maps its parent's modules).
         let preloader = SymbolPreloader(symbolizer: Symbolizer(demangle: false))
-        let session = ProcessTreeSession(configuration: configuration, preload: Array(preload.utf8), preloader: preloader)
+        let session = ProcessTreeSession(configuration: configuration, preload: Array(preload.utf8), writer: writer,
+                                         preloader: preloader)
         let root = TracedProcess(facts: process, ring: ring, writer: writer,
                                  programSuppressions: configuration.programSuppressions, preloader: preloader)
         session.add(root)
@@ -162,11 +163,19 @@ public enum RunSession {
         let order = session.endOrder + session.startOrder.filter { !session.endOrder.contains($0) }
         let symbolizer = preloader.finish()
         let images = order.flatMap { child in session.images.filter { $0.pid == child } }
-        let reports = images.map { image in
+        // The run's Untracked line goes into the launched program's stream of the trace.
+        let untrackedLine = UntrackedProgram.summaryLine(session.untracked)
+        var reports = images.map { image in
             image.report(options: configuration.report, symbolizer: symbolizer,
-                         extraWarnings: image === session.images[0] ? rootWarnings : [])
+                         extraWarnings: image === session.images[0] ? rootWarnings : [],
+                         untracked: image === session.images[0] ? untrackedLine : nil)
         }
         let startOrder = session.images.map { image in images.firstIndex { $0 === image }! }
+        // Every stream has its end: the file can be closed. A trace that could not be written
+        // whole says so in the launched program's report.
+        if let failure = writer?.close() {
+            reports[startOrder[0]].warnings.append(failure)
+        }
         return RunResult(reports: reports, startOrder: startOrder, exit: exit, tracePath: writer?.path,
                          untracked: session.untracked)
     }
@@ -186,12 +195,14 @@ public enum RunSession {
 }
 
 /// The recorder's consumer: the heap model, and the trace encoder whose bytes go to the writer's
-/// compressing thread. Only the recorder calls `consume`, under its lock; `finish` and
-/// `finishTrace` run after the recorder has finished.
+/// compressing thread, into this process image's stream of the trace. Only the recorder calls
+/// `consume`, under its lock; `finish` and `finishTrace` run after the recorder has finished.
 final class ModelFeed: @unchecked Sendable {
     private var model = HeapModel()
     private var encoder: TraceEncoder?
     private let writer: TraceFileWriter?
+    /// This image's stream in the trace (nil without a trace).
+    private var stream = 0
     private let preloader: SymbolPreloader?
     private var modulesPreloaded = 0
     private var lastHandOff = Recorder.monotonicNow()
@@ -199,19 +210,45 @@ final class ModelFeed: @unchecked Sendable {
     static let handOffBytes = 1 << 18
     static let handOffInterval: UInt64 = 250_000_000
 
+    /// Where a fork child starts: its parent's model and trace encoder at the fork, and the
+    /// parent's stream.
+    struct ForkPoint {
+        var model: HeapModel
+        var encoder: TraceEncoder?
+        var stream: Int
+    }
+
+    /// Opens the image's stream in the trace (its PROCESS record). `forkedFrom`: a fork child's
+    /// start (`forkPoint()`), nil for an image that starts empty.
     init(process: ProcessFacts, programSuppressions: ProgramSuppressionText? = nil, writer: TraceFileWriter?,
-         preloader: SymbolPreloader? = nil, model: HeapModel = HeapModel()) {
-        self.model = model
+         preloader: SymbolPreloader? = nil, forkedFrom start: ForkPoint? = nil) {
+        model = start?.model ?? HeapModel()
         // A fork child's copy of its parent's model holds modules the loader already has.
         modulesPreloaded = model.modules.count
         self.writer = writer
         self.preloader = preloader
-        if writer != nil {
-            var encoder = TraceEncoder()
-            encoder.process(process)
+        if let writer {
+            var encoder = start?.encoder ?? TraceEncoder()
+            encoder.process(process, forkedFrom: start?.stream)
             if let programSuppressions { encoder.programSuppressions(programSuppressions) }
+            stream = writer.openStream(encoder.take())
             self.encoder = encoder
         }
+    }
+
+    /// The model and encoder as they are, for a fork child's feed, with everything encoded so far
+    /// handed to the writer: the child's stream must open after this stream's events up to the
+    /// fork, and before any later one. Call it where `consume` cannot run meanwhile (under the
+    /// recorder's lock, see `Recorder.drainPublished`), and open the child's feed there too.
+    func forkPoint() -> ForkPoint {
+        var child: TraceEncoder?
+        if var trace = encoder.take(), let writer {
+            writer.submit(trace.take(), stream: stream)
+            lastHandOff = Recorder.monotonicNow()
+            child = trace.forked()
+            encoder = trace
+        }
+        return ForkPoint(model: model, encoder: child, stream: stream)
     }
 
     func consume(_ events: UnsafeBufferPointer<HeapEvent>) {
@@ -238,7 +275,7 @@ final class ModelFeed: @unchecked Sendable {
         })
         let now = Recorder.monotonicNow()
         if trace.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
-            writer.submit(trace.take())
+            writer.submit(trace.take(), stream: stream)
             lastHandOff = now
         }
     }
@@ -271,17 +308,14 @@ final class ModelFeed: @unchecked Sendable {
 
     func finish() -> FinalHeap { model.finish() }
 
-    /// A copy of the model as it is (a fork child's start). Call it where `consume` cannot run
-    /// meanwhile (under the recorder's lock, see `Recorder.drainPublished`).
-    func snapshot() -> HeapModel { model }
-
-    /// Writes the records after the program's end and closes the trace; the reason it is
-    /// incomplete, if it is.
-    func finishTrace(exit: ExitFacts, addresses: [UInt64], symbols: SymbolTable) -> String? {
-        guard var trace = encoder.take(), let writer else { return nil }
-        trace.finish(exit: exit, addresses: addresses, symbols: symbols)
-        writer.submit(trace.take())
-        return writer.close()
+    /// Writes the stream's records after the program's end (`replacedBy`: the path exec'd over
+    /// the image; `untracked`: the run's line about programs it did not track, in one stream).
+    /// The session closes the file once every stream is finished.
+    func finishTrace(exit: ExitFacts, addresses: [UInt64], symbols: SymbolTable, replacedBy: String?, untracked: String?) {
+        guard var trace = encoder.take(), let writer else { return }
+        trace.finish(exit: exit, addresses: addresses, symbols: symbols, replacedBy: replacedBy, untracked: untracked,
+                     strings: writer.strings)
+        writer.submit(trace.take(), stream: stream)
     }
 }
 

@@ -17,7 +17,6 @@ final class TracedProcess {
     let ring: EventRing?
     let recorder: Recorder?
     let model: ModelFeed
-    let writer: TraceFileWriter?
     /// The heap when the process ended (taken at its exit stop while it was frozen, or after).
     var heap: FinalHeap?
     var exitFacts = ExitFacts()
@@ -27,16 +26,26 @@ final class TracedProcess {
     /// the image that ended the process.
     var replacedBy: String?
 
-    init(facts: ProcessFacts, ring: EventRing?, model: HeapModel = HeapModel(), stacksDefined: UInt32 = 0,
-         writer: TraceFileWriter? = nil, programSuppressions: ProgramSuppressionText? = nil,
-         preloader: SymbolPreloader? = nil) {
+    /// Whether its stream goes into a trace (which then carries the frames of every stack).
+    let traced: Bool
+
+    /// `feed`: its model and trace stream (see `ModelFeed`). `stacksDefined` and `clockStart`: a
+    /// fork child's, which go on from its parent's (see `Recorder.init`).
+    init(facts: ProcessFacts, ring: EventRing?, feed: ModelFeed, traced: Bool, stacksDefined: UInt32 = 0,
+         clockStart: UInt64? = nil) {
         self.facts = facts
         self.ring = ring
-        self.writer = writer
-        let feed = ModelFeed(process: facts, programSuppressions: programSuppressions, writer: writer,
-                             preloader: preloader, model: model)
-        self.model = feed
-        recorder = ring.map { Recorder(ring: $0, pid: facts.pid, stacksDefined: stacksDefined) { feed.consume($0) } }
+        self.traced = traced
+        model = feed
+        recorder = ring.map { Recorder(ring: $0, pid: facts.pid, stacksDefined: stacksDefined, clockStart: clockStart) { feed.consume($0) } }
+    }
+
+    /// A process image whose heap starts empty (the launched program, an exec'd image), with its
+    /// own stream in the trace when there is one.
+    convenience init(facts: ProcessFacts, ring: EventRing?, writer: TraceFileWriter?,
+                     programSuppressions: ProgramSuppressionText? = nil, preloader: SymbolPreloader? = nil) {
+        let feed = ModelFeed(process: facts, programSuppressions: programSuppressions, writer: writer, preloader: preloader)
+        self.init(facts: facts, ring: ring, feed: feed, traced: writer != nil)
     }
 
     var pid: Int32 { facts.pid }
@@ -109,15 +118,16 @@ final class TracedProcess {
     }
 
     /// Symbols (after the program was released), the trace's last records, the report.
-    func report(options: ReportOptions, symbolizer: Symbolizer, extraWarnings: [String] = []) -> ProcessReport {
+    /// `untracked`: the run's line about programs it did not track, for this image's stream.
+    func report(options: ReportOptions, symbolizer: Symbolizer, extraWarnings: [String] = [],
+                untracked: String? = nil) -> ProcessReport {
         let final = heap!
         // Raw names: the builder demangles (or not, for --demangle=no), and a trace keeps them
         // as suppressions match them. A trace carries the frames of every stack it holds.
-        let keys = writer == nil ? final.symbolKeysForLiveBlocks() : final.symbolKeysForAllStacks()
+        let keys = traced ? final.symbolKeysForAllStacks() : final.symbolKeysForLiveBlocks()
         let symbols = SymbolResolution.resolve(keys, modules: final.modules, symbolizer: symbolizer)
-        if let failure = model.finishTrace(exit: exitFacts, addresses: final.blocks.addresses, symbols: symbols) {
-            exitFacts.warnings.append(failure)
-        }
+        model.finishTrace(exit: exitFacts, addresses: final.blocks.addresses, symbols: symbols,
+                          replacedBy: replacedBy, untracked: untracked)
         exitFacts.warnings += extraWarnings
         var report = ReportBuilder.build(process: facts, heap: final, exit: exitFacts, symbols: symbols, options: options)
         report.replacedByExec = replacedBy
@@ -150,10 +160,13 @@ final class ProcessTreeSession: TracerDelegate {
     private var openOffers: [(parent: Int32, child: Int32)] = []
 
     private let preloader: SymbolPreloader?
+    /// The tree's one trace file: every image writes its own stream into it.
+    let writer: TraceFileWriter?
 
-    init(configuration: RunConfiguration, preload: Bytes, preloader: SymbolPreloader? = nil) {
+    init(configuration: RunConfiguration, preload: Bytes, writer: TraceFileWriter? = nil, preloader: SymbolPreloader? = nil) {
         self.configuration = configuration
         self.preload = preload
+        self.writer = writer
         self.preloader = preloader
     }
 
@@ -172,13 +185,19 @@ final class ProcessTreeSession: TracerDelegate {
         // A vfork child runs in its parent's memory until it execs or exits: no heap of its own.
         guard !sharesMemory, let parentProcess = processes[parent] else { return true }
         closeTakenOffers()
+        let facts = ProcessFacts(pid: child, ppid: parent, command: parentProcess.facts.command,
+                                 startTime: RunSession.wallClockNow())
         // The parent is stopped at its fork: what it published so far is its heap at the fork
-        // (its other threads, if any, wait on the allocator's fork locks).
-        let inherited: (HeapModel, stacksDefined: UInt32)
+        // (its other threads, if any, wait on the allocator's fork locks). The child's stream
+        // opens in the trace right there, before any later event of the parent's.
+        let openChild = { [writer, preloader] in
+            ModelFeed(process: facts, writer: writer, preloader: preloader, forkedFrom: parentProcess.model.forkPoint())
+        }
+        let inherited: (ModelFeed, stacksDefined: UInt32)
         if let recorder = parentProcess.recorder {
-            inherited = recorder.drainPublished { parentProcess.model.snapshot() }
+            inherited = recorder.drainPublished(then: openChild)
         } else {
-            inherited = (parentProcess.model.snapshot(), 0)
+            inherited = (openChild(), 0)
         }
         var ring: EventRing?
         if let parentRing = parentProcess.ring, let childRing = try? EventRing(configuration.ring) {
@@ -188,10 +207,8 @@ final class ProcessTreeSession: TracerDelegate {
                 openOffers.append((parent, child))
             }
         }
-        let facts = ProcessFacts(pid: child, ppid: parent, command: parentProcess.facts.command,
-                                 startTime: RunSession.wallClockNow())
-        let process = TracedProcess(facts: facts, ring: ring, model: inherited.0, stacksDefined: inherited.stacksDefined,
-                                    preloader: preloader)
+        let process = TracedProcess(facts: facts, ring: ring, feed: inherited.0, traced: writer != nil,
+                                    stacksDefined: inherited.stacksDefined, clockStart: parentProcess.recorder?.startTime)
         add(process)
         forkChildren.insert(child)
         process.recorder?.start()
@@ -231,7 +248,7 @@ final class ProcessTreeSession: TracerDelegate {
         }
         let facts = ProcessFacts(pid: pid, ppid: ppid, command: stop.stack.arguments.map(\.escapedForDisplay),
                                  startTime: RunSession.wallClockNow())
-        let image = TracedProcess(facts: facts, ring: ring, preloader: preloader)
+        let image = TracedProcess(facts: facts, ring: ring, writer: writer, preloader: preloader)
         add(image)
         image.recorder?.start()
         return true

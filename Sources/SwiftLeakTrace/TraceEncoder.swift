@@ -19,7 +19,6 @@ public struct TraceEncoder {
     private var lastThread: UInt32 = 0
     private var lastTime: UInt64 = 0
     private var lastStackStart: UInt64 = 0
-    private var strings: [String: UInt64] = [:]
     /// Live blocks by address; a block's `size` field holds its allocation number.
     private var blocks = LiveBlockTable()
     /// Allocations numbered so far (the first is number 1).
@@ -59,9 +58,21 @@ public struct TraceEncoder {
         cachedIDs = .allocate(capacity: Self.cacheSlots)
         cachedIDs.initialize(repeating: 0, count: Self.cacheSlots)
         cacheOwner = CacheOwner(sites: cachedSites, ids: cachedIDs)
-        out.reserve(TraceFormat.magic.count + 10)
-        for byte in TraceFormat.magic { out.byte(byte) }
-        out.varint(TraceFormat.version)
+    }
+
+    /// The encoder of a fork child's stream: it starts where this one is (the live blocks and
+    /// their numbers, the sites, the stack and time deltas), as the reader's copy of this stream
+    /// does at the child's PROCESS record, with buffers of its own. Call it when everything this
+    /// one encoded was handed over (`take()`), before the child's first event.
+    public func forked() -> TraceEncoder {
+        var child = TraceEncoder()
+        child.lastThread = lastThread
+        child.lastTime = lastTime
+        child.lastStackStart = lastStackStart
+        child.blocks = blocks
+        child.allocations = allocations
+        child.sites = sites
+        return child
     }
 
     /// Bytes encoded since the last `take()`.
@@ -70,7 +81,10 @@ public struct TraceEncoder {
     /// Hands over what is encoded so far.
     public mutating func take() -> [UInt8] { out.take() }
 
-    public mutating func process(_ facts: ProcessFacts) {
+    /// The PROCESS record that opens this stream. `forkedFrom`: the stream of the parent a fork
+    /// child's stream was copied from (`forked()`), nil for a stream that starts empty (the
+    /// launched program, an exec'd image).
+    public mutating func process(_ facts: ProcessFacts, forkedFrom: Int? = nil) {
         out.reserve(40)
         out.byte(TraceFormat.process)
         out.varint(UInt64(UInt32(bitPattern: facts.pid)))
@@ -78,6 +92,8 @@ public struct TraceEncoder {
         out.varint(facts.startTime)
         out.varint(UInt64(facts.command.count))
         for argument in facts.command { out.string(argument) }
+        out.reserve(10)
+        out.varint(forkedFrom.map { UInt64($0) + 1 } ?? 0)
     }
 
     /// The program's own `__lsan_default_suppressions()`: its text, or why it could not be read,
@@ -202,18 +218,26 @@ public struct TraceEncoder {
         lastThread = thread
     }
 
-    /// The records after the program ended: its exit, the scan, the verdict on every live block
-    /// (`addresses` in the order of the verdicts), warnings, the symbols, and the end marker.
-    public mutating func finish(exit facts: ExitFacts, addresses: [UInt64], symbols: SymbolTable) {
+    /// The records after the program ended: its exit (or the exec that replaced the image:
+    /// `replacedBy`, the path exec'd), the scan, the verdict on every live block (`addresses` in
+    /// the order of the verdicts), warnings, the run's `untracked` line (in one stream of the
+    /// file), the symbols, and the stream's end marker. `strings`: the file's string table, shared
+    /// by its streams (their tails are written one after the other).
+    public mutating func finish(exit facts: ExitFacts, addresses: [UInt64], symbols: SymbolTable,
+                                replacedBy: String? = nil, untracked: String? = nil,
+                                strings: TraceStrings = TraceStrings()) {
         out.reserve(64)
         out.byte(TraceFormat.exit)
         switch facts.exit {
+        case _ where replacedBy != nil:
+            out.byte(TraceFormat.exitReplaced); out.varint(0); out.byte(0)
+            out.string(replacedBy!)
         case nil:
-            out.byte(0); out.varint(0); out.byte(0)
+            out.byte(TraceFormat.exitUnknown); out.varint(0); out.byte(0)
         case .exited(let code)?:
-            out.byte(1); out.signed(Int64(code)); out.byte(0)
+            out.byte(TraceFormat.exitExited); out.signed(Int64(code)); out.byte(0)
         case .signaled(let signal, let core)?:
-            out.byte(2); out.signed(Int64(signal)); out.byte(core ? 1 : 0)
+            out.byte(TraceFormat.exitSignaled); out.signed(Int64(signal)); out.byte(core ? 1 : 0)
         }
         out.reserve(12)
         out.byte(TraceFormat.scan)
@@ -256,12 +280,18 @@ public struct TraceEncoder {
             out.byte(TraceFormat.warning)
             out.string(warning)
         }
+        if let untracked {
+            out.reserve(1)
+            out.byte(TraceFormat.untracked)
+            out.string(untracked)
+        }
         // Sorted, so that one run gives one file.
         for key in symbols.frames.keys.sorted(by: { ($0.module, $0.ip) < ($1.module, $1.ip) }) {
             let frames = symbols.frames[key]!.prefix(TraceFormat.maximumFramesPerSymbol)
             var ids: [(UInt64, UInt64, UInt64, UInt64)] = []
             for frame in frames {
-                ids.append((stringID(frame.function), stringID(frame.file), stringID(frame.object), stringID(frame.note)))
+                ids.append((stringID(frame.function, strings), stringID(frame.file, strings),
+                            stringID(frame.object, strings), stringID(frame.note, strings)))
             }
             out.reserve(31)
             out.byte(TraceFormat.symbol)
@@ -292,16 +322,24 @@ public struct TraceEncoder {
     }
 
     /// The id of a string, writing its STRING record the first time (ids count from 1).
-    private mutating func stringID(_ text: String?) -> UInt64 {
+    private mutating func stringID(_ text: String?, _ strings: TraceStrings) -> UInt64 {
         guard let text else { return 0 }
-        if let id = strings[text] { return id }
-        let id = UInt64(strings.count + 1)
-        strings[text] = id
+        if let id = strings.ids[text] { return id }
+        let id = UInt64(strings.ids.count + 1)
+        strings.ids[text] = id
         out.reserve(1)
         out.byte(TraceFormat.string)
         out.string(text)
         return id
     }
+}
+
+/// The strings a trace file defined so far (STRING records), by id: one table for all its
+/// streams, so that a tree's processes, which mostly share their symbols' names, store each once.
+/// Used by the thread that writes the streams' tails, one after the other.
+public final class TraceStrings {
+    var ids: [String: UInt64] = [:]
+    public init() {}
 }
 
 /// A program's own suppressions as a trace stores them (`__lsan_default_suppressions()`).

@@ -23,6 +23,11 @@ public final class TraceFileWriter: @unchecked Sendable {
     /// Read by the thread that closes, after joining.
     private var error: String?
     private var written: UInt64 = 0
+    /// Streams opened so far, and the one the bytes queued last belong to.
+    private var streams = 0
+    private var currentStream = -1
+    /// The file's string table, shared by its streams' tails (see `TraceEncoder.finish`).
+    public let strings = TraceStrings()
 
     /// Flush at least this often (seconds) while there is news.
     static let flushInterval: Double = 0.5
@@ -71,10 +76,45 @@ public final class TraceFileWriter: @unchecked Sendable {
         pthread_mutex_destroy(&lock)
     }
 
-    /// Queues bytes for compression; never blocks on the compressor.
+    /// Queues bytes for compression as they are (no stream: the caller wrote the header and
+    /// every record); never blocks on the compressor.
     public func submit(_ bytes: [UInt8]) {
         guard !bytes.isEmpty else { return }
         pthread_mutex_lock(&lock)
+        queue.append(bytes)
+        pthread_cond_signal(&wake)
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// Opens the file's next stream (one per process image) with `opening`, which starts with
+    /// its PROCESS record, and returns the stream's number (0 for the first: the streams count in
+    /// file order, which is why the number is given here, under the queue's lock). The first
+    /// stream also writes the content's header.
+    public func openStream(_ opening: [UInt8]) -> Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        if streams == 0 { queue.append(TraceFormat.header()) }
+        let number = streams
+        streams += 1
+        currentStream = number
+        queue.append(opening)
+        pthread_cond_signal(&wake)
+        return number
+    }
+
+    /// Queues whole records of stream `stream`, after a SELECT record when the bytes queued last
+    /// were of another stream (a single process's trace has none).
+    public func submit(_ bytes: [UInt8], stream: Int) {
+        guard !bytes.isEmpty else { return }
+        pthread_mutex_lock(&lock)
+        if stream != currentStream {
+            var select = ByteWriter(capacity: 16)
+            select.reserve(11)
+            select.byte(TraceFormat.select)
+            select.varint(UInt64(stream))
+            queue.append(select.take())
+            currentStream = stream
+        }
         queue.append(bytes)
         pthread_cond_signal(&wake)
         pthread_mutex_unlock(&lock)

@@ -6,9 +6,24 @@ import SwiftLeakCore
 public enum TraceFormat {
     /// "SWLTRACE": the first 8 bytes of the decompressed stream.
     public static let magic: [UInt8] = Array("SWLTRACE".utf8)
-    /// Version 2 names blocks by their allocation number instead of their address and
-    /// allocations by a site (stack, size, function) defined once; a reader reads its own version only.
-    public static let version: UInt64 = 2
+    /// Version 3 holds a process tree: one stream per process image (PROCESS opens one, SELECT
+    /// switches between them). Version 2 (one process) named blocks by their allocation number and
+    /// allocations by a site defined once, as version 3 does; this reader reads both.
+    public static let version: UInt64 = 3
+    /// The oldest version this reader reads.
+    public static let oldestReadable: UInt64 = 2
+
+    /// The content's first bytes: the magic and the version.
+    public static func header(version: UInt64 = version) -> [UInt8] {
+        var bytes = magic
+        var value = version
+        while value >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        bytes.append(UInt8(value))
+        return bytes
+    }
 
     // Records of the recording, in stream order.
     static let process: UInt8 = 0x01
@@ -27,6 +42,8 @@ public enum TraceFormat {
     static let freeUnknown: UInt8 = 0x0b
     /// The program's own `__lsan_default_suppressions()`.
     static let programSuppressions: UInt8 = 0x0c
+    /// The following records belong to the stream it names (version 3).
+    static let select: UInt8 = 0x0d
     /// 0x40-0x7f: an allocation. Bits 0-4 are the low bits of the site id; with bit 5 set the
     /// rest of the id follows as a varint.
     static let allocation: UInt8 = 0x40
@@ -45,7 +62,16 @@ public enum TraceFormat {
     static let warning: UInt8 = 0x14
     static let string: UInt8 = 0x15
     static let symbol: UInt8 = 0x16
+    /// The run's line about the programs it started and did not track (version 3).
+    static let untracked: UInt8 = 0x17
     static let end: UInt8 = 0x1f
+
+    // Kinds of an EXIT record.
+    static let exitUnknown: UInt8 = 0
+    static let exitExited: UInt8 = 1
+    static let exitSignaled: UInt8 = 2
+    /// The image was replaced by an exec: the path exec'd follows (version 3).
+    static let exitReplaced: UInt8 = 3
 
     // Limits the reader enforces, so a damaged file cannot make it allocate without bound.
     static let maximumStringBytes = 1 << 20
@@ -53,6 +79,8 @@ public enum TraceFormat {
     static let maximumFrames = 4096
     static let maximumBuildIDBytes = 64
     static let maximumFramesPerSymbol = 256
+    /// Streams (process images) in one trace.
+    static let maximumStreams = 1 << 20
 
     // Frame flags of a SYMBOL record.
     static let hasFunction: UInt8 = 1

@@ -3,11 +3,15 @@ import Glibc
 import SwiftLeakCore
 import SwiftLeakModel
 
-/// What a trace holds besides its event stream.
-public struct TraceContents: Sendable {
-    public var version: UInt64 = 0
-    public var process: ProcessFacts?
+/// What one stream of a trace (one process image) holds besides its events.
+public struct StreamContents: Sendable {
+    public var process = ProcessFacts(pid: 0, ppid: 0, command: [], startTime: 0)
+    /// The stream this one was copied from at its start (a fork child's, from its parent's):
+    /// its heap starts as that stream's was at this point. Nil: it starts empty.
+    public var forkedFrom: Int?
     public var exit = ExitFacts()
+    /// The path exec'd over this image, when an exec replaced it.
+    public var replacedBy: String?
     /// The addresses the verdicts in `exit.verdicts` are about, in their order.
     public var verdictAddresses: [UInt64] = []
     /// The blocks still live at the end, by address (ascending), and each one's allocation number:
@@ -19,13 +23,34 @@ public struct TraceContents: Sendable {
     /// The program's own `__lsan_default_suppressions()`, when it has one.
     public var programSuppressions: ProgramSuppressionText?
     public var symbols = SymbolTable()
-    /// Whether the end marker was read: the trace is whole.
+    /// Whether its END record was read: the stream is whole.
+    public var complete = false
+    public var events: UInt64 = 0
+}
+
+/// What a trace holds besides its event streams.
+public struct TraceContents: Sendable {
+    public var version: UInt64 = 0
+    /// One per process image, in the order they were opened (the launched program first).
+    public var streams: [StreamContents] = []
+    /// The run's line about programs it started and did not track, when it printed one.
+    public var untracked: String?
+    /// The streams in the order their END records came: the order `run` reported them in.
+    public var endOrder: [Int] = []
+    /// Whether the trace is whole: every stream ended, and so did the file.
     public var complete = false
     /// Why the trace could not be read to its end (truncated or damaged, and where).
     public var problem: String?
     /// Bytes of the decompressed stream read as complete records.
     public var bytesRead: UInt64 = 0
     public var events: UInt64 = 0
+
+    // The first stream's (the launched program's), for a trace of one process.
+    public var process: ProcessFacts? { streams.first?.process }
+    public var exit: ExitFacts { streams.first?.exit ?? ExitFacts() }
+    public var symbols: SymbolTable { streams.first?.symbols ?? SymbolTable() }
+    public var programSuppressions: ProgramSuppressionText? { streams.first?.programSuppressions }
+    public var verdictAddresses: [UInt64] { streams.first?.verdictAddresses ?? [] }
 }
 
 /// Reads a trace file: the events go to `onEvent` as they are decoded (memory stays bounded by
@@ -36,10 +61,20 @@ public struct TraceContents: Sendable {
 /// `liveNumbers`/`liveAddresses` map the blocks still live at the end to their real addresses
 /// (`LoadedTrace` does that).
 ///
-/// A file that is not a trace or is of a newer format version throws. A trace that is truncated
-/// or damaged after its header is read up to its last complete record, and `problem` says so.
+/// A file that is not a trace or is of a version this reader does not read throws. A trace that
+/// is truncated or damaged after its header is read up to its last complete record, and
+/// `problem` says so.
 public enum TraceReader {
+    /// A trace of one process, or the events of all its streams mixed (see the other `read`).
     public static func read(path: String, onEvent: (HeapEvent) -> Void) throws(TraceError) -> TraceContents {
+        try read(path: path, onStream: { _, _ in }, onEvent: { _, event in onEvent(event) })
+    }
+
+    /// Reads every stream: `onStream(stream, forkedFrom)` when a stream opens (before its
+    /// first event; `forkedFrom`: the stream whose state it starts from, see
+    /// `StreamContents.forkedFrom`), `onEvent(stream, event)` for each event.
+    public static func read(path: String, onStream: (Int, Int?) -> Void,
+                            onEvent: (Int, HeapEvent) -> Void) throws(TraceError) -> TraceContents {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw TraceError("cannot open the trace \(path): \(String(cString: strerror(errno)))")
@@ -47,7 +82,6 @@ public enum TraceReader {
         defer { close(fd) }
         var source = Inflater(fd: fd)
         defer { source.end() }
-        var decoder = Decoder()
         var data: [UInt8] = []
         var position = 0
         var base: UInt64 = 0   // stream offset of data[0]
@@ -69,22 +103,22 @@ public enum TraceReader {
         }
         guard version >= 1 else { throw TraceError("\(path) has an invalid trace format version \(version)") }
         guard version <= TraceFormat.version else {
-            throw TraceError("\(path) was written by a newer swiftleak (trace format version \(version); this one reads version \(TraceFormat.version))")
+            throw TraceError("\(path) was written by a newer swiftleak (trace format version \(version); this one reads versions \(TraceFormat.oldestReadable) to \(TraceFormat.version))")
         }
-        guard version == TraceFormat.version else {
-            throw TraceError("\(path) was written by an older swiftleak (trace format version \(version); this one reads version \(TraceFormat.version))")
+        guard version >= TraceFormat.oldestReadable else {
+            throw TraceError("\(path) was written by an older swiftleak (trace format version \(version); this one reads versions \(TraceFormat.oldestReadable) to \(TraceFormat.version))")
         }
-        decoder.contents.version = version
+        var decoder = Decoder(version: version)
         position = headerCursor.position
 
-        while !decoder.contents.complete {
+        while !decoder.finished {
             var outcome: Cursor.Stop?
             data.withUnsafeBufferPointer { buffer in
                 var cursor = Cursor(position: position)
-                while !decoder.contents.complete {
+                while !decoder.finished {
                     let start = cursor.position
                     do throws(Cursor.Stop) {
-                        try decoder.record(buffer, &cursor, onEvent: onEvent)
+                        try decoder.record(buffer, &cursor, onStream: onStream, onEvent: onEvent)
                     } catch {
                         cursor.position = start
                         outcome = error
@@ -93,7 +127,7 @@ public enum TraceReader {
                 }
                 position = cursor.position
             }
-            if decoder.contents.complete { break }
+            if decoder.finished { break }
             switch outcome {
             case .damaged(let reason)?:
                 decoder.contents.problem = "the trace is damaged at byte \(base + UInt64(position)) of its content (\(reason)); read up to there"
@@ -108,6 +142,9 @@ public enum TraceReader {
                 let offset = base + UInt64(position)
                 if let failure = source.failure {
                     decoder.contents.problem = "the trace is damaged after byte \(offset) of its content (\(failure)); read up to there"
+                } else if data.isEmpty && decoder.allStreamsEnded && source.streamEnded {
+                    // Version 3: every stream ended, and so did the file.
+                    decoder.contents.complete = true
                 } else if data.isEmpty {
                     decoder.contents.problem = "the trace is truncated after byte \(offset) of its content (it ends before the end of the recording, \(decoder.stage)); read up to there"
                 } else {
@@ -116,6 +153,7 @@ public enum TraceReader {
             }
             break
         }
+        decoder.close()
         decoder.contents.bytesRead = base + UInt64(position)
         return decoder.contents
     }
@@ -130,6 +168,8 @@ struct Inflater {
     let output: UnsafeMutableBufferPointer<UInt8> = .allocate(capacity: 1 << 18)
     var started = false
     var finished = false
+    /// Whether the gzip stream ended properly (its trailer was read).
+    var streamEnded = false
     var failure: String?
 
     init(fd: Int32) {
@@ -183,6 +223,7 @@ struct Inflater {
                 break
             case Z_STREAM_END:
                 finished = true
+                streamEnded = true
             default:
                 failure = rc == Z_DATA_ERROR ? "its compressed data is corrupt" : "zlib error \(rc)"
                 finished = true
@@ -266,10 +307,8 @@ struct Cursor {
     }
 }
 
-/// Decodes records into events and contents. A record changes the state only once it has been
-/// read whole, so a record cut short can be read again after more bytes arrive.
-struct Decoder {
-    var contents = TraceContents()
+/// One stream's decoding state: what its records are read against.
+struct StreamState {
     var thread: UInt32 = 0
     /// Allocations read so far: the number of the latest one.
     var allocations: UInt64 = 0
@@ -280,55 +319,160 @@ struct Decoder {
     var time: UInt64 = 0
     var lastStackStart: UInt64 = 0
     var stackCount: UInt32 = 0
-    var strings: [String] = []
     var sawTail = false
+    var contents = StreamContents()
+}
+
+/// Decodes records into events and contents. A record changes the state only once it has been
+/// read whole, so a record cut short can be read again after more bytes arrive.
+struct Decoder {
+    let version: UInt64
+    var contents = TraceContents()
+    /// The selected stream's state. Its entry in `streams` holds a placeholder meanwhile (states
+    /// are swapped in and out, never copied: a copy would make the next event copy its arrays).
+    var state = StreamState()
+    /// The selected stream, -1 before the first and after an END.
+    var current = -1
+    var streams: [StreamState] = []
+    /// The file's strings, shared by its streams.
+    var strings: [String] = []
+
+    init(version: UInt64) { self.version = version }
+
+    /// Nothing more to read: version 2 ends at its END record; version 3 at the end of the file.
+    var finished: Bool { version < 3 && contents.complete }
+
+    var allStreamsEnded: Bool {
+        !streams.isEmpty && streams.indices.allSatisfy { $0 == current ? state.contents.complete : streams[$0].contents.complete }
+    }
 
     /// Where in the file a cut came, for the message.
     var stage: String {
-        sawTail ? "in the records written after the program ended" : "in the events, \(contents.events) events in"
+        guard current >= 0 else { return "between the streams of its processes" }
+        let process = streams.count > 1 ? " of process \(state.contents.process.pid)" : ""
+        return state.sawTail ? "in the records written after the program\(process) ended" : "in the events\(process), \(state.contents.events) events in"
+    }
+
+    /// Puts the selected stream's state back and hands over every stream's contents.
+    mutating func close() {
+        if current >= 0 { swap(&state, &streams[current]) }
+        current = -1
+        contents.streams = streams.map(\.contents)
+    }
+
+    private mutating func select(_ stream: Int) {
+        guard stream != current else { return }
+        if current >= 0 { swap(&state, &streams[current]) }
+        swap(&state, &streams[stream])
+        current = stream
     }
 
     @inline(__always)
     mutating func record(_ buffer: UnsafeBufferPointer<UInt8>, _ cursor: inout Cursor,
-                         onEvent: (HeapEvent) -> Void) throws(Cursor.Stop) {
+                         onStream: (Int, Int?) -> Void, onEvent: (Int, HeapEvent) -> Void) throws(Cursor.Stop) {
         let type = try cursor.byte(buffer)
         if type >= TraceFormat.free {
             let age = try cursor.tagged(buffer, type, bits: 6)
-            guard age < allocations else { throw .damaged("a free names block \(age) allocations back, of \(allocations)") }
-            emit(.free(address: allocations - age, thread: thread), onEvent)
+            guard current >= 0 else { throw .damaged("a free outside any process's stream") }
+            guard age < state.allocations else { throw .damaged("a free names block \(age) allocations back, of \(state.allocations)") }
+            emit(.free(address: state.allocations - age, thread: state.thread), onEvent)
             return
         }
         if type >= TraceFormat.allocation {
             let site = try cursor.tagged(buffer, type, bits: 5)
-            guard allocations < UInt64.max - 1 else { throw .damaged("too many allocations") }
-            try allocation(site: site, number: allocations + 1, onEvent: onEvent)
-            allocations += 1
+            guard current >= 0 else { throw .damaged("an allocation outside any process's stream") }
+            guard state.allocations < UInt64.max - 1 else { throw .damaged("too many allocations") }
+            try allocation(site: site, number: state.allocations + 1, onEvent: onEvent)
+            state.allocations += 1
             return
         }
+        switch type {
+        case TraceFormat.process:
+            try openStream(buffer, &cursor, onStream: onStream)
+            return
+        case TraceFormat.select where version >= 3:
+            let stream = try cursor.bounded(buffer, max: UInt64(TraceFormat.maximumStreams), "a stream number")
+            guard stream < UInt64(streams.count) else { throw .damaged("a SELECT of stream \(stream), of \(streams.count) opened") }
+            let ended = Int(stream) == current ? state.contents.complete : streams[Int(stream)].contents.complete
+            guard !ended else { throw .damaged("a SELECT of stream \(stream), which has ended") }
+            select(Int(stream))
+            return
+        case TraceFormat.string:
+            strings.append(try cursor.string(buffer, "a string"))
+            return
+        case TraceFormat.untracked where version >= 3:
+            contents.untracked = try cursor.string(buffer, "the untracked programs")
+            return
+        default:
+            guard current >= 0 else { throw .damaged("a record of type 0x\(String(type, radix: 16)) outside any process's stream") }
+            try streamRecord(type, buffer, &cursor, onEvent: onEvent)
+        }
+    }
+
+    /// A PROCESS record: it opens the next stream and selects it.
+    private mutating func openStream(_ buffer: UnsafeBufferPointer<UInt8>, _ cursor: inout Cursor,
+                                     onStream: (Int, Int?) -> Void) throws(Cursor.Stop) {
+        let pid = Int32(bitPattern: UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a pid")))
+        let ppid = Int32(bitPattern: UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a pid")))
+        let start = try cursor.varint(buffer)
+        let count = Int(try cursor.bounded(buffer, max: UInt64(TraceFormat.maximumArguments), "the number of arguments"))
+        var command: [String] = []
+        for _ in 0..<count { command.append(try cursor.string(buffer, "an argument")) }
+        var forkedFrom: Int?
+        if version >= 3 {
+            let from = try cursor.bounded(buffer, max: UInt64(TraceFormat.maximumStreams), "a stream number")
+            if from > 0 {
+                guard from - 1 < UInt64(streams.count) else { throw .damaged("a process forked from stream \(from - 1), of \(streams.count) opened") }
+                let parent = Int(from - 1)
+                let ended = parent == current ? state.contents.complete : streams[parent].contents.complete
+                guard !ended else { throw .damaged("a process forked from stream \(parent), which has ended") }
+                forkedFrom = parent
+            }
+            guard streams.count < TraceFormat.maximumStreams else { throw .damaged("too many streams") }
+        } else if !streams.isEmpty {
+            throw .damaged("a second process record in a version \(version) trace")
+        }
+        // A fork child's stream goes on from its parent's state: its live blocks and their
+        // numbers, its sites, stacks and clock.
+        var opened = forkedFrom.map { $0 == current ? state : streams[$0] } ?? StreamState()
+        opened.sawTail = false
+        opened.contents = StreamContents()
+        opened.contents.process = ProcessFacts(pid: pid, ppid: ppid, command: command, startTime: start)
+        opened.contents.forkedFrom = forkedFrom
+        if current >= 0 { swap(&state, &streams[current]) }
+        streams.append(StreamState())
+        current = streams.count - 1
+        state = opened
+        onStream(current, forkedFrom)
+    }
+
+    @inline(__always)
+    private mutating func streamRecord(_ type: UInt8, _ buffer: UnsafeBufferPointer<UInt8>, _ cursor: inout Cursor,
+                                       onEvent: (Int, HeapEvent) -> Void) throws(Cursor.Stop) {
         switch type {
         case TraceFormat.allocationReplacing:
             let site = try cursor.varint(buffer)
             let age = try cursor.varint(buffer)
-            guard age < allocations else { throw .damaged("an allocation replaces block \(age) allocations back, of \(allocations)") }
-            try allocation(site: site, number: allocations - age, onEvent: onEvent)
+            guard age < state.allocations else { throw .damaged("an allocation replaces block \(age) allocations back, of \(state.allocations)") }
+            try allocation(site: site, number: state.allocations - age, onEvent: onEvent)
         case TraceFormat.freeUnknown:
-            emit(.free(address: TraceFormat.unknownBlock, thread: thread), onEvent)
+            emit(.free(address: TraceFormat.unknownBlock, thread: state.thread), onEvent)
         case TraceFormat.site:
             let stack = try cursor.varint(buffer)
             let size = try cursor.varint(buffer)
             let function = try cursor.byte(buffer)
-            guard stack <= UInt64(stackCount) else { throw .damaged("a site refers to stack \(stack), of \(stackCount) defined") }
+            guard stack <= UInt64(state.stackCount) else { throw .damaged("a site refers to stack \(stack), of \(state.stackCount) defined") }
             guard size <= 0xffff_ffff_ffff else { throw .damaged("a site's size \(size) is out of range") }
-            siteStacks.append(UInt32(stack))
-            siteSizes.append(size)
-            siteFunctions.append(AllocationFunction(rawValue: function))
+            state.siteStacks.append(UInt32(stack))
+            state.siteSizes.append(size)
+            state.siteFunctions.append(AllocationFunction(rawValue: function))
         case TraceFormat.programSuppressions:
             let program = try cursor.string(buffer, "a program path")
             let kind = try cursor.byte(buffer)
             let text = try cursor.string(buffer, "the program's suppressions")
             switch kind {
-            case 1: contents.programSuppressions = ProgramSuppressionText(program: program, content: .text(text))
-            case 2: contents.programSuppressions = ProgramSuppressionText(program: program, content: .unreadable(text))
+            case 1: state.contents.programSuppressions = ProgramSuppressionText(program: program, content: .text(text))
+            case 2: state.contents.programSuppressions = ProgramSuppressionText(program: program, content: .unreadable(text))
             default: throw .damaged("an unknown kind of program suppressions \(kind)")
             }
         case TraceFormat.liveBlocks:
@@ -341,33 +485,33 @@ struct Decoder {
                 previous = address
                 let age = try cursor.varint(buffer)
                 addresses.append(address)
-                numbers.append(age < allocations ? allocations - age : 0)
+                numbers.append(age < state.allocations ? state.allocations - age : 0)
             }
-            contents.liveAddresses = addresses
-            contents.liveNumbers = numbers
-            contents.sawLiveBlocks = true
-            sawTail = true
+            state.contents.liveAddresses = addresses
+            state.contents.liveNumbers = numbers
+            state.contents.sawLiveBlocks = true
+            state.sawTail = true
         case TraceFormat.thread:
-            thread = UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a thread id"))
+            state.thread = UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a thread id"))
         case TraceFormat.time:
             let delta = try cursor.varint(buffer)
-            let (sum, overflow) = time.addingReportingOverflow(delta)
+            let (sum, overflow) = state.time.addingReportingOverflow(delta)
             guard !overflow else { throw .damaged("the time overflows") }
-            time = sum
-            emit(.time(nanoseconds: time), onEvent)
+            state.time = sum
+            emit(.time(nanoseconds: sum), onEvent)
         case TraceFormat.stack:
             let depth = Int(try cursor.bounded(buffer, max: UInt64(TraceFormat.maximumFrames), "a stack depth"))
             var frames: [UInt64] = []
             frames.reserveCapacity(depth)
-            var previous = lastStackStart
+            var previous = state.lastStackStart
             for _ in 0..<depth {
                 previous = previous &+ UInt64(bitPattern: try cursor.signed(buffer))
                 frames.append(previous)
             }
-            guard stackCount < UInt32.max - 1 else { throw .damaged("too many stacks") }
-            lastStackStart = frames.first ?? lastStackStart
-            stackCount += 1
-            emit(.stack(id: stackCount, frames: frames), onEvent)
+            guard state.stackCount < UInt32.max - 1 else { throw .damaged("too many stacks") }
+            state.lastStackStart = frames.first ?? state.lastStackStart
+            state.stackCount += 1
+            emit(.stack(id: state.stackCount, frames: frames), onEvent)
         case TraceFormat.residentMemory:
             emit(.residentMemory(bytes: try cursor.varint(buffer)), onEvent)
         case TraceFormat.abandonedSlots:
@@ -382,44 +526,37 @@ struct Decoder {
             emit(.moduleLoad(id: id, module: LoadedModule(path: path, loadBias: bias, start: start, end: end, buildID: buildID)), onEvent)
         case TraceFormat.moduleUnload:
             emit(.moduleUnload(id: UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a module id"))), onEvent)
-        case TraceFormat.process:
-            let pid = Int32(bitPattern: UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a pid")))
-            let ppid = Int32(bitPattern: UInt32(try cursor.bounded(buffer, max: UInt64(UInt32.max), "a pid")))
-            let start = try cursor.varint(buffer)
-            let count = Int(try cursor.bounded(buffer, max: UInt64(TraceFormat.maximumArguments), "the number of arguments"))
-            var command: [String] = []
-            for _ in 0..<count { command.append(try cursor.string(buffer, "an argument")) }
-            guard contents.process == nil else {
-                throw .damaged("a second process record: traces of several processes need a newer swiftleak")
-            }
-            contents.process = ProcessFacts(pid: pid, ppid: ppid, command: command, startTime: start)
         case TraceFormat.exit:
             let kind = try cursor.byte(buffer)
             let value = try cursor.signed(buffer)
             let core = try cursor.byte(buffer)
             guard let code = Int32(exactly: value) else { throw .damaged("an exit status out of range") }
             switch kind {
-            case 0: contents.exit.exit = nil
-            case 1: contents.exit.exit = .exited(code: code)
-            case 2: contents.exit.exit = .signaled(signal: code, coreDumped: core != 0)
+            case TraceFormat.exitUnknown: state.contents.exit.exit = nil
+            case TraceFormat.exitExited: state.contents.exit.exit = .exited(code: code)
+            case TraceFormat.exitSignaled: state.contents.exit.exit = .signaled(signal: code, coreDumped: core != 0)
+            case TraceFormat.exitReplaced where version >= 3:
+                let path = try cursor.string(buffer, "the path exec'd")
+                state.contents.exit.exit = nil
+                state.contents.replacedBy = path
             default: throw .damaged("an unknown kind of exit \(kind)")
             }
-            sawTail = true
+            state.sawTail = true
         case TraceFormat.scan:
             let flags = try cursor.byte(buffer)
             let bytes = try cursor.varint(buffer)
             let seconds = Double(bitPattern: try cursor.fixed64(buffer))
             let freeze = Double(bitPattern: try cursor.fixed64(buffer))
             let note = flags & 1 != 0 ? try cursor.string(buffer, "a scan note") : nil
-            contents.exit.scanBytes = bytes
-            contents.exit.scanSeconds = seconds.isFinite ? seconds : 0
-            contents.exit.freezeSeconds = freeze.isFinite ? freeze : 0
-            contents.exit.scanNote = note
-            sawTail = true
+            state.contents.exit.scanBytes = bytes
+            state.contents.exit.scanSeconds = seconds.isFinite ? seconds : 0
+            state.contents.exit.freezeSeconds = freeze.isFinite ? freeze : 0
+            state.contents.exit.scanNote = note
+            state.sawTail = true
         case TraceFormat.verdicts:
             let count = try cursor.bounded(buffer, max: UInt64(Int32.max), "the number of verdicts")
-            guard count == UInt64(contents.liveAddresses.count) else {
-                throw .damaged("\(count) verdicts for \(contents.liveAddresses.count) live blocks")
+            guard count == UInt64(state.contents.liveAddresses.count) else {
+                throw .damaged("\(count) verdicts for \(state.contents.liveAddresses.count) live blocks")
             }
             var kinds: [LeakKind] = [], indirect: [UInt64] = [], leaders: [Int32] = []
             for _ in 0..<count {
@@ -435,13 +572,11 @@ struct Decoder {
                 indirect.append(charged)
                 leaders.append(leader)
             }
-            contents.verdictAddresses = contents.liveAddresses
-            contents.exit.verdicts = ExitVerdicts(kinds: kinds, indirectBytes: indirect, leaders: leaders)
-            sawTail = true
+            state.contents.verdictAddresses = state.contents.liveAddresses
+            state.contents.exit.verdicts = ExitVerdicts(kinds: kinds, indirectBytes: indirect, leaders: leaders)
+            state.sawTail = true
         case TraceFormat.warning:
-            contents.exit.warnings.append(try cursor.string(buffer, "a warning"))
-        case TraceFormat.string:
-            strings.append(try cursor.string(buffer, "a string"))
+            state.contents.exit.warnings.append(try cursor.string(buffer, "a warning"))
         case TraceFormat.symbol:
             let ip = try cursor.varint(buffer)
             let module = try cursor.signed(buffer)
@@ -464,21 +599,29 @@ struct Decoder {
                 if flags & TraceFormat.hasModuleOffset != 0 { frame.moduleOffset = try cursor.varint(buffer) }
                 frames.append(frame)
             }
-            contents.symbols.frames[SymbolKey(ip: ip, module: moduleIndex)] = frames
-            sawTail = true
+            state.contents.symbols.frames[SymbolKey(ip: ip, module: moduleIndex)] = frames
+            state.sawTail = true
         case TraceFormat.end:
-            contents.complete = true
+            state.contents.complete = true
+            contents.endOrder.append(current)
+            if version < 3 {
+                contents.complete = true
+            } else {
+                // The stream is over: the next record selects or opens another.
+                swap(&state, &streams[current])
+                current = -1
+            }
         default:
             throw .damaged("an unknown record type 0x\(String(type, radix: 16))")
         }
     }
 
     @inline(__always)
-    private mutating func allocation(site: UInt64, number: UInt64, onEvent: (HeapEvent) -> Void) throws(Cursor.Stop) {
-        guard site < UInt64(siteStacks.count) else { throw .damaged("an allocation refers to site \(site), of \(siteStacks.count) defined") }
+    private mutating func allocation(site: UInt64, number: UInt64, onEvent: (Int, HeapEvent) -> Void) throws(Cursor.Stop) {
+        guard site < UInt64(state.siteStacks.count) else { throw .damaged("an allocation refers to site \(site), of \(state.siteStacks.count) defined") }
         let index = Int(site)
-        emit(.allocation(address: number, size: siteSizes[index], stack: siteStacks[index], function: siteFunctions[index],
-                         thread: thread), onEvent)
+        emit(.allocation(address: number, size: state.siteSizes[index], stack: state.siteStacks[index],
+                         function: state.siteFunctions[index], thread: state.thread), onEvent)
     }
 
     private func string(_ buffer: UnsafeBufferPointer<UInt8>, _ cursor: inout Cursor) throws(Cursor.Stop) -> String {
@@ -488,8 +631,9 @@ struct Decoder {
     }
 
     @inline(__always)
-    private mutating func emit(_ event: HeapEvent, _ onEvent: (HeapEvent) -> Void) {
+    private mutating func emit(_ event: HeapEvent, _ onEvent: (Int, HeapEvent) -> Void) {
         contents.events += 1
-        onEvent(event)
+        state.contents.events += 1
+        onEvent(current, event)
     }
 }

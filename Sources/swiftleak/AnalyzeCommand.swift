@@ -16,6 +16,8 @@ extension SwiftLeakCommand {
                 Examples: swiftleak analyze swiftleak.myapp.4242.gz
                           swiftleak analyze --at 12.5 swiftleak.myapp.4242.gz
                           swiftleak analyze --format=folded --weight=peak trace.gz | flamegraph.pl > peak.svg
+                A trace of a process tree gives one section per process, as run printed them;
+                --pid PID keeps one process (all its images), for --at and --format=folded too.
                 """
         )
 
@@ -49,27 +51,50 @@ extension SwiftLeakCommand {
             }
         }
 
+        @Option(name: .customLong("pid"),
+                help: "In a trace of several processes: only the process with this pid (each of its images).")
+        var pid: Int32?
+
         func run() throws {
             var options = report.reportOptions
             options.genSuppressions = suppressions.generateAll
             valgrind.apply(to: &options)
             let suppressionSet: SuppressionSet
             let suppressionWarnings: [String]
-            let loaded = try loadTrace(trace, at: at)
+            let tree = try loadTraceTree(trace, at: at)
+            let root = tree.processes[0]
             do {
-                // The program's own __lsan_default_suppressions() as run read it, from the trace.
-                (suppressionSet, suppressionWarnings) = try suppressions.load(programSuppressions: loaded.programSuppressions)
+                // The program's own __lsan_default_suppressions() as run read it (the launched
+                // program's, applied to every process as run does), from the trace.
+                (suppressionSet, suppressionWarnings) = try suppressions.load(programSuppressions: root.programSuppressions)
             } catch {
                 throw failure("\(error)")
             }
             let interposer = try? PreloadLibrary.locate()
-            let built = finishedReport(
-                ReportBuilder.build(process: loaded.process, heap: loaded.heap, exit: loaded.exit,
-                                    symbols: loaded.symbols, options: options),
-                options: options, suppressions: suppressionSet, warnings: suppressionWarnings, interposer: interposer)
-            let analysis = HeapAnalysis(heap: loaded.heap, exit: loaded.exit, symbols: loaded.symbols, options: options)
+            // Every image, as run built its report, in the order run printed them.
+            var images = tree.reportOrder
+            if let pid {
+                images = images.filter { tree.processes[$0].process.pid == pid }
+                guard !images.isEmpty else {
+                    var pids: [Int32] = []
+                    for loaded in tree.processes where !pids.contains(loaded.process.pid) { pids.append(loaded.process.pid) }
+                    let listed = pids.map(String.init).joined(separator: ", ")
+                    throw failure("\(trace) holds no process with pid \(pid) (it holds \(listed))")
+                }
+            }
+            var built: [Int: ProcessReport] = [:]
+            var analyses: [Int: HeapAnalysis] = [:]
+            for index in images {
+                let loaded = tree.processes[index]
+                var processReport = ReportBuilder.build(process: loaded.process, heap: loaded.heap, exit: loaded.exit,
+                                                        symbols: loaded.symbols, options: options)
+                processReport.replacedByExec = loaded.replacedBy
+                built[index] = finishedReport(processReport, options: options, suppressions: suppressionSet,
+                                              warnings: suppressionWarnings, interposer: interposer)
+                analyses[index] = HeapAnalysis(heap: loaded.heap, exit: loaded.exit, symbols: loaded.symbols, options: options)
+            }
             if format == "folded" {
-                let lines = analysis.foldedLines(weight: HeapAnalysis.Weight(rawValue: weight) ?? .leaked)
+                let lines = images.flatMap { analyses[$0]!.foldedLines(weight: HeapAnalysis.Weight(rawValue: weight) ?? .leaked) }
                 printOut(lines.map { $0 + "\n" }.joined())
                 return
             }
@@ -81,26 +106,45 @@ extension SwiftLeakCommand {
             } catch {
                 throw failure("\(error)")
             }
-            var lines = TextReport.header(command: loaded.process.command, options: options)
-            if let at {
-                lines += built.warnings.map { "Warning: " + $0 }
-                lines += analysis.snapshotLines(at: at)
-            } else {
-                lines += TextReport.render(built, options: options)
-                lines += analysis.statisticsLines()
-                lines += HeapAnalysis.growthLines(built.growthSuspects, numCallers: options.numCallers)
+            let rootPid = root.process.pid
+            // As run prints them: the launched program's header first, then each image's section
+            // (any other with its own header), each followed by its heap statistics.
+            let silentChildren = valgrind.childSilentAfterFork == "yes"
+            if built[0] != nil {
+                output.write(TextReport.header(command: root.process.command, options: options), pid: rootPid)
             }
-            output.write(lines, pid: built.pid)
+            for index in images where tree.processes[index].process.pid == rootPid || !silentChildren {
+                let processReport = built[index]!
+                let analysis = analyses[index]!
+                var lines = index == 0 ? [] : TextReport.header(command: processReport.command, options: options)
+                if let at {
+                    lines += processReport.warnings.map { "Warning: " + $0 }
+                    lines += analysis.snapshotLines(at: at)
+                } else {
+                    lines += TextReport.render(processReport, options: options)
+                    lines += analysis.statisticsLines()
+                    lines += HeapAnalysis.growthLines(processReport.growthSuspects, numCallers: options.numCallers)
+                }
+                output.write(lines, pid: processReport.pid)
+                // One XML document per process, as run writes them.
+                guard at == nil, processReport.replacedByExec == nil,
+                      processReport.pid == rootPid || valgrind.xmlFile?.contains("%p") == true else { continue }
+                if let problem = valgrind.writeXML(processReport, command: processReport.command, options: options,
+                                                   interposer: interposer) {
+                    writeError(problem)
+                }
+            }
+            if pid == nil, let untracked = tree.untracked {
+                output.write(["Untracked: " + untracked], pid: rootPid)
+            }
             if let jsonOutput {
-                jsonOutput.write(JSONReport.render([built], options: options))
+                // In the order the images started, as run's.
+                jsonOutput.write(JSONReport.render(images.sorted().map { built[$0]! }, options: options))
                 do { try jsonOutput.close() } catch { writeError("\(error)") }
             }
-            if at == nil, let problem = valgrind.writeXML(built, command: loaded.process.command, options: options,
-                                                          interposer: interposer) {
-                writeError(problem)
-            }
             output.close()
-            if at == nil, let code = report.errorExitCode, code != 0, !built.errorRecords(options).isEmpty {
+            if at == nil, let code = report.errorExitCode, code != 0,
+               built.values.contains(where: { !$0.errorRecords(options).isEmpty }) {
                 throw ExitCode(code)
             }
         }
@@ -117,10 +161,10 @@ func finishedReport(_ report: ProcessReport, options: ReportOptions, suppression
     return finished
 }
 
-/// Reads a trace, or fails with its one-line reason and status 1.
-func loadTrace(_ path: String, at: Double?) throws -> LoadedTrace {
+/// Reads a trace, every process in it, or fails with its one-line reason and status 1.
+func loadTraceTree(_ path: String, at: Double?) throws -> LoadedTraceTree {
     do {
-        return try LoadedTrace.load(path: path, at: at)
+        return try LoadedTraceTree.load(path: path, at: at)
     } catch {
         throw failure(error.description, status: 1)
     }

@@ -71,17 +71,18 @@ enum SampleTrace {
         var encoder = TraceEncoder()
         encoder.process(process)
         encoder.programSuppressions(programSuppressions)
+        let stream = writer.openStream(encoder.take())
         var model = HeapModel()
         let events = events(count: count)
         for (index, event) in events.enumerated() {
             encoder.event(event)
             model.apply(event)
-            if index % 700 == 0 { writer.submit(encoder.take()) }
+            if index % 700 == 0 { writer.submit(encoder.take(), stream: stream) }
         }
         let final = model.finish()
         let exit = exitFacts(addresses: final.blocks.addresses)
-        encoder.finish(exit: exit, addresses: final.blocks.addresses, symbols: symbols)
-        writer.submit(encoder.take())
+        encoder.finish(exit: exit, addresses: final.blocks.addresses, symbols: symbols, strings: writer.strings)
+        writer.submit(encoder.take(), stream: stream)
         #expect(writer.close() == nil)
         return (path, events, exit)
     }
@@ -160,12 +161,12 @@ struct TraceRoundTripTests {
         #expect(loaded.programSuppressions == SampleTrace.programSuppressions)
     }
 
-    @Test("a trace of the previous format version gives one clear error")
+    @Test("a trace of a format version before the oldest readable gives one clear error")
     func olderVersion() throws {
         let path = "/tmp/swiftleak-old-trace-\(getpid()).gz"
         defer { unlink(path) }
         let writer = try TraceFileWriter(path: path)
-        writer.submit(TraceFormatTestSupport.header(version: TraceFormat.version - 1) + [0x4f])
+        writer.submit(TraceFormat.header(version: TraceFormat.oldestReadable - 1) + [0x4f])
         #expect(writer.close() == nil)
         do {
             _ = try TraceReader.read(path: path) { _ in }
@@ -198,7 +199,7 @@ struct TraceRoundTripTests {
         }
         // A newer version, through the real writer's compression.
         let writer = try TraceFileWriter(path: path)
-        writer.submit(TraceFormatTestSupport.header(version: 99))
+        writer.submit(TraceFormat.header(version: 99))
         #expect(writer.close() == nil)
         do {
             _ = try TraceReader.read(path: path) { _ in }
@@ -265,7 +266,7 @@ struct TraceRoundTripTests {
         defer { unlink(path) }
         var generator = SplitMix(seed: 11)
         for _ in 0..<300 {
-            var content = TraceFormatTestSupport.header(version: TraceFormat.version)
+            var content = TraceFormat.header(version: TraceFormat.version)
             for _ in 0..<Int(generator.next() % 200) { content.append(UInt8(truncatingIfNeeded: generator.next())) }
             let writer = try TraceFileWriter(path: path, level: 1)
             writer.submit(content)
@@ -316,16 +317,4 @@ extension HeapEvent {
     }
 }
 
-enum TraceFormatTestSupport {
-    static func header(version: UInt64) -> [UInt8] {
-        var bytes = TraceFormat.magic
-        var value = version
-        while value >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        bytes.append(UInt8(value))
-        return bytes
-    }
-}
 
