@@ -132,6 +132,13 @@ struct TraceTreeTests {
         #expect(!folded.stdout.contains("parent_leak"), "\(folded.stdout)")
         let foldedAll = try Harness.run([Harness.swiftleak, "analyze", "--format=folded", trace], timeout: 300)
         #expect(foldedAll.stdout.contains("child_leak") && foldedAll.stdout.contains("parent_leak"), "\(foldedAll.stdout)")
+        // --at without --pid: every image's snapshot, each under its own ==PID==.
+        let snapshot = try Harness.run([Harness.swiftleak, "analyze", "--at", "1000", trace], timeout: 300)
+        for process in all {
+            let pid = process["pid"] as? Int ?? 0
+            #expect(snapshot.stdout.split(separator: "\n").contains { $0.hasPrefix("==\(pid)== ") && $0.contains("LIVE HEAP") },
+                    "\(snapshot.stdout)")
+        }
         let unknown = try Harness.run([Harness.swiftleak, "analyze", "--pid", "1", trace], timeout: 300)
         #expect(unknown.status == 1)
         #expect(unknown.stderr.hasPrefix("swiftleak: ") && unknown.stderr.split(separator: "\n").count == 1, "\(unknown.stderr)")
@@ -162,6 +169,18 @@ struct TraceTreeTests {
         let stack = changes.first?["stack"] as? [[String: Any]] ?? []
         #expect(stack.dropFirst().first?["function"] as? String == "child_site", "\(stack)")
         #expect((processes.last?["position"] as? String)?.contains("> fork ") == true)
+        // A process only one side has (the grandchild of `nested`) is compared with nothing.
+        let forks = try Harness.build("tree/forks.c")
+        let nested = TraceTests.tracePath(), both = TraceTests.tracePath()
+        _ = try Harness.run([Harness.swiftleak, "run", "-o", nested, "--", forks, "nested"], timeout: 300)
+        _ = try Harness.run([Harness.swiftleak, "run", "-o", both, "--", forks, "both"], timeout: 300)
+        let lopsided = try Harness.run([Harness.swiftleak, "diff", "--json", nested, both], timeout: 300)
+        let sides = (try JSONSerialization.jsonObject(with: Data(lopsided.stdout.utf8)) as? [String: Any])?["processes"] as? [[String: Any]] ?? []
+        #expect(sides.count == 3, "\(lopsided.stdout)")
+        let gone = sides.filter { $0["new_pid"] is NSNull }
+        #expect(gone.count == 1, "\(lopsided.stdout)")
+        let goneChanges = gone.first?["changes"] as? [[String: Any]] ?? []
+        #expect(!goneChanges.isEmpty && goneChanges.allSatisfy { ($0["allocations"] as? Int ?? 0) <= 0 }, "\(goneChanges)")
         let text = try Harness.run([Harness.swiftleak, "diff", ten, twenty], timeout: 300)
         #expect(text.stdout.contains("No change"), "\(text.stdout)")
         #expect(text.stdout.contains("+400 bytes in +10 blocks leaked"), "\(text.stdout)")
