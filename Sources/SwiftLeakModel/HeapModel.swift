@@ -123,9 +123,9 @@ public struct HeapModel: Sendable {
         statistics.events += 1
         switch event {
         case let .allocation(address, size, stack, function, thread):
-            allocate(address: address, size: size, stack: stack, function: function, thread: thread)
+            _ = allocate(address: address, size: size, stack: stack, function: function, thread: thread)
         case let .free(address, thread):
-            free(address: address, thread: thread)
+            _ = free(address: address, thread: thread)
         case let .stack(_, frames):
             stacks.append(frames)
             sites.append(SiteStatistics())
@@ -148,23 +148,38 @@ public struct HeapModel: Sendable {
         }
     }
 
+    /// From now on the live blocks carry numbers (the trace encoder's allocation numbers, see
+    /// `LiveBlockTable.startNumbering()`), so the encoder needs no table of its own. Blocks already
+    /// live get 0: the trace being started never saw them.
+    public mutating func startNumbering() { table.startNumbering() }
+
     /// `apply(.allocation(…))` and `apply(.free(…))` for a caller that has the fields at hand:
     /// the drain's hot path, which so avoids copying each event out of its batch as an enum.
+    ///
+    /// Returns the number the block now carries in a numbered table: `number`, or, when it took
+    /// the place of a live block that had a number (a free never seen), that block's number.
+    /// 0 for address 0 (ignored).
     @inline(__always)
-    public mutating func applyAllocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
+    @discardableResult
+    public mutating func applyAllocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction,
+                                         thread: UInt32, number: UInt64 = 0) -> UInt64 {
         statistics.events += 1
-        allocate(address: address, size: size, stack: stack, function: function, thread: thread)
+        return allocate(address: address, size: size, stack: stack, function: function, thread: thread, number: number)
+    }
+
+    /// Returns the freed block's number; 0 when the address was not live (or had no number).
+    @inline(__always)
+    @discardableResult
+    public mutating func applyFree(address: UInt64, thread: UInt32) -> UInt64 {
+        statistics.events += 1
+        return free(address: address, thread: thread)
     }
 
     @inline(__always)
-    public mutating func applyFree(address: UInt64, thread: UInt32) {
-        statistics.events += 1
-        free(address: address, thread: thread)
-    }
-
-    @inline(__always)
-    private mutating func allocate(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32) {
-        guard address != 0 else { return }
+    private mutating func allocate(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction,
+                                   thread: UInt32, number: UInt64 = 0) -> UInt64 {
+        guard address != 0 else { return 0 }
+        var number = number
         var stack = stack
         if Int(stack) >= sites.count {
             undefinedStacks += 1
@@ -177,9 +192,15 @@ public struct HeapModel: Sendable {
         switchThread(thread)
         currentLastAllocation = address
         let block = LiveBlock(address: address, size: size, stack: stack, function: function, moduleGeneration: moduleGeneration)
-        if let replaced = table.insert(block) {
+        var replacedNumber: UInt64 = 0
+        if let replaced = table.insert(block, number: number, replacedNumber: &replacedNumber) {
             statistics.replacedBlocks += 1
             release(replaced)
+            // The trace's reader lets the new block take the old one's place and number.
+            if replacedNumber != 0 {
+                table.renumber(address, to: replacedNumber)
+                number = replacedNumber
+            }
         }
         sites.withUnsafeMutableBufferPointer { sites in
             let index = Int(stack)
@@ -207,13 +228,15 @@ public struct HeapModel: Sendable {
             statistics.peakTime = now
             peakEpoch &+= 1
         }
+        return number
     }
 
     @inline(__always)
-    private mutating func free(address: UInt64, thread: UInt32) {
-        guard let block = table.remove(address) else {
+    private mutating func free(address: UInt64, thread: UInt32) -> UInt64 {
+        var number: UInt64 = 0
+        guard let block = table.remove(address, number: &number) else {
             statistics.unknownFrees += 1
-            return
+            return 0
         }
         statistics.frees += 1
         switchThread(thread)
@@ -223,6 +246,7 @@ public struct HeapModel: Sendable {
         }
         currentLastAllocation = 0
         release(block)
+        return number
     }
 
     @inline(__always)

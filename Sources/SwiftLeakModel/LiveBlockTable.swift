@@ -35,6 +35,10 @@ public struct LiveBlock: Hashable, Sendable {
 ///   copied at a time, so a grow adds 1/64 of the table, not a second table.
 /// - A shard of 64 KiB or more is mapped directly (and unmapped when it grows), so the memory it
 ///   gave up returns to the system and malloc's mmap threshold is left alone.
+/// - Numbered (`startNumbering()`, when a trace is written): each slot also has a word beside it,
+///   in an array parallel to the shard's slots, for the block's allocation number in the trace
+///   (8 bytes a slot more: 31-39 bytes a block). One table then serves the model and the trace
+///   encoder, one probe per event instead of two.
 public struct LiveBlockTable: Sendable {
     private var storage: Storage
 
@@ -48,6 +52,16 @@ public struct LiveBlockTable: Sendable {
     public var capacity: Int { storage.capacity }
     /// Bytes of memory the table holds (slots, shard headers and the side dictionary's entries).
     public var memoryFootprint: Int { storage.memoryFootprint }
+    /// Whether blocks carry a number (see `startNumbering()`).
+    public var isNumbered: Bool { storage.numbered }
+
+    /// From now on every block carries a number beside it, given to `insert(_:number:replaced:)`;
+    /// the blocks already live get 0 (a fork child's copy of its parent's table: its trace never
+    /// saw them).
+    public mutating func startNumbering() {
+        makeUnique()
+        storage.startNumbering()
+    }
 
     private mutating func makeUnique() {
         if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
@@ -56,17 +70,45 @@ public struct LiveBlockTable: Sendable {
     /// Inserts a block; returns the block it replaced at the same address (a free we never saw).
     @discardableResult
     public mutating func insert(_ block: LiveBlock) -> LiveBlock? {
+        var replacedNumber: UInt64 = 0
+        return insert(block, number: 0, replacedNumber: &replacedNumber)
+    }
+
+    /// Inserts a block with its number (kept only when the table is numbered); returns the block it
+    /// replaced, whose number goes to `replacedNumber` (0 when there was none).
+    @discardableResult
+    public mutating func insert(_ block: LiveBlock, number: UInt64, replacedNumber: inout UInt64) -> LiveBlock? {
         precondition(block.address != 0, "address 0 is the empty marker")
         makeUnique()
-        return storage.insert(block)
+        return storage.insert(block, number: number, replacedNumber: &replacedNumber)
     }
 
     /// Removes the block at `address`; nil when there is none.
     @discardableResult
     public mutating func remove(_ address: UInt64) -> LiveBlock? {
+        var number: UInt64 = 0
+        return remove(address, number: &number)
+    }
+
+    /// Removes the block at `address`, its number to `number` (0 when none or not numbered).
+    @discardableResult
+    public mutating func remove(_ address: UInt64, number: inout UInt64) -> LiveBlock? {
         guard address != 0 else { return nil }
         makeUnique()
-        return storage.remove(address)
+        return storage.remove(address, number: &number)
+    }
+
+    /// Gives the live block at `address` another number (no-op when there is none).
+    public mutating func renumber(_ address: UInt64, to number: UInt64) {
+        guard address != 0 else { return }
+        makeUnique()
+        storage.renumber(address, to: number)
+    }
+
+    /// The number of the live block at `address`; 0 when there is none.
+    public func number(of address: UInt64) -> UInt64 {
+        guard address != 0 else { return 0 }
+        return storage.number(of: address)
     }
 
     public func lookup(_ address: UInt64) -> LiveBlock? {
@@ -84,30 +126,37 @@ public struct LiveBlockTable: Sendable {
         var infos: [UInt64] = []
         var stacks: [UInt32] = []
         let storage = self.storage
-        addresses = [UInt64](unsafeUninitializedCapacity: total) { addressBuffer, addressCount in
-            infos = [UInt64](unsafeUninitializedCapacity: total) { infoBuffer, infoCount in
-                stacks = [UInt32](unsafeUninitializedCapacity: total) { stackBuffer, stackCount in
-                    let filled = storage.drain { index, block in
-                        addressBuffer.initializeElement(at: index, to: block.address)
-                        infoBuffer.initializeElement(at: index, to: SortedBlocks.pack(block))
-                        stackBuffer.initializeElement(at: index, to: block.stack)
+        let numbered = storage.numbered
+        var numbers = numbered ? [UInt64](repeating: 0, count: total) : []
+        numbers.withUnsafeMutableBufferPointer { numberBuffer in
+            addresses = [UInt64](unsafeUninitializedCapacity: total) { addressBuffer, addressCount in
+                infos = [UInt64](unsafeUninitializedCapacity: total) { infoBuffer, infoCount in
+                    stacks = [UInt32](unsafeUninitializedCapacity: total) { stackBuffer, stackCount in
+                        let filled = storage.drain { index, block, number in
+                            addressBuffer.initializeElement(at: index, to: block.address)
+                            infoBuffer.initializeElement(at: index, to: SortedBlocks.pack(block))
+                            stackBuffer.initializeElement(at: index, to: block.stack)
+                            if numbered { numberBuffer[index] = number }
+                        }
+                        precondition(filled == total, "live-block count out of step")
+                        stackCount = total
                     }
-                    precondition(filled == total, "live-block count out of step")
-                    stackCount = total
+                    infoCount = total
                 }
-                infoCount = total
+                addressCount = total
             }
-            addressCount = total
         }
         self = LiveBlockTable(minimumCapacity: 16)
         addresses.withUnsafeMutableBufferPointer { k in
             infos.withUnsafeMutableBufferPointer { i in
                 stacks.withUnsafeMutableBufferPointer { s in
-                    ParallelSort.sort(keys: k, infos: i, stacks: s)
+                    numbers.withUnsafeMutableBufferPointer { n in
+                        ParallelSort.sort(keys: k, infos: i, stacks: s, numbers: n)
+                    }
                 }
             }
         }
-        return SortedBlocks(addresses: addresses, infos: infos, stacks: stacks)
+        return SortedBlocks(addresses: addresses, infos: infos, stacks: stacks, numbers: numbers)
     }
 
     /// Every live block, in no particular order.
@@ -128,43 +177,53 @@ private final class Storage: @unchecked Sendable {
     /// Shards of at least this many bytes are mapped directly.
     static let mappedShardBytes = 64 << 10
 
-    /// One shard: `capacity` slots of two words each.
+    /// One shard: `capacity` slots of two words each, and when numbered `capacity` numbers.
     struct Shard {
         var slots: UnsafeMutablePointer<UInt64>
+        var numbers: UnsafeMutablePointer<UInt64>?
         var capacity: Int
         var count: Int
     }
 
     let shards: UnsafeMutablePointer<Shard>
-    /// Blocks whose address or size does not fit a slot.
-    var oversized: [UInt64: LiveBlock] = [:]
+    /// Blocks whose address or size does not fit a slot, with their numbers.
+    var oversized: [UInt64: (block: LiveBlock, number: UInt64)] = [:]
     var count = 0
     var totalBytes: UInt64 = 0
+    private(set) var numbered = false
 
     static let addressMask: UInt64 = 0xffff_ffff_ffff
     static let sizeLimit: UInt64 = 1 << 32
 
-    init(minimumCapacity: Int) {
+    init(minimumCapacity: Int, numbered: Bool = false) {
+        self.numbered = numbered
         let perShard = max(Self.minimumShardCapacity, (minimumCapacity + Self.shardCount - 1) / Self.shardCount)
         shards = .allocate(capacity: Self.shardCount)
         for index in 0..<Self.shardCount {
-            (shards + index).initialize(to: Shard(slots: Self.allocateSlots(perShard), capacity: perShard, count: 0))
+            (shards + index).initialize(to: Shard(slots: Self.allocateWords(2 * perShard),
+                                                  numbers: numbered ? Self.allocateWords(perShard) : nil,
+                                                  capacity: perShard, count: 0))
         }
     }
 
     deinit {
-        for index in 0..<Self.shardCount { Self.freeSlots(shards[index].slots, capacity: shards[index].capacity) }
+        for index in 0..<Self.shardCount { Self.free(shards[index]) }
         shards.deallocate()
     }
 
     func copy() -> Storage {
-        let copy = Storage(minimumCapacity: 0)
+        let copy = Storage(minimumCapacity: 0, numbered: numbered)
         for index in 0..<Self.shardCount {
             let shard = shards[index]
-            Self.freeSlots(copy.shards[index].slots, capacity: copy.shards[index].capacity)
-            let slots = Self.allocateSlots(shard.capacity)
+            Self.free(copy.shards[index])
+            let slots = Self.allocateWords(2 * shard.capacity)
             slots.update(from: shard.slots, count: 2 * shard.capacity)
-            copy.shards[index] = Shard(slots: slots, capacity: shard.capacity, count: shard.count)
+            var numbers: UnsafeMutablePointer<UInt64>?
+            if let old = shard.numbers {
+                numbers = Self.allocateWords(shard.capacity)
+                numbers!.update(from: old, count: shard.capacity)
+            }
+            copy.shards[index] = Shard(slots: slots, numbers: numbers, capacity: shard.capacity, count: shard.count)
         }
         copy.oversized = oversized
         copy.count = count
@@ -172,31 +231,50 @@ private final class Storage: @unchecked Sendable {
         return copy
     }
 
-    var capacity: Int { (0..<Self.shardCount).reduce(0) { $0 + shards[$1].capacity } }
-    var memoryFootprint: Int {
-        capacity * 16 + Self.shardCount * MemoryLayout<Shard>.stride + oversized.capacity * 64
+    func startNumbering() {
+        for index in 0..<Self.shardCount {
+            let shard = shards[index]
+            if let numbers = shard.numbers {
+                numbers.update(repeating: 0, count: shard.capacity)
+            } else {
+                shards[index].numbers = Self.allocateWords(shard.capacity)
+            }
+        }
+        for key in oversized.keys { oversized[key]!.number = 0 }
+        numbered = true
     }
 
-    static func allocateSlots(_ capacity: Int) -> UnsafeMutablePointer<UInt64> {
-        let bytes = capacity * 16
+    var capacity: Int { (0..<Self.shardCount).reduce(0) { $0 + shards[$1].capacity } }
+    var memoryFootprint: Int {
+        capacity * (numbered ? 24 : 16) + Self.shardCount * MemoryLayout<Shard>.stride + oversized.capacity * 80
+    }
+
+    /// Zeroed words; mapped directly from `mappedShardBytes` on.
+    static func allocateWords(_ count: Int) -> UnsafeMutablePointer<UInt64> {
+        let bytes = count * 8
         if bytes >= mappedShardBytes {
             let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
             guard let mapped, mapped != MAP_FAILED else {
                 preconditionFailure("cannot map \(bytes) bytes for the live-block table: \(String(cString: strerror(errno)))")
             }
-            return mapped.bindMemory(to: UInt64.self, capacity: 2 * capacity)  // zero-filled
+            return mapped.bindMemory(to: UInt64.self, capacity: count)  // zero-filled
         }
-        let slots = UnsafeMutablePointer<UInt64>.allocate(capacity: 2 * capacity)
-        slots.initialize(repeating: 0, count: 2 * capacity)
-        return slots
+        let words = UnsafeMutablePointer<UInt64>.allocate(capacity: count)
+        words.initialize(repeating: 0, count: count)
+        return words
     }
 
-    static func freeSlots(_ slots: UnsafeMutablePointer<UInt64>, capacity: Int) {
-        if capacity * 16 >= mappedShardBytes {
-            munmap(slots, capacity * 16)
+    static func freeWords(_ words: UnsafeMutablePointer<UInt64>, count: Int) {
+        if count * 8 >= mappedShardBytes {
+            munmap(words, count * 8)
         } else {
-            slots.deallocate()
+            words.deallocate()
         }
+    }
+
+    static func free(_ shard: Shard) {
+        freeWords(shard.slots, count: 2 * shard.capacity)
+        if let numbers = shard.numbers { freeWords(numbers, count: shard.capacity) }
     }
 
     // MARK: Slots
@@ -244,46 +322,71 @@ private final class Storage: @unchecked Sendable {
         }
     }
 
-    func lookup(_ address: UInt64) -> LiveBlock? {
-        if address <= Self.addressMask {
-            let hash = Self.hash(address)
-            let shard = shards[Int(hash >> UInt64(64 - Self.shardBits))]
-            let slot = find(address, hash: hash, in: shard)
-            if slot >= 0 { return Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1]) }
-        }
-        return oversized.isEmpty ? nil : oversized[address]
+    /// The shard and slot of an ordinary block at `address`, or nil.
+    @inline(__always)
+    func locate(_ address: UInt64) -> (shard: Shard, slot: Int)? {
+        guard address <= Self.addressMask else { return nil }
+        let hash = Self.hash(address)
+        let shard = shards[Int(hash >> UInt64(64 - Self.shardBits))]
+        let slot = find(address, hash: hash, in: shard)
+        return slot >= 0 ? (shard, slot) : nil
     }
 
-    func insert(_ block: LiveBlock) -> LiveBlock? {
+    func lookup(_ address: UInt64) -> LiveBlock? {
+        if let (shard, slot) = locate(address) {
+            return Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1])
+        }
+        return oversized.isEmpty ? nil : oversized[address]?.block
+    }
+
+    func number(of address: UInt64) -> UInt64 {
+        if let (shard, slot) = locate(address) { return shard.numbers?[slot] ?? 0 }
+        return oversized.isEmpty ? 0 : oversized[address]?.number ?? 0
+    }
+
+    func renumber(_ address: UInt64, to number: UInt64) {
+        guard numbered else { return }
+        if let (shard, slot) = locate(address) {
+            shard.numbers![slot] = number
+        } else if !oversized.isEmpty, oversized[address] != nil {
+            oversized[address]!.number = number
+        }
+    }
+
+    func insert(_ block: LiveBlock, number: UInt64, replacedNumber: inout UInt64) -> LiveBlock? {
+        let number = numbered ? number : 0
         guard Self.fits(block) else {
             // One entry per address: an ordinary block there moves out of its shard.
             let old: LiveBlock?
-            if let inShard = removeFromShard(block.address) {
+            if let inShard = removeFromShard(block.address, number: &replacedNumber) {
                 old = inShard
             } else if let previous = oversized[block.address] {
-                old = previous
+                old = previous.block
+                replacedNumber = previous.number
                 count -= 1
-                totalBytes &-= previous.size & 0xffff_ffff_ffff
+                totalBytes &-= previous.block.size & 0xffff_ffff_ffff
             } else {
                 old = nil
             }
-            oversized[block.address] = block
+            oversized[block.address] = (block, number)
             count += 1
             totalBytes &+= block.size & 0xffff_ffff_ffff
             return old
         }
         if !oversized.isEmpty, let old = oversized.removeValue(forKey: block.address) {
             count -= 1
-            totalBytes &-= old.size & 0xffff_ffff_ffff
-            _ = insertInShard(block)
-            return old
+            totalBytes &-= old.block.size & 0xffff_ffff_ffff
+            var none: UInt64 = 0
+            _ = insertInShard(block, number: number, replacedNumber: &none)
+            replacedNumber = old.number
+            return old.block
         }
-        return insertInShard(block)
+        return insertInShard(block, number: number, replacedNumber: &replacedNumber)
     }
 
     /// Inserts or replaces an ordinary block in its shard.
     @inline(__always)
-    func insertInShard(_ block: LiveBlock) -> LiveBlock? {
+    func insertInShard(_ block: LiveBlock, number: UInt64, replacedNumber: inout UInt64) -> LiveBlock? {
         let hash = Self.hash(block.address)
         let shardIndex = Int(hash >> UInt64(64 - Self.shardBits))
         if (shards[shardIndex].count + 1) * 4 > shards[shardIndex].capacity * 3 { grow(shardIndex) }
@@ -294,6 +397,7 @@ private final class Storage: @unchecked Sendable {
             if key == 0 {
                 shard.slots[2 * slot] = Self.keyWord(block)
                 shard.slots[2 * slot + 1] = Self.valueWord(block)
+                if let numbers = shard.numbers { numbers[slot] = number }
                 shards[shardIndex].count += 1
                 count += 1
                 totalBytes &+= block.size
@@ -303,6 +407,10 @@ private final class Storage: @unchecked Sendable {
                 let old = Self.block(key: key, value: shard.slots[2 * slot + 1])
                 shard.slots[2 * slot] = Self.keyWord(block)
                 shard.slots[2 * slot + 1] = Self.valueWord(block)
+                if let numbers = shard.numbers {
+                    replacedNumber = numbers[slot]
+                    numbers[slot] = number
+                }
                 totalBytes = totalBytes &- old.size &+ block.size
                 return old
             }
@@ -311,16 +419,17 @@ private final class Storage: @unchecked Sendable {
         }
     }
 
-    func remove(_ address: UInt64) -> LiveBlock? {
-        if let removed = removeFromShard(address) { return removed }
+    func remove(_ address: UInt64, number: inout UInt64) -> LiveBlock? {
+        if let removed = removeFromShard(address, number: &number) { return removed }
         guard !oversized.isEmpty, let removed = oversized.removeValue(forKey: address) else { return nil }
         count -= 1
-        totalBytes &-= removed.size & 0xffff_ffff_ffff
-        return removed
+        totalBytes &-= removed.block.size & 0xffff_ffff_ffff
+        number = removed.number
+        return removed.block
     }
 
     @inline(__always)
-    func removeFromShard(_ address: UInt64) -> LiveBlock? {
+    func removeFromShard(_ address: UInt64, number: inout UInt64) -> LiveBlock? {
         guard address <= Self.addressMask else { return nil }
         let hash = Self.hash(address)
         let shardIndex = Int(hash >> UInt64(64 - Self.shardBits))
@@ -337,30 +446,51 @@ private final class Storage: @unchecked Sendable {
         // need tombstones.
         var hole = found
         var next = hole + 1 == capacity ? 0 : hole + 1
-        while slots[2 * next] != 0 {
-            let wanted = Self.home(Self.hash(slots[2 * next] & Self.addressMask), capacity)
-            // Move `next` into `hole` unless its home lies cyclically in (hole, next].
-            var distanceToNext = next - wanted
-            if distanceToNext < 0 { distanceToNext += capacity }
-            var distanceToHole = hole - wanted
-            if distanceToHole < 0 { distanceToHole += capacity }
-            if distanceToHole < distanceToNext {
-                slots[2 * hole] = slots[2 * next]
-                slots[2 * hole + 1] = slots[2 * next + 1]
-                hole = next
+        if let numbers = shard.numbers {
+            number = numbers[found]
+            while slots[2 * next] != 0 {
+                if Self.belongsBefore(slots[2 * next], hole: hole, next: next, capacity) {
+                    slots[2 * hole] = slots[2 * next]
+                    slots[2 * hole + 1] = slots[2 * next + 1]
+                    numbers[hole] = numbers[next]
+                    hole = next
+                }
+                next = next + 1 == capacity ? 0 : next + 1
             }
-            next = next + 1 == capacity ? 0 : next + 1
+            numbers[hole] = 0
+        } else {
+            while slots[2 * next] != 0 {
+                if Self.belongsBefore(slots[2 * next], hole: hole, next: next, capacity) {
+                    slots[2 * hole] = slots[2 * next]
+                    slots[2 * hole + 1] = slots[2 * next + 1]
+                    hole = next
+                }
+                next = next + 1 == capacity ? 0 : next + 1
+            }
         }
         slots[2 * hole] = 0
         slots[2 * hole + 1] = 0
         return removed
     }
 
+    /// Whether the block keyed `key`, found at `next`, moves into `hole`: unless its home lies
+    /// cyclically in (hole, next].
+    @inline(__always)
+    static func belongsBefore(_ key: UInt64, hole: Int, next: Int, _ capacity: Int) -> Bool {
+        let wanted = home(hash(key & addressMask), capacity)
+        var distanceToNext = next - wanted
+        if distanceToNext < 0 { distanceToNext += capacity }
+        var distanceToHole = hole - wanted
+        if distanceToHole < 0 { distanceToHole += capacity }
+        return distanceToHole < distanceToNext
+    }
+
     /// Rebuilds one shard a fifth larger.
     func grow(_ shardIndex: Int) {
         let old = shards[shardIndex]
         let capacity = max(old.capacity + old.capacity / 5, old.capacity + 4)
-        let slots = Self.allocateSlots(capacity)
+        let slots = Self.allocateWords(2 * capacity)
+        let numbers = old.numbers == nil ? nil : Self.allocateWords(capacity)
         for index in 0..<old.capacity where old.slots[2 * index] != 0 {
             let key = old.slots[2 * index]
             var target = Self.home(Self.hash(key & Self.addressMask), capacity)
@@ -370,9 +500,10 @@ private final class Storage: @unchecked Sendable {
             }
             slots[2 * target] = key
             slots[2 * target + 1] = old.slots[2 * index + 1]
+            if let numbers { numbers[target] = old.numbers![index] }
         }
-        Self.freeSlots(old.slots, capacity: old.capacity)
-        shards[shardIndex] = Shard(slots: slots, capacity: capacity, count: old.count)
+        Self.free(old)
+        shards[shardIndex] = Shard(slots: slots, numbers: numbers, capacity: capacity, count: old.count)
     }
 
     func forEach(_ body: (LiveBlock) -> Void) {
@@ -382,25 +513,26 @@ private final class Storage: @unchecked Sendable {
                 body(Self.block(key: shard.slots[2 * index], value: shard.slots[2 * index + 1]))
             }
         }
-        for block in oversized.values { body(block) }
+        for entry in oversized.values { body(entry.block) }
     }
 
-    /// Hands every block to `body` with its running index, freeing each shard once it is done;
-    /// leaves the storage empty. Returns how many there were.
-    func drain(_ body: (Int, LiveBlock) -> Void) -> Int {
+    /// Hands every block to `body` with its running index and its number, freeing each shard once
+    /// it is done; leaves the storage empty. Returns how many there were.
+    func drain(_ body: (Int, LiveBlock, UInt64) -> Void) -> Int {
         var index = 0
         for shardIndex in 0..<Self.shardCount {
             let shard = shards[shardIndex]
             for slot in 0..<shard.capacity where shard.slots[2 * slot] != 0 {
-                body(index, Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1]))
+                body(index, Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1]), shard.numbers?[slot] ?? 0)
                 index += 1
             }
-            Self.freeSlots(shard.slots, capacity: shard.capacity)
-            shards[shardIndex] = Shard(slots: Self.allocateSlots(Self.minimumShardCapacity),
+            Self.free(shard)
+            shards[shardIndex] = Shard(slots: Self.allocateWords(2 * Self.minimumShardCapacity),
+                                       numbers: numbered ? Self.allocateWords(Self.minimumShardCapacity) : nil,
                                        capacity: Self.minimumShardCapacity, count: 0)
         }
-        for block in oversized.values {
-            body(index, block)
+        for entry in oversized.values {
+            body(index, entry.block, entry.number)
             index += 1
         }
         oversized = [:]
@@ -410,16 +542,20 @@ private final class Storage: @unchecked Sendable {
     }
 }
 
-/// The live blocks at the end, sorted by address, in parallel arrays (20 bytes a block).
+/// The live blocks at the end, sorted by address, in parallel arrays (20 bytes a block, 28 when
+/// the table was numbered).
 public struct SortedBlocks: Sendable {
     public private(set) var addresses: [UInt64]
     private var infos: [UInt64]
     public private(set) var stacks: [UInt32]
+    /// The blocks' numbers (see `LiveBlockTable.startNumbering()`); empty when not numbered.
+    public private(set) var numbers: [UInt64]
 
-    init(addresses: [UInt64], infos: [UInt64], stacks: [UInt32]) {
+    init(addresses: [UInt64], infos: [UInt64], stacks: [UInt32], numbers: [UInt64] = []) {
         self.addresses = addresses
         self.infos = infos
         self.stacks = stacks
+        self.numbers = numbers
     }
 
     public init(_ blocks: [LiveBlock]) {
@@ -446,15 +582,17 @@ public struct SortedBlocks: Sendable {
     }
 }
 
-/// An in-place quicksort of three parallel arrays by the first (distinct addresses), so sorting
-/// needs no index permutation or copy.
+/// An in-place quicksort of parallel arrays by the first (distinct addresses), so sorting needs
+/// no index permutation or copy. `numbers` is either as long as the keys or empty.
 enum ParallelSort {
     static func sort(keys: UnsafeMutableBufferPointer<UInt64>, infos: UnsafeMutableBufferPointer<UInt64>,
-                     stacks: UnsafeMutableBufferPointer<UInt32>) {
+                     stacks: UnsafeMutableBufferPointer<UInt32>, numbers: UnsafeMutableBufferPointer<UInt64>) {
+        let withNumbers = !numbers.isEmpty
         @inline(__always) func swapAt(_ a: Int, _ b: Int) {
             keys.swapAt(a, b)
             infos.swapAt(a, b)
             stacks.swapAt(a, b)
+            if withNumbers { numbers.swapAt(a, b) }
         }
         // Explicit stack of ranges; the smaller side is pushed, so it holds at most log2(n) ranges.
         var pending: [(Int, Int)] = [(0, keys.count - 1)]

@@ -228,6 +228,9 @@ final class ModelFeed: @unchecked Sendable {
         self.writer = writer
         self.preloader = preloader
         if let writer {
+            // The encoder numbers the blocks in the model's table. A fork child's model is a
+            // copy of its parent's, numbers and all, as its encoder continues the parent's.
+            if !model.table.isNumbered { model.startNumbering() }
             var encoder = start?.encoder ?? TraceEncoder()
             encoder.process(process, forkedFrom: start?.stream)
             if let programSuppressions { encoder.programSuppressions(programSuppressions) }
@@ -264,14 +267,12 @@ final class ModelFeed: @unchecked Sendable {
         }
         defer { encoder = trace }
         Self.forEach(events, allocation: {
-            local.applyAllocation(address: $0, size: $1, stack: $2, function: $3, thread: $4)
-            trace.allocation(address: $0, size: $1, stack: $2, function: $3, thread: $4)
+            trace.allocation(address: $0, size: $1, stack: $2, function: $3, thread: $4, model: &local)
         }, free: {
-            local.applyFree(address: $0, thread: $1)
-            trace.free(address: $0, thread: $1)
+            trace.free(address: $0, thread: $1, model: &local)
         }, other: {
             local.apply($0)
-            trace.event($0)
+            trace.other($0)
         })
         let now = Recorder.monotonicNow()
         if trace.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
@@ -311,9 +312,9 @@ final class ModelFeed: @unchecked Sendable {
     /// Writes the stream's records after the program's end (`replacedBy`: the path exec'd over
     /// the image; `untracked`: the run's line about programs it did not track, in one stream).
     /// The session closes the file once every stream is finished.
-    func finishTrace(exit: ExitFacts, addresses: [UInt64], symbols: SymbolTable, replacedBy: String?, untracked: String?) {
+    func finishTrace(exit: ExitFacts, blocks: SortedBlocks, symbols: SymbolTable, replacedBy: String?, untracked: String?) {
         guard var trace = encoder.take(), let writer else { return }
-        trace.finish(exit: exit, addresses: addresses, symbols: symbols, replacedBy: replacedBy, untracked: untracked,
+        trace.finish(exit: exit, blocks: blocks, symbols: symbols, replacedBy: replacedBy, untracked: untracked,
                      strings: writer.strings)
         writer.submit(trace.take(), stream: stream)
     }

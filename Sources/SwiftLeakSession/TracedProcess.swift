@@ -126,7 +126,7 @@ final class TracedProcess {
         // as suppressions match them. A trace carries the frames of every stack it holds.
         let keys = traced ? final.symbolKeysForAllStacks() : final.symbolKeysForLiveBlocks()
         let symbols = SymbolResolution.resolve(keys, modules: final.modules, symbolizer: symbolizer)
-        model.finishTrace(exit: exitFacts, addresses: final.blocks.addresses, symbols: symbols,
+        model.finishTrace(exit: exitFacts, blocks: final.blocks, symbols: symbols,
                           replacedBy: replacedBy, untracked: untracked)
         exitFacts.warnings += extraWarnings
         var report = ReportBuilder.build(process: facts, heap: final, exit: exitFacts, symbols: symbols, options: options)

@@ -150,5 +150,77 @@ struct LiveBlockTableTests {
         #expect(table.count == 0 && copy.count == 2)
         #expect(copy.lookup(0x1000) != nil && table.lookup(0x2000) == nil)
     }
-}
 
+    /// A numbered table (the trace's allocation numbers) against a dictionary, through grows,
+    /// backward shifts, replacements and blocks in the side dictionary.
+    @Test("a numbered table keeps each block's number through grows, shifts and replacements")
+    func numbered() {
+        var table = LiveBlockTable(minimumCapacity: 16)
+        table.startNumbering()
+        #expect(table.isNumbered)
+        var model: [UInt64: (size: UInt64, number: UInt64)] = [:]
+        var rng = SplitMix(seed: 9)
+        for step in 1...200_000 {
+            let address = 0x5555_0000_0000 + (rng.next() % 30_000) * 16
+            if rng.next() % 3 == 0 {
+                var number: UInt64 = 99
+                let removed = table.remove(address, number: &number)
+                let expected = model.removeValue(forKey: address)
+                #expect(removed?.size == expected?.size)
+                #expect(number == (expected?.number ?? 99))
+            } else {
+                let size = rng.next() % 60 == 0 ? (1 << 32) + rng.next() % 1000 : rng.next() % 1000
+                var replacedNumber: UInt64 = 0
+                let replaced = table.insert(Self.block(address, size: size), number: UInt64(step), replacedNumber: &replacedNumber)
+                #expect(replaced?.size == model[address]?.size)
+                #expect(replacedNumber == (model[address]?.number ?? 0))
+                model[address] = (size, UInt64(step))
+            }
+        }
+        #expect(table.count == model.count)
+        for (address, entry) in model.prefix(2000) { #expect(table.number(of: address) == entry.number) }
+        table.renumber(model.keys.first!, to: 7)
+        model[model.keys.first!]!.number = 7
+        let copy = table
+        let sorted = table.consumeSorted()
+        #expect(sorted.addresses == model.keys.sorted())
+        #expect(sorted.numbers == sorted.addresses.map { model[$0]!.number })
+        #expect((0..<sorted.count).allSatisfy { sorted.size($0) == model[sorted.addresses[$0]]!.size })
+        // The copy taken before kept its own numbers.
+        #expect(copy.number(of: sorted.addresses[0]) == sorted.numbers[0])
+    }
+
+    @Test("numbering a table that holds blocks gives them 0; a table not numbered keeps none")
+    func startNumberingLate() {
+        var plain = LiveBlockTable()
+        var replacedNumber: UInt64 = 5
+        plain.insert(Self.block(0x1000), number: 3, replacedNumber: &replacedNumber)
+        #expect(plain.number(of: 0x1000) == 0)
+        #expect(plain.consumeSorted().numbers.isEmpty)
+
+        var table = LiveBlockTable()
+        table.startNumbering()
+        table.insert(Self.block(0x1000), number: 3, replacedNumber: &replacedNumber)
+        table.insert(Self.block(0x7f00_0000_2000, size: 5 << 30), number: 4, replacedNumber: &replacedNumber)
+        var child = table
+        child.startNumbering()
+        #expect(child.number(of: 0x1000) == 0 && child.number(of: 0x7f00_0000_2000) == 0)
+        #expect(table.number(of: 0x1000) == 3 && table.number(of: 0x7f00_0000_2000) == 4)
+        var number: UInt64 = 9
+        #expect(child.remove(0x1000, number: &number) != nil && number == 0)
+    }
+
+    @Test("a numbered table stays at most 39 bytes per live block plus 16 KiB")
+    func numberedFootprint() {
+        var table = LiveBlockTable(minimumCapacity: 16)
+        table.startNumbering()
+        var worst = 0.0
+        var replacedNumber: UInt64 = 0
+        for index in 0..<300_000 {
+            table.insert(Self.block(0x1000 + UInt64(index) * 32), number: UInt64(index + 1), replacedNumber: &replacedNumber)
+            let perBlock = Double(table.memoryFootprint - 16 << 10) / Double(table.count)
+            if table.count > 4096 { worst = max(worst, perBlock) }
+        }
+        #expect(worst <= 39, "worst \(worst) bytes a block")
+    }
+}

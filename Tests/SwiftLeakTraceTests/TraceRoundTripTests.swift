@@ -73,15 +73,15 @@ enum SampleTrace {
         encoder.programSuppressions(programSuppressions)
         let stream = writer.openStream(encoder.take())
         var model = HeapModel()
+        model.startNumbering()
         let events = events(count: count)
         for (index, event) in events.enumerated() {
-            encoder.event(event)
-            model.apply(event)
+            encoder.event(event, model: &model)
             if index % 700 == 0 { writer.submit(encoder.take(), stream: stream) }
         }
         let final = model.finish()
         let exit = exitFacts(addresses: final.blocks.addresses)
-        encoder.finish(exit: exit, addresses: final.blocks.addresses, symbols: symbols, strings: writer.strings)
+        encoder.finish(exit: exit, blocks: final.blocks, symbols: symbols, strings: writer.strings)
         writer.submit(encoder.take(), stream: stream)
         #expect(writer.close() == nil)
         return (path, events, exit)

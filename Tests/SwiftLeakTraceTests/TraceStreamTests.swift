@@ -46,19 +46,21 @@ enum TreeTrace {
         allocation(0x9000_0000, 7, stack: 1, thread: 101),
     ]
 
-    static func model(_ start: HeapModel = HeapModel(), _ events: [HeapEvent]) -> HeapModel {
-        var model = start
-        events.forEach { model.apply($0) }
+    /// A model numbered for a trace, as `run` keeps it.
+    static func numberedModel() -> HeapModel {
+        var model = HeapModel()
+        model.startNumbering()
         return model
     }
 
-    static func exit(_ model: HeapModel, code: Int32?) -> (ExitFacts, [UInt64]) {
+    static func exit(_ model: HeapModel, code: Int32?) -> (ExitFacts, SortedBlocks) {
         var copy = model
-        let addresses = copy.finish().blocks.addresses
+        let blocks = copy.finish().blocks
+        let addresses = blocks.addresses
         var facts = ExitFacts(exit: code.map { .exited(code: $0) })
         facts.verdicts = ExitVerdicts(kinds: addresses.map { _ in .definitelyLost }, indirectBytes: addresses.map { _ in 0 },
                                       leaders: addresses.map { _ in -1 })
-        return (facts, addresses)
+        return (facts, blocks)
     }
 
     static func symbols(_ name: String) -> SymbolTable {
@@ -77,38 +79,38 @@ enum TreeTrace {
         var rootEncoder = TraceEncoder()
         rootEncoder.process(root)
         let rootStream = writer.openStream(rootEncoder.take())
-        beforeFork.forEach { rootEncoder.event($0) }
+        var rootModel = numberedModel()
+        beforeFork.forEach { rootEncoder.event($0, model: &rootModel) }
         writer.submit(rootEncoder.take(), stream: rootStream)
-        let rootAtFork = model(HeapModel(), beforeFork)
+        // The child's model is a copy of its parent's at the fork, block numbers and all.
+        var childModel = rootModel
         var childEncoder = rootEncoder.forked()
         childEncoder.process(child, forkedFrom: rootStream)
         let childStream = writer.openStream(childEncoder.take())
-        rootAfter.forEach { rootEncoder.event($0) }
+        rootAfter.forEach { rootEncoder.event($0, model: &rootModel) }
         writer.submit(rootEncoder.take(), stream: rootStream)
-        childAfter.forEach { childEncoder.event($0) }
+        childAfter.forEach { childEncoder.event($0, model: &childModel) }
         writer.submit(childEncoder.take(), stream: childStream)
-        let childModel = model(rootAtFork, childAfter)
         // The child execs: its image's tail says so, and the new image opens a stream of its own.
-        let (childExit, childAddresses) = exit(childModel, code: nil)
+        let (childExit, childBlocks) = exit(childModel, code: nil)
         var childFacts = childExit
         childFacts.scanNote = "the program exec'd /bin/true"
         childFacts.verdicts = nil
         var imageEncoder = TraceEncoder()
         imageEncoder.process(image)
         let imageStream = writer.openStream(imageEncoder.take())
-        imageEvents.forEach { imageEncoder.event($0) }
+        var imageModel = numberedModel()
+        imageEvents.forEach { imageEncoder.event($0, model: &imageModel) }
         writer.submit(imageEncoder.take(), stream: imageStream)
-        let imageModel = model(HeapModel(), imageEvents)
-        let rootModel = model(rootAtFork, rootAfter)
 
-        childEncoder.finish(exit: childFacts, addresses: childAddresses, symbols: symbols("child_leak"), replacedBy: "/bin/true",
+        childEncoder.finish(exit: childFacts, blocks: childBlocks, symbols: symbols("child_leak"), replacedBy: "/bin/true",
                             strings: writer.strings)
         writer.submit(childEncoder.take(), stream: childStream)
-        let (imageExit, imageAddresses) = exit(imageModel, code: 0)
-        imageEncoder.finish(exit: imageExit, addresses: imageAddresses, symbols: symbols("child_leak"), strings: writer.strings)
+        let (imageExit, imageBlocks) = exit(imageModel, code: 0)
+        imageEncoder.finish(exit: imageExit, blocks: imageBlocks, symbols: symbols("child_leak"), strings: writer.strings)
         writer.submit(imageEncoder.take(), stream: imageStream)
-        let (rootExit, rootAddresses) = exit(rootModel, code: 3)
-        rootEncoder.finish(exit: rootExit, addresses: rootAddresses, symbols: symbols("parent_leak"),
+        let (rootExit, rootBlocks) = exit(rootModel, code: 3)
+        rootEncoder.finish(exit: rootExit, blocks: rootBlocks, symbols: symbols("parent_leak"),
                            untracked: "1 program was not tracked", strings: writer.strings)
         writer.submit(rootEncoder.take(), stream: rootStream)
         #expect(writer.close() == nil)
@@ -172,11 +174,12 @@ struct TraceStreamTests {
         var encoder = TraceEncoder()
         encoder.process(TreeTrace.root)
         let stream = writer.openStream(encoder.take())
-        TreeTrace.beforeFork.forEach { encoder.event($0) }
+        var model = TreeTrace.numberedModel()
+        TreeTrace.beforeFork.forEach { encoder.event($0, model: &model) }
         writer.submit(encoder.take(), stream: stream)
-        TreeTrace.rootAfter.forEach { encoder.event($0) }
+        TreeTrace.rootAfter.forEach { encoder.event($0, model: &model) }
         writer.submit(encoder.take(), stream: stream)
-        encoder.finish(exit: ExitFacts(exit: .exited(code: 0)), addresses: [], symbols: SymbolTable())
+        encoder.finish(exit: ExitFacts(exit: .exited(code: 0)), blocks: SortedBlocks([]), symbols: SymbolTable())
         writer.submit(encoder.take(), stream: stream)
         #expect(writer.close() == nil)
         var selects = 0
@@ -188,9 +191,10 @@ struct TraceStreamTests {
         var withoutSelect = TraceFormat.header()
         var probe = TraceEncoder()
         probe.process(TreeTrace.root)
-        TreeTrace.beforeFork.forEach { probe.event($0) }
-        TreeTrace.rootAfter.forEach { probe.event($0) }
-        probe.finish(exit: ExitFacts(exit: .exited(code: 0)), addresses: [], symbols: SymbolTable())
+        var probeModel = TreeTrace.numberedModel()
+        TreeTrace.beforeFork.forEach { probe.event($0, model: &probeModel) }
+        TreeTrace.rootAfter.forEach { probe.event($0, model: &probeModel) }
+        probe.finish(exit: ExitFacts(exit: .exited(code: 0)), blocks: SortedBlocks([]), symbols: SymbolTable())
         withoutSelect += probe.take()
         #expect(contents.bytesRead == UInt64(withoutSelect.count))
     }
