@@ -74,6 +74,37 @@ struct TraceTreeTests {
         }
     }
 
+    @Test("--xml-file with %p: analyze writes each process's document as run wrote it; --child-silent-after-fork as run")
+    func xmlPerProcess() throws {
+        let forks = try Harness.build("tree/forks.c")
+        let trace = TraceTests.tracePath()
+        let prefix = trace + ".xml"
+        let run = try Harness.run([Harness.swiftleak, "run", "-o", trace, "--xml=yes", "--xml-file=\(prefix).run.%p", "--", forks, "both"],
+                                  timeout: 300)
+        let analyzed = try Harness.run([Harness.swiftleak, "analyze", "--xml=yes", "--xml-file=\(prefix).analyze.%p", trace], timeout: 300)
+        #expect(analyzed.status == 0, "\(analyzed.stderr)")
+        let pids = Set(run.stderr.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
+            .map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "=")) }
+        #expect(pids.count == 2, "\(run.stderr)")
+        // The same documents but for swiftleak's own command line (run's, analyze's) and the
+        // status times (the time since swiftleak started, Valgrind's elapsed time).
+        func document(_ path: String) -> String {
+            var text = TraceTests.read(path)
+            if let start = text.range(of: "<vargv>"), let end = text.range(of: "</vargv>") {
+                text = String(text[..<start.lowerBound]) + String(text[end.upperBound...])
+            }
+            return text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.contains("<time>") }.joined(separator: "\n")
+        }
+        for pid in pids {
+            let written = document("\(prefix).run.\(pid)")
+            #expect(written.contains("<pid>\(pid)</pid>"), "\(written)")
+            #expect(document("\(prefix).analyze.\(pid)") == written, "pid \(pid)")
+        }
+        let silent = try Harness.run([Harness.swiftleak, "analyze", "--child-silent-after-fork=yes", trace], timeout: 300)
+        let shown = Set(silent.stdout.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
+        #expect(shown.count == 1, "\(silent.stdout)")
+    }
+
     @Test("the old image's blocks are in use at exec, not errors; --error-exitcode and Untracked: as run")
     func execAndUntracked() throws {
         let threadExec = try Harness.build("exec/thread_exec.c")
