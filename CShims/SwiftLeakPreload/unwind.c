@@ -62,11 +62,12 @@ __attribute__((used, visibility("hidden"))) int swl_unwind_from(uint64_t *frames
 __attribute__((used, visibility("hidden"))) int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max,
                                                                                    const uint64_t *sp, uint64_t rbp);
 
-int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
-    return swl_unwind_from(frames, max, sp, rbp);
-}
-
 #if !SWL_HAVE_WALKER
+
+int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+    (void)frames, (void)max, (void)sp, (void)rbp;
+    return -1;
+}
 
 int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
     (void)frames, (void)max, (void)sp, (void)rbp;
@@ -143,7 +144,11 @@ static inline int64_t packed_rbp_offset(uint32_t packed) {
     return (int64_t)((field ^ 0x200) - 0x200) * 8;
 }
 
+/// Bumped by swl_unwind_forget: a thread's memo of an earlier walk (below) was made with the old rules.
+static uint32_t g_rules_generation;
+
 void swl_unwind_forget(void) {
+    __atomic_fetch_add(&g_rules_generation, 1, __ATOMIC_RELEASE);
     for (size_t i = 0; i < sizeof g_rules / sizeof g_rules[0]; i++) __atomic_store_n(&g_rules[i], 0, __ATOMIC_RELAXED);
 }
 
@@ -612,16 +617,113 @@ static __attribute__((noinline, cold)) bool step_slowly(uint64_t *ip, uint64_t *
     return true;
 }
 
+// MARK: - The thread's memo of an earlier walk
+//
+// Stepping a frame is a chain of dependent loads (the return address gives the rule, the rule the
+// caller's frame, that frame the next return address), ~5 ns a frame. Consecutive stacks of one
+// thread mostly share their outer frames. Each thread keeps the states (ip, rsp, rbp) of one
+// earlier walk; a new walk that reaches a remembered ip at the same rsp takes the remembered
+// frames after it, as long as the words they came from still hold. That is exact: a fast step's
+// result depends only on the frame's state, the rule for its ip (fixed for given code; a memo
+// made before a dlclose is dropped) and the words it reads. The return address at CFA-8 must
+// equal the remembered one; the saved RBP is read as the step reads it, and a later step that
+// uses RBP (an RBP-based CFA) goes on only with the RBP it was remembered with. The addresses of
+// those words are known in advance, so following the memo is a row of independent loads instead
+// of a chain. The memo holds fast steps only: it ends at a frame stepped by the slow path or
+// through a loaded CFA, and the step out of its last frame is always taken for real.
+//
+// The memo lives in TLS, which the exit scan reads as a root, and RBP may hold a block address
+// (so may RSP, on a stack the program allocated): every word is stored XOR MEMO_MASK, which sets
+// bit 63 (never a user-space address) and bit 0 (never aligned), so nothing there can look like a
+// reference to a block.
+#define MEMO_FRAMES 64
+#define MEMO_MASK 0x8000000000000001ULL
+#define MEMO_STEP_USES_RBP 1u /* the step computes the CFA or the saved RBP's address from RBP */
+
+typedef struct {
+    uint64_t ip, rsp, rbp; /* the frame's state, masked */
+    uint64_t rbp_word;     /* masked address of the saved RBP its step reads; 0: none */
+} memo_frame;
+
+static __thread memo_frame t_memo[MEMO_FRAMES];
+static __thread uint8_t t_memo_flags[MEMO_FRAMES];
+static __thread int t_memo_count;
+/// g_rules_generation when the memo was recorded.
+static __thread uint32_t t_memo_generation;
+/// The last walk found the memo a poor guess: the next one records a new memo.
+static __thread bool t_memo_stale;
+
+enum { MEMO_OFF = 0, MEMO_USE = 1, MEMO_RECORD = 2 };
+
+typedef struct {
+    int count, last; // frames written in all; the memo frame the walk goes on from
+    uint64_t rbp;    // rbp in that frame
+} memo_followed;
+
+/// The walk has reached memo frame `x` (same ip, same rsp; `frames[count]` is still to be
+/// written, `rbp` is the walk's). Writes that frame and the memo's next ones as long as the words
+/// their steps read still hold, and marks the memo stale when it was a poor guess. Out of line:
+/// the walking loop keeps its registers.
+static __attribute__((noinline)) memo_followed follow_memo(uint64_t *frames, int count, int max, int x, int memo_count,
+                                                           uint64_t rbp) {
+    int walked = count;
+    frames[count++] = t_memo[x].ip ^ MEMO_MASK;
+    for (; x + 1 < memo_count && count < max; x++) {
+        const memo_frame *here = &t_memo[x], *next = &t_memo[x + 1];
+        if ((t_memo_flags[x] & MEMO_STEP_USES_RBP) && rbp != (here->rbp ^ MEMO_MASK)) break;
+        uint64_t next_rsp = next->rsp ^ MEMO_MASK, next_ip = next->ip ^ MEMO_MASK;
+        if (*(const uint64_t *)(uintptr_t)(next_rsp - 8) != next_ip) break;
+        // The saved RBP is read as the step reads it: its value matters only to a later step that
+        // uses RBP, and that step compares it above.
+        if (here->rbp_word != 0) rbp = *(const uint64_t *)(uintptr_t)(here->rbp_word ^ MEMO_MASK);
+        frames[count++] = next_ip;
+    }
+    // A guess that saved fewer frames than were walked to reach it, or that broke off, is replaced
+    // by this stack's own on the next walk.
+    t_memo_stale = count - walked - 1 < walked || (x + 1 < memo_count && count < max);
+    return (memo_followed){count, x, rbp};
+}
+
 /// Walks from a caller's frame: `sp` points at its return address, `rbp` is its frame pointer.
 /// `stack_pointers`, when given, gets each frame's stack pointer (where its callee returned to).
-static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {
+/// `memo_mode` (a constant at each call) says whether the thread's memo is used, recorded, or neither.
+static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp,
+                       int memo_mode) {
     uint64_t ip = sp[0];
     uint64_t rsp = (uint64_t)(uintptr_t)(sp + 1);
     int count = 0;
     bool exact_ip = false; // ip is an interrupted instruction (the frame below was a signal frame)
+    int memo_count = memo_mode == MEMO_USE ? t_memo_count : 0;
+    int cursor = 0;        // the first memo frame whose rsp is not below this frame's
+    bool recording = memo_mode == MEMO_RECORD;
+    if (recording) t_memo_count = 0;
     while (count < max && ip != 0) {
+        if (memo_mode == MEMO_USE && memo_count != 0) {
+            while (cursor < memo_count && (t_memo[cursor].rsp ^ MEMO_MASK) < rsp) cursor++;
+            if (cursor < memo_count && (t_memo[cursor].rsp ^ MEMO_MASK) == rsp && (t_memo[cursor].ip ^ MEMO_MASK) == ip &&
+                !exact_ip) {
+                memo_followed followed = follow_memo(frames, count, max, cursor, memo_count, rbp);
+                count = followed.count;
+                if (count >= max) return count;
+                // Its last frame is exact (with the rbp carried along): step out of it for real.
+                ip = t_memo[followed.last].ip ^ MEMO_MASK;
+                rsp = t_memo[followed.last].rsp ^ MEMO_MASK;
+                rbp = followed.rbp;
+                memo_count = 0;
+                count--; // re-written just below, then stepped
+            }
+        }
         if (stack_pointers) stack_pointers[count] = rsp;
         frames[count++] = ip;
+        memo_frame *memo = NULL;
+        if (recording) {
+            memo = &t_memo[count - 1];
+            *memo = (memo_frame){ip ^ MEMO_MASK, rsp ^ MEMO_MASK, rbp ^ MEMO_MASK, 0};
+            t_memo_flags[count - 1] = 0;
+            t_memo_count = count;
+            // This frame's step decides whether the memo goes on after it.
+            recording = count < MEMO_FRAMES && !exact_ip;
+        }
         uint32_t rule = exact_ip ? RULE_SLOW : rule_for(ip);
         switch (packed_kind(rule)) {
         case RULE_OUTERMOST:
@@ -629,21 +731,31 @@ static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, cons
             return count;
         case RULE_STEP: {
             uint64_t cfa = ((rule & 4) ? rbp : rsp) + (uint64_t)packed_cfa_offset(rule);
-            if (rule & 8) cfa = *(const uint64_t *)(uintptr_t)cfa;
+            if (rule & 8) {
+                cfa = *(const uint64_t *)(uintptr_t)cfa;
+                recording = false; // a loaded CFA: the memo cannot check this step
+            }
             // Each caller's frame lies above its callee's. Anything else means the rules and the
             // stack disagree (hand-written code with wrong CFI, a stack switch): do not follow it.
             if (cfa <= rsp || cfa - rsp > (1u << 30)) return count;
+            uint64_t rbp_word = 0;
             switch ((rule >> 4) & 3) {
-            case RBP_AT_CFA: rbp = *(const uint64_t *)(uintptr_t)(cfa + (uint64_t)packed_rbp_offset(rule)); break;
-            case RBP_AT_RBP: rbp = *(const uint64_t *)(uintptr_t)(rbp + (uint64_t)packed_rbp_offset(rule)); break;
+            case RBP_AT_CFA: rbp_word = cfa + (uint64_t)packed_rbp_offset(rule); break;
+            case RBP_AT_RBP: rbp_word = rbp + (uint64_t)packed_rbp_offset(rule); break;
             default: break;
             }
+            if (memo) {
+                memo->rbp_word = rbp_word ? rbp_word ^ MEMO_MASK : 0;
+                if ((rule & 4) || ((rule >> 4) & 3) == RBP_AT_RBP) t_memo_flags[count - 1] = MEMO_STEP_USES_RBP;
+            }
+            if (rbp_word) rbp = *(const uint64_t *)(uintptr_t)rbp_word;
             ip = *(const uint64_t *)(uintptr_t)(cfa - 8);
             rsp = cfa;
             continue;
         }
         default: break;
         }
+        recording = false; // the slow path's reads are not the memo's to check
         // Copies: with their addresses taken, ip, rsp and rbp themselves would live in memory for
         // the whole loop and every fast step would wait on a store and a reload.
         uint64_t slow_ip = ip, slow_rsp = rsp, slow_rbp = rbp;
@@ -656,11 +768,21 @@ static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, cons
 }
 
 int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
-    return walk(frames, NULL, max, sp, rbp);
+    return walk(frames, NULL, max, sp, rbp, MEMO_OFF);
+}
+
+int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+    uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
+    if (t_memo_stale || t_memo_count == 0 || t_memo_generation != generation) {
+        t_memo_stale = false;
+        t_memo_generation = generation;
+        return walk(frames, NULL, max, sp, rbp, MEMO_RECORD);
+    }
+    return walk(frames, NULL, max, sp, rbp, MEMO_USE);
 }
 
 int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {
-    return walk(frames, stack_pointers, max, sp, rbp);
+    return walk(frames, stack_pointers, max, sp, rbp, MEMO_OFF);
 }
 
 #endif

@@ -3,8 +3,9 @@
 // frames deeper than the frame limit, frame-pointer frames with a variable-length array, a stack
 // realigned to 64 bytes, a signal handler (a signal frame, which the walker hands to libunwind),
 // C++ exceptions in flight, libc and libstdc++ frames between the program's (qsort, std::sort,
-// std::function), tail calls, threads, and a plugin that is dlopen'ed, dlclose'd and loaded again
-// (stale cached rules must not survive dlclose).
+// std::function), tail calls, threads, a plugin that is dlopen'ed, dlclose'd and loaded again
+// (stale cached rules must not survive dlclose), and one frame reached at one stack depth through
+// different callers (the walker's memo of the thread's last stack must not lend them its frames).
 //
 // Usage: unwind_shapes [PLUGIN.so]   Everything allocated is freed; it exits 0.
 #include <algorithm>
@@ -61,6 +62,48 @@ NOINLINE static void realigned(int n) {
 // A tail call: the walker and libunwind must both skip this frame the same way.
 NOINLINE void *tail_alloc(size_t n) { return malloc(n); }
 
+// The walker remembers each thread's last stack and takes its outer frames again once a walk
+// reaches the same return address at the same stack pointer, after checking the words they were
+// read from. Here one allocating frame is reached at one stack depth through callers that differ
+// one frame out (same frame sizes, other return addresses), two frames out, and through -O0 frames
+// (RBP-based CFAs, saved RBPs) whose own callers differ: each walk must see its own callers.
+NOINLINE static void same_depth_leaf(int n) {
+    use(malloc((size_t)n));
+    __asm__ volatile("" ::: "memory");
+}
+NOINLINE static void via_first(int n) {
+    same_depth_leaf(n);
+    __asm__ volatile("" ::: "memory");
+}
+NOINLINE static void via_second(int n) {
+    same_depth_leaf(n + 1);
+    __asm__ volatile("" ::: "memory");
+}
+NOINLINE static void outer_first(int n) {
+    via_first(n);
+    __asm__ volatile("" ::: "memory");
+}
+NOINLINE static void outer_second(int n) {
+    via_first(n + 2);
+    __asm__ volatile("" ::: "memory");
+}
+__attribute__((optimize("O0"))) NOINLINE static void framed_via(int n) { via_second(n); }
+__attribute__((optimize("O0"))) NOINLINE static void framed_first(int n) { framed_via(n); }
+__attribute__((optimize("O0"))) NOINLINE static void framed_second(int n) { framed_via(n + 3); }
+
+NOINLINE static void same_depth_other_callers(void) {
+    for (int i = 0; i < 300; i++) {
+        switch (i % 6) {
+        case 0: via_first(8); break;
+        case 1: via_second(8); break;
+        case 2: outer_first(8); break;
+        case 3: outer_second(8); break;
+        case 4: framed_first(8); break;
+        default: framed_second(8); break;
+        }
+    }
+}
+
 static void on_signal(int) {
     // Not async-signal-safe in general; safe here because the signal is raised synchronously
     // outside any allocator call.
@@ -98,6 +141,7 @@ static void *thread_main(void *) {
     for (int i = 0; i < 200; i++) {
         with_vla(8 + i % 5);
         through_libraries();
+        if (i % 50 == 0) same_depth_other_callers();
     }
     return nullptr;
 }
@@ -130,6 +174,7 @@ int main(int argc, char **argv) {
         raise(SIGUSR1);
         throw_and_catch(round);
         through_libraries();
+        same_depth_other_callers();
     }
     pthread_t threads[3];
     for (auto &thread : threads) pthread_create(&thread, nullptr, thread_main, nullptr);
