@@ -19,7 +19,9 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <cpuid.h>
 #include <emmintrin.h>
+#include <immintrin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -407,20 +409,13 @@ static inline void swl_publish_alloc(void *pointer, size_t size, swl_function fn
 /// are left alone; so are chunks glibc mmapped (fresh zero pages). Blocks over 4 KiB get only
 /// their first four words cleared, so that memory the program may never touch is not read.
 #define SWL_CLEAR_WHOLE_BLOCK_LIMIT 4096
-static inline void swl_forget_allocator_links(void *block, size_t requested) {
-    uint64_t *words = block;
-    uint64_t size_field = words[-1];
-    if (size_field & 2) return; // IS_MMAPPED
-    uint64_t chunk_size = size_field & ~(uint64_t)7;
-    if (chunk_size < 32) return;
-    uint64_t count = requested <= SWL_CLEAR_WHOLE_BLOCK_LIMIT ? (requested + 7) / 8 : 4;
-    uint64_t usable_words = (chunk_size - 8) / 8;
-    if (count > usable_words) count = usable_words;
-    // Two words at a time (SSE2, every x86_64 has it; the block is 16-byte aligned), with one
-    // branch per pair instead of one per word: this runs on every malloc, and the scalar loop's
-    // data-dependent branches cost a fifth of malloc-heavy programs' time under swiftleak.
+
+/// Clears the words in [i, count) that look like links, two at a time (SSE2, which every x86_64
+/// has; the block is 16-byte aligned), with one branch per pair instead of one per word: this runs
+/// on every malloc, and the scalar loop's data-dependent branches cost a fifth of malloc-heavy
+/// programs' time under swiftleak.
+static inline void swl_clear_links_sse2(uint64_t *words, uint64_t i, uint64_t count) {
     const __m128i low_bits = _mm_set1_epi64x(15), zero = _mm_setzero_si128();
-    uint64_t i = 0;
     for (; i + 2 <= count; i += 2) {
         __m128i pair = _mm_load_si128((const __m128i *)(words + i));
         // Per 32-bit lane: low dword without its 4 low bits (a high dword's test is always true).
@@ -435,6 +430,56 @@ static inline void swl_forget_allocator_links(void *block, size_t requested) {
         }
     }
     if (i < count && words[i] != 0 && (words[i] & 15) == 0) words[i] = 0;
+}
+
+/// The same, eight words per branch where the processor has AVX2 (64-bit compares: a third of the
+/// SSE2 loop's instructions). The words are the same ones.
+__attribute__((target("avx2"))) static void swl_clear_links_avx2(uint64_t *words, uint64_t count) {
+    const __m256i low_bits = _mm256_set1_epi64x(15), zero = _mm256_setzero_si256();
+    uint64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        // Blocks are 16-byte aligned only: unaligned loads (as fast as aligned ones on aligned data).
+        __m256i first = _mm256_loadu_si256((const __m256i *)(words + i));
+        __m256i second = _mm256_loadu_si256((const __m256i *)(words + i + 4));
+        __m256i first_link = _mm256_andnot_si256(_mm256_cmpeq_epi64(first, zero),
+                                                 _mm256_cmpeq_epi64(_mm256_and_si256(first, low_bits), zero));
+        __m256i second_link = _mm256_andnot_si256(_mm256_cmpeq_epi64(second, zero),
+                                                  _mm256_cmpeq_epi64(_mm256_and_si256(second, low_bits), zero));
+        __m256i any = _mm256_or_si256(first_link, second_link);
+        if (SWL_UNLIKELY(!_mm256_testz_si256(any, any))) {
+            _mm256_storeu_si256((__m256i *)(words + i), _mm256_andnot_si256(first_link, first));
+            _mm256_storeu_si256((__m256i *)(words + i + 4), _mm256_andnot_si256(second_link, second));
+        }
+    }
+    swl_clear_links_sse2(words, i, count);
+}
+
+/// Whether the processor and the kernel let us use AVX2 (CPUID leaf 7 and the YMM state in XCR0).
+static bool g_have_avx2;
+static void swl_detect_avx2(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX)) return;
+    uint32_t xcr0_low, xcr0_high;
+    __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    if ((xcr0_low & 6) != 6) return; // XMM and YMM state saved by the kernel
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    g_have_avx2 = (b & bit_AVX2) != 0;
+}
+
+static inline void swl_forget_allocator_links(void *block, size_t requested) {
+    uint64_t *words = block;
+    uint64_t size_field = words[-1];
+    if (size_field & 2) return; // IS_MMAPPED
+    uint64_t chunk_size = size_field & ~(uint64_t)7;
+    if (chunk_size < 32) return;
+    uint64_t count = requested <= SWL_CLEAR_WHOLE_BLOCK_LIMIT ? (requested + 7) / 8 : 4;
+    uint64_t usable_words = (chunk_size - 8) / 8;
+    if (count > usable_words) count = usable_words;
+    if (g_have_avx2 && count >= 8) {
+        swl_clear_links_avx2(words, count);
+    } else {
+        swl_clear_links_sse2(words, 0, count);
+    }
 }
 
 static inline void swl_record_free(void *pointer, swl_function fn) {
@@ -844,6 +889,7 @@ static void swl_try_init(void) {
         // Registered first, so it runs after every handler the program registers later.
         atexit(swl_announce_exit);
         swl_locate_main_arena();
+        swl_detect_avx2();
         __atomic_store_n(&g_state, STATE_RECORDING, __ATOMIC_RELEASE);
         swl_refresh_modules();
         __atomic_store_n(&g_ring->attached, 1, __ATOMIC_RELEASE);

@@ -259,6 +259,20 @@ struct StaleCopyTests {
         #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
     }
 
+    @Test("glibc's large-bin links left in big fresh blocks are not followed (the eight-word loop)",
+          arguments: ScanTests.optimizations)
+    func largeBinLinks(optimization: String) throws {
+        let program = try Harness.build("scan/allocator_links.c", flags: [optimization, "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program, ["large"])
+        #expect(result.status == 0)
+        // Under swiftleak the two blocks come back from the large bin, links and all.
+        #expect(result.stdout == "large blocks taken back\n")
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Count(bytes: 10_390, blocks: 4))
+        #expect(report.summary["indirectly_lost"] == Count(bytes: 0, blocks: 0))
+        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, ["large"])))
+    }
+
     @Test("a program with its own malloc is told, in one line, that it is not tracked")
     func ownMalloc() throws {
         let program = try Harness.build("scan/own_malloc.c")
