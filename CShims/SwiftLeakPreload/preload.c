@@ -234,12 +234,20 @@ static inline uint32_t swl_hash_frames(const uint64_t *frames, uint32_t depth) {
     return (uint32_t)(h ^ (h >> 32));
 }
 
+/// Whether two stacks of `depth` frames are equal. Word by word, not memcmp: the walk has just
+/// stored `frames` one word at a time, and memcmp's wide loads of words still in the store buffer
+/// cannot be forwarded from those stores; each waits for the stores to reach the cache.
+static inline bool swl_same_frames(const uint64_t *a, const uint64_t *b, uint32_t depth) {
+    uint64_t difference = 0;
+    for (uint32_t i = 0; i < depth; i++) difference |= a[i] ^ b[i];
+    return difference == 0;
+}
+
 /// Walks a bucket chain from `id` until `stop`, looking for an equal stack.
 static inline uint32_t swl_find_stack(uint32_t id, uint32_t stop, uint32_t hash, const uint64_t *frames, uint32_t depth) {
     while (id != 0 && id != stop) {
         swl_stack_record *record = swl_stack_at(id);
-        if (record->hash == hash && record->depth == depth &&
-            memcmp(record->frames, frames, depth * sizeof(uint64_t)) == 0) {
+        if (record->hash == hash && record->depth == depth && swl_same_frames(record->frames, frames, depth)) {
             return id;
         }
         id = record->next;
