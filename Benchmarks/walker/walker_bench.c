@@ -1,5 +1,8 @@
 /* walker_bench: the interposer's stack walker against libunwind's unw_backtrace, called in a loop
- * from stacks 6, 16 and 26 frames deep (both return the same frames; see UnwinderTests).
+ * from stacks 6, 16 and 26 frames deep (both return the same frames; see UnwinderTests); then the
+ * walk the hooks make (swl_unwind_at, which follows the thread's memo of its last walk) against the
+ * same walk without the memo, from stacks of 11 frames that alternate between two inner callers
+ * (as an allocation function's callers do).
  *
  *   cc -O2 -D_GNU_SOURCE -ICShims/SwiftLeakPreload -o /tmp/walker_bench \
  *      Benchmarks/walker/walker_bench.c CShims/SwiftLeakPreload/unwind.c -lunwind
@@ -42,6 +45,52 @@ __attribute__((noinline)) static void nest(int depth, int use_libunwind) {
     sink++; /* keeps the call from becoming a jump */
 }
 
+/* The hooks' entry: the walk starts at the caller's frame, from its stack pointer and RBP. */
+int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
+static int use_memo;
+__asm__(".text\n"
+        ".type hook_like_entry, @function\n"
+        "hook_like_entry:\n"
+        ".cfi_startproc\n"
+        "    movq %rsp, %rdx\n"
+        "    movq %rbp, %rcx\n"
+        "    jmp walk_from_entry\n"
+        ".cfi_endproc\n"
+        ".size hook_like_entry, .-hook_like_entry\n");
+int hook_like_entry(uint64_t *frames, int max);
+__attribute__((used)) int walk_from_entry(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
+    return use_memo ? swl_unwind_at(frames, max, sp, rbp) : swl_unwind_from(frames, max, sp, rbp);
+}
+
+static volatile uint64_t walked;
+__attribute__((noinline)) static void leaf_one(uint64_t r) {
+    uint64_t frames[24];
+    walked += (uint64_t)hook_like_entry(frames, 24) + r;
+}
+__attribute__((noinline)) static void leaf_two(uint64_t r) {
+    uint64_t frames[24];
+    walked += (uint64_t)hook_like_entry(frames, 24) + r * 3;
+}
+__attribute__((noinline)) static void caller_one(uint64_t r) { leaf_one(r); sink++; }
+__attribute__((noinline)) static void caller_two(uint64_t r) { leaf_two(r); sink++; }
+__attribute__((noinline)) static void pick(uint64_t r) { if (r & 1) caller_one(r); else caller_two(r); sink++; }
+__attribute__((noinline)) static void outer_one(uint64_t r) { pick(r + 1); sink++; }
+__attribute__((noinline)) static void outer_two(uint64_t r) { outer_one(r ^ 5); sink++; }
+
+__attribute__((noinline)) static void measure_memo(int memo) {
+    use_memo = memo;
+    uint64_t r = 0x9e3779b97f4a7c15ULL;
+    double start = now();
+    for (long i = 0; i < CALLS; i++) {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        outer_two(r);
+    }
+    double seconds = now() - start;
+    printf("%-9s  alternating callers  %6.1f ns a stack\n", memo ? "memo" : "no memo", seconds / (double)CALLS * 1e9);
+}
+
 int main(void) {
     if (!swl_unwind_available()) {
         fprintf(stderr, "walker_bench: the walker needs x86_64 and glibc 2.35 or later\n");
@@ -50,6 +99,10 @@ int main(void) {
     for (int depth = 0; depth <= 20; depth += 10) {
         nest(depth, 0);
         nest(depth, 1);
+    }
+    for (int round = 0; round < 3; round++) {
+        measure_memo(0);
+        measure_memo(1);
     }
     return 0;
 }
