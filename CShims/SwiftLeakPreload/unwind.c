@@ -778,6 +778,8 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
         t_memo_generation = generation;
         return walk(frames, NULL, max, sp, rbp, MEMO_RECORD);
     }
+    // A walk that never reaches the memo leaves it stale; follow_memo gives its own verdict.
+    t_memo_stale = true;
     return walk(frames, NULL, max, sp, rbp, MEMO_USE);
 }
 
