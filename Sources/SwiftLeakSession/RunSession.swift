@@ -258,7 +258,10 @@ final class ModelFeed: @unchecked Sendable {
         var local = HeapModel()
         swap(&local, &model)
         defer { swap(&local, &model) }
-        defer { preloadNewModules(local.modules) }
+        defer {
+            preloadNewModules(local.modules)
+            preloadNewStacks(local)
+        }
         guard var trace = encoder.take(), let writer else {
             Self.forEach(events, allocation: { local.applyAllocation(address: $0, size: $1, stack: $2, function: $3, thread: $4) },
                          free: { local.applyFree(address: $0, thread: $1) },
@@ -288,6 +291,25 @@ final class ModelFeed: @unchecked Sendable {
         for index in modulesPreloaded..<modules.count { preloader.enqueue(modules[index].module) }
         modulesPreloaded = modules.count
     }
+
+    /// Hands the frames of the stacks made since the last hand-off to the preloader, to symbolize
+    /// while the program runs (a count compare per batch; a copy of the new stacks' frames every
+    /// `stackHandOff` new stacks).
+    private func preloadNewStacks(_ model: HeapModel) {
+        let stacks = model.stacks.count
+        if stacks < stacksPreloaded { stacksPreloaded = 0 }  // a new image after exec
+        guard let preloader, stacks >= stacksPreloaded + Self.stackHandOff else { return }
+        var frames: [UInt64] = []
+        for id in (stacksPreloaded + 1)...stacks { frames += model.stacks.frames(UInt32(id)) }
+        stacksPreloaded = stacks
+        let modules = model.modules, generation = model.moduleGeneration
+        preloader.enqueue { [frames] symbolizer in
+            SymbolResolution.symbolizeAhead(frames, generation: generation, modules: modules, symbolizer: symbolizer,
+                                            stopping: { [weak preloader] in preloader?.isStopping ?? true })
+        }
+    }
+    private var stacksPreloaded = 0
+    static let stackHandOff = 64
 
     /// Hands each event on, allocations and frees by their fields: passing the enum itself costs
     /// an outlined copy and destroy of it per call, which was most of the drain's time after the

@@ -21,4 +21,19 @@ enum SymbolResolution {
         }
         return table
     }
+
+    /// Symbolizes return addresses into `symbolizer`'s cache ahead of `resolve`, on the preloader's
+    /// thread while the program runs: each distinct address of `frames` once, in the module that
+    /// covers it at `generation`. Gives up when `stopping` says so (checked every 64 addresses).
+    static func symbolizeAhead(_ frames: [UInt64], generation: UInt8, modules: [ModuleSpan], symbolizer: Symbolizer,
+                               stopping: () -> Bool = { false }) {
+        var seen = PackedKeyIndex(expectedCount: frames.count / 4)
+        var looked = 0
+        for ip in frames where seen.number(of: ip).isNew {
+            looked += 1
+            if looked & 63 == 0 && stopping() { return }
+            guard let span = modules.spanIndex(containing: ip, generation: generation) else { continue }
+            symbolizer.symbolizeAhead(ip, in: modules[span].module, isReturnAddress: true)
+        }
+    }
 }

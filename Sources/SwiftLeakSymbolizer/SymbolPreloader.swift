@@ -11,11 +11,21 @@ import SwiftLeakCore
 /// of the run would otherwise wait for. The thread runs at the lowest priority (nice 19), so the
 /// recorder, which must keep up with the program, goes first. ``finish()`` drops what has not been
 /// started: those modules are loaded on first lookup, as without a preloader.
+///
+/// The same thread also runs jobs queued with ``enqueue(job:)`` after every module queued before
+/// them: symbolizing the frames of new stacks as the program makes them (``Symbolizer/symbolizeAhead(_:in:isReturnAddress:)``),
+/// so that the end of the run mostly finds them in the symbolizer's cache.
 public final class SymbolPreloader: @unchecked Sendable {
     public let symbolizer: Symbolizer
     private var lock = pthread_mutex_t()
     private var wake = pthread_cond_t()
-    private var pending: [LoadedModule] = []
+    private enum Work {
+        case prepare(LoadedModule)
+        case job(@Sendable (Symbolizer) -> Void)
+    }
+    private var pending: [Work] = []
+    /// The first entry of `pending` not yet taken (taken entries are dropped in batches).
+    private var next = 0
     private var queued: Set<LoadedModule> = []
     private var stopping = false
     private var thread: pthread_t?
@@ -47,10 +57,38 @@ public final class SymbolPreloader: @unchecked Sendable {
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
         guard !stopping, queued.insert(module).inserted else { return }
-        pending.append(module)
+        pending.append(.prepare(module))
         if thread == nil { startThread() }
         pthread_cond_signal(&wake)
     }
+
+    /// Queues work for the thread (run after the modules queued before it). Cheap: never waits
+    /// for the thread's work. A job not started when ``finish()`` is called is dropped, so it must
+    /// only do what the end of the run would otherwise do itself.
+    public func enqueue(job: @escaping @Sendable (Symbolizer) -> Void) {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        guard !stopping else { return }
+        pending.append(.job(job))
+        if thread == nil { startThread() }
+        pthread_cond_signal(&wake)
+    }
+
+    /// Whether ``finish()`` has been called: a long job checks it now and then and gives up, since
+    /// the end of the run does what is left.
+    public var isStopping: Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return stopping
+    }
+
+    /// Jobs run so far.
+    public var jobsRun: Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return jobs
+    }
+    private var jobs = 0
 
     /// Stops the thread once the module it is preparing is done, drops the rest, and returns the
     /// symbolizer for the lookups.
@@ -59,6 +97,7 @@ public final class SymbolPreloader: @unchecked Sendable {
         pthread_mutex_lock(&lock)
         stopping = true
         pending.removeAll()
+        next = 0
         let running = thread
         thread = nil
         pthread_cond_signal(&wake)
@@ -88,17 +127,30 @@ public final class SymbolPreloader: @unchecked Sendable {
     private func run() {
         while true {
             pthread_mutex_lock(&lock)
-            while pending.isEmpty && !stopping { pthread_cond_wait(&wake, &lock) }
+            while next == pending.count && !stopping { pthread_cond_wait(&wake, &lock) }
             if stopping {
                 pthread_mutex_unlock(&lock)
                 return
             }
-            let module = pending.removeFirst()
+            let work = pending[next]
+            next += 1
+            if next >= 1024 {
+                pending.removeFirst(next)
+                next = 0
+            }
             pthread_mutex_unlock(&lock)
-            symbolizer.prepare(module)
-            pthread_mutex_lock(&lock)
-            prepared += 1
-            pthread_mutex_unlock(&lock)
+            switch work {
+            case .prepare(let module):
+                symbolizer.prepare(module)
+                pthread_mutex_lock(&lock)
+                prepared += 1
+                pthread_mutex_unlock(&lock)
+            case .job(let job):
+                job(symbolizer)
+                pthread_mutex_lock(&lock)
+                jobs += 1
+                pthread_mutex_unlock(&lock)
+            }
         }
     }
 }

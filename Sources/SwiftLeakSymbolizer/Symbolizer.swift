@@ -92,6 +92,22 @@ public final class Symbolizer: Sendable {
         }
     }
 
+    /// Symbolizes `ip` into the cache ahead of need (see ``SymbolPreloader``), only where that
+    /// cannot change what is reported: when `module`'s file is already open (prepared) and its
+    /// build id matches. A module with a problem is left to the lookups that need it, so a problem
+    /// is still reported only if a frame the report needs is in it. Returns whether `ip` was looked
+    /// up or already cached.
+    @discardableResult
+    public func symbolizeAhead(_ ip: UInt64, in module: LoadedModule, isReturnAddress: Bool) -> Bool {
+        guard !module.path.isEmpty else { return false }
+        let demangleNames = self.demangleNames
+        return state.withLock { state in
+            guard state.isUsableWithoutProblems(module) else { return false }
+            _ = state.symbolize(ip, in: module, isReturnAddress: isReturnAddress, demangle: demangleNames)
+            return true
+        }
+    }
+
     /// How a frame without a function name can still be shown: `libfoo.so+0x1234` (the file
     /// offset-style address, as Valgrind's `(in /path)` and addr2line's input need).
     public static func moduleOffset(of ip: UInt64, in module: LoadedModule) -> String {
@@ -182,6 +198,17 @@ private struct State {
         lastModule = module
         lastModuleNumber = number
         return number
+    }
+
+    /// Whether numbering `module` can record no problem: it is numbered already without one, or
+    /// its file is open and its build id (when both are known) matches.
+    func isUsableWithoutProblems(_ module: LoadedModule) -> Bool {
+        if let known = moduleIndex[module] {
+            guard case .open = modules[known].file else { return false }
+            return modules[known].mismatch == nil
+        }
+        guard case .open(let debugFile)? = files[FileKey(path: module.path, bias: module.loadBias)] else { return false }
+        return module.buildID.isEmpty || debugFile.buildID.isEmpty || debugFile.buildID == module.buildID
     }
 
     mutating func openFile(path: String, bias: UInt64) -> FileEntry {

@@ -61,4 +61,65 @@ struct PreloadTests {
         preloader.enqueue(LoadedModule(path: "/bin/true", loadBias: 0, start: 0, end: 1, buildID: []))
         #expect(preloader.preparedCount == 1)
     }
+
+    @Test("symbolizing ahead fills the cache with the frames a later lookup gives, and records no problem")
+    func symbolizeAheadCaches() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
+        let ip = try program.ret("in_inlined")
+        let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
+
+        let ahead = Symbolizer()
+        // Not prepared yet: nothing is opened, nothing cached.
+        #expect(!ahead.symbolizeAhead(ip, in: program.module, isReturnAddress: true))
+        #expect(ahead.statistics == Symbolizer.Statistics())
+        ahead.prepare(program.module)
+        #expect(ahead.symbolizeAhead(ip, in: program.module, isReturnAddress: true))
+        #expect(ahead.statistics.lookups == 1)
+        #expect(ahead.symbolize(ip, in: program.module, isReturnAddress: true) == cold)
+        #expect(ahead.statistics.lookups == 1 && ahead.statistics.cacheHits == 1)
+
+        // A module whose file is gone, or whose build id differs: left alone, no problem recorded.
+        let gone = LoadedModule(path: "/nonexistent/swiftleak-test/libgone.so", loadBias: 0x7f00_0000_0000,
+                                start: 0x7f00_0000_0000, end: 0x7f00_0001_0000, buildID: [])
+        ahead.prepare(gone)
+        #expect(!ahead.symbolizeAhead(0x7f00_0000_1234, in: gone, isReturnAddress: true))
+        var changed = program.module
+        changed.buildID = [UInt8](repeating: 0xab, count: 20)
+        #expect(!ahead.symbolizeAhead(ip, in: changed, isReturnAddress: true))
+        #expect(ahead.problems.isEmpty)
+        // The lookup that needs the changed module still reports it.
+        #expect(ahead.symbolize(ip, in: changed, isReturnAddress: true).first?.note != nil)
+        #expect(ahead.problems.count == 1)
+    }
+
+    @Test("jobs run on the preloader's thread after the modules queued before them; none after finish")
+    func preloaderJobs() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
+        let ip = try program.ret("in_inlined")
+        let preloader = SymbolPreloader(symbolizer: Symbolizer())
+        preloader.enqueue(program.module)
+        let module = program.module
+        // The module is prepared before the job runs, so the job's lookup is done ahead.
+        preloader.enqueue { symbolizer in
+            symbolizer.symbolizeAhead(ip, in: module, isReturnAddress: true)
+        }
+        var waited = 0
+        while preloader.jobsRun < 1 && waited < 60_000 {
+            usleep(1000)
+            waited += 1
+        }
+        #expect(preloader.jobsRun == 1)
+        #expect(!preloader.isStopping)
+        let symbolizer = preloader.finish()
+        #expect(preloader.isStopping)
+        #expect(symbolizer.statistics.lookups == 1)
+        _ = symbolizer.symbolize(ip, in: module, isReturnAddress: true)
+        #expect(symbolizer.statistics.lookups == 1 && symbolizer.statistics.cacheHits == 1)
+        preloader.enqueue { _ in Issue.record("a job queued after finish ran") }
+        #expect(preloader.jobsRun == 1)
+    }
 }
