@@ -148,6 +148,8 @@ private final class ScanEngine {
     let state: UnsafeMutablePointer<UInt8>
     let heuristic: UnsafeMutablePointer<UInt8>
     /// Phase 2 only (allocated when some block is unreached): clique parent and indirect bytes.
+    /// `parent` holds the parent's index + 1, so that the zero-filled mapping means "none" without
+    /// a pass over it.
     var parent: UnsafeMutablePointer<Int32>? = nil
     var indirectBytes: UnsafeMutablePointer<UInt64>? = nil
     /// The mark stack: a block is on it at most once (pending bit), so `count` entries suffice.
@@ -720,7 +722,7 @@ private final class ScanEngine {
             indirectBytes[clique] &+= size(i) &+ indirectBytes[i]
             indirectBytes[i] = 0
             state[i] = (state[i] & ~BlockState.mask) | BlockState.indirect
-            parent[i] = Int32(truncatingIfNeeded: current)
+            parent[i] = Int32(truncatingIfNeeded: current) &+ 1
         }
     }
 
@@ -728,8 +730,7 @@ private final class ScanEngine {
         guard let firstUnreached = (0..<count).first(where: { state[$0] & BlockState.mask == BlockState.unreached }) else {
             return
         }
-        parent = ScanMemory.allocate(Int32.self, count: count)
-        parent!.initialize(repeating: -1, count: max(count, 1))
+        parent = ScanMemory.allocate(Int32.self, count: count)  // zero-filled: no parent
         indirectBytes = ScanMemory.allocate(UInt64.self, count: count)  // zero-filled
         for i in firstUnreached..<count where state[i] & BlockState.mask == BlockState.unreached {
             push(i)
@@ -817,27 +818,42 @@ private final class ScanEngine {
 
     // MARK: Result
 
+    /// The arrays of the result, each written once (a scan of millions of blocks spent more time
+    /// filling them with defaults and then overwriting them than in its second phase).
     func result(blocks: [ScanBlock]) -> ScanResult {
-        var kinds = [LeakKind](repeating: .stillReachable, count: count)
-        var charged = [UInt64](repeating: 0, count: count)
-        var leaders = [Int32](repeating: -1, count: count)
-        var parents = [Int32](repeating: -1, count: count)
-        var heuristics = [LeakHeuristic?](repeating: nil, count: count)
-        for i in 0..<count {
+        let state = self.state, heuristic = self.heuristic, count = self.count
+        let parent = self.parent, indirectBytes = self.indirectBytes
+        @inline(__always) func kind(_ i: Int) -> LeakKind {
             switch state[i] & BlockState.mask {
-            case BlockState.reachable:
-                kinds[i] = .stillReachable
-                heuristics[i] = LeakHeuristic(rawValue: heuristic[i])
-            case BlockState.possible:
-                kinds[i] = .possiblyLost
-            case BlockState.indirect:
-                kinds[i] = .indirectlyLost
-                parents[i] = parent![i]
-            default:
-                kinds[i] = .definitelyLost
-                charged[i] = indirectBytes![i]
+            case BlockState.reachable: return .stillReachable
+            case BlockState.possible: return .possiblyLost
+            case BlockState.indirect: return .indirectlyLost
+            default: return .definitelyLost
             }
         }
+        let kinds = [LeakKind](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for i in 0..<count { buffer.initializeElement(at: i, to: kind(i)) }
+            initialized = count
+        }
+        let charged = [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for i in 0..<count {
+                buffer.initializeElement(at: i, to: kinds[i] == .definitelyLost ? indirectBytes![i] : 0)
+            }
+            initialized = count
+        }
+        let parents = [Int32](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for i in 0..<count {
+                buffer.initializeElement(at: i, to: kinds[i] == .indirectlyLost ? parent![i] &- 1 : -1)
+            }
+            initialized = count
+        }
+        let heuristics = [LeakHeuristic?](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for i in 0..<count {
+                buffer.initializeElement(at: i, to: kinds[i] == .stillReachable ? LeakHeuristic(rawValue: heuristic[i]) : nil)
+            }
+            initialized = count
+        }
+        var leaders = [Int32](repeating: -1, count: count)
         // Resolve each indirect block's top-level leader by following parent links, iteratively, with
         // path compression (a lost list of a million blocks is a chain of a million links).
         for i in 0..<count where kinds[i] == .indirectlyLost && leaders[i] < 0 {
