@@ -583,51 +583,100 @@ public struct SortedBlocks: Sendable {
 }
 
 /// An in-place quicksort of parallel arrays by the first (distinct addresses), so sorting needs
-/// no index permutation or copy. `numbers` is either as long as the keys or empty.
+/// no index permutation or copy. `numbers` is either as long as the keys or empty. From
+/// `twoThreadMinimum` blocks on, the first partition's two sides are sorted on two threads: the
+/// sort runs while the program is frozen at its exit, when its core is free (2,000,000 blocks
+/// took 0.2 s on one).
 enum ParallelSort {
+    static let twoThreadMinimum = 1 << 16
+
     static func sort(keys: UnsafeMutableBufferPointer<UInt64>, infos: UnsafeMutableBufferPointer<UInt64>,
                      stacks: UnsafeMutableBufferPointer<UInt32>, numbers: UnsafeMutableBufferPointer<UInt64>) {
-        let withNumbers = !numbers.isEmpty
+        let arrays = Arrays(keys: keys, infos: infos, stacks: stacks, numbers: numbers)
+        guard keys.count >= twoThreadMinimum else {
+            arrays.sort(0, keys.count - 1)
+            return
+        }
+        let (left, right) = arrays.partition(0, keys.count - 1)
+        // The two sides are disjoint: each thread owns its range of all the arrays.
+        final class Job {
+            let arrays: Arrays
+            let range: (Int, Int)
+            init(_ arrays: Arrays, _ range: (Int, Int)) { self.arrays = arrays; self.range = range }
+        }
+        let job = Unmanaged.passRetained(Job(arrays, left))
+        var thread = pthread_t()
+        let started = pthread_create(&thread, nil, { context in
+            let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
+            job.arrays.sort(job.range.0, job.range.1)
+            return nil
+        }, job.toOpaque()) == 0
+        if !started {
+            job.release()
+            arrays.sort(left.0, left.1)
+        }
+        arrays.sort(right.0, right.1)
+        if started { pthread_join(thread, nil) }
+    }
+
+    struct Arrays: @unchecked Sendable {
+        let keys: UnsafeMutableBufferPointer<UInt64>
+        let infos: UnsafeMutableBufferPointer<UInt64>
+        let stacks: UnsafeMutableBufferPointer<UInt32>
+        let numbers: UnsafeMutableBufferPointer<UInt64>
+
         @inline(__always) func swapAt(_ a: Int, _ b: Int) {
             keys.swapAt(a, b)
             infos.swapAt(a, b)
             stacks.swapAt(a, b)
-            if withNumbers { numbers.swapAt(a, b) }
+            if !numbers.isEmpty { numbers.swapAt(a, b) }
         }
-        // Explicit stack of ranges; the smaller side is pushed, so it holds at most log2(n) ranges.
-        var pending: [(Int, Int)] = [(0, keys.count - 1)]
-        while let (lowStart, highStart) = pending.popLast() {
-            var low = lowStart, high = highStart
-            while high - low > 16 {
-                let middle = low + (high - low) / 2
-                if keys[middle] < keys[low] { swapAt(middle, low) }
-                if keys[high] < keys[low] { swapAt(high, low) }
-                if keys[high] < keys[middle] { swapAt(high, middle) }
-                let pivot = keys[middle]
-                var i = low, j = high
-                while i <= j {
-                    while keys[i] < pivot { i += 1 }
-                    while keys[j] > pivot { j -= 1 }
-                    if i <= j {
-                        swapAt(i, j)
-                        i += 1
-                        j -= 1
-                    }
-                }
-                if j - low < high - i {
-                    if low < j { pending.append((low, j)) }
-                    low = i
-                } else {
-                    if i < high { pending.append((i, high)) }
-                    high = j
+
+        /// One partition step of `low...high` (more than 16 entries) around a median of three:
+        /// every key of the first range returned is at most every key of the second.
+        @inline(__always)
+        func partition(_ low: Int, _ high: Int) -> ((Int, Int), (Int, Int)) {
+            let middle = low + (high - low) / 2
+            if keys[middle] < keys[low] { swapAt(middle, low) }
+            if keys[high] < keys[low] { swapAt(high, low) }
+            if keys[high] < keys[middle] { swapAt(high, middle) }
+            let pivot = keys[middle]
+            var i = low, j = high
+            while i <= j {
+                while keys[i] < pivot { i += 1 }
+                while keys[j] > pivot { j -= 1 }
+                if i <= j {
+                    swapAt(i, j)
+                    i += 1
+                    j -= 1
                 }
             }
-            if high > low {
-                for index in (low + 1)...high {
-                    var position = index
-                    while position > low && keys[position - 1] > keys[position] {
-                        swapAt(position - 1, position)
-                        position -= 1
+            return ((low, j), (i, high))
+        }
+
+        /// Sorts `low...high` (empty when high <= low).
+        func sort(_ low: Int, _ high: Int) {
+            // Explicit stack of ranges; the smaller side is pushed, so it holds at most log2(n) ranges.
+            var pending: [(Int, Int)] = [(low, high)]
+            while let (lowStart, highStart) = pending.popLast() {
+                var low = lowStart, high = highStart
+                while high - low > 16 {
+                    let ((_, j), (i, _)) = partition(low, high)
+                    if j - low < high - i {
+                        if low < j { pending.append((low, j)) }
+                        low = i
+                    } else {
+                        if i < high { pending.append((i, high)) }
+                        high = j
+                    }
+                }
+                if high > low {
+                    for index in (low + 1)...high {
+                        var position = index
+                        while position > low && keys[position - 1] > keys[position] {
+                            swapAt(position - 1, position)
+                            position -= 1
+                        }
                     }
                 }
             }
