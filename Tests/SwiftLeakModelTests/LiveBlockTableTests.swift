@@ -190,6 +190,26 @@ struct LiveBlockTableTests {
         #expect(copy.number(of: sorted.addresses[0]) == sorted.numbers[0])
     }
 
+    @Test("a numbered table big enough for the two-thread sort keeps every block's number and fields")
+    func numberedTwoThreadSort() {
+        var table = LiveBlockTable(minimumCapacity: 16)
+        table.startNumbering()
+        var rng = SplitMix(seed: 11)
+        var model: [UInt64: (size: UInt64, number: UInt64)] = [:]
+        for step in 1...100_000 {
+            let address = 0x5555_0000_0000 + (rng.next() % 50_000_000) * 16
+            var replacedNumber: UInt64 = 0
+            let size = rng.next() % 1000
+            _ = table.insert(Self.block(address, size: size), number: UInt64(step), replacedNumber: &replacedNumber)
+            model[address] = (size, UInt64(step))
+        }
+        let sorted = table.consumeSorted()
+        #expect(sorted.count > 1 << 16)
+        #expect(sorted.addresses == model.keys.sorted())
+        #expect(sorted.numbers == sorted.addresses.map { model[$0]!.number })
+        #expect((0..<sorted.count).allSatisfy { sorted.size($0) == model[sorted.addresses[$0]]!.size })
+    }
+
     @Test("numbering a table that holds blocks gives them 0; a table not numbered keeps none")
     func startNumberingLate() {
         var plain = LiveBlockTable()
