@@ -113,7 +113,7 @@ let package = Package(
         // Test helpers shared by the test targets (not a product).
         .target(name: "SwiftLeakTestSupport", path: "Tests/SwiftLeakTestSupport"),
         .testTarget(name: "SwiftLeakModelTests", dependencies: ["SwiftLeakModel", "SwiftLeakReports", "SwiftLeakCore", "SwiftLeakTestSupport"]),
-        .testTarget(name: "SwiftLeakTraceTests", dependencies: ["SwiftLeakTrace", "SwiftLeakModel", "SwiftLeakCore", "SwiftLeakTestSupport"]),
+        .testTarget(name: "SwiftLeakTraceTests", dependencies: ["SwiftLeakTrace", "SwiftLeakModel", "SwiftLeakCore", "SwiftLeakTestSupport", "CZlib"]),
         .testTarget(name: "SwiftLeakScannerTests", dependencies: ["SwiftLeakScanner", "SwiftLeakCore", "SwiftLeakTestSupport"]),
         .testTarget(name: "SwiftLeakTracerTests", dependencies: ["SwiftLeakTracer", "SwiftLeakCore"]),
         .testTarget(name: "SwiftLeakSymbolizerTests", dependencies: ["SwiftLeakSymbolizer", "SwiftLeakCore"]),

@@ -65,9 +65,9 @@ enum SampleTrace {
     }
 
     /// Writes the sample and returns its path, the live blocks' addresses and the exit facts.
-    static func write(level: Int32 = 6, count: Int = 2000) throws -> (path: String, events: [HeapEvent], exit: ExitFacts) {
+    static func write(count: Int = 2000) throws -> (path: String, events: [HeapEvent], exit: ExitFacts) {
         let path = "/tmp/swiftleak-trace-test-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).gz"
-        let writer = try TraceFileWriter(path: path, level: level)
+        let writer = try TraceFileWriter(path: path)
         var encoder = TraceEncoder()
         encoder.process(process)
         encoder.programSuppressions(programSuppressions)
@@ -212,7 +212,7 @@ struct TraceRoundTripTests {
 
     @Test("a trace cut at any of many offsets reads up to its last complete record and says where")
     func truncation() throws {
-        let (path, events, _) = try SampleTrace.write(level: 1)
+        let (path, events, _) = try SampleTrace.write()
         defer { unlink(path) }
         let bytes = SampleTrace.fileBytes(path)
         let cut = path + ".cut"
@@ -240,7 +240,7 @@ struct TraceRoundTripTests {
 
     @Test("random corruption never crashes or hangs the reader")
     func corruption() throws {
-        let (path, _, _) = try SampleTrace.write(level: 1, count: 300)
+        let (path, _, _) = try SampleTrace.write(count: 300)
         defer { unlink(path) }
         let bytes = SampleTrace.fileBytes(path)
         let damaged = path + ".bad"
@@ -268,7 +268,7 @@ struct TraceRoundTripTests {
         for _ in 0..<300 {
             var content = TraceFormat.header(version: TraceFormat.version)
             for _ in 0..<Int(generator.next() % 200) { content.append(UInt8(truncatingIfNeeded: generator.next())) }
-            let writer = try TraceFileWriter(path: path, level: 1)
+            let writer = try TraceFileWriter(path: path)
             writer.submit(content)
             #expect(writer.close() == nil)
             let contents = try TraceReader.read(path: path) { _ in }

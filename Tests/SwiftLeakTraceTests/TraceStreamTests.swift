@@ -75,7 +75,7 @@ enum TreeTrace {
     /// Writes the tree; the streams' tails in the order the processes end (image, then root), as
     /// run writes them.
     static func write(path: String) throws -> (root: HeapModel, child: HeapModel, image: HeapModel) {
-        let writer = try TraceFileWriter(path: path, level: 1)
+        let writer = try TraceFileWriter(path: path)
         var rootEncoder = TraceEncoder()
         rootEncoder.process(root)
         let rootStream = writer.openStream(rootEncoder.take())
@@ -170,7 +170,7 @@ struct TraceStreamTests {
     func singleStreamHasNoSelect() throws {
         let path = Self.path("one-stream")
         defer { unlink(path) }
-        let writer = try TraceFileWriter(path: path, level: 1)
+        let writer = try TraceFileWriter(path: path)
         var encoder = TraceEncoder()
         encoder.process(TreeTrace.root)
         let stream = writer.openStream(encoder.take())
@@ -226,7 +226,7 @@ struct TraceStreamTests {
     func versionTwo() throws {
         let path = Self.path("v2")
         defer { unlink(path) }
-        let writer = try TraceFileWriter(path: path, level: 1)
+        let writer = try TraceFileWriter(path: path)
         // PROCESS pid 5 ppid 1, start 0, no arguments (no stream field in version 2); a SITE
         // (no stack, 24 bytes, malloc), an ALLOC of it, EXIT code 0, LIVE_BLOCKS (the block at
         // 0x10, age 0), END.
@@ -256,7 +256,7 @@ struct TraceStreamTests {
             process + [0x1f, 0x01, 6, 5, 0, 0, 1], // forked from a stream that ended
         ]
         for content in cases {
-            let writer = try TraceFileWriter(path: path, level: 1)
+            let writer = try TraceFileWriter(path: path)
             writer.submit(TraceFormat.header() + content)
             #expect(writer.close() == nil)
             let contents = try TraceReader.read(path: path, onStream: { _, _ in }, onEvent: { _, _ in })
