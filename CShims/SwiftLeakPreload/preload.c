@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <link.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -488,6 +489,33 @@ static inline void swl_forget_allocator_links(void *block, size_t requested) {
     } else {
         swl_clear_links_sse2(words, 0, count);
     }
+}
+
+/// The same for the part of a realloc'd block past what the old block held (`kept` bytes, its
+/// usable size: what glibc copied, or what stayed in place): that part is memory that was free a
+/// moment ago (a free neighbour the block grew over, or the rest of the chunk it moved to), with
+/// its links. Valgrind counts none of it (undefined), so the program cannot have relied on it.
+/// Past 4 KiB of new bytes, only the first four words, as for a big fresh block.
+static inline void swl_forget_grown_links(void *block, size_t kept, size_t requested) {
+    if (requested <= kept) return;
+    uint64_t *words = block;
+    uint64_t size_field = words[-1];
+    if (size_field & 2) return; // IS_MMAPPED: fresh pages past the copy
+    uint64_t chunk_size = size_field & ~(uint64_t)7;
+    if (chunk_size < 32) return;
+    uint64_t first = (kept + 7) / 8;
+    uint64_t end = (requested + 7) / 8;
+    if (requested - kept > SWL_CLEAR_WHOLE_BLOCK_LIMIT) end = first + 4;
+    uint64_t usable_words = (chunk_size - 8) / 8;
+    if (end > usable_words) end = usable_words;
+    if (first >= end) return;
+    // A usable size is 16k + 8 bytes: the grown part starts on an odd word, and the pairs of
+    // swl_clear_links_sse2 must be 16-byte aligned.
+    if (first & 1) {
+        if (words[first] != 0 && (words[first] & 15) == 0) words[first] = 0;
+        first++;
+    }
+    swl_clear_links_sse2(words, first, end);
 }
 
 static inline void swl_record_free(void *pointer, swl_function fn) {
@@ -970,9 +998,11 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, swl_ent
     t_busy = 1;
     uint64_t pos;
     swl_event *slot = swl_reserve(&pos);
+    size_t kept = malloc_usable_size(old);
     t_busy = 0;
     void *p = __libc_realloc(old, size);
     int saved_errno = errno;
+    if (p) swl_forget_grown_links(p, kept, size);
     t_busy = 1;
     if (slot) {
         // realloc(p, 0) frees p and returns NULL in glibc; any other NULL is a failure that left p alone.

@@ -273,6 +273,21 @@ struct StaleCopyTests {
         #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, ["large"])))
     }
 
+    @Test("a block realloc grew over a free neighbour: the neighbour's links in the new part are not followed",
+          arguments: ScanTests.optimizations)
+    func reallocGrownPart(optimization: String) throws {
+        let program = try Harness.build("scan/realloc_tail.c", flags: [optimization, "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program)
+        #expect(result.status == 0)
+        // The heap shape the program builds (checked by itself): its stale link points into `lost`.
+        #expect(result.stdout == "adjacent: yes, kept grown in place\n", "\(result.stdout)")
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Count(bytes: 200, blocks: 1), "\(report.summary)")
+        #expect(report.summary["possibly_lost"] == nil || report.summary["possibly_lost"] == Count(bytes: 0, blocks: 0),
+                "\(report.summary)")
+        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
+    }
+
     @Test("a program with its own malloc is told, in one line, that it is not tracked")
     func ownMalloc() throws {
         let program = try Harness.build("scan/own_malloc.c")
