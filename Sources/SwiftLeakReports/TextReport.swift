@@ -8,14 +8,14 @@ public enum TextReport {
     public static let unprefixedMarker: Character = "\u{1}"
 
     /// `command` is the program and its arguments as display text, escaped (`escapedForDisplay`):
-    /// an argument holding a newline must not start a report line of its own.
-    public static func header(command: [String], options: ReportOptions) -> [String] {
+    /// an argument holding a newline must not start a report line of its own. `parentPID`: the
+    /// `Parent PID:` line, which Valgrind prints when the report goes to a log file (not to stderr).
+    public static func header(command: [String], options: ReportOptions, parentPID: Int32? = nil) -> [String] {
         if options.quiet { return [] }
         return [
             "swiftleak-\(options.toolVersion), a memory leak tracker",
             "Command: " + command.joined(separator: " "),
-            "",
-        ]
+        ] + (parentPID.map { ["Parent PID: \($0)"] } ?? []) + [""]
     }
 
     public static func render(_ report: ProcessReport, options: ReportOptions) -> [String] {

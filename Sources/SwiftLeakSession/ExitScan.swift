@@ -61,6 +61,7 @@ enum ExitScan {
         rootOptions.excludedRanges = ownStacks.areas
         var rootSet = RootSetBuilder(options: rootOptions).build(mappings: mappings, threads: threads, liveBlocks: scanBlocks,
                                              exitedThreads: exited, memory: memory)
+        rootSet.registerWords += stackBlocks(of: threads, in: scanBlocks)
         if let state = allocatorState, isInLibcData(state, mappings: mappings) {
             rootSet.regions = subtract(state, from: rootSet.regions)
         }
@@ -100,6 +101,23 @@ enum ExitScan {
         swl_own_stack_geometry(&stack, &guardBytes, &firstSlots)
         return OwnStackAreas.Geometry(stackSize: stack, guardSize: guardBytes, firstAreaSlots: firstSlots)
     }()
+
+    /// The blocks a thread runs on as its stack (a raw clone() child or a coroutine on a malloc'd
+    /// stack, a pthread_attr_setstack thread): in use as long as the thread is, so reachable, as if
+    /// the thread held their address. The stack's contents from the stack pointer up are roots
+    /// already (RootSetBuilder).
+    static func stackBlocks(of threads: [ThreadRoots], in blocks: [ScanBlock]) -> [UInt64] {
+        threads.compactMap { thread in
+            var lo = 0, hi = blocks.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if blocks[mid].address <= thread.stackPointer { lo = mid + 1 } else { hi = mid }
+            }
+            guard lo > 0 else { return nil }
+            let block = blocks[lo - 1]
+            return thread.stackPointer < block.address &+ block.size ? block.address : nil
+        }
+    }
 
     /// The interposer's guess at main_arena is trusted only inside libc's writable data.
     static func isInLibcData(_ range: Range<UInt64>, mappings: [MemoryMapping]) -> Bool {

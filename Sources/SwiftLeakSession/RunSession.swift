@@ -134,7 +134,9 @@ public enum RunSession {
             }
         })
         swl_signals_forward_to(pid)
-        let process = ProcessFacts(pid: pid, ppid: getpid(), command: command, startTime: wallClockNow())
+        // The parent Valgrind reports for it: the process that started the run (swiftleak stands
+        // where Valgrind's own process would), not swiftleak.
+        let process = ProcessFacts(pid: pid, ppid: getppid(), command: command, startTime: wallClockNow())
         onStart(pid)
 
         // Modules' symbol tables load in the background as the programs load them (one loader
@@ -152,7 +154,9 @@ public enum RunSession {
         for image in session.images {
             // The interposer opened its own descriptor by path long ago (or never will): ours can go.
             image.ring?.closeDescriptor()
-            image.finish(exit: image.pid == pid ? exit : nil, interruptedBy: tracer.interruptedBy,
+            // Ended by a termination request, `exit` is swiftleak's: the program's is its own, if any.
+            let programExit = tracer.interruptedBy == nil ? exit : tracer.launchedProgramExit
+            image.finish(exit: image.pid == pid ? programExit : nil, interruptedBy: tracer.interruptedBy,
                          isForkChild: session.forkChildren.contains(image.pid))
         }
         var rootWarnings: [String] = []

@@ -87,7 +87,12 @@ final class TracedProcess {
     /// After the process is gone (or swiftleak stops tracing it): what is still missing.
     /// `isForkChild`: its ring was offered through the fork handler.
     func finish(exit: ProcessExit?, interruptedBy: Int32?, isForkChild: Bool) {
-        exitFacts.exit = replacedBy != nil ? nil : exit ?? self.exit ?? interruptedBy.map { .signaled(signal: $0, coreDumped: false) }
+        // A process swiftleak's own end left running has no exit of its own to report (it was not
+        // killed by the request: it ignored, caught or never received it).
+        exitFacts.exit = replacedBy != nil ? nil : exit ?? self.exit
+        if heap != nil, let signal = interruptedBy, exitFacts.exit == nil, replacedBy == nil {
+            exitFacts.warnings.append("swiftleak was ended by signal \(signal) while this process ran on, its threads held at a stop of swiftleak's: its blocks were scanned as they were then, and it goes on untraced")
+        }
         if heap == nil {
             recorder?.finish(processStopped: true)
             heap = model.finish()

@@ -131,6 +131,8 @@ public final class Tracer {
     /// Set when swiftleak stopped tracing because it was asked to end (SIGTERM, SIGINT, SIGHUP,
     /// SIGQUIT) while the program could not (see ``run()``): the signal.
     public private(set) var interruptedBy: Int32?
+    /// The launched program's own end, nil while it has not ended (swiftleak was ended first).
+    public var launchedProgramExit: ProcessExit? { rootExit }
     /// Termination requests seen so far, and when the first came (monotonic nanoseconds).
     private var terminationRequests: Int32 = 0
     private var firstTerminationRequest: UInt64?

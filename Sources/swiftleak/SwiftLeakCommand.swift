@@ -229,11 +229,17 @@ extension SwiftLeakCommand {
             } catch {
                 throw fail("\(error)")
             }
+            // Valgrind prints `Parent PID:` in the header of a report written to a log file.
+            let parentInHeader = report.logFile != nil
             var result: RunResult
             do {
                 result = try RunSession.run(configuration) { pid in
                     valgrind.programStarted()
-                    output.write(TextReport.header(command: configuration.command.map(\.escapedForDisplay), options: configuration.report), pid: pid)
+                    // Valgrind's Parent PID is that of the process that started the run: the
+                    // launched program's is swiftleak's parent, as the program runs where
+                    // Valgrind's own process would.
+                    output.write(TextReport.header(command: configuration.command.map(\.escapedForDisplay), options: configuration.report,
+                                                   parentPID: parentInHeader ? getppid() : nil), pid: pid)
                 }
             } catch let error as LaunchError {
                 throw fail(error.description, status: error.exitStatus)
@@ -252,10 +258,20 @@ extension SwiftLeakCommand {
             // for each; the launched program's went out when it started).
             // --child-silent-after-fork=yes, as Valgrind: a forked child writes nothing.
             let silentChildren = valgrind.childSilentAfterFork == "yes"
+            // A forked child's first image is its parent's copy: replaced by an exec, it held only
+            // what the child inherited (Valgrind prints nothing for it). Left out of the text, as
+            // the XML leaves every replaced image out; the JSON lists it.
+            var imagesSeen: Set<Int32> = [rootPid]
+            var forkCopiesReplaced = Set<Int>()
+            for index in result.startOrder where imagesSeen.insert(result.reports[index].pid).inserted {
+                if result.reports[index].replacedByExec != nil { forkCopiesReplaced.insert(index) }
+            }
             for (index, report) in result.reports.enumerated() where report.pid == rootPid || !silentChildren {
+                if forkCopiesReplaced.contains(index) { continue }
                 var lines = TextReport.render(report, options: configuration.report)
                 if index != launched {
-                    lines = TextReport.header(command: report.command, options: configuration.report) + lines
+                    lines = TextReport.header(command: report.command, options: configuration.report,
+                                              parentPID: parentInHeader ? report.ppid : nil) + lines
                 }
                 if index == launched, let trace = result.tracePath, !configuration.report.quiet {
                     lines.append("Trace: \(trace) (swiftleak analyze \(trace))")

@@ -12,6 +12,8 @@
 //   stop             prints "ready", then echoes stdin
 //   term-caught      as stop, but catches SIGTERM and prints "term" for each one (it does not end)
 //   pthread-exit     main leaks, starts a thread that leaks, and leaves by pthread_exit
+//   held-main        ignores SIGTERM; main leaves by pthread_exit, another thread then prints its
+//                    pid and "main has left" and echoes stdin as stop does
 //   forge            writes garbage into swiftleak's ring (found by name in /proc/self/maps)
 //   forge-stacks     keeps its only pointer to a block in memory a forged own-stack table claims
 //   fifo PATH        forges a module record whose path is PATH (a FIFO), then exits
@@ -176,6 +178,29 @@ static void *leaking_thread(void *argument) {
     return NULL;
 }
 
+/// held-main's second thread: once main has left (natively a zombie; under swiftleak held at its
+/// exit stop, "t"), says so and reads its input.
+static void *echo_after_main_left(void *argument) {
+    (void)argument;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)getpid());
+    for (;;) {
+        char text[512] = {0};
+        FILE *stat = fopen(path, "r");
+        if (stat == NULL) break;
+        size_t length = fread(text, 1, sizeof text - 1, stat);
+        fclose(stat);
+        text[length] = 0;
+        const char *name_end = strrchr(text, ')');
+        char state = name_end && name_end[1] ? name_end[2] : 0;
+        if (state == 'Z' || state == 't' || state == 'X') break;
+        usleep(1000);
+    }
+    printf("pid %d\nmain has left\n", (int)getpid());
+    echo_input_after_ready();
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "fds";
     // Test runners hand their signal mask down (Foundation's Process keeps it): start clean, so a
@@ -263,6 +288,11 @@ int main(int argc, char **argv) {
         pthread_create(&thread, NULL, leaking_thread, NULL);
         printf("main leaves by pthread_exit\n");
         fflush(stdout);
+        pthread_exit(NULL);
+    } else if (strcmp(mode, "held-main") == 0) {
+        signal(SIGTERM, SIG_IGN);
+        pthread_t thread;
+        pthread_create(&thread, NULL, echo_after_main_left, NULL);
         pthread_exit(NULL);
     } else if (strcmp(mode, "forge") == 0) {
         swl_ring_header *ring = find_ring();
