@@ -145,12 +145,28 @@ public enum ReportBuilder {
                           names: inout NameCache) -> [SymbolizedFrame] {
         var result: [SymbolizedFrame] = []
         for ip in frames {
-            for var frame in symbols.frames(for: ip, generation: generation, modules: heap.modules) {
-                frame.function = frame.function.map { names.display($0) }
-                result.append(frame)
+            // Stacks share most frames: the frames shown for an address (of a module generation)
+            // are worked out once per report. Addresses above 48 bits (never code) are not cached.
+            guard ip >> 48 == 0 else {
+                result += displayFrames(ip, generation: generation, heap: heap, symbols: symbols, names: &names)
+                continue
             }
+            let (number, isNew) = names.shownFrameNumbers.number(of: ip | UInt64(generation) << 48)
+            if isNew {
+                names.shownFrames.append(displayFrames(ip, generation: generation, heap: heap, symbols: symbols, names: &names))
+            }
+            result += names.shownFrames[number]
         }
         return cutBelowMain(result)
+    }
+
+    static func displayFrames(_ ip: UInt64, generation: UInt8, heap: FinalHeap, symbols: SymbolTable,
+                              names: inout NameCache) -> [SymbolizedFrame] {
+        var result = symbols.frames(for: ip, generation: generation, modules: heap.modules)
+        for index in result.indices {
+            result[index].function = result[index].function.map { names.display($0) }
+        }
+        return result
     }
 
     /// Stacks whose live bytes rose through the run and still held reachable blocks at exit.
@@ -199,10 +215,16 @@ public enum ReportBuilder {
 }
 
 /// Function names as the report shows them: demangled (once per distinct name) unless
-/// `--demangle=no`.
+/// `--demangle=no`; and the frames shown for each address of one heap and symbol table (one
+/// cache per report).
 struct NameCache {
     var demangle: Bool
     var cache: [String: String] = [:]
+    /// Numbered by address | module generation << 48.
+    var shownFrameNumbers = PackedKeyIndex()
+    var shownFrames: [[SymbolizedFrame]] = []
+
+    init(demangle: Bool) { self.demangle = demangle }
 
     mutating func display(_ name: String) -> String {
         guard demangle else { return name }
