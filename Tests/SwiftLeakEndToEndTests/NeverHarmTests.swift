@@ -262,10 +262,12 @@ struct NeverHarmTests {
 
     /// `swiftleak run -- harm stop` with every standard stream a pipe: the program prints
     /// "ready" and waits on stdin.
-    static func startWaitingProgram() throws -> (Process, input: Pipe, output: Pipe, errors: Pipe) {
+    /// swiftleak running `harm MODE` (a mode that waits on its input), its pipes open.
+    static func startWaitingProgram(_ mode: String = "stop", options: [String] = []) throws -> (Process, input: Pipe, output: Pipe, errors: Pipe) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.swiftleak)
-        process.arguments = ["run", "--", try harm(), "stop"]
+        process.arguments = ["run"] + options + ["--", try harm(), mode]
+        process.currentDirectoryURL = Harness.workDirectory
         let input = Pipe(), output = Pipe(), errors = Pipe()
         process.standardInput = input
         process.standardOutput = output

@@ -22,31 +22,32 @@ struct ProcessTreeTests {
         }
     }
 
-    @Test("a program that outlives a termination request: a second one ends swiftleak with its report")
-    func secondTerminationRequestEnds() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.swiftleak)
-        process.arguments = ["run", "--no-trace", "--", try NeverHarmTests.harm(), "term-caught"]
-        process.currentDirectoryURL = Harness.workDirectory
-        let input = Pipe(), output = Pipe(), errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
+    /// Kills `process` if it is still running after 120 s (far above the termination tests' few).
+    static func watchdog(_ process: Process) -> DispatchSourceTimer {
         let watchdog = DispatchSource.makeTimerSource()
         watchdog.schedule(deadline: .now() + 120)
         watchdog.setEventHandler { kill(process.processIdentifier, SIGKILL) }
         watchdog.resume()
+        return watchdog
+    }
+
+    /// Reads `pipe` into `seen` until it holds `expected` (or the pipe ends).
+    static func read(_ pipe: Pipe, into seen: inout String, until expected: String) {
+        while !seen.contains(expected) {
+            let data = pipe.fileHandleForReading.availableData
+            if data.isEmpty { return }
+            seen += String(decoding: data, as: UTF8.self)
+        }
+    }
+
+    @Test("a program that outlives a termination request: a second one ends swiftleak with its report")
+    func secondTerminationRequestEnds() throws {
+        let (process, input, output, errors) = try NeverHarmTests.startWaitingProgram("term-caught", options: ["--no-trace"])
+        let watchdog = Self.watchdog(process)
         defer { watchdog.cancel() }
 
         var seen = ""
-        func readLine(_ expected: String) {
-            while !seen.contains(expected) {
-                let data = output.fileHandleForReading.availableData
-                if data.isEmpty { return }
-                seen += String(decoding: data, as: UTF8.self)
-            }
-        }
+        func readLine(_ expected: String) { Self.read(output, into: &seen, until: expected) }
         readLine("ready\n")
         // The first request reaches the program, which catches it and runs on; swiftleak follows it.
         kill(process.processIdentifier, SIGTERM)
@@ -72,27 +73,12 @@ struct ProcessTreeTests {
         // as the process runs on; the other thread says "ready" only once main is held there, then
         // reads its input. SIGTERM is ignored by the program, so it cannot end: only swiftleak's
         // grace period can.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.swiftleak)
-        process.arguments = ["run", "--no-trace", "--", try NeverHarmTests.harm(), "held-main"]
-        process.currentDirectoryURL = Harness.workDirectory
-        let input = Pipe(), output = Pipe(), errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let watchdog = DispatchSource.makeTimerSource()
-        watchdog.schedule(deadline: .now() + 120)
-        watchdog.setEventHandler { kill(process.processIdentifier, SIGKILL) }
-        watchdog.resume()
+        let (process, input, output, errors) = try NeverHarmTests.startWaitingProgram("held-main", options: ["--no-trace"])
+        let watchdog = Self.watchdog(process)
         defer { watchdog.cancel() }
 
         var seen = ""
-        while !seen.contains("ready\n") {
-            let data = output.fileHandleForReading.availableData
-            if data.isEmpty { break }
-            seen += String(decoding: data, as: UTF8.self)
-        }
+        Self.read(output, into: &seen, until: "ready\n")
         let program = seen.split(separator: "\n").first { $0.hasPrefix("pid ") }.flatMap { Int32($0.dropFirst(4)) }
         defer { if let program { kill(program, SIGKILL) } }
         #expect(seen.hasSuffix("main has left\nready\n"), "\(seen)")
