@@ -13,8 +13,8 @@ import SwiftLeakModel
 /// an allocation made or a free ended. One table and one probe per event serve both (two tables
 /// were a quarter of the drain's time on malloc_heavy).
 ///
-/// Memory: 8 bytes a slot in the model's table for the numbers, and one dictionary entry per
-/// distinct site; nothing grows with the number of events.
+/// Memory: 8 bytes a slot in the model's table for the numbers, and 48-96 bytes per distinct
+/// site (`SiteTable`); nothing grows with the number of events.
 ///
 /// A value worked on in place (the session keeps it in a local while it encodes a batch): as a
 /// class, every stored property would pay a dynamic exclusivity check per event. Its buffers are
@@ -26,55 +26,22 @@ public struct TraceEncoder {
     private var lastStackStart: UInt64 = 0
     /// Allocations numbered so far (the first is number 1).
     private var allocations: UInt64 = 0
-    private var sites: [Site: UInt64] = [:]
-    /// A direct-mapped cache in front of `sites`: most allocations come from a few hot sites,
-    /// and a Dictionary lookup (SipHash) per allocation costs the drain more than the rest of
-    /// the encoding.
-    private let cachedSites: UnsafeMutablePointer<Site>
-    private let cachedIDs: UnsafeMutablePointer<UInt64>
-    private let cacheOwner: CacheOwner
-    private static let cacheSlots = 4096
+    private var sites = SiteTable()
 
-    /// Frees the cache with the last copy of the encoder.
-    final class CacheOwner {
-        let sites: UnsafeMutablePointer<Site>
-        let ids: UnsafeMutablePointer<UInt64>
-        init(sites: UnsafeMutablePointer<Site>, ids: UnsafeMutablePointer<UInt64>) {
-            self.sites = sites
-            self.ids = ids
-        }
-        deinit {
-            sites.deallocate()
-            ids.deallocate()
-        }
-    }
-
-    struct Site: Hashable {
-        var stack: UInt32
-        var function: UInt8
-        var size: UInt64
-    }
-
-    public init() {
-        cachedSites = .allocate(capacity: Self.cacheSlots)
-        cachedSites.initialize(repeating: Site(stack: .max, function: 0, size: .max), count: Self.cacheSlots)
-        cachedIDs = .allocate(capacity: Self.cacheSlots)
-        cachedIDs.initialize(repeating: 0, count: Self.cacheSlots)
-        cacheOwner = CacheOwner(sites: cachedSites, ids: cachedIDs)
-    }
+    public init() {}
 
     /// The encoder of a fork child's stream: it starts where this one is (the allocations
     /// numbered, the sites, the stack and time deltas; the live blocks' numbers are in the child's
     /// copy of the model), as the reader's copy of this stream does at the child's PROCESS record,
-    /// with buffers of its own. Call it when everything this
-    /// one encoded was handed over (`take()`), before the child's first event.
+    /// with buffers of its own. Call it when everything this one encoded was handed over
+    /// (`take()`), before the child's first event.
     public func forked() -> TraceEncoder {
         var child = TraceEncoder()
         child.lastThread = lastThread
         child.lastTime = lastTime
         child.lastStackStart = lastStackStart
         child.allocations = allocations
-        child.sites = sites
+        child.sites = sites.copy()
         return child
     }
 
@@ -185,7 +152,7 @@ public struct TraceEncoder {
         }
         out.reserve(64)
         if thread != lastThread { switchThread(thread) }
-        let site = siteID(Site(stack: stack, function: function.rawValue, size: size & 0xffff_ffff_ffff))
+        let site = siteID(stack: stack, function: function.rawValue, size: size & 0xffff_ffff_ffff)
         let fresh = allocations &+ 1
         let number = model.applyAllocation(address: address, size: size, stack: stack, function: function,
                                            thread: thread, number: fresh)
@@ -216,23 +183,14 @@ public struct TraceEncoder {
 
     /// The site's id, writing its SITE record the first time (ids count from 0).
     @inline(__always)
-    private mutating func siteID(_ site: Site) -> UInt64 {
-        let hash = (UInt64(site.stack) &* 0x9e37_79b9_7f4a_7c15) ^ (site.size &* 0xc2b2_ae3d_27d4_eb4f) ^ UInt64(site.function)
-        let slot = Int(truncatingIfNeeded: (hash &* 0x9e37_79b9_7f4a_7c15) >> 52)
-        if cachedSites[slot] == site { return cachedIDs[slot] }
-        if let id = sites[site] {
-            cachedSites[slot] = site
-            cachedIDs[slot] = id
-            return id
+    private mutating func siteID(stack: UInt32, function: UInt8, size: UInt64) -> UInt64 {
+        let (id, isNew) = sites.id(stack: stack, function: function, size: size)
+        if isNew {
+            out.byte(TraceFormat.site)
+            out.varint(UInt64(stack))
+            out.varint(size)
+            out.byte(function)
         }
-        let id = UInt64(sites.count)
-        sites[site] = id
-        cachedSites[slot] = site
-        cachedIDs[slot] = id
-        out.byte(TraceFormat.site)
-        out.varint(UInt64(site.stack))
-        out.varint(site.size)
-        out.byte(site.function)
         return id
     }
 
@@ -382,5 +340,87 @@ public struct ProgramSuppressionText: Sendable, Equatable {
     public init(program: String, content: Content) {
         self.program = program
         self.content = content
+    }
+}
+
+/// The trace's sites (stack, function, size) by id, in an open-addressing table with linear
+/// probing: no SipHash per allocation (a Dictionary behind a 4096-slot direct-mapped cache still
+/// took ~4% of the drain's perf samples on malloc_heavy, in its lookups and hashing). A slot
+/// is three words: stack and function (with a bit that marks it used), size, id. At most half
+/// full, doubled when it would be more: 48-96 bytes a site.
+///
+/// A value with raw storage (no dynamic exclusivity checks in the encoder); copies share it, so
+/// `copy()` gives a fork child's encoder a table of its own.
+struct SiteTable {
+    private var slots: UnsafeMutablePointer<UInt64>
+    private var capacity: Int
+    private var shift: UInt64
+    private(set) var count = 0
+    private var owner: Owner
+
+    /// Frees the slots with the last copy of the table.
+    final class Owner {
+        var slots: UnsafeMutablePointer<UInt64>
+        init(_ slots: UnsafeMutablePointer<UInt64>) { self.slots = slots }
+        deinit { slots.deallocate() }
+    }
+
+    init(capacity: Int = 1 << 12) {
+        precondition(capacity.nonzeroBitCount == 1 && capacity >= 16)
+        self.capacity = capacity
+        shift = UInt64(64 - capacity.trailingZeroBitCount)
+        slots = .allocate(capacity: 3 * capacity)
+        slots.initialize(repeating: 0, count: 3 * capacity)
+        owner = Owner(slots)
+    }
+
+    func copy() -> SiteTable {
+        var copy = SiteTable(capacity: capacity)
+        copy.slots.update(from: slots, count: 3 * capacity)
+        copy.count = count
+        return copy
+    }
+
+    private static let used: UInt64 = 1 << 40
+
+    @inline(__always)
+    private func home(_ key: UInt64, _ size: UInt64) -> Int {
+        let mixed = ((key &* 0x9e37_79b9_7f4a_7c15) ^ (size &* 0xc2b2_ae3d_27d4_eb4f)) &* 0x9e37_79b9_7f4a_7c15
+        return Int(truncatingIfNeeded: mixed >> shift)
+    }
+
+    /// The id of a site, and whether it was just given (ids count from 0, in order).
+    @inline(__always)
+    mutating func id(stack: UInt32, function: UInt8, size: UInt64) -> (id: UInt64, isNew: Bool) {
+        let key = UInt64(stack) | UInt64(function) << 32 | Self.used
+        var slot = home(key, size)
+        while true {
+            let found = slots[3 * slot]
+            if found == key && slots[3 * slot + 1] == size { return (slots[3 * slot + 2], false) }
+            if found == 0 { break }
+            slot = (slot + 1) & (capacity - 1)
+        }
+        let id = UInt64(count)
+        count += 1
+        slots[3 * slot] = key
+        slots[3 * slot + 1] = size
+        slots[3 * slot + 2] = id
+        if 2 * count > capacity { grow() }
+        return (id, true)
+    }
+
+    private mutating func grow() {
+        let old = slots, oldCapacity = capacity
+        capacity *= 2
+        shift -= 1
+        slots = .allocate(capacity: 3 * capacity)
+        slots.initialize(repeating: 0, count: 3 * capacity)
+        for index in 0..<oldCapacity where old[3 * index] != 0 {
+            var slot = home(old[3 * index], old[3 * index + 1])
+            while slots[3 * slot] != 0 { slot = (slot + 1) & (capacity - 1) }
+            (slots + 3 * slot).update(from: old + 3 * index, count: 3)
+        }
+        owner.slots.deallocate()
+        owner.slots = slots
     }
 }
