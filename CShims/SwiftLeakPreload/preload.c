@@ -62,7 +62,11 @@ extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
-enum { STATE_UNINIT = 0, STATE_INITIALIZING = 1, STATE_RECORDING = 2, STATE_QUIET = 3 };
+/// STATE_NEW_PROCESS: written by swiftleak into a new process (a fork or raw clone() child) at its
+/// first stop, before it runs. Its first hook takes the ring swiftleak offered it, as the fork
+/// handler does (a raw clone() child runs no fork handler; a fork child's handler usually comes
+/// first). Until then it never writes into its parent's ring.
+enum { STATE_UNINIT = 0, STATE_INITIALIZING = 1, STATE_RECORDING = 2, STATE_QUIET = 3, STATE_NEW_PROCESS = 4 };
 
 /// Frames captured at most; the header's max_frames is clamped to this.
 #define SWL_MAX_FRAMES 128
@@ -85,11 +89,17 @@ static SWL_TLS __thread int t_busy;
 static SWL_TLS __thread uint32_t t_tid;
 
 static void swl_try_init(void);
+static void swl_after_fork_in_child(void);
 
 static inline bool swl_should_record(void) {
     int state = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
     if (SWL_UNLIKELY(state != STATE_RECORDING)) {
-        if (state != STATE_UNINIT || t_busy) return false;
+        if (t_busy) return false;
+        if (state == STATE_NEW_PROCESS) {
+            swl_after_fork_in_child();
+            return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING;
+        }
+        if (state != STATE_UNINIT) return false;
         swl_try_init();
         if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != STATE_RECORDING) return false;
     }
@@ -683,19 +693,22 @@ static int swl_open_ring(const char *path, struct stat *st);
 static void swl_use_ring(swl_ring_header *ring);
 static uint64_t g_ring_size;
 
-/// In a fork child. It still maps its parent's ring and must never write into it: it is quiet
-/// (swiftleak made it so before it ran; this repeats it) unless swiftleak offered it a ring of its
-/// own in the parent's fork table (see swl_fork_offer). That ring is taken from swiftleak's
+/// In a fork child (its fork handler), or a raw clone() child (its first hook, see
+/// STATE_NEW_PROCESS). It still maps its parent's ring and must never write into it: it is quiet
+/// unless swiftleak offered it a ring of its own in the parent's fork table (see swl_fork_offer). That ring is taken from swiftleak's
 /// descriptor through /proc, checked as at the start, mapped, and the descriptor closed again: the
 /// child owns no fd of ours. Nothing here allocates.
 static void swl_after_fork_in_child(void) {
+    int32_t self = (int32_t)syscall(SYS_getpid);
+    // Already done: the first hook of a child swiftleak marked new took its ring before this
+    // handler ran.
+    if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING && g_ring && g_ring->traced_pid == self) return;
     __atomic_store_n(&g_state, STATE_QUIET, __ATOMIC_RELEASE);
     t_tid = 0;
     // Only this thread survived the fork: a lock another thread held is nobody's now.
     __atomic_store_n(&g_module_lock, 0, __ATOMIC_RELEASE);
     swl_ring_header *parent = g_ring;
     if (parent == NULL) return;
-    int32_t self = (int32_t)syscall(SYS_getpid);
     swl_fork_offer *table = swl_fork_table(parent);
     int offered = -1;
     for (uint32_t i = 0; i < SWL_FORK_TABLE_ENTRIES; i++) {

@@ -107,16 +107,24 @@ enum ExitScan {
     /// the thread held their address. The stack's contents from the stack pointer up are roots
     /// already (RootSetBuilder).
     static func stackBlocks(of threads: [ThreadRoots], in blocks: [ScanBlock]) -> [UInt64] {
-        threads.compactMap { thread in
-            var lo = 0, hi = blocks.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if blocks[mid].address <= thread.stackPointer { lo = mid + 1 } else { hi = mid }
-            }
-            guard lo > 0 else { return nil }
-            let block = blocks[lo - 1]
-            return thread.stackPointer < block.address &+ block.size ? block.address : nil
+        // The stack grows down from its block's end: a thread whose stack is empty (a raw clone()
+        // child back in clone's exit path) has its stack pointer just past the block, so the word
+        // below it counts too.
+        threads.flatMap { thread in
+            Set([thread.stackPointer, thread.stackPointer &- 1].compactMap { block(containing: $0, in: blocks) }).sorted()
         }
+    }
+
+    /// The block of `blocks` (sorted by address) that holds `address`, if any.
+    static func block(containing address: UInt64, in blocks: [ScanBlock]) -> UInt64? {
+        var lo = 0, hi = blocks.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if blocks[mid].address <= address { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo > 0 else { return nil }
+        let block = blocks[lo - 1]
+        return address < block.address &+ block.size ? block.address : nil
     }
 
     /// The interposer's guess at main_arena is trusted only inside libc's writable data.

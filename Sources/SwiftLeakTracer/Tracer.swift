@@ -46,7 +46,7 @@ public protocol TracerDelegate: AnyObject {
     /// Whether the interposer in `pid` announced that the process is exiting as a whole.
     func tracer(_ tracer: Tracer, exitAnnouncedIn pid: Int32) -> Bool
     /// The address of the interposer's state word in `pid` (see swl_ring_header.state_address),
-    /// 0 when unknown: a child with memory of its own is made quiet there before it runs.
+    /// 0 when unknown: a child with memory of its own is marked new there before it runs.
     func tracer(_ tracer: Tracer, interposerStateIn pid: Int32) -> UInt64
 }
 
@@ -379,10 +379,10 @@ public final class Tracer {
 
     /// At its parent's fork event: a new process.
     private func newProcess(_ child: Int32, parent: TracedProcessState, sharesMemory: Bool) {
-        // A child with memory of its own runs none of the interposer's code until its atfork
-        // handler (which raw clone() children never run) gives it a ring of its own: it starts
-        // quiet, so it never writes into its parent's ring. (Not a vfork child: its memory is
-        // its parent's.)
+        // A child with memory of its own is marked new before it runs: it records nothing until
+        // its fork handler, or its first hook (a raw clone() child runs no fork handler), takes
+        // the ring offered to it, so it never writes into its parent's ring. (Not a vfork child:
+        // its memory is its parent's.)
         let address = sharesMemory ? 0 : delegate?.tracer(self, interposerStateIn: parent.pid) ?? 0
         let follow = delegate?.tracer(self, forked: child, parent: parent.pid, sharesMemory: sharesMemory) ?? true
         if follow {
@@ -398,14 +398,14 @@ public final class Tracer {
         }
     }
 
-    /// STATE_QUIET in CShims/SwiftLeakPreload/preload.c.
-    static let interposerQuietState: Int32 = 3
+    /// STATE_NEW_PROCESS in CShims/SwiftLeakPreload/preload.c.
+    static let interposerNewProcessState: Int32 = 4
 
     /// A new process at its first stop (where ptrace may write into it), once its parent's fork
     /// event was handled.
     private func startChild(_ child: Int32, _ newChild: NewChild) {
         if newChild.interposerState != 0 {
-            _ = swl_poke_int32(child, newChild.interposerState, Self.interposerQuietState)
+            _ = swl_poke_int32(child, newChild.interposerState, Self.interposerNewProcessState)
         }
         if newChild.follow {
             swl_ptrace_cont(child, 0)
