@@ -46,9 +46,7 @@ extension SwiftLeakCommand {
                     throw ValidationError("\(name) must be a number of seconds, 0 or more")
                 }
             }
-            guard ["yes", "no"].contains(demangle) else {
-                throw ValidationError("--demangle must be yes or no, not '\(demangle)'")
-            }
+            try requireYesOrNo(demangle, option: "--demangle")
             guard (1...500).contains(numCallers) else {
                 throw ValidationError("--num-callers must be between 1 and 500")
             }

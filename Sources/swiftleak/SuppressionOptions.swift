@@ -21,9 +21,7 @@ struct SuppressionOptions: ParsableArguments {
     var generate: String = "no"
 
     func validate() throws {
-        guard ["yes", "no"].contains(defaults) else {
-            throw ValidationError("--default-suppressions must be yes or no, not '\(defaults)'")
-        }
+        try requireYesOrNo(defaults, option: "--default-suppressions")
         // Valgrind's `yes` asks interactively for each error; there is no terminal dialogue at
         // exit here, so it prints them all.
         guard ["no", "yes", "all"].contains(generate) else {

@@ -129,9 +129,7 @@ struct LeakReportOptions: ParsableArguments {
         guard LeakKindSet(parsing: errorsForLeakKinds) != nil else {
             throw ValidationError("--errors-for-leak-kinds: expected all, none or a list of definite,indirect,possible,reachable; got '\(errorsForLeakKinds)'")
         }
-        guard ["yes", "no"].contains(demangle) else {
-            throw ValidationError("--demangle must be yes or no, not '\(demangle)'")
-        }
+        try requireYesOrNo(demangle, option: "--demangle")
         guard (1...500).contains(numCallers) else {
             throw ValidationError("--num-callers must be between 1 and 500")
         }
@@ -188,9 +186,7 @@ extension SwiftLeakCommand {
             guard let first = command.first else {
                 throw ValidationError("missing the program to run: swiftleak run [options] -- ./program [arguments]")
             }
-            guard followForks == "yes" || followForks == "no" else {
-                throw ValidationError("--follow-forks must be yes or no, not '\(followForks)'")
-            }
+            try requireYesOrNo(followForks, option: "--follow-forks")
             if first.hasPrefix("-") {
                 let hint = ValgrindCommandLine.suggestion(for: first).map { "; did you mean \($0)?" } ?? " (put the program after --)"
                 throw ValidationError("unknown option '\(first)'" + hint)

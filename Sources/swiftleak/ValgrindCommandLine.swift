@@ -177,6 +177,11 @@ enum ValgrindCommandLine {
     }
 }
 
+/// Checks a yes/no option as Valgrind spells them, with the one message every such option gives.
+func requireYesOrNo(_ value: String, option: String) throws {
+    guard value == "yes" || value == "no" else { throw ValidationError("\(option) must be yes or no, not '\(value)'") }
+}
+
 struct ValgrindFileNameError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
@@ -228,7 +233,7 @@ struct ValgrindOptions: ParsableArguments {
             throw ValidationError("--leak-resolution must be low, med or high, not '\(leakResolution)'")
         }
         for (name, value) in [("--child-silent-after-fork", childSilentAfterFork), ("--trace-children", traceChildren), ("--xml", xml)] {
-            guard ["yes", "no"].contains(value) else { throw ValidationError("\(name) must be yes or no, not '\(value)'") }
+            try requireYesOrNo(value, option: name)
         }
         if xml == "yes" && xmlFile == nil {
             throw ValidationError("--xml=yes needs an output file: add --xml-file=FILE")
