@@ -209,6 +209,7 @@ final class ModelFeed: @unchecked Sendable {
     private var stream = 0
     private let preloader: SymbolPreloader?
     private var modulesPreloaded = 0
+    private var stacksPreloaded = 0
     private var lastHandOff = Recorder.monotonicNow()
     /// Encoded bytes go to the compressor at this size or after this long (nanoseconds).
     static let handOffBytes = 1 << 18
@@ -227,8 +228,10 @@ final class ModelFeed: @unchecked Sendable {
     init(process: ProcessFacts, programSuppressions: ProgramSuppressionText? = nil, writer: TraceFileWriter?,
          preloader: SymbolPreloader? = nil, forkedFrom start: ForkPoint? = nil) {
         model = start?.model ?? HeapModel()
-        // A fork child's copy of its parent's model holds modules the loader already has.
+        // A fork child's copy of its parent's model holds modules the loader already has, and
+        // stacks its parent hands to the preloader itself.
         modulesPreloaded = model.modules.count
+        stacksPreloaded = model.stacks.count
         self.writer = writer
         self.preloader = preloader
         if let writer {
@@ -312,7 +315,6 @@ final class ModelFeed: @unchecked Sendable {
                                             stopping: { [weak preloader] in preloader?.isStopping ?? true })
         }
     }
-    private var stacksPreloaded = 0
     static let stackHandOff = 64
 
     /// Hands each event on, allocations and frees by their fields: passing the enum itself costs
