@@ -453,9 +453,8 @@ static inline void swl_clear_links_sse2(uint64_t *words, uint64_t i, uint64_t co
 
 /// The same, eight words per branch where the processor has AVX2 (64-bit compares: a third of the
 /// SSE2 loop's instructions). The words are the same ones.
-__attribute__((target("avx2"))) static void swl_clear_links_avx2(uint64_t *words, uint64_t count) {
+__attribute__((target("avx2"))) static void swl_clear_links_avx2(uint64_t *words, uint64_t i, uint64_t count) {
     const __m256i low_bits = _mm256_set1_epi64x(15), zero = _mm256_setzero_si256();
-    uint64_t i = 0;
     for (; i + 8 <= count; i += 8) {
         // Blocks are 16-byte aligned only: unaligned loads (as fast as aligned ones on aligned data).
         __m256i first = _mm256_loadu_si256((const __m256i *)(words + i));
@@ -485,32 +484,17 @@ static void swl_detect_avx2(void) {
     g_have_avx2 = (b & bit_AVX2) != 0;
 }
 
-static inline void swl_forget_allocator_links(void *block, size_t requested) {
-    uint64_t *words = block;
-    uint64_t size_field = words[-1];
-    if (size_field & 2) return; // IS_MMAPPED
-    uint64_t chunk_size = size_field & ~(uint64_t)7;
-    if (chunk_size < 32) return;
-    uint64_t count = requested <= SWL_CLEAR_WHOLE_BLOCK_LIMIT ? (requested + 7) / 8 : 4;
-    uint64_t usable_words = (chunk_size - 8) / 8;
-    if (count > usable_words) count = usable_words;
-    if (g_have_avx2 && count >= 8) {
-        swl_clear_links_avx2(words, count);
-    } else {
-        swl_clear_links_sse2(words, 0, count);
-    }
-}
-
-/// The same for the part of a realloc'd block past what the old block held (`kept` bytes, its
-/// usable size: what glibc copied, or what stayed in place): that part is memory that was free a
-/// moment ago (a free neighbour the block grew over, or the rest of the chunk it moved to), with
-/// its links. Valgrind counts none of it (undefined), so the program cannot have relied on it.
-/// Past 4 KiB of new bytes, only the first four words, as for a big fresh block.
+/// Clears the links in the part of a block past its first `kept` bytes, up to `requested` (a
+/// fresh block keeps nothing). For a realloc'd block, `kept` is the old block's usable size (what
+/// glibc copied, or what stayed in place): the part past it is memory that was free a moment ago
+/// (a free neighbour the block grew over, or the rest of the chunk it moved to), with its links.
+/// Valgrind counts none of it (undefined), so the program cannot have relied on it. Past 4 KiB of
+/// new bytes, only the first four words, so that memory the program may never touch is not read.
 static inline void swl_forget_grown_links(void *block, size_t kept, size_t requested) {
     if (requested <= kept) return;
     uint64_t *words = block;
     uint64_t size_field = words[-1];
-    if (size_field & 2) return; // IS_MMAPPED: fresh pages past the copy
+    if (size_field & 2) return; // IS_MMAPPED: fresh zero pages (past the copy)
     uint64_t chunk_size = size_field & ~(uint64_t)7;
     if (chunk_size < 32) return;
     uint64_t first = (kept + 7) / 8;
@@ -519,13 +503,22 @@ static inline void swl_forget_grown_links(void *block, size_t kept, size_t reque
     uint64_t usable_words = (chunk_size - 8) / 8;
     if (end > usable_words) end = usable_words;
     if (first >= end) return;
-    // A usable size is 16k + 8 bytes: the grown part starts on an odd word, and the pairs of
+    // A usable size is 16k + 8 bytes: a grown part starts on an odd word, and the pairs of
     // swl_clear_links_sse2 must be 16-byte aligned.
     if (first & 1) {
         if (words[first] != 0 && (words[first] & 15) == 0) words[first] = 0;
         first++;
     }
-    swl_clear_links_sse2(words, first, end);
+    if (g_have_avx2 && end - first >= 8) {
+        swl_clear_links_avx2(words, first, end);
+    } else {
+        swl_clear_links_sse2(words, first, end);
+    }
+}
+
+/// A fresh block: every word the program asked for may hold a link.
+static inline void swl_forget_allocator_links(void *block, size_t requested) {
+    swl_forget_grown_links(block, 0, requested);
 }
 
 static inline void swl_record_free(void *pointer, swl_function fn) {
