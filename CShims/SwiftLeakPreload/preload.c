@@ -82,6 +82,9 @@ static uint32_t g_bucket_mask;
 static char *g_store;
 static uint64_t g_store_size;
 static uint32_t g_max_frames;
+/// Bumped whenever the interposer takes a ring (swl_use_ring): stack ids are ids in one ring's
+/// store, and a thread's known stacks (unwind.h) kept for another ring's ids are not reused.
+static uint64_t g_ring_epoch;
 
 /// Set while this thread is inside our own bookkeeping: any allocation made meanwhile (by
 /// libunwind, dl_iterate_phdr, pthread_atfork) belongs to swiftleak and is passed straight through.
@@ -359,6 +362,16 @@ static __attribute__((noinline)) void swl_verify_walk(const uint64_t *own_raw, i
     swl_write_stderr(line);
 }
 
+/// Verify mode, for a stack the walker knew without walking: its frames must be libunwind's, and
+/// the id it was kept with the one interning them gives (a difference counts as a mismatch).
+static __attribute__((noinline)) void swl_verify_known(const uint64_t *frames, int count, void *caller, uint32_t known) {
+    swl_verify_walk(frames, count, caller);
+    uint32_t interned = swl_intern_stack(frames, (uint32_t)count);
+    if (interned == known || interned == 0) return;
+    if (__atomic_fetch_add(&g_verify.mismatches, 1, __ATOMIC_RELAXED) >= 5) return;
+    swl_write_stderr("swiftleak: unwinder mismatch: a known stack's id is not its frames' id\n");
+}
+
 static void swl_report_verify(void) {
     char line[256], *out = line;
     const char *parts[] = {"swiftleak: unwinder verify: ", " stacks, ", " walked by swiftleak, ", " mismatches\n"};
@@ -381,6 +394,16 @@ static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry) {
     uint64_t raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
     void *caller = (void *)(uintptr_t)entry.sp[0];
     int limit = (int)g_max_frames + SWL_OWN_FRAMES;
+    uint64_t epoch = __atomic_load_n(&g_ring_epoch, __ATOMIC_RELAXED);
+    if (g_unwinder != UNWINDER_LIBUNWIND) {
+        uint32_t known;
+        int known_count = 0;
+        bool verify = g_unwinder == UNWINDER_VERIFY;
+        if (swl_unwind_known(entry.sp, entry.rbp, epoch, &known, verify ? raw : NULL, &known_count)) {
+            if (SWL_UNLIKELY(verify)) swl_verify_known(raw, known_count, caller, known);
+            return known;
+        }
+    }
     int count = g_unwinder == UNWINDER_LIBUNWIND ? g_libunwind_backtrace((void **)raw, limit)
                                                  : swl_unwind_at(raw, (int)g_max_frames, entry.sp, entry.rbp);
     if (SWL_UNLIKELY(g_unwinder == UNWINDER_VERIFY)) swl_verify_walk(raw, count, caller);
@@ -394,7 +417,10 @@ static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry) {
     }
     int depth = count - first;
     if (depth > (int)g_max_frames) depth = (int)g_max_frames;
-    return swl_intern_stack(raw + first, (uint32_t)depth);
+    uint32_t stack = swl_intern_stack(raw + first, (uint32_t)depth);
+    // Our walker starts at the caller (first is 0) and stops at g_max_frames: raw is the stack.
+    if (g_unwinder != UNWINDER_LIBUNWIND && stack != 0 && first == 0 && depth == count) swl_unwind_remember(epoch, stack);
+    return stack;
 }
 
 /// Captures the caller's stack *before* the real allocation runs, so nothing of the walk holds a
@@ -868,6 +894,7 @@ static void swl_settle_loader_search_path(void) {
 
 /// Makes `ring` the one events go to (at the start, and in a fork child that was given its own).
 static void swl_use_ring(swl_ring_header *ring) {
+    __atomic_fetch_add(&g_ring_epoch, 1, __ATOMIC_RELAXED);
     g_ring = ring;
     g_slots = swl_ring_slots(g_ring);
     g_mask = g_ring->capacity - 1;

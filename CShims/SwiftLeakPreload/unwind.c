@@ -81,6 +81,13 @@ int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointe
 
 void swl_unwind_forget(void) {}
 
+bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count) {
+    (void)sp, (void)rbp, (void)owner, (void)value, (void)frames, (void)count;
+    return false;
+}
+
+void swl_unwind_remember(uint64_t owner, uint32_t value) { (void)owner, (void)value; }
+
 #else
 
 // MARK: - Rules and their cache
@@ -652,6 +659,10 @@ static __thread int t_memo_count;
 static __thread uint32_t t_memo_generation;
 /// The last walk found the memo a poor guess: the next one records a new memo.
 static __thread bool t_memo_stale;
+/// The last walk recorded every one of its frames in the memo and ended for a reason that depends
+/// on its last frame's ip alone (that ip's rule says the stack ends, or the frame limit was
+/// reached): the memo then describes the whole stack, and swl_unwind_remember may keep it.
+static __thread bool t_memo_complete;
 
 enum { MEMO_OFF = 0, MEMO_USE = 1, MEMO_RECORD = 2 };
 
@@ -728,6 +739,8 @@ static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, cons
         switch (packed_kind(rule)) {
         case RULE_OUTERMOST:
             if ((rule & RULE_NO_INFO) && rbp != 0) break;
+            // With no unwind information the end depends on RBP too: such a stack is not kept whole.
+            if (memo_mode == MEMO_RECORD && t_memo_count == count && !(rule & RULE_NO_INFO)) t_memo_complete = true;
             return count;
         case RULE_STEP: {
             uint64_t cfa = ((rule & 4) ? rbp : rsp) + (uint64_t)packed_cfa_offset(rule);
@@ -764,6 +777,8 @@ static inline int walk(uint64_t *frames, uint64_t *stack_pointers, int max, cons
         ip = slow_ip, rsp = slow_rsp, rbp = slow_rbp;
         exact_ip = next_exact;
     }
+    // Ended at the frame limit (or at a return address of 0, which is not an ip-only reason).
+    if (memo_mode == MEMO_RECORD && count >= max && t_memo_count == count) t_memo_complete = true;
     return count;
 }
 
@@ -773,6 +788,7 @@ int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp)
 
 int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
     uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
+    t_memo_complete = false;
     if (t_memo_stale || t_memo_count == 0 || t_memo_generation != generation) {
         t_memo_stale = false;
         t_memo_generation = generation;
@@ -781,6 +797,91 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
     // A walk that never reaches the memo leaves it stale; follow_memo gives its own verdict.
     t_memo_stale = true;
     return walk(frames, NULL, max, sp, rbp, MEMO_USE);
+}
+
+// MARK: - The thread's known stacks
+//
+// Following the memo still writes every frame, and the caller then hashes and looks the stack up
+// to intern it. Most allocations come from a few call paths that recur over and over: each thread
+// also keeps a few whole stacks it has walked (every frame recorded, as in the memo, and the
+// stack ended for a reason that depends only on the last frame's ip), each with the value its
+// caller interned it as. A walk that starts at a known stack's first frame (same ip, same rsp)
+// and finds every word that stack's steps read unchanged would give exactly its frames (the same
+// argument as for the memo), so the caller can take the value without walking or interning. The
+// check is a row of independent loads and compares; nothing is written.
+//
+// Which stacks are kept: a walk that records the memo anyway is kept. A miss first only notes its
+// first frame (t_missed); a second miss from the same first frame makes the next walk record, and
+// that stack is kept. So a stack seen once (most of a compiler's) costs no recording, and a
+// thread's recurring paths are soon all known. Like the memo, every word is masked (MEMO_MASK).
+#define KNOWN_STACKS 8
+#define KNOWN_FRAMES 32
+#define MISSED_SLOTS 16
+
+typedef struct {
+    uint64_t value, owner; /* the caller's value and the owner it was kept for, masked */
+    uint32_t generation;   /* g_rules_generation when kept */
+    int count;
+    memo_frame frames[KNOWN_FRAMES];
+    uint8_t flags[KNOWN_FRAMES];
+} known_stack;
+
+/// The masked first ip of each known stack (0: none), apart so a look-up reads one cache line.
+static __thread uint64_t t_known_ip[KNOWN_STACKS];
+static __thread known_stack t_known[KNOWN_STACKS];
+static __thread unsigned t_known_next;
+/// First frames of recent misses, as masked hashes (bit 63 set: never an address).
+static __thread uint64_t t_missed[MISSED_SLOTS];
+
+/// Whether the words the steps of `known` read still hold, starting from its first frame with `rbp`.
+static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
+    for (int x = 0; x + 1 < known->count; x++) {
+        const memo_frame *here = &known->frames[x], *next = &known->frames[x + 1];
+        if ((known->flags[x] & MEMO_STEP_USES_RBP) && rbp != (here->rbp ^ MEMO_MASK)) return false;
+        if (*(const uint64_t *)(uintptr_t)((next->rsp ^ MEMO_MASK) - 8) != (next->ip ^ MEMO_MASK)) return false;
+        if (here->rbp_word != 0) rbp = *(const uint64_t *)(uintptr_t)(here->rbp_word ^ MEMO_MASK);
+    }
+    return true;
+}
+
+bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count) {
+    uint64_t ip = sp[0] ^ MEMO_MASK, rsp = (uint64_t)(uintptr_t)(sp + 1) ^ MEMO_MASK;
+    uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
+    for (int k = 0; k < KNOWN_STACKS; k++) {
+        if (t_known_ip[k] != ip) continue;
+        const known_stack *known = &t_known[k];
+        if (known->frames[0].rsp != rsp || known->generation != generation || known->owner != (owner ^ MEMO_MASK)) continue;
+        if (!known_stack_holds(known, rbp)) continue;
+        *value = (uint32_t)(known->value ^ MEMO_MASK);
+        if (frames) {
+            for (int x = 0; x < known->count; x++) frames[x] = known->frames[x].ip ^ MEMO_MASK;
+            *count = known->count;
+        }
+        return true;
+    }
+    uint64_t missed = ((ip ^ (rsp * 0x9e3779b97f4a7c15ULL)) | MEMO_MASK);
+    uint64_t *slot = &t_missed[(missed >> 17) % MISSED_SLOTS];
+    if (*slot == missed) {
+        t_memo_stale = true; // the walk that follows records, and swl_unwind_remember keeps it
+        *slot = 0;
+    } else {
+        *slot = missed;
+    }
+    return false;
+}
+
+void swl_unwind_remember(uint64_t owner, uint32_t value) {
+    if (!t_memo_complete || t_memo_count > KNOWN_FRAMES) return;
+    t_memo_complete = false;
+    unsigned k = t_known_next++ % KNOWN_STACKS;
+    known_stack *known = &t_known[k];
+    known->count = t_memo_count;
+    known->generation = t_memo_generation;
+    known->owner = owner ^ MEMO_MASK;
+    known->value = (uint64_t)value ^ MEMO_MASK;
+    memcpy(known->frames, t_memo, (size_t)t_memo_count * sizeof(memo_frame));
+    memcpy(known->flags, t_memo_flags, (size_t)t_memo_count);
+    t_known_ip[k] = t_memo[0].ip;
 }
 
 int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {

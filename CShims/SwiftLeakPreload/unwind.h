@@ -27,6 +27,18 @@ int swl_unwind(uint64_t *frames, int max);
 /// `sp[0]`. The hooks use it to walk the program's stack while they run on a stack of their own.
 int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
 
+/// Whether a walk from (`sp`, `rbp`) would give exactly the frames of a whole stack this thread
+/// walked before and kept (swl_unwind_remember) for `owner`; if so, `*value` is the value kept with
+/// it and, when `frames` is given, the frames are written there and `*count` is their number.
+/// Checks the words the walk would read, writes nothing when it succeeds. A miss may make the
+/// next swl_unwind_at record its walk, so that swl_unwind_remember can keep it.
+bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count);
+
+/// Right after swl_unwind_at: keeps the stack it walked, with `value`, for swl_unwind_known, when
+/// that walk recorded the whole stack (a walk that only followed its memo is not kept). `owner`
+/// says what the values mean (the preload passes its ring's epoch: a fork child's ids are new).
+void swl_unwind_remember(uint64_t owner, uint32_t value);
+
 /// As swl_unwind, and `stack_pointers[i]` gets frame i's stack pointer (its value in that frame
 /// at the call, as libunwind's UNW_REG_SP gives it).
 int swl_unwind_with_stack_pointers(uint64_t *frames, uint64_t *stack_pointers, int max);
