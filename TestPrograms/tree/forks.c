@@ -11,6 +11,9 @@
 //   child-only  only the child leaks (22)
 //   vfork     a vfork child (in the parent's memory) leaves by _exit; the parent leaks 33
 //   rawclone  a clone() child without CLONE_VM (no atfork handlers run) leaks 22
+//   samesite  the parent allocates (and frees) 55 bytes from one call path, forks, and the child
+//             leaks 55 bytes from exactly that path (same return addresses, same stack pointers):
+//             the stack the parent's thread knew by heart belongs to the parent's ring, not the child's
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <pthread.h>
@@ -42,6 +45,21 @@ static void *allocating_thread(void *argument) {
         pthread_barrier_wait(barrier);
     }
     return NULL;
+}
+
+__attribute__((noinline)) static void *shared_site(void) { return malloc(55); }
+
+/// Four blocks from shared_site; the last is leaked when `leak` is set.
+__attribute__((noinline)) static void shared_rounds(int leak) {
+    for (int i = 0; i < 4; i++) {
+        void *p = shared_site();
+        if (leak && i == 3) {
+            sink = p;
+            sink = NULL;
+        } else {
+            free(p);
+        }
+    }
 }
 
 static int raw_child(void *argument) {
@@ -154,6 +172,13 @@ int main(int argc, char **argv) {
         if (child == 0) _exit(0);
         wait_for(child);
         parent_leak();
+    } else if (strcmp(mode, "samesite") == 0) {
+        pid_t child = -1;
+        for (int round = 0; round < 2; round++) {
+            shared_rounds(child == 0); // one call instruction for both processes and both rounds
+            if (round == 0) child = fork();
+        }
+        if (child > 0) wait_for(child);
     } else if (strcmp(mode, "rawclone") == 0) {
         size_t size = 256 * 1024;
         char *stack = malloc(size);

@@ -264,6 +264,20 @@ struct ProcessTreeTests {
         }
     }
 
+    @Test("a fork child leaking from a call path its parent used before the fork: the stack is the child's own")
+    func childStackFromParentsPath() throws {
+        let (result, reports) = try Self.traced("samesite")
+        #expect(result.status == 0, "\(result.stderr)")
+        let parent = try #require(reports.first, "\(result.stderr)")
+        let child = try #require(reports.dropFirst().first, "\(result.stderr)")
+        #expect(parent.lossRecords.filter { $0.kind == "definitely_lost" }.isEmpty, "\(result.stderr)")
+        let leaks = child.lossRecords.filter { $0.kind == "definitely_lost" }
+        #expect(leaks.map(\.bytes) == [55], "\(result.stderr)")
+        // The parent's thread knew this stack (and its id in the parent's ring) when it forked.
+        let functions = leaks.first?.stack.compactMap(\.function) ?? []
+        #expect(Array(functions.prefix(4)) == ["malloc", "shared_site", "shared_rounds", "main"], "\(functions)")
+    }
+
     @Test("a fork child that crashes: its report says so, the parent's is unharmed")
     func crashingChild() throws {
         let (result, reports) = try Self.traced("crash")
