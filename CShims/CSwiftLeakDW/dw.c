@@ -586,8 +586,51 @@ int swl_dw_lookup(swl_dw_module *module, uint64_t address, swl_dw_frame *frames,
 
 // MARK: Reading the file
 
+// The answer of swl_dw_function_address when the file itself has a .symtab, which is then the table
+// libdwfl uses: read straight from the section, for it runs before the program starts. Through
+// dwfl_module_getsym_info, every one of clang's 197,000 symbols cost a call that looks its section
+// up again (8-14 ms); here a symbol costs a type test and, for a function, a name compare.
+// false when the file has no .symtab (or it cannot be read): then libdwfl's search decides.
+static bool swl_dw_function_address_in_symtab(swl_dw_module *module, const char *name, uint64_t *address) {
+    GElf_Addr bias = 0;
+    Elf *elf = dwfl_module_getelf(module->mod, &bias);
+    if (elf == NULL) return false;
+    Elf_Scn *section = NULL;
+    while ((section = elf_nextscn(elf, section)) != NULL) {
+        GElf_Shdr header;
+        if (gelf_getshdr(section, &header) == NULL || header.sh_type != SHT_SYMTAB || header.sh_entsize == 0) continue;
+        if (gelf_getclass(elf) != ELFCLASS64 || header.sh_entsize != sizeof(Elf64_Sym)) return false;
+        Elf_Data *symbols = elf_getdata(section, NULL);
+        Elf_Scn *names_section = elf_getscn(elf, header.sh_link);
+        GElf_Shdr names_header;
+        if (symbols == NULL || names_section == NULL || gelf_getshdr(names_section, &names_header) == NULL ||
+            (names_header.sh_flags & SHF_COMPRESSED) != 0) return false;
+        Elf_Data *names = elf_getdata(names_section, NULL);
+        if (names == NULL || names->d_buf == NULL || symbols->d_buf == NULL) return false;
+        const Elf64_Sym *table = symbols->d_buf;
+        size_t count = symbols->d_size / sizeof *table;
+        const char *strings = names->d_buf;
+        size_t length = strlen(name);
+        *address = 0;
+        for (size_t i = 1; i < count; i++) {
+            int type = ELF64_ST_TYPE(table[i].st_info);
+            if ((type != STT_FUNC && type != STT_GNU_IFUNC) || table[i].st_shndx == SHN_UNDEF) continue;
+            size_t offset = table[i].st_name;
+            if (offset >= names->d_size || names->d_size - offset <= length) continue;
+            if (memcmp(strings + offset, name, length + 1) == 0) {
+                *address = table[i].st_value + bias;
+                break;
+            }
+        }
+        return true;
+    }
+    return false;
+}
+
 uint64_t swl_dw_function_address(swl_dw_module *module, const char *name) {
-    if (module == NULL || name == NULL) return 0;
+    if (module == NULL || name == NULL || name[0] == '\0') return 0;
+    uint64_t found = 0;
+    if (swl_dw_function_address_in_symtab(module, name, &found)) return found;
     int total = dwfl_module_getsymtab(module->mod);
     for (int i = 1; i < total; i++) {
         GElf_Sym sym;
