@@ -24,16 +24,31 @@ enum SymbolResolution {
 
     /// Symbolizes return addresses into `symbolizer`'s cache ahead of `resolve`, on the preloader's
     /// thread while the program runs: each distinct address of `frames` once, in the module that
-    /// covers it at `generation`. Gives up when `stopping` says so (checked every 64 addresses).
+    /// covers it at `generation`, handed over in runs of up to 64 addresses of one module (one
+    /// taking of the symbolizer's lock each). Gives up when `stopping` says so (checked every run).
     static func symbolizeAhead(_ frames: [UInt64], generation: UInt8, modules: [ModuleSpan], symbolizer: Symbolizer,
                                stopping: () -> Bool = { false }) {
         var seen = PackedKeyIndex(expectedCount: frames.count / 4)
-        var looked = 0
-        for ip in frames where seen.number(of: ip).isNew {
-            looked += 1
-            if looked & 63 == 0 && stopping() { return }
-            guard let span = modules.spanIndex(containing: ip, generation: generation) else { continue }
-            symbolizer.symbolizeAhead(ip, in: modules[span].module, isReturnAddress: true)
+        var run: [UInt64] = []
+        run.reserveCapacity(Self.aheadRun)
+        var runSpan = -1
+        func handOver() -> Bool {
+            if runSpan >= 0 {
+                let module = modules[runSpan].module
+                _ = run.withUnsafeBufferPointer { symbolizer.symbolizeAhead($0, in: module, isReturnAddress: true) }
+            }
+            run.removeAll(keepingCapacity: true)
+            return !stopping()
         }
+        for ip in frames where seen.number(of: ip).isNew {
+            guard let span = modules.spanIndex(containing: ip, generation: generation) else { continue }
+            if span != runSpan || run.count == Self.aheadRun {
+                guard handOver() else { return }
+                runSpan = span
+            }
+            run.append(ip)
+        }
+        _ = handOver()
     }
+    static let aheadRun = 64
 }

@@ -1,6 +1,9 @@
 import CSwiftLeakDW
 import SwiftLeakCore
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Turns code addresses recorded in a (possibly finished) process into source frames, reading the
 /// module files from disk through libdwfl at the load bias the process used.
@@ -108,6 +111,22 @@ public final class Symbolizer: Sendable {
         }
     }
 
+    /// ``symbolizeAhead(_:in:isReturnAddress:)`` for several addresses in one module, under one
+    /// taking of the lock (the module is checked and numbered once, not per address). Returns
+    /// whether they were looked up or already cached (all or none).
+    @discardableResult
+    public func symbolizeAhead(_ ips: UnsafeBufferPointer<UInt64>, in module: LoadedModule, isReturnAddress: Bool) -> Bool {
+        guard !module.path.isEmpty, !ips.isEmpty else { return false }
+        let demangleNames = self.demangleNames
+        return state.withLock { state in
+            guard state.isUsableWithoutProblems(module) else { return false }
+            for ip in ips {
+                _ = state.symbolize(ip, in: module, isReturnAddress: isReturnAddress, demangle: demangleNames)
+            }
+            return true
+        }
+    }
+
     /// How a frame without a function name can still be shown: `libfoo.so+0x1234` (the file
     /// offset-style address, as Valgrind's `(in /path)` and addr2line's input need).
     public static func moduleOffset(of ip: UInt64, in module: LoadedModule) -> String {
@@ -125,12 +144,35 @@ public final class Symbolizer: Sendable {
     }
 }
 
+extension Symbolizer {
+    /// Symbol versions (`__libc_start_main@@GLIBC_2.34`) are the linker's business; Valgrind and
+    /// suppression files use the bare name.
+    static func withoutSymbolVersion(_ raw: UnsafePointer<CChar>) -> String {
+        // With ASCII on both sides the first `@` byte is a character of its own, what
+        // `String.firstIndex(of: "@")` finds; anything else takes that slower way.
+        if let found = strchr(raw, 0x40) {
+            let length = UnsafePointer(found) - raw
+            if length > 0, UInt8(bitPattern: raw[length - 1]) < 0x80, UInt8(bitPattern: raw[length + 1]) < 0x80 {
+                return raw.withMemoryRebound(to: UInt8.self, capacity: length) {
+                    String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+                }
+            }
+        }
+        let name = String(cString: raw)
+        if let at = name.firstIndex(of: "@"), at != name.startIndex { return String(name[..<at]) }
+        return name
+    }
+}
+
 // MARK: - State
 
-/// An opened module file. Owns the libdw handle.
+/// An opened module file. Owns the libdw handle. Used only under the symbolizer's lock.
 private final class DebugFile {
     let handle: OpaquePointer
     let buildID: [UInt8]
+    /// Names and source paths as shown, by the libdw string they come from (see `functionName`).
+    var names: [UnsafeRawPointer: (shown: String?, linker: String?)] = [:]
+    var paths: [StringPair: String?] = [:]
 
     init(handle: OpaquePointer) {
         self.handle = handle
@@ -144,6 +186,11 @@ private final class DebugFile {
     }
 
     deinit { swl_dw_close(handle) }
+}
+
+private struct StringPair: Hashable {
+    var first: UnsafeRawPointer
+    var second: UnsafeRawPointer?
 }
 
 private struct FileKey: Hashable {
@@ -262,27 +309,45 @@ private struct State {
         result.reserveCapacity(count)
         for index in 0..<count {
             let raw = scratch[index]
-            var name = raw.name.map { String(cString: $0) }
-            // Symbol versions (`__libc_start_main@@GLIBC_2.34`) are the linker's business; Valgrind
-            // and suppression files use the bare name.
-            if let versioned = name, let at = versioned.firstIndex(of: "@"), at != versioned.startIndex {
-                name = String(versioned[..<at])
-            }
-            let linkerName = name
-            if demangle, let mangled = name { name = Demangler.demangle(mangled) }
-            var path = raw.file.map { String(cString: $0) }
-            if let file = path, file.hasSuffix("<compiler-generated>") { path = nil }  // Swift thunks
-            if let relative = path, !relative.hasPrefix("/"), let compDir = raw.comp_dir.map({ String(cString: $0) }),
-               compDir.hasPrefix("/") {
-                // A relative comp dir (distributions build with -fdebug-prefix-map=…=.) is
-                // already part of the file name and would only repeat it.
-                path = joinPath(compDir, relative)
-            }
+            let (name, linkerName) = file.functionName(raw.name, demangle: demangle)
+            let path = file.sourcePath(raw.file, compDir: raw.comp_dir)
             result.append(SymbolizedFrame(
                 ip: ip, function: name, file: path, line: raw.line > 0 ? Int(raw.line) : nil,
                 object: object, inlined: raw.inlined != 0, mangledFunction: linkerName))
         }
         return result
+    }
+}
+
+extension DebugFile {
+    /// The name to show and the linker's name for a function name libdw gave, worked out once per
+    /// string: libdw's strings stay put until the file is closed, and a module's frames repeat
+    /// the same few functions and source files (this was a tenth of the symbolizing thread's time).
+    func functionName(_ raw: UnsafePointer<CChar>?, demangle: Bool) -> (shown: String?, linker: String?) {
+        guard let raw else { return (nil, nil) }
+        if let known = names[UnsafeRawPointer(raw)] { return known }
+        let linkerName = Symbolizer.withoutSymbolVersion(raw)
+        let names = (demangle ? Demangler.demangle(linkerName) : linkerName, linkerName)
+        self.names[UnsafeRawPointer(raw)] = names
+        return names
+    }
+
+    /// The source file to show for a line-table file name and its compile unit's directory, worked
+    /// out once per pair of strings.
+    func sourcePath(_ raw: UnsafePointer<CChar>?, compDir: UnsafePointer<CChar>?) -> String? {
+        guard let raw else { return nil }
+        let key = StringPair(first: UnsafeRawPointer(raw), second: compDir.map { UnsafeRawPointer($0) })
+        if let known = paths[key] { return known }
+        var path: String? = String(cString: raw)
+        if let file = path, file.hasSuffix("<compiler-generated>") { path = nil }  // Swift thunks
+        if let relative = path, !relative.hasPrefix("/"), let compDir = compDir.map({ String(cString: $0) }),
+           compDir.hasPrefix("/") {
+            // A relative comp dir (distributions build with -fdebug-prefix-map=…=.) is
+            // already part of the file name and would only repeat it.
+            path = joinPath(compDir, relative)
+        }
+        paths[key] = path
+        return path
     }
 }
 

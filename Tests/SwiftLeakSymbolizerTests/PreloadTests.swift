@@ -1,6 +1,7 @@
 import Foundation
 import SwiftLeakCore
-import SwiftLeakSymbolizer
+@testable import SwiftLeakSymbolizer
+import Synchronization
 import Testing
 
 @Suite("Symbol tables loaded ahead")
@@ -121,5 +122,40 @@ struct PreloadTests {
         #expect(symbolizer.statistics.lookups == 1 && symbolizer.statistics.cacheHits == 1)
         preloader.enqueue { _ in Issue.record("a job queued after finish ran") }
         #expect(preloader.jobsRun == 1)
+    }
+
+    @Test("symbolizing a run of addresses ahead caches each, as one at a time does")
+    func symbolizeAheadRun() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
+        let ip = try program.ret("in_inlined")
+        let ips = [ip, ip + 1]  // two addresses of outer_function
+        let cold = ips.map { Symbolizer().symbolize($0, in: program.module, isReturnAddress: true) }
+        let ahead = Symbolizer()
+        // Not prepared: nothing done, as for one address.
+        #expect(!ips.withUnsafeBufferPointer { ahead.symbolizeAhead($0, in: program.module, isReturnAddress: true) })
+        #expect(ahead.statistics == Symbolizer.Statistics())
+        ahead.prepare(program.module)
+        #expect(ips.withUnsafeBufferPointer { ahead.symbolizeAhead($0, in: program.module, isReturnAddress: true) })
+        #expect(ahead.statistics.lookups == 2)
+        #expect(ips.map { ahead.symbolize($0, in: program.module, isReturnAddress: true) } == cold)
+        #expect(ahead.statistics.lookups == 2 && ahead.statistics.cacheHits == 2)
+    }
+
+    @Test("symbol versions are cut at the first @ that is a character of its own, as String.firstIndex finds it")
+    func symbolVersions() {
+        func cut(_ name: String) -> String { name.withCString { Symbolizer.withoutSymbolVersion($0) } }
+        func reference(_ name: String) -> String {
+            if let at = name.firstIndex(of: "@"), at != name.startIndex { return String(name[..<at]) }
+            return name
+        }
+        let names = ["__libc_start_main@@GLIBC_2.34", "memcpy@GLIBC_2.2.5", "plain", "@leading", "@@", "a@", "a@b@c",
+                     "caf\u{e9}@V1", "x\u{e9}@\u{301}y", "\u{600}@x", "a@\u{301}", "", "\u{1F600}@emoji"]
+        for name in names {
+            #expect(cut(name) == reference(name), "\(name)")
+        }
+        #expect(cut("__libc_start_main@@GLIBC_2.34") == "__libc_start_main")
+        #expect(cut("@leading") == "@leading")
     }
 }
