@@ -124,6 +124,39 @@ struct PreloadTests {
         #expect(preloader.jobsRun == 1)
     }
 
+    @Test("finish() hands the symbolizer over without waiting for the item the thread is on")
+    func finishDoesNotWait() throws {
+        final class Flags: Sendable {
+            private let state = Mutex<Set<String>>([])
+            func set(_ name: String) { _ = state.withLock { $0.insert(name) } }
+            func isSet(_ name: String) -> Bool { state.withLock { $0.contains(name) } }
+            /// Waits (bounded, no timing asserted) until `name` is set.
+            func wait(for name: String) {
+                var waited = 0
+                while !isSet(name) && waited < 60_000 {
+                    usleep(1000)
+                    waited += 1
+                }
+            }
+        }
+        let flags = Flags()
+        let preloader = SymbolPreloader(symbolizer: Symbolizer())
+        preloader.enqueue { _ in
+            flags.set("started")
+            flags.wait(for: "released")
+            flags.set("done")
+        }
+        flags.wait(for: "started")
+        #expect(flags.isSet("started"))
+        _ = preloader.finish()
+        // Joining the thread would have returned only once the job gave up waiting (done).
+        #expect(!flags.isSet("done"))
+        #expect(preloader.isStopping)
+        flags.set("released")
+        flags.wait(for: "done")
+        #expect(flags.isSet("done"))
+    }
+
     @Test("symbolizing a run of addresses ahead caches each, as one at a time does")
     func symbolizeAheadRun() throws {
         let directory = try makeTemporaryDirectory()
