@@ -47,6 +47,7 @@ public struct SiteStatistics: Sendable, Hashable {
     public init() {}
 
     /// Adds the time since the last change at the current live figures.
+    @inline(__always)
     mutating func integrate(until time: Double) {
         let span = time - lastChange
         guard span > 0 else { return }
@@ -146,6 +147,49 @@ public struct HeapModel: Sendable {
         case let .abandonedSlots(count):
             statistics.abandonedSlots += count
         }
+    }
+
+    /// Applies a batch of events, in order: the drain's entry point (one call per batch, so the
+    /// per-event work stays inside this module, where it is inlined).
+    public mutating func apply(_ events: UnsafeBufferPointer<HeapEvent>) {
+        apply(events, numbers: nil, firstNumber: 0)
+    }
+
+    /// Applies a batch of events to a numbered model (`startNumbering()`), numbering the new
+    /// blocks `firstNumber`, `firstNumber + 1`, … in order. For each allocation and free,
+    /// `numbers[i]` gets what `applyAllocation(…, number:)` or `applyFree` would return for
+    /// `events[i]`: the number the block now carries (the next fresh one, or the number of the
+    /// live block it took the place of), or the freed block's number (0 when unknown). The other
+    /// entries are left alone. Returns how many fresh numbers were given.
+    @discardableResult
+    public mutating func apply(_ events: UnsafeBufferPointer<HeapEvent>, numberingFrom firstNumber: UInt64,
+                               into numbers: UnsafeMutablePointer<UInt64>) -> UInt64 {
+        apply(events, numbers: numbers, firstNumber: firstNumber) &- firstNumber
+    }
+
+    /// Returns the next fresh number.
+    @inline(__always)
+    private mutating func apply(_ events: UnsafeBufferPointer<HeapEvent>, numbers: UnsafeMutablePointer<UInt64>?,
+                                firstNumber: UInt64) -> UInt64 {
+        var fresh = firstNumber
+        for index in events.indices {
+            if case let .allocation(address, size, stack, function, thread) = events[index] {
+                statistics.events += 1
+                let number = allocate(address: address, size: size, stack: stack, function: function, thread: thread,
+                                      number: numbers == nil ? 0 : fresh)
+                if let numbers {
+                    numbers[index] = number
+                    if number == fresh { fresh &+= 1 }
+                }
+            } else if case let .free(address, thread) = events[index] {
+                statistics.events += 1
+                let number = free(address: address, thread: thread)
+                numbers?[index] = number
+            } else {
+                apply(events[index])
+            }
+        }
+        return fresh
     }
 
     /// From now on the live blocks carry numbers (the trace encoder's allocation numbers, see

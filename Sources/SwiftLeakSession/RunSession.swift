@@ -261,48 +261,36 @@ final class ModelFeed: @unchecked Sendable {
         return ForkPoint(model: model, encoder: child, stream: stream)
     }
 
+    /// One batch of the drain: one call into the model (and the encoder) for the whole batch, each
+    /// stored property passed inout once, so no per-event exclusivity check or per-batch copy.
     func consume(_ events: UnsafeBufferPointer<HeapEvent>) {
-        var local = HeapModel()
-        swap(&local, &model)
-        defer { swap(&local, &model) }
-        defer {
-            preloadNewModules(local.modules)
-            preloadNewStacks(local)
+        if encoder != nil, let writer {
+            encoder!.encode(events, model: &model)
+            let now = Recorder.monotonicNow()
+            if encoder!.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
+                writer.submit(encoder!.take(), stream: stream)
+                lastHandOff = now
+            }
+        } else {
+            model.apply(events)
         }
-        guard var trace = encoder.take(), let writer else {
-            Self.forEach(events, allocation: { local.applyAllocation(address: $0, size: $1, stack: $2, function: $3, thread: $4) },
-                         free: { local.applyFree(address: $0, thread: $1) },
-                         other: { local.apply($0) })
-            return
-        }
-        defer { encoder = trace }
-        Self.forEach(events, allocation: {
-            trace.allocation(address: $0, size: $1, stack: $2, function: $3, thread: $4, model: &local)
-        }, free: {
-            trace.free(address: $0, thread: $1, model: &local)
-        }, other: {
-            local.apply($0)
-            trace.other($0)
-        })
-        let now = Recorder.monotonicNow()
-        if trace.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
-            writer.submit(trace.take(), stream: stream)
-            lastHandOff = now
-        }
+        preloadNewModules()
+        preloadNewStacks()
     }
 
     /// Hands the modules loaded since the last batch to the preloader (once per batch, not per event).
-    private func preloadNewModules(_ modules: [ModuleSpan]) {
-        if modules.count < modulesPreloaded { modulesPreloaded = 0 }  // a new image after exec
-        guard let preloader, modules.count > modulesPreloaded else { return }
-        for index in modulesPreloaded..<modules.count { preloader.enqueue(modules[index].module) }
-        modulesPreloaded = modules.count
+    private func preloadNewModules() {
+        let count = model.modules.count
+        if count < modulesPreloaded { modulesPreloaded = 0 }  // a new image after exec
+        guard let preloader, count > modulesPreloaded else { return }
+        for index in modulesPreloaded..<count { preloader.enqueue(model.modules[index].module) }
+        modulesPreloaded = count
     }
 
     /// Hands the frames of the stacks made since the last hand-off to the preloader, to symbolize
     /// while the program runs (a count compare per batch; a copy of the new stacks' frames every
     /// `stackHandOff` new stacks).
-    private func preloadNewStacks(_ model: HeapModel) {
+    private func preloadNewStacks() {
         let stacks = model.stacks.count
         if stacks < stacksPreloaded { stacksPreloaded = 0 }  // a new image after exec
         guard let preloader, stacks >= stacksPreloaded + Self.stackHandOff else { return }
@@ -316,24 +304,6 @@ final class ModelFeed: @unchecked Sendable {
         }
     }
     static let stackHandOff = 64
-
-    /// Hands each event on, allocations and frees by their fields: passing the enum itself costs
-    /// an outlined copy and destroy of it per call, which was most of the drain's time after the
-    /// split into recorder and model (perf, malloc_heavy).
-    @inline(__always)
-    static func forEach(_ events: UnsafeBufferPointer<HeapEvent>,
-                        allocation: (UInt64, UInt64, UInt32, AllocationFunction, UInt32) -> Void,
-                        free: (UInt64, UInt32) -> Void, other: (HeapEvent) -> Void) {
-        for index in events.indices {
-            if case let .allocation(address, size, stack, function, thread) = events[index] {
-                allocation(address, size, stack, function, thread)
-            } else if case let .free(address, thread) = events[index] {
-                free(address, thread)
-            } else {
-                other(events[index])
-            }
-        }
-    }
 
     func finish() -> FinalHeap { model.finish() }
 

@@ -27,6 +27,8 @@ public struct TraceEncoder {
     /// Allocations numbered so far (the first is number 1).
     private var allocations: UInt64 = 0
     private var sites = SiteTable()
+    /// Scratch for `encode(_:model:)`: the block number of each event of a batch.
+    private var numbers: [UInt64] = []
 
     public init() {}
 
@@ -77,6 +79,35 @@ public struct TraceEncoder {
             out.reserve(1); out.byte(1); out.string(text)
         case .unreadable(let reason):
             out.reserve(1); out.byte(2); out.string(reason)
+        }
+    }
+
+    /// Applies a batch of events to `model` (numbered: see `HeapModel.startNumbering()`) and
+    /// encodes them: the drain's entry point. The model applies the whole batch first and hands
+    /// back each allocation's and free's block number; then the records are written from the
+    /// events and those numbers. Two tight loops, each inside its own module, instead of a call
+    /// across modules per event; the bytes are the same as `event(_:model:)` on each in turn.
+    public mutating func encode(_ events: UnsafeBufferPointer<HeapEvent>, model: inout HeapModel) {
+        guard events.count > 0 else { return }
+        // Taken out while the loop below changes the encoder (and put back: it is kept for the
+        // next batch).
+        var scratch: [UInt64] = []
+        swap(&scratch, &numbers)
+        defer { swap(&scratch, &numbers) }
+        if scratch.count < events.count { scratch = [UInt64](repeating: 0, count: max(events.count, 2 * scratch.count)) }
+        let first = allocations &+ 1
+        scratch.withUnsafeMutableBufferPointer { numbers in
+            model.apply(events, numberingFrom: first, into: numbers.baseAddress!)
+            for index in events.indices {
+                if case let .allocation(address, size, stack, function, thread) = events[index] {
+                    guard address != 0 else { continue }
+                    encodeAllocation(size: size, stack: stack, function: function, thread: thread, number: numbers[index])
+                } else if case let .free(_, thread) = events[index] {
+                    encodeFree(thread: thread, number: numbers[index])
+                } else {
+                    other(events[index])
+                }
+            }
         }
     }
 
@@ -150,14 +181,28 @@ public struct TraceEncoder {
             model.applyAllocation(address: address, size: size, stack: stack, function: function, thread: thread)
             return
         }
-        out.reserve(64)
-        if thread != lastThread { switchThread(thread) }
-        let site = siteID(stack: stack, function: function.rawValue, size: size & 0xffff_ffff_ffff)
         let fresh = allocations &+ 1
         let number = model.applyAllocation(address: address, size: size, stack: stack, function: function,
                                            thread: thread, number: fresh)
-        if number == fresh {
-            allocations = fresh
+        encodeAllocation(size: size, stack: stack, function: function, thread: thread, number: number)
+    }
+
+    /// Applies the free to `model` and encodes it.
+    @inline(__always)
+    public mutating func free(address: UInt64, thread: UInt32, model: inout HeapModel) {
+        encodeFree(thread: thread, number: model.applyFree(address: address, thread: thread))
+    }
+
+    /// An allocation whose block the model numbered `number`: the next fresh number, or the
+    /// number of the live block it took the place of.
+    @inline(__always)
+    private mutating func encodeAllocation(size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32,
+                                           number: UInt64) {
+        out.reserve(64)
+        if thread != lastThread { switchThread(thread) }
+        let site = siteID(stack: stack, function: function.rawValue, size: size & 0xffff_ffff_ffff)
+        if number == allocations &+ 1 {
+            allocations = number
             out.tagged(TraceFormat.allocation, bits: 5, site)
         } else {
             // A block at a live block's address: the reader lets it take the old block's place,
@@ -168,12 +213,11 @@ public struct TraceEncoder {
         }
     }
 
-    /// Applies the free to `model` and encodes it.
+    /// A free of the block numbered `number` (0: not live, or never numbered).
     @inline(__always)
-    public mutating func free(address: UInt64, thread: UInt32, model: inout HeapModel) {
+    private mutating func encodeFree(thread: UInt32, number: UInt64) {
         out.reserve(32)
         if thread != lastThread { switchThread(thread) }
-        let number = model.applyFree(address: address, thread: thread)
         if number != 0 {
             out.tagged(TraceFormat.free, bits: 6, allocations &- number)
         } else {

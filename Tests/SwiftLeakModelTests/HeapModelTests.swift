@@ -1,5 +1,6 @@
 import SwiftLeakCore
 import SwiftLeakModel
+import SwiftLeakTestSupport
 import Testing
 
 @Suite("Heap model")
@@ -92,5 +93,112 @@ struct HeapModelTests {
         #expect(final.modules.module(containing: 0x1100, generation: final.blocks.moduleGeneration(1))?.path == "/b.so")
         #expect(final.symbolKeysForLiveBlocks() == [SymbolKey(ip: 0x1100, module: 0), SymbolKey(ip: 0x1100, module: 1)])
         #expect(final.symbolKeysForAllStacks() == final.symbolKeysForLiveBlocks())
+    }
+
+    /// A stream with every kind of event, interleaved: allocations (some at live addresses, some
+    /// at 0, some with undefined stacks or oversized), frees (some unknown), several threads,
+    /// times, stacks, module loads and unloads, RSS samples, abandoned slots.
+    static func mixedStream(seed: UInt64, count: Int) -> [HeapEvent] {
+        var random = SplitMix(seed: seed)
+        let module = LoadedModule(path: "/lib/x.so", loadBias: 0x1000, start: 0x1000, end: 0x9000, buildID: [3])
+        var events: [HeapEvent] = [.stack(id: 1, frames: [0x1100, 0x1200])]
+        var stacks: UInt32 = 1
+        var live: [UInt64] = []
+        for step in 0..<count {
+            let r = random.next()
+            switch r % 100 {
+            case 0..<45:
+                let address = r % 7 == 0 && !live.isEmpty ? live[Int(r >> 20) % live.count] : 0x10_0000 + (r >> 16) % 4096 * 16
+                let size = r % 97 == 0 ? (1 << 33) : (r >> 8) % 600
+                events.append(.allocation(address: r % 211 == 0 ? 0 : address, size: size, stack: UInt32((r >> 40) % UInt64(stacks + 2)),
+                                          function: [.malloc, .calloc, .realloc, .operatorNew][Int(r >> 50) % 4],
+                                          thread: UInt32(10 + (r >> 30) % 3)))
+                live.append(address)
+            case 45..<88:
+                let address = live.isEmpty || r % 13 == 0 ? 0x999_0000 + r % 64 : live.remove(at: Int(r >> 20) % live.count)
+                events.append(.free(address: address, thread: UInt32(10 + (r >> 30) % 3)))
+            case 88..<92: events.append(.time(nanoseconds: UInt64(step) * 1000))
+            case 92..<95:
+                stacks += 1
+                events.append(.stack(id: stacks, frames: [0x1000 + r % 4096, 0x2000]))
+            case 95: events.append(.moduleLoad(id: UInt32(r % 4), module: module))
+            case 96: events.append(.moduleUnload(id: UInt32(r % 4)))
+            case 97: events.append(.residentMemory(bytes: r % 100_000))
+            case 98: events.append(.abandonedSlots(count: 1 + r % 3))
+            default: events.append(.free(address: 0, thread: 10))
+            }
+        }
+        return events
+    }
+
+    static func expectSame(_ a: FinalHeap, _ b: FinalHeap) {
+        #expect(a.statistics == b.statistics)
+        #expect(a.sites == b.sites)
+        #expect(a.blocks.addresses == b.blocks.addresses)
+        #expect(a.blocks.stacks == b.blocks.stacks)
+        #expect(a.blocks.numbers == b.blocks.numbers)
+        #expect(a.blocks.addresses.indices.allSatisfy { a.blocks[$0] == b.blocks[$0] })
+        #expect(a.sizeHistogram == b.sizeHistogram)
+        #expect(a.stacks == b.stacks)
+        #expect(a.modules == b.modules)
+        #expect(a.moduleGeneration == b.moduleGeneration)
+        #expect(a.duration == b.duration)
+        #expect(a.residentSamples == b.residentSamples)
+    }
+
+    @Test("a batch applies exactly as its events one by one, whatever the batch sizes", arguments: [1, 7, 64, 1000])
+    func batchesAsEvents(batchSize: Int) {
+        let events = Self.mixedStream(seed: UInt64(batchSize), count: 20_000)
+        var single = HeapModel()
+        events.forEach { single.apply($0) }
+        var batched = HeapModel()
+        events.withUnsafeBufferPointer { all in
+            for start in stride(from: 0, to: all.count, by: batchSize) {
+                batched.apply(UnsafeBufferPointer(rebasing: all[start..<min(start + batchSize, all.count)]))
+            }
+        }
+        #expect(single.statistics.replacedBlocks > 0 && single.statistics.unknownFrees > 0 && single.undefinedStacks > 0)
+        #expect(single.undefinedStacks == batched.undefinedStacks)
+        Self.expectSame(single.finish(), batched.finish())
+    }
+
+    @Test("a numbered batch gives the numbers the single calls give, fresh ones in order from the first",
+          arguments: [1, 5, 333])
+    func numberedBatches(batchSize: Int) {
+        let events = Self.mixedStream(seed: 77 + UInt64(batchSize), count: 20_000)
+        var single = HeapModel()
+        single.startNumbering()
+        var expected: [UInt64?] = []
+        var next: UInt64 = 1
+        for event in events {
+            switch event {
+            case let .allocation(address, size, stack, function, thread):
+                let number = single.applyAllocation(address: address, size: size, stack: stack, function: function,
+                                                    thread: thread, number: next)
+                if number == next { next += 1 }
+                expected.append(number)
+            case let .free(address, thread):
+                expected.append(single.applyFree(address: address, thread: thread))
+            default:
+                single.apply(event)
+                expected.append(nil)
+            }
+        }
+        var batched = HeapModel()
+        batched.startNumbering()
+        var numbers = [UInt64](repeating: .max, count: events.count)
+        var fresh: UInt64 = 1
+        events.withUnsafeBufferPointer { all in
+            numbers.withUnsafeMutableBufferPointer { numbers in
+                for start in stride(from: 0, to: all.count, by: batchSize) {
+                    let end = min(start + batchSize, all.count)
+                    fresh += batched.apply(UnsafeBufferPointer(rebasing: all[start..<end]), numberingFrom: fresh,
+                                           into: numbers.baseAddress! + start)
+                }
+            }
+        }
+        #expect(fresh == next)
+        #expect(expected.indices.allSatisfy { expected[$0] == nil ? numbers[$0] == .max : numbers[$0] == expected[$0] })
+        Self.expectSame(single.finish(), batched.finish())
     }
 }

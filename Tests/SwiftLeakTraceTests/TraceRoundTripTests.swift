@@ -161,6 +161,36 @@ struct TraceRoundTripTests {
         #expect(loaded.programSuppressions == SampleTrace.programSuppressions)
     }
 
+    @Test("encoding a batch writes the bytes and numbers the blocks as encoding its events one by one",
+          arguments: [1, 3, 100, 5000])
+    func batchesAsEvents(batchSize: Int) {
+        var events = SampleTrace.events(count: 3000)
+        // An allocation at address 0 (ignored by model and trace) and a replaced block mid-batch.
+        events.insert(.allocation(address: 0, size: 5, stack: 1, function: .malloc, thread: 100), at: 50)
+        events.insert(.allocation(address: 0x6000_0000 + 48 * 22, size: 9, stack: 2, function: .malloc, thread: 101), at: 90)
+        var single = TraceEncoder(), singleModel = HeapModel()
+        singleModel.startNumbering()
+        events.forEach { single.event($0, model: &singleModel) }
+        var batched = TraceEncoder(), batchedModel = HeapModel()
+        batchedModel.startNumbering()
+        var bytes: [UInt8] = []
+        events.withUnsafeBufferPointer { all in
+            for start in stride(from: 0, to: all.count, by: batchSize) {
+                batched.encode(UnsafeBufferPointer(rebasing: all[start..<min(start + batchSize, all.count)]), model: &batchedModel)
+                if start % 7 == 0 { bytes += batched.take() }
+            }
+        }
+        let exit = SampleTrace.exitFacts(addresses: [])
+        let singleBlocks = singleModel.finish().blocks, batchedBlocks = batchedModel.finish().blocks
+        #expect(singleBlocks.addresses == batchedBlocks.addresses)
+        #expect(singleBlocks.numbers == batchedBlocks.numbers)
+        #expect(singleModel.statistics.replacedBlocks == 2)
+        single.finish(exit: exit, blocks: singleBlocks, symbols: SymbolTable())
+        batched.finish(exit: exit, blocks: batchedBlocks, symbols: SymbolTable())
+        bytes += batched.take()
+        #expect(bytes == single.take())
+    }
+
     @Test("a trace of a format version before the oldest readable gives one clear error")
     func olderVersion() throws {
         let path = "/tmp/swiftleak-old-trace-\(getpid()).gz"
