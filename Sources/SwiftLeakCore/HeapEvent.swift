@@ -11,8 +11,9 @@ public enum HeapEvent: Sendable, Equatable {
     case free(address: UInt64, thread: UInt32)
     /// A new stack: its return addresses, innermost first (the caller of the allocation function).
     case stack(id: UInt32, frames: [UInt64])
-    /// A module was mapped; `id` names it for the matching unload.
-    case moduleLoad(id: UInt32, module: LoadedModule)
+    /// A module was mapped; `id` names it for the matching unload. Boxed: rare, and its payload
+    /// inline would double every event's size (the drain's batches are arrays of these).
+    indirect case moduleLoad(id: UInt32, module: LoadedModule)
     /// The module loaded under `id` was unmapped (dlclose).
     case moduleUnload(id: UInt32)
     /// The time since recording started (monotonic clock) when the recorder reached this point of
