@@ -124,9 +124,11 @@ public struct HeapModel: Sendable {
         statistics.events += 1
         switch event {
         case let .allocation(address, size, stack, function, thread):
-            _ = allocate(address: address, size: size, stack: stack, function: function, thread: thread)
+            _ = withHotArrays { model, hot in
+                model.allocate(address: address, size: size, stack: stack, function: function, thread: thread, hot)
+            }
         case let .free(address, thread):
-            _ = free(address: address, thread: thread)
+            _ = withHotArrays { model, hot in model.free(address: address, thread: thread, hot) }
         case let .stack(_, frames):
             stacks.append(frames)
             sites.append(SiteStatistics())
@@ -172,24 +174,71 @@ public struct HeapModel: Sendable {
     private mutating func apply(_ events: UnsafeBufferPointer<HeapEvent>, numbers: UnsafeMutablePointer<UInt64>?,
                                 firstNumber: UInt64) -> UInt64 {
         var fresh = firstNumber
-        for index in events.indices {
+        var index = 0
+        while index < events.count {
+            // A run of allocations and frees (nearly the whole batch) with the arrays held once,
+            // then the event that ended it.
+            index = withHotArrays { model, hot in
+                model.applyAllocationsAndFrees(events, from: index, numbers: numbers, fresh: &fresh, hot)
+            }
+            if index < events.count {
+                apply(events[index])
+                index += 1
+            }
+        }
+        return fresh
+    }
+
+    /// Applies the allocations and frees from `start` on; returns the index of the first other event.
+    @inline(__always)
+    private mutating func applyAllocationsAndFrees(_ events: UnsafeBufferPointer<HeapEvent>, from start: Int,
+                                                   numbers: UnsafeMutablePointer<UInt64>?, fresh: inout UInt64,
+                                                   _ hot: HotArrays) -> Int {
+        var index = start
+        while index < events.count {
             if case let .allocation(address, size, stack, function, thread) = events[index] {
                 statistics.events += 1
                 let number = allocate(address: address, size: size, stack: stack, function: function, thread: thread,
-                                      number: numbers == nil ? 0 : fresh)
+                                      number: numbers == nil ? 0 : fresh, hot)
                 if let numbers {
                     numbers[index] = number
                     if number == fresh { fresh &+= 1 }
                 }
             } else if case let .free(address, thread) = events[index] {
                 statistics.events += 1
-                let number = free(address: address, thread: thread)
+                let number = free(address: address, thread: thread, hot)
                 numbers?[index] = number
             } else {
-                apply(events[index])
+                break
+            }
+            index += 1
+        }
+        return index
+    }
+
+    /// The per-site figures and the size histogram as raw buffers, for the allocations and frees:
+    /// an array's subscript pays a uniqueness check on every write. While `body` runs the model's
+    /// own arrays are empty (the events it applies add no site).
+    struct HotArrays {
+        let sites: UnsafeMutableBufferPointer<SiteStatistics>
+        let sizeHistogram: UnsafeMutableBufferPointer<UInt64>
+    }
+
+    @inline(__always)
+    private mutating func withHotArrays<R>(_ body: (inout HeapModel, HotArrays) -> R) -> R {
+        var sites: [SiteStatistics] = [], histogram: [UInt64] = []
+        swap(&sites, &self.sites)
+        swap(&histogram, &sizeHistogram)
+        defer {
+            swap(&sites, &self.sites)
+            swap(&histogram, &sizeHistogram)
+        }
+        table.makeUnique()
+        return sites.withUnsafeMutableBufferPointer { sites in
+            histogram.withUnsafeMutableBufferPointer { histogram in
+                body(&self, HotArrays(sites: sites, sizeHistogram: histogram))
             }
         }
-        return fresh
     }
 
     /// From now on the live blocks carry numbers (the trace encoder's allocation numbers, see
@@ -208,7 +257,9 @@ public struct HeapModel: Sendable {
     public mutating func applyAllocation(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction,
                                          thread: UInt32, number: UInt64 = 0) -> UInt64 {
         statistics.events += 1
-        return allocate(address: address, size: size, stack: stack, function: function, thread: thread, number: number)
+        return withHotArrays { model, hot in
+            model.allocate(address: address, size: size, stack: stack, function: function, thread: thread, number: number, hot)
+        }
     }
 
     /// Returns the freed block's number; 0 when the address was not live (or had no number).
@@ -216,15 +267,16 @@ public struct HeapModel: Sendable {
     @discardableResult
     public mutating func applyFree(address: UInt64, thread: UInt32) -> UInt64 {
         statistics.events += 1
-        return free(address: address, thread: thread)
+        return withHotArrays { model, hot in model.free(address: address, thread: thread, hot) }
     }
 
     @inline(__always)
     private mutating func allocate(address: UInt64, size: UInt64, stack: UInt32, function: AllocationFunction,
-                                   thread: UInt32, number: UInt64 = 0) -> UInt64 {
+                                   thread: UInt32, number: UInt64 = 0, _ hot: HotArrays) -> UInt64 {
         guard address != 0 else { return 0 }
         var number = number
         var stack = stack
+        let sites = hot.sites, sizeHistogram = hot.sizeHistogram
         if Int(stack) >= sites.count {
             undefinedStacks += 1
             stack = 0
@@ -237,16 +289,16 @@ public struct HeapModel: Sendable {
         currentLastAllocation = address
         let block = LiveBlock(address: address, size: size, stack: stack, function: function, moduleGeneration: moduleGeneration)
         var replacedNumber: UInt64 = 0
-        if let replaced = table.insert(block, number: number, replacedNumber: &replacedNumber) {
+        if let replaced = table.insertIntoUnique(block, number: number, replacedNumber: &replacedNumber) {
             statistics.replacedBlocks += 1
-            release(replaced)
+            release(replaced, sites)
             // The trace's reader lets the new block take the old one's place and number.
             if replacedNumber != 0 {
                 table.renumber(address, to: replacedNumber)
                 number = replacedNumber
             }
         }
-        sites.withUnsafeMutableBufferPointer { sites in
+        do {
             let index = Int(stack)
             sites[index].integrate(until: seconds)
             if sites[index].peakEpoch != peakEpoch {
@@ -276,9 +328,9 @@ public struct HeapModel: Sendable {
     }
 
     @inline(__always)
-    private mutating func free(address: UInt64, thread: UInt32) -> UInt64 {
+    private mutating func free(address: UInt64, thread: UInt32, _ hot: HotArrays) -> UInt64 {
         var number: UInt64 = 0
-        guard let block = table.remove(address, number: &number) else {
+        guard let block = table.removeFromUnique(address, number: &number) else {
             statistics.unknownFrees += 1
             return 0
         }
@@ -286,10 +338,10 @@ public struct HeapModel: Sendable {
         switchThread(thread)
         if currentLastAllocation == address {
             statistics.temporaryAllocations += 1
-            sites[Int(block.stack)].temporaryAllocations += 1
+            hot.sites[Int(block.stack)].temporaryAllocations += 1
         }
         currentLastAllocation = 0
-        release(block)
+        release(block, hot.sites)
         return number
     }
 
@@ -303,9 +355,8 @@ public struct HeapModel: Sendable {
 
     /// Takes a block that is no longer live off its site's figures.
     @inline(__always)
-    private mutating func release(_ block: LiveBlock) {
-        let seconds = self.seconds, peakEpoch = self.peakEpoch
-        sites.withUnsafeMutableBufferPointer { sites in
+    private func release(_ block: LiveBlock, _ sites: UnsafeMutableBufferPointer<SiteStatistics>) {
+        do {
             let index = Int(block.stack)
             sites[index].integrate(until: seconds)
             if sites[index].peakEpoch != peakEpoch {

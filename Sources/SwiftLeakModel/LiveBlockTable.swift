@@ -63,8 +63,26 @@ public struct LiveBlockTable: Sendable {
         storage.startNumbering()
     }
 
-    private mutating func makeUnique() {
+    /// Copies the storage if it is shared (copy on write); `insertIntoUnique`/`removeFromUnique`
+    /// rely on a call before them.
+    @inline(__always)
+    mutating func makeUnique() {
         if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+    }
+
+    /// `insert(_:number:replacedNumber:)` without the uniqueness check, for a run of changes after
+    /// one `makeUnique()` (the model's batches: the check was a runtime call per event).
+    @inline(__always)
+    mutating func insertIntoUnique(_ block: LiveBlock, number: UInt64, replacedNumber: inout UInt64) -> LiveBlock? {
+        precondition(block.address != 0, "address 0 is the empty marker")
+        return storage.insert(block, number: number, replacedNumber: &replacedNumber)
+    }
+
+    /// `remove(_:number:)` without the uniqueness check (see `insertIntoUnique`).
+    @inline(__always)
+    mutating func removeFromUnique(_ address: UInt64, number: inout UInt64) -> LiveBlock? {
+        guard address != 0 else { return nil }
+        return storage.remove(address, number: &number)
     }
 
     /// Inserts a block; returns the block it replaced at the same address (a free we never saw).
