@@ -2,7 +2,8 @@
  * from stacks 6, 16 and 26 frames deep (both return the same frames; see UnwinderTests); then the
  * walk the hooks make (swl_unwind_at, which follows the thread's memo of its last walk) against the
  * same walk without the memo, from stacks of 11 frames that alternate between two inner callers
- * (as an allocation function's callers do).
+ * (as an allocation function's callers do); and the hooks' capture with the thread's known stacks
+ * (swl_unwind_known, which checks a kept stack instead of walking; interning is not in any case).
  *
  *   cc -O2 -D_GNU_SOURCE -ICShims/SwiftLeakPreload -o /tmp/walker_bench \
  *      Benchmarks/walker/walker_bench.c CShims/SwiftLeakPreload/unwind.c -lunwind
@@ -47,6 +48,7 @@ __attribute__((noinline)) static void nest(int depth, int use_libunwind) {
 
 /* The hooks' entry: the walk starts at the caller's frame, from its stack pointer and RBP. */
 int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
+enum { NO_MEMO = 0, MEMO = 1, KNOWN = 2, NO_WALK = 3 /* the loop and the calls alone */ };
 static int use_memo;
 __asm__(".text\n"
         ".type hook_like_entry, @function\n"
@@ -59,7 +61,14 @@ __asm__(".text\n"
         ".size hook_like_entry, .-hook_like_entry\n");
 int hook_like_entry(uint64_t *frames, int max);
 __attribute__((used)) int walk_from_entry(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
-    return use_memo ? swl_unwind_at(frames, max, sp, rbp) : swl_unwind_from(frames, max, sp, rbp);
+    if (use_memo == NO_WALK) return 0;
+    if (use_memo == NO_MEMO) return swl_unwind_from(frames, max, sp, rbp);
+    if (use_memo == MEMO) return swl_unwind_at(frames, max, sp, rbp);
+    uint32_t value;
+    if (swl_unwind_known(sp, rbp, 1, &value, NULL, NULL)) return (int)value;
+    int count = swl_unwind_at(frames, max, sp, rbp);
+    swl_unwind_remember(1, (uint32_t)count); /* the hooks keep the stack's id; the depth will do */
+    return count;
 }
 
 static volatile uint64_t walked;
@@ -88,7 +97,8 @@ __attribute__((noinline)) static void measure_memo(int memo) {
         outer_two(r);
     }
     double seconds = now() - start;
-    printf("%-9s  alternating callers  %6.1f ns a stack\n", memo ? "memo" : "no memo", seconds / (double)CALLS * 1e9);
+    static const char *names[] = {"no memo", "memo", "known", "no walk"};
+    printf("%-9s  alternating callers  %6.1f ns a stack\n", names[memo], seconds / (double)CALLS * 1e9);
 }
 
 int main(void) {
@@ -101,8 +111,10 @@ int main(void) {
         nest(depth, 1);
     }
     for (int round = 0; round < 3; round++) {
-        measure_memo(0);
-        measure_memo(1);
+        measure_memo(NO_MEMO);
+        measure_memo(MEMO);
+        measure_memo(KNOWN);
+        measure_memo(NO_WALK);
     }
     return 0;
 }
