@@ -71,8 +71,8 @@ swl_ring_header *swl_ring_create(uint64_t capacity, uint32_t bucket_count, uint6
     h->tail = 0;
     h->head = 0;
     h->store_used = 16; // id 0 (and the first record slot) mean "none"
-    swl_event *slots = swl_ring_slots(h);
-    for (uint64_t i = 0; i < capacity; i++) slots[i].sequence = i;
+    // The slots are left as the fresh memfd has them, zero: free for the first lap (see
+    // swl_slot_sequence).
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     *fd_out = fd;
     return h;
@@ -100,20 +100,20 @@ size_t swl_ring_consume(swl_ring_reader *reader, swl_event *out, size_t max, boo
     bool freed = false;
     while (count < max && head < tail) {
         swl_event *slot = &slots[head & mask];
-        uint64_t sequence = __atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE);
+        uint64_t sequence = swl_slot_sequence(slot, head & mask);
         if (sequence != head + 1) {
             // At most one ring's worth per call: a forged tail far ahead must not keep us here.
             if (!skip_unpublished || skipped_here == capacity) break;
             skipped_here++;
             if (sequence == head) {
                 // Reserved by a writer that will never publish: free it for good measure.
-                __atomic_store_n(&slot->sequence, head + capacity, __ATOMIC_RELEASE);
+                swl_slot_set_sequence(slot, head & mask, head + capacity);
             }
             head++;
             continue;
         }
         out[count++] = *slot;
-        __atomic_store_n(&slot->sequence, head + capacity, __ATOMIC_RELEASE);
+        swl_slot_set_sequence(slot, head & mask, head + capacity);
         head++;
         freed = true;
     }

@@ -167,14 +167,15 @@ static bool swl_recorder_alive(void) {
 /// Waits until the consumer has freed the slot for `pos`. Returns false when the recorder is gone:
 /// the interposer then goes quiet and the program runs on untracked.
 static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_t pos) {
+    uint64_t index = pos & g_mask;
     for (int spin = 0; spin < 256; spin++) {
-        if (__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) == pos) return true;
+        if (swl_slot_sequence(slot, index) == pos) return true;
         __builtin_ia32_pause();
     }
     for (;;) {
         uint32_t epoch = __atomic_load_n(&g_ring->space_epoch, __ATOMIC_ACQUIRE);
         __atomic_fetch_add(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&slot->sequence, __ATOMIC_SEQ_CST) == pos) {
+        if (swl_slot_sequence_seq_cst(slot, index) == pos) {
             __atomic_fetch_sub(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
             return true;
         }
@@ -182,7 +183,7 @@ static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_
         long rc = syscall(SYS_futex, &g_ring->space_epoch, FUTEX_WAIT, epoch, &timeout, NULL, 0);
         int error = errno;
         __atomic_fetch_sub(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) == pos) return true;
+        if (swl_slot_sequence(slot, index) == pos) return true;
         if (rc == -1 && error == ETIMEDOUT && !swl_recorder_alive()) {
             swl_go_quiet();
             return false;
@@ -194,7 +195,7 @@ static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_
 static inline swl_event *swl_reserve(uint64_t *pos_out) {
     uint64_t pos = __atomic_fetch_add(&g_ring->tail, 1, __ATOMIC_RELAXED);
     swl_event *slot = &g_slots[pos & g_mask];
-    if (SWL_UNLIKELY(__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) != pos)) {
+    if (SWL_UNLIKELY(swl_slot_sequence(slot, pos & g_mask) != pos)) {
         if (!swl_wait_for_slot(slot, pos)) return NULL;
     }
     *pos_out = pos;
@@ -206,7 +207,7 @@ static inline void swl_publish(swl_event *slot, uint64_t pos, uint64_t address, 
     slot->info = info;
     slot->stack = stack;
     slot->thread = swl_tid();
-    __atomic_store_n(&slot->sequence, pos + 1, __ATOMIC_RELEASE);
+    swl_slot_set_sequence(slot, pos & g_mask, pos + 1);
 }
 
 static inline void swl_emit(swl_event_type type, swl_function fn, uint64_t address, uint64_t size, uint32_t stack) {

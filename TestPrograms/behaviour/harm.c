@@ -95,13 +95,14 @@ static swl_ring_header *find_ring(void) {
 /// Publishes one event in the ring exactly as the interposer would, with whatever content.
 static void forge_event(swl_ring_header *ring, uint64_t address, uint64_t info, uint32_t stack) {
     uint64_t pos = __atomic_fetch_add(&ring->tail, 1, __ATOMIC_RELAXED);
-    swl_event *slot = &swl_ring_slots(ring)[pos & (ring->capacity - 1)];
-    while (__atomic_load_n(&slot->sequence, __ATOMIC_ACQUIRE) != pos) usleep(1000);
+    uint64_t index = pos & (ring->capacity - 1);
+    swl_event *slot = &swl_ring_slots(ring)[index];
+    while (swl_slot_sequence(slot, index) != pos) usleep(1000);
     slot->address = address;
     slot->info = info;
     slot->stack = stack;
     slot->thread = 1;
-    __atomic_store_n(&slot->sequence, pos + 1, __ATOMIC_RELEASE);
+    swl_slot_set_sequence(slot, index, pos + 1);
 }
 
 /// Appends a record to the store and returns its id.
