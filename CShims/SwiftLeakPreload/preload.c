@@ -478,25 +478,33 @@ static inline void swl_clear_links_sse2(uint64_t *words, uint64_t i, uint64_t co
     if (i < count && words[i] != 0 && (words[i] & 15) == 0) words[i] = 0;
 }
 
-/// The same, eight words per branch where the processor has AVX2 (64-bit compares: a third of the
-/// SSE2 loop's instructions). The words are the same ones.
+/// The same where the processor has AVX2 (64-bit compares: a third of the SSE2 loop's
+/// instructions), eight words per branch, any number of words (at least one). The last group of
+/// eight is loaded and stored through masks (a masked-out word is neither read nor written, and
+/// cannot fault), so the only branch that depends on the block's size is the loop's own: sizes
+/// are what programs vary most, and the SSE2 loop's three size-dependent exits (the pairs, the
+/// odd word, the choice between the loops) were mispredicted on most allocations.
 __attribute__((target("avx2"))) static void swl_clear_links_avx2(uint64_t *words, uint64_t i, uint64_t count) {
     const __m256i low_bits = _mm256_set1_epi64x(15), zero = _mm256_setzero_si256();
-    for (; i + 8 <= count; i += 8) {
-        // Blocks are 16-byte aligned only: unaligned loads (as fast as aligned ones on aligned data).
-        __m256i first = _mm256_loadu_si256((const __m256i *)(words + i));
-        __m256i second = _mm256_loadu_si256((const __m256i *)(words + i + 4));
+    const __m256i lanes_low = _mm256_set_epi64x(3, 2, 1, 0), lanes_high = _mm256_set_epi64x(7, 6, 5, 4);
+    do {
+        __m256i left = _mm256_set1_epi64x((long long)(count - i));
+        __m256i in_low = _mm256_cmpgt_epi64(left, lanes_low), in_high = _mm256_cmpgt_epi64(left, lanes_high);
+        // Blocks are 16-byte aligned only: unaligned (masked) loads. A word masked out reads as 0.
+        __m256i first = _mm256_maskload_epi64((const long long *)(words + i), in_low);
+        __m256i second = _mm256_maskload_epi64((const long long *)(words + i + 4), in_high);
         __m256i first_link = _mm256_andnot_si256(_mm256_cmpeq_epi64(first, zero),
                                                  _mm256_cmpeq_epi64(_mm256_and_si256(first, low_bits), zero));
         __m256i second_link = _mm256_andnot_si256(_mm256_cmpeq_epi64(second, zero),
                                                   _mm256_cmpeq_epi64(_mm256_and_si256(second, low_bits), zero));
         __m256i any = _mm256_or_si256(first_link, second_link);
         if (SWL_UNLIKELY(!_mm256_testz_si256(any, any))) {
-            _mm256_storeu_si256((__m256i *)(words + i), _mm256_andnot_si256(first_link, first));
-            _mm256_storeu_si256((__m256i *)(words + i + 4), _mm256_andnot_si256(second_link, second));
+            // Only the links are written (a link is never a masked-out word).
+            _mm256_maskstore_epi64((long long *)(words + i), first_link, zero);
+            _mm256_maskstore_epi64((long long *)(words + i + 4), second_link, zero);
         }
-    }
-    swl_clear_links_sse2(words, i, count);
+        i += 8;
+    } while (i < count);
 }
 
 /// Whether the processor and the kernel let us use AVX2 (CPUID leaf 7 and the YMM state in XCR0).
@@ -536,7 +544,7 @@ static inline void swl_forget_grown_links(void *block, size_t kept, size_t reque
         if (words[first] != 0 && (words[first] & 15) == 0) words[first] = 0;
         first++;
     }
-    if (g_have_avx2 && end - first >= 8) {
+    if (g_have_avx2) {
         swl_clear_links_avx2(words, first, end);
     } else {
         swl_clear_links_sse2(words, first, end);
