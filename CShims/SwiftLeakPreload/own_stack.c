@@ -4,6 +4,7 @@
 #endif
 
 #include "own_stack.h"
+#include "unwind.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -223,6 +224,7 @@ static void swl_give_back_stack(uint64_t top) {
 static void swl_release_stack(void *value) {
     uint64_t top = (uint64_t)(uintptr_t)value;
     t_no_own_stack = true;
+    swl_unwind_use_area(NULL); // the next thread to take the stack may keep its own stacks there
     __atomic_store_n(&swl_own_stack_top, 0, __ATOMIC_RELAXED);
     swl_give_back_stack(top);
 }
@@ -234,6 +236,11 @@ static void swl_make_release_key(void) {
 void swl_own_stack_returning(void *block) {
     uint64_t top = __atomic_load_n(&swl_own_stack_top, __ATOMIC_RELAXED);
     if (top) *(void *volatile *)(uintptr_t)(top - SWL_OWN_STACK_FRAME_WORDS * 8) = block;
+}
+
+void *swl_own_stack_far_end(void) {
+    uint64_t top = __atomic_load_n(&swl_own_stack_top, __ATOMIC_RELAXED);
+    return top ? (void *)(uintptr_t)(top - SWL_OWN_STACK_SIZE) : NULL;
 }
 
 void swl_own_stack_make(void) {

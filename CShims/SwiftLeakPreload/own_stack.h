@@ -99,6 +99,11 @@ extern __thread uint64_t swl_exit_registers_saved __attribute__((tls_model("init
     "    movq swl_exit_registers_saved@gottpoff(%rip), %r11\n"                                    \
     "    movq $1, %fs:(%r11)\n"
 
+/// The far end (lowest usable byte) of this thread's own stack, NULL while it has none. The hooks
+/// use far less than the stack's size: preload.c keeps the walker's known stacks there (unwind.h),
+/// out of static TLS. They are dropped when the thread hands its stack back.
+void *swl_own_stack_far_end(void);
+
 /// Called by swl_own_stack_call on a thread without an own stack (hidden; not for C callers).
 void swl_own_stack_make(void);
 

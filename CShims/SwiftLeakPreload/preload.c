@@ -391,11 +391,23 @@ static void swl_report_verify(void) {
 /// Captures the stack of the program's call to an allocation function, from the program's frame
 /// at the hooked call (`entry`: the hooks run on a stack of their own). libunwind, which walks
 /// from here, goes through the stack switch's CFI; its own frames before the caller are dropped.
+/// Whether this thread was given its area for known stacks (or found it has none).
+static SWL_TLS __thread bool t_walker_area_given;
+
+/// On a thread's first capture: the walker keeps its known stacks at the far end of the thread's
+/// own stack (nothing else uses that end; static TLS is too small a place, see unwind.c).
+static __attribute__((noinline, cold)) void swl_give_walker_area(void) {
+    t_walker_area_given = true;
+    void *far_end = swl_own_stack_far_end();
+    if (far_end && swl_unwind_area_bytes() <= SWL_OWN_STACK_SIZE / 16) swl_unwind_use_area(far_end);
+}
+
 static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry) {
     uint64_t raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
     void *caller = (void *)(uintptr_t)entry.sp[0];
     int limit = (int)g_max_frames + SWL_OWN_FRAMES;
     uint64_t epoch = __atomic_load_n(&g_ring_epoch, __ATOMIC_RELAXED);
+    if (SWL_UNLIKELY(!t_walker_area_given)) swl_give_walker_area();
     if (g_unwinder != UNWINDER_LIBUNWIND) {
         uint32_t known;
         int known_count = 0;

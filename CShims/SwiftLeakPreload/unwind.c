@@ -88,6 +88,10 @@ bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t
 
 void swl_unwind_remember(uint64_t owner, uint32_t value) { (void)owner, (void)value; }
 
+size_t swl_unwind_area_bytes(void) { return 0; }
+
+void swl_unwind_use_area(void *area) { (void)area; }
+
 #else
 
 // MARK: - Rules and their cache
@@ -811,9 +815,14 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
 // check is a row of independent loads and compares; nothing is written.
 //
 // Which stacks are kept: a walk that records the memo anyway is kept. A miss first only notes its
-// first frame (t_missed); a second miss from the same first frame makes the next walk record, and
+// first frame (the area's `missed`); a second miss from the same first frame makes the next walk record, and
 // that stack is kept. So a stack seen once (most of a compiler's) costs no recording, and a
 // thread's recurring paths are soon all known. Like the memo, every word is masked (MEMO_MASK).
+//
+// They take ~9 KB a thread, too much for static TLS: glibc carves a thread's TLS out of its stack
+// and refuses a stack of PTHREAD_STACK_MIN once the TLS leaves too little of it. So they live in
+// an area the caller hands each thread (the preload: the far end of the thread's own stack); a
+// thread without one keeps no stacks.
 #define KNOWN_STACKS 8
 #define KNOWN_FRAMES 32
 #define MISSED_SLOTS 16
@@ -826,12 +835,27 @@ typedef struct {
     uint8_t flags[KNOWN_FRAMES];
 } known_stack;
 
-/// The masked first ip of each known stack (0: none), apart so a look-up reads one cache line.
-static __thread uint64_t t_known_ip[KNOWN_STACKS];
-static __thread known_stack t_known[KNOWN_STACKS];
-static __thread unsigned t_known_next;
-/// First frames of recent misses, as masked hashes (bit 63 set: never an address).
-static __thread uint64_t t_missed[MISSED_SLOTS];
+typedef struct {
+    /// The masked first ip of each known stack (0: none), apart so a look-up reads one cache line.
+    uint64_t ip[KNOWN_STACKS];
+    /// First frames of recent misses, as masked hashes (bit 63 set: never an address).
+    uint64_t missed[MISSED_SLOTS];
+    unsigned next;
+    known_stack stacks[KNOWN_STACKS];
+} known_area;
+
+/// This thread's area (swl_unwind_use_area), NULL while it has none.
+static __thread known_area *t_known_area;
+
+size_t swl_unwind_area_bytes(void) { return sizeof(known_area); }
+
+void swl_unwind_use_area(void *area) {
+    known_area *known = area;
+    // The memory may have been another thread's: its stacks would still be exact (the check reads
+    // this thread's words), but start empty.
+    if (known) memset(known->ip, 0, sizeof known->ip);
+    t_known_area = known;
+}
 
 /// Whether the words the steps of `known` read still hold, starting from its first frame with `rbp`.
 static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
@@ -845,11 +869,13 @@ static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
 }
 
 bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count) {
+    known_area *area = t_known_area;
+    if (area == NULL) return false;
     uint64_t ip = sp[0] ^ MEMO_MASK, rsp = (uint64_t)(uintptr_t)(sp + 1) ^ MEMO_MASK;
     uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
     for (int k = 0; k < KNOWN_STACKS; k++) {
-        if (t_known_ip[k] != ip) continue;
-        const known_stack *known = &t_known[k];
+        if (area->ip[k] != ip) continue;
+        const known_stack *known = &area->stacks[k];
         if (known->frames[0].rsp != rsp || known->generation != generation || known->owner != (owner ^ MEMO_MASK)) continue;
         if (!known_stack_holds(known, rbp)) continue;
         *value = (uint32_t)(known->value ^ MEMO_MASK);
@@ -860,7 +886,7 @@ bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t
         return true;
     }
     uint64_t missed = ((ip ^ (rsp * 0x9e3779b97f4a7c15ULL)) | MEMO_MASK);
-    uint64_t *slot = &t_missed[(missed >> 17) % MISSED_SLOTS];
+    uint64_t *slot = &area->missed[(missed >> 17) % MISSED_SLOTS];
     if (*slot == missed) {
         t_memo_stale = true; // the walk that follows records, and swl_unwind_remember keeps it
         *slot = 0;
@@ -871,17 +897,18 @@ bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t
 }
 
 void swl_unwind_remember(uint64_t owner, uint32_t value) {
-    if (!t_memo_complete || t_memo_count > KNOWN_FRAMES) return;
+    known_area *area = t_known_area;
+    if (area == NULL || !t_memo_complete || t_memo_count > KNOWN_FRAMES) return;
     t_memo_complete = false;
-    unsigned k = t_known_next++ % KNOWN_STACKS;
-    known_stack *known = &t_known[k];
+    unsigned k = area->next++ % KNOWN_STACKS;
+    known_stack *known = &area->stacks[k];
     known->count = t_memo_count;
     known->generation = t_memo_generation;
     known->owner = owner ^ MEMO_MASK;
     known->value = (uint64_t)value ^ MEMO_MASK;
     memcpy(known->frames, t_memo, (size_t)t_memo_count * sizeof(memo_frame));
     memcpy(known->flags, t_memo_flags, (size_t)t_memo_count);
-    t_known_ip[k] = t_memo[0].ip;
+    area->ip[k] = t_memo[0].ip;
 }
 
 int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {

@@ -11,6 +11,7 @@
 #define SWIFTLEAK_PRELOAD_UNWIND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /// Whether the walker can run in this process (it needs glibc's _dl_find_object, glibc 2.35+,
@@ -33,6 +34,11 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp);
 /// Checks the words the walk would read, writes nothing when it succeeds. A miss may make the
 /// next swl_unwind_at record its walk, so that swl_unwind_remember can keep it.
 bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count);
+
+/// The known stacks of a thread live in an area of this many bytes (8-byte aligned, any contents)
+/// that the caller gives the thread with swl_unwind_use_area; a thread without one (NULL) keeps none.
+size_t swl_unwind_area_bytes(void);
+void swl_unwind_use_area(void *area);
 
 /// Right after swl_unwind_at: keeps the stack it walked, with `value`, for swl_unwind_known, when
 /// that walk recorded the whole stack (a walk that only followed its memo is not kept). `owner`

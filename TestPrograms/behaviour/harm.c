@@ -12,6 +12,8 @@
 //   stop             prints "ready", then echoes stdin
 //   term-caught      as stop, but catches SIGTERM and prints "term" for each one (it does not end)
 //   pthread-exit     main leaks, starts a thread that leaks, and leaves by pthread_exit
+//   min-stack        starts a thread on the smallest stack glibc accepts (PTHREAD_STACK_MIN; glibc
+//                    takes the thread's static TLS out of it) that allocates, and prints the result
 //   held-main        ignores SIGTERM; main leaves by pthread_exit, another thread then prints its
 //                    pid and "main has left" and echoes stdin as stop does
 //   forge            writes garbage into swiftleak's ring (found by name in /proc/self/maps)
@@ -20,6 +22,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,6 +35,11 @@
 #include "SwiftLeakEventABI.h"
 
 static void *volatile sink;
+
+static void *allocating_thread(void *argument) {
+    for (int i = 0; i < 100; i++) free(malloc(16 + (size_t)i));
+    return argument;
+}
 
 // Calls fn(arg) from a frame no unwind information covers (as JIT code or hand-written assembly),
 // with a frame pointer, as such code often has.
@@ -290,6 +298,14 @@ int main(int argc, char **argv) {
         printf("main leaves by pthread_exit\n");
         fflush(stdout);
         pthread_exit(NULL);
+    } else if (strcmp(mode, "min-stack") == 0) {
+        pthread_attr_t attributes;
+        pthread_attr_init(&attributes);
+        int set = pthread_attr_setstacksize(&attributes, PTHREAD_STACK_MIN);
+        pthread_t thread;
+        int created = pthread_create(&thread, &attributes, allocating_thread, NULL);
+        if (created == 0) pthread_join(thread, NULL);
+        printf("stack size %d, thread %d\n", set, created);
     } else if (strcmp(mode, "held-main") == 0) {
         signal(SIGTERM, SIG_IGN);
         pthread_t thread;

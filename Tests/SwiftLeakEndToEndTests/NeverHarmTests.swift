@@ -28,6 +28,15 @@ struct NeverHarmTests {
 
     // MARK: fds
 
+    @Test("a thread on the smallest stack glibc accepts starts as natively: the interposer's static TLS stays small")
+    func smallestThreadStack() throws {
+        let expected = try Self.native(["min-stack"])
+        #expect(expected.stdout.hasSuffix("stack size 0, thread 0\n"), "\(expected.stdout)")
+        let (result, report) = try Self.traced(["min-stack"])
+        #expect(result.stdout == expected.stdout, "\(result.stderr)")
+        #expect(report?.notFreed(allocatedIn: try Self.harm()) == Report.Count(bytes: 33, blocks: 1))
+    }
+
     @Test("swiftleak owns no fd in the program: the first open() returns 3")
     func firstOpen() throws {
         let expected = try Self.native(["fds"])
