@@ -55,6 +55,11 @@ let package = Package(
             cSettings: cSettings,
             linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf"), .linkedLibrary("stdc++")]
         ),
+        // Cache prefetch for the live-block table (a C builtin Swift does not have).
+        .target(
+            name: "CSwiftLeakPrefetch",
+            path: "CShims/CSwiftLeakPrefetch"
+        ),
         .systemLibrary(
             name: "CZlib",
             path: "CShims/CZlib",
@@ -73,7 +78,7 @@ let package = Package(
         // The heap model: a pure consumer of that stream (live blocks, per-stack figures over time).
         .target(
             name: "SwiftLeakModel",
-            dependencies: ["SwiftLeakCore"],
+            dependencies: ["SwiftLeakCore", "CSwiftLeakPrefetch"],
             // It applies every event the program publishes; the table's indices are masked into
             // range by construction.
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
