@@ -42,6 +42,9 @@ public final class Recorder: @unchecked Sendable {
     /// The clock's origin (monotonic nanoseconds): the time events count from it.
     public let startTime: UInt64
 
+    /// The draining thread's name.
+    public static let threadName = "swl-drain"
+
     /// Time events are sent when the clock moved at least this much (nanoseconds).
     static let timeResolution: UInt64 = 1_000_000
     static let residentInterval: UInt64 = 100_000_000
@@ -80,6 +83,8 @@ public final class Recorder: @unchecked Sendable {
         var handle = pthread_t()
         let rc = pthread_create(&handle, nil, { context in
             let recorder = Unmanaged<Recorder>.fromOpaque(context!).takeRetainedValue()
+            // Named for `top -H` and perf (scripts/bench measures this thread's CPU by its name).
+            nameCurrentThread(Recorder.threadName)
             recorder.drainLoop()
             return nil
         }, box.toOpaque())

@@ -1,4 +1,5 @@
 import Glibc
+import SwiftLeakCore
 
 /// Compresses trace bytes into a gzip file on its own thread, so the drain that encodes them never
 /// waits for the compressor or the disk. At least once a second it flushes the compressor (an
@@ -47,6 +48,7 @@ public final class TraceFileWriter: @unchecked Sendable {
         var handle = pthread_t()
         let created = pthread_create(&handle, nil, { context in
             let writer = Unmanaged<TraceFileWriter>.fromOpaque(context!).takeRetainedValue()
+            nameCurrentThread("swl-trace-write")  // for `top -H` and perf
             writer.loop()
             return nil
         }, box.toOpaque())

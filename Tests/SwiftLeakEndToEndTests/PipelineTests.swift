@@ -4,6 +4,24 @@ import Testing
 /// The recording pipeline, end to end: the real swiftleak on the programs in TestPrograms/pipeline.
 @Suite("Recording pipeline")
 struct PipelineTests {
+    @Test("swiftleak's drain and trace-writer threads carry their names (scripts/bench measures the drain by its name)")
+    func threadNames() throws {
+        let (process, input, output, errors) = try NeverHarmTests.startWaitingProgram(options: ["-q"])
+        // The program runs (it said so), so the recorder and the trace writer are started.
+        #expect(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self) == "ready\n")
+        let tasks = "/proc/\(process.processIdentifier)/task"
+        let names = try FileManager.default.contentsOfDirectory(atPath: tasks).map {
+            try String(contentsOfFile: "\(tasks)/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try input.fileHandleForWriting.close()
+        _ = output.fileHandleForReading.readDataToEndOfFile()
+        _ = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(names.contains("swl-drain"))
+        #expect(names.contains("swl-trace-write"))
+        #expect(process.terminationStatus == 0)
+    }
+
     @Test("every C allocation function is recorded, with exact blocks, bytes and call count")
     func cAllocationFamily() throws {
         let program = try Harness.build("pipeline/alloc_family.c")
