@@ -118,6 +118,8 @@ public final class SymbolPreloader: @unchecked Sendable {
             let preloader = Unmanaged<SymbolPreloader>.fromOpaque(context!).takeRetainedValue()
             // Linux keeps the nice value per thread: who = 0 is this thread alone.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            // Its own name: a thread inherits its creator's (often the drain thread's, swl-drain).
+            nameCurrentThread("swl-symbols")
             preloader.run()
             return nil
         }, box.toOpaque())
