@@ -150,12 +150,12 @@ extension Symbolizer {
     static func withoutSymbolVersion(_ raw: UnsafePointer<CChar>) -> String {
         // With ASCII on both sides the first `@` byte is a character of its own, what
         // `String.firstIndex(of: "@")` finds; anything else takes that slower way.
-        if let found = strchr(raw, 0x40) {
-            let length = UnsafePointer(found) - raw
-            if length > 0, UInt8(bitPattern: raw[length - 1]) < 0x80, UInt8(bitPattern: raw[length + 1]) < 0x80 {
-                return raw.withMemoryRebound(to: UInt8.self, capacity: length) {
-                    String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
-                }
+        // No `@` byte at all (C++ names have none): no `@` character either.
+        guard let found = strchr(raw, 0x40) else { return String(cString: raw) }
+        let length = UnsafePointer(found) - raw
+        if length > 0, UInt8(bitPattern: raw[length - 1]) < 0x80, UInt8(bitPattern: raw[length + 1]) < 0x80 {
+            return raw.withMemoryRebound(to: UInt8.self, capacity: length) {
+                String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
             }
         }
         let name = String(cString: raw)
