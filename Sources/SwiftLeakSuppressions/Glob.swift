@@ -17,13 +17,19 @@ public struct Glob: Hashable, Sendable, CustomStringConvertible {
 
     public func matches(_ name: String) -> Bool {
         if isLiteral { return name == pattern }
+        // A native string's bytes in place: no copy per name (this runs per frame and suppression).
+        if let matched = name.utf8.withContiguousStorageIfAvailable({ text in
+            bytes.withUnsafeBufferPointer { Self.match($0[...], text[...]) }
+        }) {
+            return matched
+        }
         let text = Array(name.utf8)
-        return Self.match(bytes[...], text[...])
+        return bytes.withUnsafeBufferPointer { pattern in text.withUnsafeBufferPointer { Self.match(pattern[...], $0[...]) } }
     }
 
     /// Iterative glob matching with one backtracking point per `*`: linear in practice, never
     /// exponential on hostile patterns such as `*a*a*a*b`.
-    private static func match(_ pattern: ArraySlice<UInt8>, _ text: ArraySlice<UInt8>) -> Bool {
+    private static func match(_ pattern: Slice<UnsafeBufferPointer<UInt8>>, _ text: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
         var p = pattern.startIndex, t = text.startIndex
         var starP: Int? = nil, starT = 0
         while t < text.endIndex {

@@ -48,12 +48,18 @@ extension MatchFrame {
         var frames = [MatchFrame(mangledName: record.function.symbolName, demangledName: record.function.displayName,
                                  objects: [interposer, valgrindPreloadObject].compactMap { $0 },
                                  file: nil, line: nil)]
+        // Neighbouring frames are mostly in one module: its names are worked out once per run of it.
+        var lastObject: String?? = .none
+        var objects: [String] = []
         for frame in stackPrefix(record.stack, addresses: numCallers - 1) {
-            // The object as the loader named it and as Valgrind does (links resolved).
-            var objects = [frame.object ?? "???"]
-            if let object = frame.object {
-                let canonical = ObjectPath.canonical(object)
-                if canonical != object { objects.append(canonical) }
+            if lastObject != .some(frame.object) {
+                // The object as the loader named it and as Valgrind does (links resolved).
+                objects = [frame.object ?? "???"]
+                if let object = frame.object {
+                    let canonical = ObjectPath.canonical(object)
+                    if canonical != object { objects.append(canonical) }
+                }
+                lastObject = .some(frame.object)
             }
             frames.append(MatchFrame(mangledName: frame.mangledFunction ?? frame.function ?? "???",
                                      demangledName: frame.function, objects: objects,
@@ -101,6 +107,14 @@ extension LeakSuppression {
     }
 
     static func match(_ patterns: [FramePattern], _ frames: [MatchFrame]) -> Bool {
+        // Most suppressions start with a pattern for frame 0 that most stacks fail: settled
+        // before any bookkeeping (the rows below would all be false after it).
+        if let first = patterns.first {
+            if case .anyFrames = first {
+            } else if frames.isEmpty || !first.matches(frames[0]) {
+                return false
+            }
+        }
         // reachable[i]: patterns[..<p] can consume frames[..<i]. One row per pattern: O(P·N).
         var reachable = [Bool](repeating: false, count: frames.count + 1)
         reachable[0] = true

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import SwiftLeakCore
-import SwiftLeakSuppressions
+@testable import SwiftLeakSuppressions
 import Testing
 
 @Suite struct GlobTests {
@@ -158,5 +158,38 @@ import Testing
         #expect(after.usedSuppressions[0].records == 2)
         #expect(after.usedSuppressions[0].suppressed == ByteCount(bytes: 40, blocks: 4))
         #expect(after.usedSuppressions[0].location == "a.supp:2")
+    }
+}
+
+@Suite struct FrameMatchModelTests {
+    /// Valgrind's rule written out recursively: `...` takes zero or more frames, any other pattern
+    /// exactly one; the patterns must be used up, the stack may go on.
+    static func reference(_ patterns: ArraySlice<FramePattern>, _ frames: ArraySlice<MatchFrame>) -> Bool {
+        guard let first = patterns.first else { return true }
+        if case .anyFrames = first {
+            return (0...frames.count).contains { reference(patterns.dropFirst(), frames.dropFirst($0)) }
+        }
+        guard let frame = frames.first, LeakSuppression.match([first], [frame]) else { return false }
+        return reference(patterns.dropFirst(), frames.dropFirst())
+    }
+
+    @Test("frame patterns against stacks: the matcher agrees with the rule on every small case")
+    func againstReference() {
+        let choices: [FramePattern] = [.anyFrames, .function(Glob("a")), .function(Glob("b")), .function(Glob("*")),
+                                       .object(Glob("*lib*"))]
+        func frame(_ name: String) -> MatchFrame {
+            MatchFrame(mangledName: name, demangledName: name, objects: [name == "a" ? "/lib/liba.so" : "/bin/b"],
+                       file: nil, line: nil)
+        }
+        var generator = SystemRandomNumberGenerator()
+        var compared = 0
+        for _ in 0..<4000 {
+            let patterns = (0..<Int.random(in: 0...4, using: &generator)).map { _ in choices.randomElement(using: &generator)! }
+            let frames = (0..<Int.random(in: 0...5, using: &generator)).map { _ in frame(Bool.random(using: &generator) ? "a" : "b") }
+            #expect(LeakSuppression.match(patterns, frames) == Self.reference(patterns[...], frames[...]),
+                    "\(patterns) \(frames.map(\.mangledName))")
+            compared += 1
+        }
+        #expect(compared == 4000)
     }
 }
