@@ -242,6 +242,8 @@ extension SwiftLeakCommand {
             } catch let error as SessionError {
                 throw fail(error.description)
             }
+            // The run's memory is freed on the second core while the reports are finished and printed.
+            result.releaseResourcesInBackground()
             for index in result.reports.indices {
                 result.reports[index] = finishedReport(result.reports[index], options: configuration.report, suppressions: suppressionSet,
                                                        warnings: suppressionWarnings,
