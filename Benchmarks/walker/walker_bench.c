@@ -11,6 +11,7 @@
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
@@ -106,6 +107,8 @@ int main(void) {
         fprintf(stderr, "walker_bench: the walker needs x86_64 and glibc 2.35 or later\n");
         return 1;
     }
+    // The hooks give each thread an area for its known stacks (the far end of its own stack).
+    swl_unwind_use_area(aligned_alloc(64, (swl_unwind_area_bytes() + 63) / 64 * 64));
     for (int depth = 0; depth <= 20; depth += 10) {
         nest(depth, 0);
         nest(depth, 1);
