@@ -675,6 +675,18 @@ typedef struct {
     uint64_t rbp;    // rbp in that frame
 } memo_followed;
 
+/// Whether the step out of remembered frame `here` (its memo flags `flags`) still leads to the
+/// remembered frame `next`, given the walk's `*rbp` in `here`: the RBP the step uses, if it uses
+/// one, is the remembered one, and the return address at next's CFA-8 is next's ip. Then `*rbp`
+/// becomes what the step reads as the saved RBP: its value matters only to a later step that uses
+/// RBP, and that step compares it. Every address read is one the real step would read.
+static inline bool memo_step_holds(const memo_frame *here, uint8_t flags, const memo_frame *next, uint64_t *rbp) {
+    if ((flags & MEMO_STEP_USES_RBP) && *rbp != (here->rbp ^ MEMO_MASK)) return false;
+    if (*(const uint64_t *)(uintptr_t)((next->rsp ^ MEMO_MASK) - 8) != (next->ip ^ MEMO_MASK)) return false;
+    if (here->rbp_word != 0) *rbp = *(const uint64_t *)(uintptr_t)(here->rbp_word ^ MEMO_MASK);
+    return true;
+}
+
 /// The walk has reached memo frame `x` (same ip, same rsp; `frames[count]` is still to be
 /// written, `rbp` is the walk's). Writes that frame and the memo's next ones as long as the words
 /// their steps read still hold, and marks the memo stale when it was a poor guess. Out of line:
@@ -684,14 +696,8 @@ static __attribute__((noinline)) memo_followed follow_memo(uint64_t *frames, int
     int walked = count;
     frames[count++] = t_memo[x].ip ^ MEMO_MASK;
     for (; x + 1 < memo_count && count < max; x++) {
-        const memo_frame *here = &t_memo[x], *next = &t_memo[x + 1];
-        if ((t_memo_flags[x] & MEMO_STEP_USES_RBP) && rbp != (here->rbp ^ MEMO_MASK)) break;
-        uint64_t next_rsp = next->rsp ^ MEMO_MASK, next_ip = next->ip ^ MEMO_MASK;
-        if (*(const uint64_t *)(uintptr_t)(next_rsp - 8) != next_ip) break;
-        // The saved RBP is read as the step reads it: its value matters only to a later step that
-        // uses RBP, and that step compares it above.
-        if (here->rbp_word != 0) rbp = *(const uint64_t *)(uintptr_t)(here->rbp_word ^ MEMO_MASK);
-        frames[count++] = next_ip;
+        if (!memo_step_holds(&t_memo[x], t_memo_flags[x], &t_memo[x + 1], &rbp)) break;
+        frames[count++] = t_memo[x + 1].ip ^ MEMO_MASK;
     }
     // A guess that saved fewer frames than were walked to reach it, or that broke off, is replaced
     // by this stack's own on the next walk.
@@ -860,10 +866,7 @@ void swl_unwind_use_area(void *area) {
 /// Whether the words the steps of `known` read still hold, starting from its first frame with `rbp`.
 static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
     for (int x = 0; x + 1 < known->count; x++) {
-        const memo_frame *here = &known->frames[x], *next = &known->frames[x + 1];
-        if ((known->flags[x] & MEMO_STEP_USES_RBP) && rbp != (here->rbp ^ MEMO_MASK)) return false;
-        if (*(const uint64_t *)(uintptr_t)((next->rsp ^ MEMO_MASK) - 8) != (next->ip ^ MEMO_MASK)) return false;
-        if (here->rbp_word != 0) rbp = *(const uint64_t *)(uintptr_t)(here->rbp_word ^ MEMO_MASK);
+        if (!memo_step_holds(&known->frames[x], known->flags[x], &known->frames[x + 1], &rbp)) return false;
     }
     return true;
 }
