@@ -388,9 +388,6 @@ static void swl_report_verify(void) {
     swl_write_stderr(line);
 }
 
-/// Captures the stack of the program's call to an allocation function, from the program's frame
-/// at the hooked call (`entry`: the hooks run on a stack of their own). libunwind, which walks
-/// from here, goes through the stack switch's CFI; its own frames before the caller are dropped.
 /// Whether this thread was given its area for known stacks (or found it has none).
 static SWL_TLS __thread bool t_walker_area_given;
 
@@ -402,6 +399,9 @@ static __attribute__((noinline, cold)) void swl_give_walker_area(void) {
     if (far_end && swl_unwind_area_bytes() <= SWL_OWN_STACK_SIZE / 16) swl_unwind_use_area(far_end);
 }
 
+/// Captures the stack of the program's call to an allocation function, from the program's frame
+/// at the hooked call (`entry`: the hooks run on a stack of their own). libunwind, which walks
+/// from here, goes through the stack switch's CFI; its own frames before the caller are dropped.
 static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry) {
     uint64_t raw[SWL_MAX_FRAMES + SWL_OWN_FRAMES];
     void *caller = (void *)(uintptr_t)entry.sp[0];
