@@ -4,7 +4,10 @@
 /// *segments* wherever two consecutive blocks are far apart; each segment has a dense table with one
 /// entry per granule (2^`granuleShift` bytes): the index of the first block whose end lies beyond
 /// the granule's start. A lookup rejects words outside `[minStart, maxEnd)` with one compare, finds
-/// the segment (there is usually one per heap arena), reads one table entry and then steps over the
+/// the segment (there is usually one per heap arena, and more when glibc mmapped big blocks: a hash of
+/// the word's 1 MiB region gives the one or few segments that region holds, and rejects words in
+/// no heap region, such as pointers to code or stacks between two heap mappings, without a search),
+/// reads one table entry and then steps over the
 /// few blocks in that granule (a binary search when there are many, e.g. when one huge block forced
 /// coarse granules). The granule size is the smallest power of two (≥ 16 bytes) that keeps the
 /// table within about two entries per block.
@@ -42,6 +45,15 @@ final class BlockIndex {
     private let table: UnsafeMutablePointer<Int32>
     let tableEntries: Int
 
+    /// Open-addressing hash of the regions (2^`regionShift` bytes) that hold part of a segment:
+    /// key region number + 1 (0: empty slot), value the first and last segment in the region
+    /// (`first << 32 | last`). Only built when there are several segments.
+    private let regionShift: UInt64
+    private let regionKeys: UnsafeMutablePointer<UInt64>
+    private let regionSegments: UnsafeMutablePointer<UInt64>
+    private let regionSlots: Int
+    private let regionHashShift: UInt64
+
     /// `blocks` must be sorted by address and must not overlap (checked: a violation is a bug of the
     /// caller and traps).
     init(_ blocks: [ScanBlock]) {
@@ -78,10 +90,14 @@ final class BlockIndex {
         granuleShift = shift
         tableEntries = entries
         segmentCount = segments
-        segmentStarts = .allocate(capacity: max(segments, 1))
-        segmentEnds = .allocate(capacity: max(segments, 1))
-        segmentTableOffsets = .allocate(capacity: max(segments, 1))
-        table = ScanMemory.allocate(Int32.self, count: entries)
+        let segmentStarts = UnsafeMutablePointer<UInt64>.allocate(capacity: max(segments, 1))
+        let segmentEnds = UnsafeMutablePointer<UInt64>.allocate(capacity: max(segments, 1))
+        let segmentTableOffsets = UnsafeMutablePointer<Int>.allocate(capacity: max(segments, 1))
+        let table = ScanMemory.allocate(Int32.self, count: entries)
+        self.segmentStarts = segmentStarts
+        self.segmentEnds = segmentEnds
+        self.segmentTableOffsets = segmentTableOffsets
+        self.table = table
 
         // Fill: walk the segments again, sweeping a block cursor along the granules.
         var segment = 0
@@ -100,6 +116,49 @@ final class BlockIndex {
             offset += granules + 1
             segment += 1
         }
+
+        // The regions: 1 MiB, or larger when the segments span too many of them (a huge block).
+        var regionShift: UInt64 = 20
+        var regions = 0
+        while true {
+            regions = 0
+            var lastRegion = UInt64.max
+            for s in 0..<segments {
+                let first = segmentStarts[s] >> regionShift
+                let last = (segmentEnds[s] &- 1) >> regionShift
+                regions += Int(last - first) + (first == lastRegion ? 0 : 1)
+                lastRegion = last
+            }
+            if regions <= 4 * count + 4096 || regionShift >= 40 { break }
+            regionShift += 1
+        }
+        self.regionShift = regionShift
+        var slots = 16
+        var hashShift: UInt64 = 60
+        if segments > 1 {
+            while slots < 2 * regions { slots <<= 1; hashShift -= 1 }
+        }
+        regionSlots = slots
+        regionHashShift = hashShift
+        let regionKeys = ScanMemory.allocate(UInt64.self, count: slots)
+        let regionSegments = ScanMemory.allocate(UInt64.self, count: slots)
+        self.regionKeys = regionKeys
+        self.regionSegments = regionSegments
+        if segments > 1 {
+            for s in 0..<segments {
+                for region in (segmentStarts[s] >> regionShift)...((segmentEnds[s] &- 1) >> regionShift) {
+                    var slot = Int(truncatingIfNeeded: (region &* 0x9E37_79B9_7F4A_7C15) >> hashShift)
+                    while regionKeys[slot] != 0 && regionKeys[slot] != region &+ 1 { slot = (slot &+ 1) & (slots - 1) }
+                    if regionKeys[slot] == 0 {
+                        regionKeys[slot] = region &+ 1
+                        regionSegments[slot] = UInt64(s) << 32 | UInt64(s)
+                    } else {
+                        // Segments come in address order: this one is the region's last so far.
+                        regionSegments[slot] = regionSegments[slot] & ~0xFFFF_FFFF | UInt64(s)
+                    }
+                }
+            }
+        }
     }
 
     deinit {
@@ -108,6 +167,8 @@ final class BlockIndex {
         segmentEnds.deallocate()
         segmentTableOffsets.deallocate()
         ScanMemory.deallocate(table, count: tableEntries)
+        ScanMemory.deallocate(regionKeys, count: regionSlots)
+        ScanMemory.deallocate(regionSegments, count: regionSlots)
     }
 
     /// Calls `body` for each segment: a run of blocks `first...last` whose gaps are at most 64
@@ -141,13 +202,29 @@ final class BlockIndex {
     @inline(__always)
     func segment(containing address: UInt64) -> Int {
         if address &- minStart >= span { return -1 }
-        var lo = 0
-        var hi = segmentCount
-        while hi - lo > 1 {
-            let mid = (lo + hi) >> 1
+        return segmentCount > 1 ? segmentOfHeapWord(address) : 0
+    }
+
+    /// The segment holding `address` (inside `[minStart, maxEnd)`), or -1; several segments.
+    @inline(__always)
+    private func segmentOfHeapWord(_ address: UInt64) -> Int {
+        let region = address >> regionShift
+        var slot = Int(truncatingIfNeeded: (region &* 0x9E37_79B9_7F4A_7C15) >> regionHashShift)
+        while true {
+            let key = regionKeys[slot]
+            if key == region &+ 1 { break }
+            if key == 0 { return -1 }
+            slot = (slot &+ 1) & (regionSlots &- 1)
+        }
+        let segments = regionSegments[slot]
+        var lo = Int(truncatingIfNeeded: segments >> 32)
+        var hi = Int(truncatingIfNeeded: segments & 0xFFFF_FFFF) &+ 1
+        // Last segment of the region whose start is <= address (usually the only one).
+        while hi &- lo > 1 {
+            let mid = (lo &+ hi) >> 1
             if segmentStarts[mid] <= address { lo = mid } else { hi = mid }
         }
-        return address < segmentEnds[lo] ? lo : -1
+        return address >= segmentStarts[lo] && address < segmentEnds[lo] ? lo : -1
     }
 
     /// The index of the block `pointer` points at or into, or -1.
@@ -156,27 +233,20 @@ final class BlockIndex {
         if pointer &- minStart >= span { return -1 }
         var segment = 0
         if segmentCount > 1 {
-            // Last segment whose start is <= pointer.
-            var lo = 0
-            var hi = segmentCount
-            while hi - lo > 1 {
-                let mid = (lo + hi) >> 1
-                if segmentStarts[mid] <= pointer { lo = mid } else { hi = mid }
-            }
-            segment = lo
-            if pointer >= segmentEnds[segment] { return -1 }
+            segment = segmentOfHeapWord(pointer)
+            if segment < 0 { return -1 }
         }
-        let granule = Int((pointer - segmentStarts[segment]) >> granuleShift)
-        let entry = segmentTableOffsets[segment] + granule
-        var lo = Int(table[entry])
-        var hi = Int(table[entry + 1])  // first block whose end is above the next granule's start
-        if hi >= count { hi = count - 1 }
+        let granule = Int(truncatingIfNeeded: (pointer &- segmentStarts[segment]) >> granuleShift)
+        let entry = segmentTableOffsets[segment] &+ granule
+        var lo = Int(truncatingIfNeeded: table[entry])
+        var hi = Int(truncatingIfNeeded: table[entry &+ 1])  // first block whose end is above the next granule's start
+        if hi >= count { hi = count &- 1 }
         // The block containing pointer, if any, is the first in [lo, hi] whose end is above pointer.
-        while hi - lo > 8 {
-            let mid = (lo + hi) >> 1
-            if ends[mid] <= pointer { lo = mid + 1 } else { hi = mid }
+        while hi &- lo > 8 {
+            let mid = (lo &+ hi) >> 1
+            if ends[mid] <= pointer { lo = mid &+ 1 } else { hi = mid }
         }
-        while lo <= hi && ends[lo] <= pointer { lo += 1 }
+        while lo <= hi && ends[lo] <= pointer { lo &+= 1 }
         if lo <= hi && starts[lo] <= pointer { return lo }
         return -1
     }

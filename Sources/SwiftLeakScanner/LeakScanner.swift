@@ -50,8 +50,16 @@ public enum LeakScanner {
         /// When the windows holding the blocks (the heap) come to at least this many bytes and all
         /// fit in the cache, a second thread reads them ahead of the marking, in address order: the
         /// process is stopped, so its core is free, and reading is a third of the work. 0 turns it
-        /// off. The reader is then called from two threads at once.
+        /// off. The reader is then called from two threads at once. Only when ``pointerThreads`` is 0.
         public var readAheadMinimumBytes: Int = 4 << 20
+        /// How many threads (this one included) read every block and find the words in it that
+        /// point into blocks before the marking runs (``BlockPointers``); the marking then takes
+        /// each block's pointers from that list. The verdicts are those of the word-by-word scan.
+        /// The process is stopped, so its cores are free. 0: scan each block word by word when it is
+        /// marked (with the read-ahead thread above), as before.
+        public var pointerThreads: Int = LeakScanner.defaultPointerThreads
+        /// Below this many bytes of blocks, the pointers are found on the calling thread alone.
+        public var pointerThreadsMinimumBytes: Int = 4 << 20
 
         public init() {}
     }
@@ -64,6 +72,11 @@ public enum LeakScanner {
         /// (``GlibcChunk``); a header that fails glibc's invariants falls back to the requested size.
         /// Programs that ask for the usable size (Swift's arrays) keep live pointers in the slack.
         case glibcUsableSize
+    }
+
+    /// The online cores, at most 4: the program is stopped during the scan, so every core is free.
+    public static var defaultPointerThreads: Int {
+        min(max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1), 4)
     }
 
     /// Scans and classifies.
@@ -80,12 +93,19 @@ public enum LeakScanner {
         let wallStart = monotonicSeconds()
         let cpuStart = threadCPUSeconds()
         let engine = ScanEngine(blocks: blocks, memory: memory, configuration: configuration)
-        engine.startReadingAhead()
-        engine.markFromRoots(roots: roots, registerWords: registerWords)
+        if let pointers = engine.blockPointers {
+            blocks.withUnsafeBufferPointer { blocks in
+                engine.markRootsFindingPointers(pointers, blocks: blocks, roots: roots, registerWords: registerWords)
+            }
+        } else {
+            engine.startReadingAhead()
+            engine.markRoots(roots: roots, registerWords: registerWords)
+        }
+        engine.processMarkStack(clique: -1)
         engine.gatherCliques()
         engine.stopReadingAhead()
         var result = engine.result(blocks: blocks)
-        result.statistics.cpuSeconds = threadCPUSeconds() - cpuStart
+        result.statistics.cpuSeconds += threadCPUSeconds() - cpuStart
         result.statistics.wallSeconds = monotonicSeconds() - wallStart
         return result
     }
@@ -112,7 +132,7 @@ public enum LeakScanner {
 }
 
 /// Block states, Valgrind's `Reachedness`, plus a pending bit (the block is on the mark stack).
-private enum BlockState {
+enum BlockState {
     static let unreached: UInt8 = 0
     static let possible: UInt8 = 1
     static let reachable: UInt8 = 2
@@ -140,7 +160,7 @@ private enum WindowFill {
 /// Not generic over the reader on purpose: a generic class used from another module runs
 /// unspecialized, with every stored-property access going through runtime metadata in the hot
 /// loops. Reads are few and large, so one dynamic call per read costs nothing.
-private final class ScanEngine {
+final class ScanEngine {
     let memory: any ProcessMemoryReader
     let configuration: LeakScanner.Configuration
     let index: BlockIndex
@@ -206,6 +226,7 @@ private final class ScanEngine {
     /// What the read-ahead thread read (added to the statistics once it is joined).
     var readAheadReads: UInt64 = 0
     var readAheadBytes: UInt64 = 0
+    var readAheadCPUSeconds: Double = 0
     /// Per block-index segment, the first slot number of its windows: the windows of the heap are
     /// numbered consecutively, so that they get distinct slots whenever they all fit.
     let segmentWindowBase: [Int]
@@ -230,6 +251,8 @@ private final class ScanEngine {
     let readableStarts: [UInt64]
     let readableEnds: [UInt64]
     let usesUsableSize: Bool
+    /// Every block's pointers, found before marking (nil: each block is scanned word by word).
+    let blockPointers: BlockPointers?
 
     init(blocks: [ScanBlock], memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
         self.memory = memory
@@ -249,10 +272,15 @@ private final class ScanEngine {
         counters = .allocate(capacity: 1)
         counters.initialize(to: ScanStatistics())
         heuristicsEnabled = !configuration.heuristics.isEmpty
+        blockPointers = configuration.pointerThreads > 0 && !blocks.isEmpty ? BlockPointers(index: index) : nil
 
         chunk = .allocate(byteCount: max(configuration.readChunkSize, 4096) & ~7, alignment: 16)
+        // With the pointers found first, the cache only serves the heuristics' reads and the rare
+        // block scanned word by word: small windows, a small cache.
+        let windowBytes = blockPointers != nil ? min(configuration.blockWindowSize, 4096) : configuration.blockWindowSize
+        let cacheLimit = blockPointers != nil ? min(configuration.blockCacheLimit, 4 << 20) : configuration.blockCacheLimit
         var shift = 12
-        while (1 << shift) < configuration.blockWindowSize { shift += 1 }
+        while (1 << shift) < windowBytes { shift += 1 }
         windowShift = shift
         windowSize = 1 << shift
         blockScratch = .allocate(byteCount: windowSize >> 2, alignment: 16)
@@ -269,7 +297,7 @@ private final class ScanEngine {
         segmentWindowBase = bases
         segmentFirstWindow = firstWindows
         // Room for every heap window plus some for other memory (vtables read by a heuristic).
-        let maxSlots = max(configuration.blockCacheLimit >> shift, 16)
+        let maxSlots = max(cacheLimit >> shift, 16)
         var slots = 16
         while slots < heapWindows + 64 && slots < maxSlots { slots <<= 1 }
         cacheSlots = slots
@@ -279,7 +307,7 @@ private final class ScanEngine {
         cache = ScanMemory.allocateBytes(cacheBytes)
         readAheadStop = .allocate(capacity: 1)
         readAheadStop.initialize(to: Atomic(false))
-        if allWindowsFit && configuration.readAheadMinimumBytes > 0
+        if allWindowsFit && blockPointers == nil && configuration.readAheadMinimumBytes > 0
             && heapWindows * windowSize >= configuration.readAheadMinimumBytes {
             let fill = UnsafeMutablePointer<Atomic<UInt8>>.allocate(capacity: heapWindows)
             for slot in 0..<heapWindows { (fill + slot).initialize(to: Atomic(WindowFill.empty)) }
@@ -517,6 +545,7 @@ private final class ScanEngine {
         readAheadThread = nil
         statistics.reads += readAheadReads
         statistics.bytesRead += readAheadBytes
+        statistics.cpuSeconds += readAheadCPUSeconds
     }
 
     /// The read-ahead thread: reads every heap window the marking has not claimed, in address
@@ -524,6 +553,8 @@ private final class ScanEngine {
     /// the block's page on, as without read-ahead).
     func readAhead() {
         guard let windowFill else { return }
+        let cpuStart = LeakScanner.threadCPUSeconds()
+        defer { readAheadCPUSeconds = LeakScanner.threadCPUSeconds() - cpuStart }
         var reads: UInt64 = 0
         var bytes: UInt64 = 0
         var segment = 0
@@ -565,6 +596,13 @@ private final class ScanEngine {
     func markPointer(_ pointer: UInt64, priorDefinite: Bool) {
         let i = index.lookup(pointer)
         if i < 0 { return }
+        markBlock(i, pointer: pointer, priorDefinite: priorDefinite)
+    }
+
+    /// What `pointer`, found in a root or in a block of the given priority, does to block `i`, which
+    /// it points at or into.
+    @inline(__always)
+    func markBlock(_ i: Int, pointer: UInt64, priorDefinite: Bool) {
         if state[i] & BlockState.partlyUnreadable != 0 && readableEnd(pointer) == nil { return }
         let current = state[i] & BlockState.mask
         if current == BlockState.reachable {
@@ -599,7 +637,8 @@ private final class ScanEngine {
         }
     }
 
-    func markFromRoots(roots: [RootRegion], registerWords: [UInt64]) {
+    /// Marks what the roots point at (nothing is scanned yet: the blocks found are pushed).
+    func markRoots(roots: [RootRegion], registerWords: [UInt64]) {
         guard count > 0 else { return }
         for region in roots where region.end > region.start {
             statistics.rootBytes += region.end - region.start
@@ -607,7 +646,6 @@ private final class ScanEngine {
         }
         statistics.registerWords = registerWords.count
         for word in registerWords { markPointer(word, priorDefinite: true) }
-        processMarkStack(clique: -1)
     }
 
     /// Valgrind's `lc_process_markstack`: pops blocks and scans their contents.
@@ -641,8 +679,12 @@ private final class ScanEngine {
     /// Takes block `top` off the pending set and scans its words.
     @inline(__always)
     func scanPending(_ top: Int, clique: Int) {
+        state[top] &= ~BlockState.pending
+        if let blockPointers, blockPointers.found(top) {
+            scanFoundPointers(top, clique: clique, blockPointers)
+            return
+        }
         do {
-            state[top] &= ~BlockState.pending
             let start = index.starts[top]
             // Valgrind scans [roundup(start, 8), rounddown(start + size, 8)).
             let first = (start &+ 7) & ~7
@@ -699,31 +741,100 @@ private final class ScanEngine {
         return max(end, requestedEnd)
     }
 
+    /// Scans block `top` from its pointers found beforehand: the same calls, in the same order, as
+    /// scanning its words would make.
+    @inline(__always)
+    func scanFoundPointers(_ top: Int, clique: Int, _ blockPointers: BlockPointers) {
+        let start = index.starts[top]
+        let slack = blockPointers.slackBytes(top)
+        statistics.slackBytesScanned &+= slack
+        let first = (start &+ 7) & ~7
+        let last = (start &+ size(top) &+ slack) & ~7
+        guard first < last else { return }
+        statistics.wordsScanned += (last - first) >> 3
+        let (lo, hi) = blockPointers.range(top)
+        let pointers = blockPointers.pointers
+        let offsetBits = blockPointers.offsetBits
+        let offsetMask = (UInt32(1) << offsetBits) &- 1
+        var k = lo
+        if clique < 0 {
+            let priorDefinite = state[top] & BlockState.mask != BlockState.possible
+            while k < hi {
+                let entry = pointers[k]
+                let target: Int
+                let offset: UInt32
+                if entry & BlockPointers.longEntry == 0 {
+                    target = Int(truncatingIfNeeded: entry >> offsetBits)
+                    offset = entry & offsetMask
+                    k &+= 1
+                } else {
+                    target = Int(truncatingIfNeeded: entry & ~BlockPointers.longEntry)
+                    offset = pointers[k &+ 1]
+                    k &+= 2
+                }
+                // Most pointers are into blocks already reachable: all markBlock would do is clear
+                // a heuristic on a start pointer (a partly unreadable block takes the long way).
+                if state[target] & (BlockState.mask | BlockState.partlyUnreadable) == BlockState.reachable {
+                    if offset == 0 && heuristic[target] != 0 { heuristic[target] = 0 }
+                    continue
+                }
+                // The block's pointers into itself were reduced to the last into its interior (and
+                // those to its start): while it is scanned its state does not change, and the only
+                // thing such a pointer does is set its heuristic (when it is possibly lost) or clear
+                // it (a start pointer, when it is reachable), so the last interior one decides.
+                markBlock(target, pointer: index.starts[target] &+ UInt64(offset), priorDefinite: priorDefinite)
+            }
+        } else {
+            while k < hi {
+                let entry = pointers[k]
+                let target: Int
+                let offset: UInt32
+                if entry & BlockPointers.longEntry == 0 {
+                    target = Int(truncatingIfNeeded: entry >> offsetBits)
+                    offset = entry & offsetMask
+                    k &+= 1
+                } else {
+                    target = Int(truncatingIfNeeded: entry & ~BlockPointers.longEntry)
+                    offset = pointers[k &+ 1]
+                    k &+= 2
+                }
+                if state[target] & BlockState.mask != BlockState.unreached { continue }  // as cliqueBlock
+                cliqueBlock(target, pointer: index.starts[target] &+ UInt64(offset), clique: clique, current: top)
+            }
+        }
+    }
+
     // MARK: Phase 2: cliques of lost blocks
 
     /// Valgrind's `lc_push_with_clique_if_a_chunk_ptr`.
     func cliqueWords(_ words: UnsafePointer<UInt64>, _ n: Int, clique: Int, current: Int) {
         let minStart = index.minStart
         let span = index.span
-        let parent = self.parent!
-        let indirectBytes = self.indirectBytes!
         for k in 0..<n {
             let word = UInt64(littleEndian: words[k])
             if word &- minStart >= span { continue }
             let i = index.lookup(word)
-            if i < 0 || i == clique || state[i] & BlockState.mask != BlockState.unreached { continue }
-            if state[i] & BlockState.partlyUnreadable != 0 && readableEnd(word) == nil { continue }
-            // An unreached block below the current leader is an earlier leader: it was scanned when
-            // its own clique was gathered, and everything unreached that it reaches joined that
-            // clique then. Valgrind pushes it again, but that rescan can only find blocks that are
-            // no longer unreached, so skipping it gives the same result at half the cost on a lost
-            // list built by prepending.
-            if i > clique { push(i) }
-            indirectBytes[clique] &+= size(i) &+ indirectBytes[i]
-            indirectBytes[i] = 0
-            state[i] = (state[i] & ~BlockState.mask) | BlockState.indirect
-            parent[i] = Int32(truncatingIfNeeded: current) &+ 1
+            if i >= 0 { cliqueBlock(i, pointer: word, clique: clique, current: current) }
         }
+    }
+
+    /// What `pointer`, found in block `current` while gathering the clique led by `clique`, does to
+    /// block `i`, which it points at or into.
+    @inline(__always)
+    func cliqueBlock(_ i: Int, pointer: UInt64, clique: Int, current: Int) {
+        if i == clique || state[i] & BlockState.mask != BlockState.unreached { return }
+        if state[i] & BlockState.partlyUnreadable != 0 && readableEnd(pointer) == nil { return }
+        // An unreached block below the current leader is an earlier leader: it was scanned when
+        // its own clique was gathered, and everything unreached that it reaches joined that
+        // clique then. Valgrind pushes it again, but that rescan can only find blocks that are
+        // no longer unreached, so skipping it gives the same result at half the cost on a lost
+        // list built by prepending.
+        if i > clique { push(i) }
+        let indirectBytes = self.indirectBytes!
+        indirectBytes[clique] &+= size(i) &+ indirectBytes[i]
+        indirectBytes[i] = 0
+        state[i] = (state[i] & ~BlockState.mask) | BlockState.indirect
+        parent![i] = Int32(truncatingIfNeeded: current) &+ 1
     }
 
     func gatherCliques() {

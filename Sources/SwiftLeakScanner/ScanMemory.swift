@@ -27,6 +27,15 @@ enum ScanMemory {
         return mapped
     }
 
+    /// Room for up to `count` elements, zeroed, of which only the pages touched cost memory
+    /// (`MAP_NORESERVE`); nil when the address space cannot be had (strict overcommit).
+    static func reserve<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T>? {
+        let byteCount = max(count, 1) * MemoryLayout<T>.stride
+        let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let mapped, mapped != MAP_FAILED else { return nil }
+        return mapped.bindMemory(to: T.self, capacity: max(count, 1))
+    }
+
     static func deallocateBytes(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
         munmap(pointer, byteCount)
     }

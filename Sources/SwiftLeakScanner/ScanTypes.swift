@@ -70,9 +70,13 @@ public struct ScanStatistics: Hashable, Sendable {
     public var reads: UInt64 = 0
     /// Bytes copied through the memory reader.
     public var bytesRead: UInt64 = 0
+    /// Blocks whose pointers were found before the marking (``LeakScanner/Configuration/pointerThreads``);
+    /// the others were scanned word by word.
+    public var blocksWithPointersFound: Int = 0
     /// Wall-clock time of the scan.
     public var wallSeconds: Double = 0
-    /// CPU time of the scanning thread.
+    /// CPU time of the scan's threads: the calling one and those that helped it (finding the
+    /// blocks' pointers, reading ahead).
     public var cpuSeconds: Double = 0
 
     public init() {}

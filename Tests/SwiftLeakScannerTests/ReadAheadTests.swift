@@ -62,6 +62,7 @@ struct ReadAheadTests {
         func scan(_ configure: (inout LeakScanner.Configuration) -> Void) -> ScanResult {
             var configuration = LeakScanner.Configuration()
             configuration.contents = .glibcUsableSize
+            configuration.pointerThreads = 0  // the word-by-word scan, whose reading these tests are about
             configure(&configuration)
             return LeakScanner.scan(blocks: blocks, roots: roots, registerWords: [], memory: memory,
                                     configuration: configuration)
