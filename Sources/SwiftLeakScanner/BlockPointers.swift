@@ -136,6 +136,18 @@ final class BlockPointers {
     @inline(__always)
     func slackBytes(_ i: Int) -> UInt64 { UInt64(slack[i] & Self.slackMask) }
 
+    /// The pointer whose entry is at `k` (its target block and its offset there); moves `k` past it.
+    @inline(__always)
+    func entry(at k: inout Int) -> (target: Int, offset: UInt32) {
+        let entry = pointers[k]
+        if entry & Self.longEntry == 0 {
+            k &+= 1
+            return (Int(truncatingIfNeeded: entry >> offsetBits), entry & ((1 << offsetBits) &- 1))
+        }
+        k &+= 2
+        return (Int(truncatingIfNeeded: entry & ~Self.longEntry), pointers[k &- 1])
+    }
+
     /// Block `i`'s pointers, `lo..<hi` in `pointers`.
     @inline(__always)
     func range(_ i: Int) -> (lo: Int, hi: Int) {

@@ -753,25 +753,11 @@ final class ScanEngine {
         guard first < last else { return }
         statistics.wordsScanned += (last - first) >> 3
         let (lo, hi) = blockPointers.range(top)
-        let pointers = blockPointers.pointers
-        let offsetBits = blockPointers.offsetBits
-        let offsetMask = (UInt32(1) << offsetBits) &- 1
         var k = lo
         if clique < 0 {
             let priorDefinite = state[top] & BlockState.mask != BlockState.possible
             while k < hi {
-                let entry = pointers[k]
-                let target: Int
-                let offset: UInt32
-                if entry & BlockPointers.longEntry == 0 {
-                    target = Int(truncatingIfNeeded: entry >> offsetBits)
-                    offset = entry & offsetMask
-                    k &+= 1
-                } else {
-                    target = Int(truncatingIfNeeded: entry & ~BlockPointers.longEntry)
-                    offset = pointers[k &+ 1]
-                    k &+= 2
-                }
+                let (target, offset) = blockPointers.entry(at: &k)
                 // Most pointers are into blocks already reachable: all markBlock would do is clear
                 // a heuristic on a start pointer (a partly unreadable block takes the long way).
                 if state[target] & (BlockState.mask | BlockState.partlyUnreadable) == BlockState.reachable {
@@ -786,18 +772,7 @@ final class ScanEngine {
             }
         } else {
             while k < hi {
-                let entry = pointers[k]
-                let target: Int
-                let offset: UInt32
-                if entry & BlockPointers.longEntry == 0 {
-                    target = Int(truncatingIfNeeded: entry >> offsetBits)
-                    offset = entry & offsetMask
-                    k &+= 1
-                } else {
-                    target = Int(truncatingIfNeeded: entry & ~BlockPointers.longEntry)
-                    offset = pointers[k &+ 1]
-                    k &+= 2
-                }
+                let (target, offset) = blockPointers.entry(at: &k)
                 if state[target] & BlockState.mask != BlockState.unreached { continue }  // as cliqueBlock
                 cliqueBlock(target, pointer: index.starts[target] &+ UInt64(offset), clique: clique, current: top)
             }

@@ -134,13 +134,7 @@ struct PointerThreadsTests {
     }
 
     static func expectSame(_ a: ScanResult, _ b: ScanResult, _ label: String) {
-        #expect(a.kinds == b.kinds, "\(label): kinds")
-        #expect(a.indirectBytesCharged == b.indirectBytesCharged, "\(label): indirect bytes")
-        #expect(a.leaderOf == b.leaderOf, "\(label): leaders")
-        #expect(a.parentOf == b.parentOf, "\(label): parents")
-        #expect(a.heuristics == b.heuristics, "\(label): heuristics")
-        #expect(a.statistics.wordsScanned == b.statistics.wordsScanned, "\(label): words scanned")
-        #expect(a.statistics.slackBytesScanned == b.statistics.slackBytesScanned, "\(label): slack")
+        ReadAheadTests.expectSame(a, b, label)
         #expect(a.statistics.bytesUnreadable == b.statistics.bytesUnreadable, "\(label): unreadable")
     }
 
