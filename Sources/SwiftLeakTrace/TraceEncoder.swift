@@ -400,14 +400,8 @@ struct SiteTable {
     private var capacity: Int
     private var shift: UInt64
     private(set) var count = 0
-    private var owner: Owner
-
     /// Frees the slots with the last copy of the table.
-    final class Owner {
-        var slots: UnsafeMutablePointer<UInt64>
-        init(_ slots: UnsafeMutablePointer<UInt64>) { self.slots = slots }
-        deinit { slots.deallocate() }
-    }
+    private var owner: BufferOwner<UInt64>
 
     init(capacity: Int = 1 << 12) {
         precondition(capacity.nonzeroBitCount == 1 && capacity >= 16)
@@ -415,7 +409,7 @@ struct SiteTable {
         shift = UInt64(64 - capacity.trailingZeroBitCount)
         slots = .allocate(capacity: 3 * capacity)
         slots.initialize(repeating: 0, count: 3 * capacity)
-        owner = Owner(slots)
+        owner = BufferOwner(slots)
     }
 
     func copy() -> SiteTable {
@@ -464,7 +458,7 @@ struct SiteTable {
             while slots[3 * slot] != 0 { slot = (slot + 1) & (capacity - 1) }
             (slots + 3 * slot).update(from: old + 3 * index, count: 3)
         }
-        owner.slots.deallocate()
-        owner.slots = slots
+        owner.pointer.deallocate()
+        owner.pointer = slots
     }
 }

@@ -97,6 +97,15 @@ public enum TraceFormat {
     static func unzigzag(_ value: UInt64) -> Int64 { Int64(bitPattern: value >> 1) ^ -Int64(bitPattern: value & 1) }
 }
 
+/// Frees a buffer with the last copy of the value that holds it (`ByteWriter`, `SiteTable`). The
+/// value keeps its own copy of the pointer for the hot path, and sets `pointer` here whenever it
+/// moves to a bigger buffer.
+final class BufferOwner<Element> {
+    var pointer: UnsafeMutablePointer<Element>
+    init(_ pointer: UnsafeMutablePointer<Element>) { self.pointer = pointer }
+    deinit { pointer.deallocate() }
+}
+
 /// Appends varints and raw bytes to a buffer. Not an `Array`: the encoder writes a few bytes per
 /// event, and `Array.append` pays a uniqueness and a capacity check for each one; here one
 /// capacity check per record (`reserve`) covers its bytes. The buffer is shared by copies (its
@@ -105,18 +114,12 @@ struct ByteWriter {
     private(set) var start: UnsafeMutablePointer<UInt8>
     private(set) var count = 0
     private var capacity: Int
-    private var owner: Owner
-
-    final class Owner {
-        var buffer: UnsafeMutablePointer<UInt8>
-        init(_ buffer: UnsafeMutablePointer<UInt8>) { self.buffer = buffer }
-        deinit { buffer.deallocate() }
-    }
+    private var owner: BufferOwner<UInt8>
 
     init(capacity: Int = 1 << 16) {
         self.capacity = capacity
         start = .allocate(capacity: capacity)
-        owner = Owner(start)
+        owner = BufferOwner(start)
     }
 
     /// Room for `bytes` more bytes without a further check (a record's fixed part: a varint is
@@ -132,7 +135,7 @@ struct ByteWriter {
         bigger.update(from: start, count: count)
         start.deallocate()
         start = bigger
-        owner.buffer = bigger
+        owner.pointer = bigger
         capacity = newCapacity
     }
 
