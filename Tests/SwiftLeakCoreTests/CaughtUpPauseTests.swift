@@ -1,0 +1,45 @@
+@testable import SwiftLeakRecorder
+import Testing
+
+@Suite("Drain's pause after a caught-up batch")
+struct CaughtUpPauseTests {
+    let capacity = 1024
+
+    @Test("a slow producer's small batches stretch the pause to the longest, one step per batch")
+    func slowProducer() {
+        var pause = CaughtUpPause()
+        #expect(pause.microseconds == CaughtUpPause.shortest)
+        var seen: [UInt32] = []
+        for _ in 0..<10 {
+            pause.after(batchOf: 40, capacity: capacity)
+            seen.append(pause.microseconds)
+        }
+        #expect(seen == [100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000])
+    }
+
+    @Test("full batches bring the pause back down to the shortest")
+    func fastProducer() {
+        var pause = CaughtUpPause()
+        for _ in 0..<8 { pause.after(batchOf: 1, capacity: capacity) }
+        #expect(pause.microseconds == CaughtUpPause.longest)
+        var seen: [UInt32] = []
+        for _ in 0..<7 {
+            pause.after(batchOf: capacity, capacity: capacity)
+            seen.append(pause.microseconds)
+        }
+        #expect(seen == [1000, 500, 250, 125, 62, 50, 50])
+    }
+
+    @Test("a batch worth taking keeps the pause; an empty one (the program idle) leaves it alone")
+    func steadyAndIdle() {
+        var pause = CaughtUpPause()
+        pause.after(batchOf: 10, capacity: capacity)
+        pause.after(batchOf: 10, capacity: capacity)
+        #expect(pause.microseconds == 200)
+        pause.after(batchOf: capacity / 4, capacity: capacity)
+        pause.after(batchOf: capacity - 1, capacity: capacity)
+        #expect(pause.microseconds == 200)
+        pause.after(batchOf: 0, capacity: capacity)
+        #expect(pause.microseconds == 200)
+    }
+}
