@@ -36,10 +36,10 @@ public struct LiveBlock: Hashable, Sendable {
 ///   copied at a time, so a grow adds 1/64 of the table, not a second table.
 /// - A shard of 64 KiB or more is mapped directly (and unmapped when it grows), so the memory it
 ///   gave up returns to the system and malloc's mmap threshold is left alone.
-/// - Numbered (`startNumbering()`, when a trace is written): each slot also has a word beside it,
-///   in an array parallel to the shard's slots, for the block's allocation number in the trace
-///   (8 bytes a slot more: 31-39 bytes a block). One table then serves the model and the trace
-///   encoder, one probe per event instead of two.
+/// - Numbered (`startNumbering()`, when a trace is written): each slot has a third word, the
+///   block's allocation number in the trace, in the slot's own cache line (8 bytes a slot more:
+///   31-39 bytes a block). One table then serves the model and the trace encoder, one probe and
+///   one cache line per event instead of two.
 public struct LiveBlockTable: Sendable {
     private var storage: Storage
 
@@ -203,10 +203,9 @@ private final class Storage: @unchecked Sendable {
     /// Shards of at least this many bytes are mapped directly.
     static let mappedShardBytes = 64 << 10
 
-    /// One shard: `capacity` slots of two words each, and when numbered `capacity` numbers.
+    /// One shard: `capacity` slots of `Storage.words` words each.
     struct Shard {
         var slots: UnsafeMutablePointer<UInt64>
-        var numbers: UnsafeMutablePointer<UInt64>?
         var capacity: Int
         var count: Int
     }
@@ -216,24 +215,25 @@ private final class Storage: @unchecked Sendable {
     var oversized: [UInt64: (block: LiveBlock, number: UInt64)] = [:]
     var count = 0
     var totalBytes: UInt64 = 0
-    private(set) var numbered = false
+    /// Words a slot: key and value, and when numbered the number after them, in the slot's own
+    /// cache line (a parallel array of numbers was a second line per insert and remove).
+    private(set) var words: Int
+    var numbered: Bool { words == 3 }
 
     static let addressMask: UInt64 = 0xffff_ffff_ffff
     static let sizeLimit: UInt64 = 1 << 32
 
     init(minimumCapacity: Int, numbered: Bool = false) {
-        self.numbered = numbered
+        words = numbered ? 3 : 2
         let perShard = max(Self.minimumShardCapacity, (minimumCapacity + Self.shardCount - 1) / Self.shardCount)
         shards = .allocate(capacity: Self.shardCount)
         for index in 0..<Self.shardCount {
-            (shards + index).initialize(to: Shard(slots: Self.allocateWords(2 * perShard),
-                                                  numbers: numbered ? Self.allocateWords(perShard) : nil,
-                                                  capacity: perShard, count: 0))
+            (shards + index).initialize(to: Shard(slots: Self.allocateWords(words * perShard), capacity: perShard, count: 0))
         }
     }
 
     deinit {
-        for index in 0..<Self.shardCount { Self.free(shards[index]) }
+        for index in 0..<Self.shardCount { free(shards[index]) }
         shards.deallocate()
     }
 
@@ -241,15 +241,10 @@ private final class Storage: @unchecked Sendable {
         let copy = Storage(minimumCapacity: 0, numbered: numbered)
         for index in 0..<Self.shardCount {
             let shard = shards[index]
-            Self.free(copy.shards[index])
-            let slots = Self.allocateWords(2 * shard.capacity)
-            slots.update(from: shard.slots, count: 2 * shard.capacity)
-            var numbers: UnsafeMutablePointer<UInt64>?
-            if let old = shard.numbers {
-                numbers = Self.allocateWords(shard.capacity)
-                numbers!.update(from: old, count: shard.capacity)
-            }
-            copy.shards[index] = Shard(slots: slots, numbers: numbers, capacity: shard.capacity, count: shard.count)
+            copy.free(copy.shards[index])
+            let slots = Self.allocateWords(words * shard.capacity)
+            slots.update(from: shard.slots, count: words * shard.capacity)
+            copy.shards[index] = Shard(slots: slots, capacity: shard.capacity, count: shard.count)
         }
         copy.oversized = oversized
         copy.count = count
@@ -257,22 +252,30 @@ private final class Storage: @unchecked Sendable {
         return copy
     }
 
+    /// Widens every slot by the number word, 0 for the blocks already live; a numbered table's
+    /// numbers go back to 0.
     func startNumbering() {
         for index in 0..<Self.shardCount {
             let shard = shards[index]
-            if let numbers = shard.numbers {
-                numbers.update(repeating: 0, count: shard.capacity)
-            } else {
-                shards[index].numbers = Self.allocateWords(shard.capacity)
+            if numbered {
+                for slot in 0..<shard.capacity { shard.slots[3 * slot + 2] = 0 }
+                continue
             }
+            let wide = Self.allocateWords(3 * shard.capacity)
+            for slot in 0..<shard.capacity {
+                wide[3 * slot] = shard.slots[2 * slot]
+                wide[3 * slot + 1] = shard.slots[2 * slot + 1]
+            }
+            Self.freeWords(shard.slots, count: 2 * shard.capacity)
+            shards[index].slots = wide
         }
         for key in oversized.keys { oversized[key]!.number = 0 }
-        numbered = true
+        words = 3
     }
 
     var capacity: Int { (0..<Self.shardCount).reduce(0) { $0 + shards[$1].capacity } }
     var memoryFootprint: Int {
-        capacity * (numbered ? 24 : 16) + Self.shardCount * MemoryLayout<Shard>.stride + oversized.capacity * 80
+        capacity * 8 * words + Self.shardCount * MemoryLayout<Shard>.stride + oversized.capacity * 80
     }
 
     /// Zeroed words; mapped directly from `mappedShardBytes` on. Populated at once: a shard's
@@ -301,10 +304,7 @@ private final class Storage: @unchecked Sendable {
         }
     }
 
-    static func free(_ shard: Shard) {
-        freeWords(shard.slots, count: 2 * shard.capacity)
-        if let numbers = shard.numbers { freeWords(numbers, count: shard.capacity) }
-    }
+    func free(_ shard: Shard) { Self.freeWords(shard.slots, count: words * shard.capacity) }
 
     // MARK: Slots
 
@@ -338,54 +338,54 @@ private final class Storage: @unchecked Sendable {
                   moduleGeneration: UInt8(truncatingIfNeeded: key >> 56))
     }
 
+    /// The first word of a slot.
+    @inline(__always)
+    func slot(_ shard: Shard, _ slot: Int) -> UnsafeMutablePointer<UInt64> { shard.slots + words * slot }
+
     @inline(__always)
     func prefetch(_ address: UInt64) {
         let hash = Self.hash(address)
         let shard = shards[Int(hash >> UInt64(64 - Self.shardBits))]
-        let slot = Self.home(hash, shard.capacity)
-        swl_prefetch_for_write(shard.slots + 2 * slot)
-        if let numbers = shard.numbers { swl_prefetch_for_write(numbers + slot) }
+        swl_prefetch_for_write(slot(shard, Self.home(hash, shard.capacity)))
     }
 
     /// The slot holding `address` in its shard, or -1.
     @inline(__always)
     func find(_ address: UInt64, hash: UInt64, in shard: Shard) -> Int {
-        var slot = Self.home(hash, shard.capacity)
+        var index = Self.home(hash, shard.capacity)
         while true {
-            let key = shard.slots[2 * slot]
+            let key = slot(shard, index)[0]
             if key == 0 { return -1 }
-            if key & Self.addressMask == address { return slot }
-            slot += 1
-            if slot == shard.capacity { slot = 0 }
+            if key & Self.addressMask == address { return index }
+            index += 1
+            if index == shard.capacity { index = 0 }
         }
     }
 
     /// The shard and slot of an ordinary block at `address`, or nil.
     @inline(__always)
-    func locate(_ address: UInt64) -> (shard: Shard, slot: Int)? {
+    func locate(_ address: UInt64) -> UnsafeMutablePointer<UInt64>? {
         guard address <= Self.addressMask else { return nil }
         let hash = Self.hash(address)
         let shard = shards[Int(hash >> UInt64(64 - Self.shardBits))]
-        let slot = find(address, hash: hash, in: shard)
-        return slot >= 0 ? (shard, slot) : nil
+        let index = find(address, hash: hash, in: shard)
+        return index >= 0 ? slot(shard, index) : nil
     }
 
     func lookup(_ address: UInt64) -> LiveBlock? {
-        if let (shard, slot) = locate(address) {
-            return Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1])
-        }
+        if let found = locate(address) { return Self.block(key: found[0], value: found[1]) }
         return oversized.isEmpty ? nil : oversized[address]?.block
     }
 
     func number(of address: UInt64) -> UInt64 {
-        if let (shard, slot) = locate(address) { return shard.numbers?[slot] ?? 0 }
+        if let found = locate(address) { return numbered ? found[2] : 0 }
         return oversized.isEmpty ? 0 : oversized[address]?.number ?? 0
     }
 
     func renumber(_ address: UInt64, to number: UInt64) {
         guard numbered else { return }
-        if let (shard, slot) = locate(address) {
-            shard.numbers![slot] = number
+        if let found = locate(address) {
+            found[2] = number
         } else if !oversized.isEmpty, oversized[address] != nil {
             oversized[address]!.number = number
         }
@@ -429,31 +429,33 @@ private final class Storage: @unchecked Sendable {
         let shardIndex = Int(hash >> UInt64(64 - Self.shardBits))
         if (shards[shardIndex].count + 1) * 4 > shards[shardIndex].capacity * 3 { grow(shardIndex) }
         let shard = shards[shardIndex]
-        var slot = Self.home(hash, shard.capacity)
+        let words = self.words
+        var index = Self.home(hash, shard.capacity)
         while true {
-            let key = shard.slots[2 * slot]
+            let here = shard.slots + words * index
+            let key = here[0]
             if key == 0 {
-                shard.slots[2 * slot] = Self.keyWord(block)
-                shard.slots[2 * slot + 1] = Self.valueWord(block)
-                if let numbers = shard.numbers { numbers[slot] = number }
+                here[0] = Self.keyWord(block)
+                here[1] = Self.valueWord(block)
+                if words == 3 { here[2] = number }
                 shards[shardIndex].count += 1
                 count += 1
                 totalBytes &+= block.size
                 return nil
             }
             if key & Self.addressMask == block.address {
-                let old = Self.block(key: key, value: shard.slots[2 * slot + 1])
-                shard.slots[2 * slot] = Self.keyWord(block)
-                shard.slots[2 * slot + 1] = Self.valueWord(block)
-                if let numbers = shard.numbers {
-                    replacedNumber = numbers[slot]
-                    numbers[slot] = number
+                let old = Self.block(key: key, value: here[1])
+                here[0] = Self.keyWord(block)
+                here[1] = Self.valueWord(block)
+                if words == 3 {
+                    replacedNumber = here[2]
+                    here[2] = number
                 }
                 totalBytes = totalBytes &- old.size &+ block.size
                 return old
             }
-            slot += 1
-            if slot == shard.capacity { slot = 0 }
+            index += 1
+            if index == shard.capacity { index = 0 }
         }
     }
 
@@ -474,9 +476,11 @@ private final class Storage: @unchecked Sendable {
         let shard = shards[shardIndex]
         let found = find(address, hash: hash, in: shard)
         guard found >= 0 else { return nil }
+        let words = self.words
         let slots = shard.slots
         let capacity = shard.capacity
-        let removed = Self.block(key: slots[2 * found], value: slots[2 * found + 1])
+        let removed = Self.block(key: slots[words * found], value: slots[words * found + 1])
+        if words == 3 { number = slots[3 * found + 2] }
         shards[shardIndex].count -= 1
         count -= 1
         totalBytes &-= removed.size
@@ -484,30 +488,14 @@ private final class Storage: @unchecked Sendable {
         // need tombstones.
         var hole = found
         var next = hole + 1 == capacity ? 0 : hole + 1
-        if let numbers = shard.numbers {
-            number = numbers[found]
-            while slots[2 * next] != 0 {
-                if Self.belongsBefore(slots[2 * next], hole: hole, next: next, capacity) {
-                    slots[2 * hole] = slots[2 * next]
-                    slots[2 * hole + 1] = slots[2 * next + 1]
-                    numbers[hole] = numbers[next]
-                    hole = next
-                }
-                next = next + 1 == capacity ? 0 : next + 1
+        while slots[words * next] != 0 {
+            if Self.belongsBefore(slots[words * next], hole: hole, next: next, capacity) {
+                (slots + words * hole).update(from: slots + words * next, count: words)
+                hole = next
             }
-            numbers[hole] = 0
-        } else {
-            while slots[2 * next] != 0 {
-                if Self.belongsBefore(slots[2 * next], hole: hole, next: next, capacity) {
-                    slots[2 * hole] = slots[2 * next]
-                    slots[2 * hole + 1] = slots[2 * next + 1]
-                    hole = next
-                }
-                next = next + 1 == capacity ? 0 : next + 1
-            }
+            next = next + 1 == capacity ? 0 : next + 1
         }
-        slots[2 * hole] = 0
-        slots[2 * hole + 1] = 0
+        (slots + words * hole).update(repeating: 0, count: words)
         return removed
     }
 
@@ -526,37 +514,35 @@ private final class Storage: @unchecked Sendable {
     /// Rebuilds one shard a fifth larger.
     func grow(_ shardIndex: Int) {
         let old = shards[shardIndex]
+        let words = self.words
         let capacity = max(old.capacity + old.capacity / 5, old.capacity + 4)
-        let slots = Self.allocateWords(2 * capacity)
-        let numbers = old.numbers == nil ? nil : Self.allocateWords(capacity)
-        for index in 0..<old.capacity where old.slots[2 * index] != 0 {
-            let key = old.slots[2 * index]
+        let slots = Self.allocateWords(words * capacity)
+        for index in 0..<old.capacity where old.slots[words * index] != 0 {
+            let key = old.slots[words * index]
             // The new slots are scattered over memory the shard has not touched yet: ask for the
             // target of a block a little further on while this one moves.
             let ahead = index + Self.growPrefetchDistance
-            if ahead < old.capacity, old.slots[2 * ahead] != 0 {
-                let home = Self.home(Self.hash(old.slots[2 * ahead] & Self.addressMask), capacity)
-                swl_prefetch_for_write(slots + 2 * home)
-                if let numbers { swl_prefetch_for_write(numbers + home) }
+            if ahead < old.capacity, old.slots[words * ahead] != 0 {
+                let home = Self.home(Self.hash(old.slots[words * ahead] & Self.addressMask), capacity)
+                swl_prefetch_for_write(slots + words * home)
             }
             var target = Self.home(Self.hash(key & Self.addressMask), capacity)
-            while slots[2 * target] != 0 {
+            while slots[words * target] != 0 {
                 target += 1
                 if target == capacity { target = 0 }
             }
-            slots[2 * target] = key
-            slots[2 * target + 1] = old.slots[2 * index + 1]
-            if let numbers { numbers[target] = old.numbers![index] }
+            (slots + words * target).update(from: old.slots + words * index, count: words)
         }
-        Self.free(old)
-        shards[shardIndex] = Shard(slots: slots, numbers: numbers, capacity: capacity, count: old.count)
+        free(old)
+        shards[shardIndex] = Shard(slots: slots, capacity: capacity, count: old.count)
     }
 
     func forEach(_ body: (LiveBlock) -> Void) {
         for shardIndex in 0..<Self.shardCount {
             let shard = shards[shardIndex]
-            for index in 0..<shard.capacity where shard.slots[2 * index] != 0 {
-                body(Self.block(key: shard.slots[2 * index], value: shard.slots[2 * index + 1]))
+            for index in 0..<shard.capacity where slot(shard, index)[0] != 0 {
+                let here = slot(shard, index)
+                body(Self.block(key: here[0], value: here[1]))
             }
         }
         for entry in oversized.values { body(entry.block) }
@@ -568,13 +554,13 @@ private final class Storage: @unchecked Sendable {
         var index = 0
         for shardIndex in 0..<Self.shardCount {
             let shard = shards[shardIndex]
-            for slot in 0..<shard.capacity where shard.slots[2 * slot] != 0 {
-                body(index, Self.block(key: shard.slots[2 * slot], value: shard.slots[2 * slot + 1]), shard.numbers?[slot] ?? 0)
+            for position in 0..<shard.capacity where slot(shard, position)[0] != 0 {
+                let here = slot(shard, position)
+                body(index, Self.block(key: here[0], value: here[1]), numbered ? here[2] : 0)
                 index += 1
             }
-            Self.free(shard)
-            shards[shardIndex] = Shard(slots: Self.allocateWords(2 * Self.minimumShardCapacity),
-                                       numbers: numbered ? Self.allocateWords(Self.minimumShardCapacity) : nil,
+            free(shard)
+            shards[shardIndex] = Shard(slots: Self.allocateWords(words * Self.minimumShardCapacity),
                                        capacity: Self.minimumShardCapacity, count: 0)
         }
         for entry in oversized.values {
