@@ -78,7 +78,7 @@ let package = Package(
         // The heap model: a pure consumer of that stream (live blocks, per-stack figures over time).
         .target(
             name: "SwiftLeakModel",
-            dependencies: ["SwiftLeakCore", "CSwiftLeakPrefetch"],
+            dependencies: ["SwiftLeakCore", "CSwiftLeakPrefetch", "CSwiftLeakSys"],
             // It applies every event the program publishes; the table's indices are masked into
             // range by construction.
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]

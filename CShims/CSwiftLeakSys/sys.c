@@ -562,3 +562,16 @@ int swl_elf_is_static(const char *path) {
     close(fd);
     return result;
 }
+
+// MARK: - Memory of our own
+
+void *swl_remap_larger(void *address, size_t old_length, size_t new_length) {
+    void *moved = mremap(address, old_length, new_length, MREMAP_MAYMOVE);
+    if (moved == MAP_FAILED) return NULL;
+#ifdef MADV_POPULATE_WRITE
+    // The grown part is touched at once by the caller; one call maps it all (fails harmlessly
+    // before Linux 5.14: the pages then fault in one by one).
+    madvise((char *)moved + old_length, new_length - old_length, MADV_POPULATE_WRITE);
+#endif
+    return moved;
+}

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CSwiftLeakPrefetch
+import CSwiftLeakSys
 import SwiftLeakCore
 
 /// One block the program has not freed.
@@ -32,10 +33,13 @@ public struct LiveBlock: Hashable, Sendable {
 /// - 64 shards, picked by the top bits of the address's Fibonacci hash, each an open-addressing
 ///   table with linear probing and backward-shift deletion (no tombstones). A shard's capacity is
 ///   any number (the slot is the hash scaled to it), grows by a fifth when it is three quarters
-///   full, so the table is always between 62% and 75% full: 21-26 bytes a block. Only one shard is
-///   copied at a time, so a grow adds 1/64 of the table, not a second table.
-/// - A shard of 64 KiB or more is mapped directly (and unmapped when it grows), so the memory it
-///   gave up returns to the system and malloc's mmap threshold is left alone.
+///   full, so the table is always between 62% and 75% full: 21-26 bytes a block. Only one shard
+///   grows at a time: a small one is copied (a grow adds 1/64 of the table, not a second table),
+///   a mapped one grows in place.
+/// - A shard of 64 KiB or more is mapped directly, so the memory it gives up returns to the system
+///   and malloc's mmap threshold is left alone. It grows where it is (mremap, then its blocks are
+///   placed anew in the same memory: see `Storage.growInPlace`), so its pages are neither zeroed
+///   again nor copied.
 /// - Numbered (`startNumbering()`, when a trace is written): each slot has a third word, the
 ///   block's allocation number in the trace, in the slot's own cache line (8 bytes a slot more:
 ///   31-39 bytes a block). One table then serves the model and the trace encoder, one probe and
@@ -278,16 +282,23 @@ private final class Storage: @unchecked Sendable {
         capacity * 8 * words + Self.shardCount * MemoryLayout<Shard>.stride + oversized.capacity * 80
     }
 
+    /// Whether an array of `count` words is mapped directly (`mappedShardBytes` on) and how many
+    /// bytes its mapping takes (whole pages).
+    @inline(__always)
+    static func isMapped(words count: Int) -> Bool { count * 8 >= mappedShardBytes }
+    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    static func mappedLength(words count: Int) -> Int { (count * 8 + pageSize - 1) / pageSize * pageSize }
+
     /// Zeroed words; mapped directly from `mappedShardBytes` on. Populated at once: a shard's
     /// blocks are spread over all its pages, so every page is touched anyway, and one call that
     /// maps them all costs less than a page fault each (a quarter of the drain's time when
     /// millions of blocks stay live).
     static func allocateWords(_ count: Int) -> UnsafeMutablePointer<UInt64> {
-        let bytes = count * 8
-        if bytes >= mappedShardBytes {
-            let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
+        if isMapped(words: count) {
+            let length = mappedLength(words: count)
+            let mapped = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
             guard let mapped, mapped != MAP_FAILED else {
-                preconditionFailure("cannot map \(bytes) bytes for the live-block table: \(String(cString: strerror(errno)))")
+                preconditionFailure("cannot map \(length) bytes for the live-block table: \(String(cString: strerror(errno)))")
             }
             return mapped.bindMemory(to: UInt64.self, capacity: count)  // zero-filled
         }
@@ -297,8 +308,8 @@ private final class Storage: @unchecked Sendable {
     }
 
     static func freeWords(_ words: UnsafeMutablePointer<UInt64>, count: Int) {
-        if count * 8 >= mappedShardBytes {
-            munmap(words, count * 8)
+        if isMapped(words: count) {
+            munmap(words, mappedLength(words: count))
         } else {
             words.deallocate()
         }
@@ -341,6 +352,15 @@ private final class Storage: @unchecked Sendable {
     /// The first word of a slot.
     @inline(__always)
     func slot(_ shard: Shard, _ slot: Int) -> UnsafeMutablePointer<UInt64> { shard.slots + words * slot }
+
+    /// Copies a slot's words (2 or 3): word by word, as `update(from:count:)` with a count known
+    /// only at run time is a call to memmove.
+    @inline(__always)
+    static func copySlot(_ source: UnsafeMutablePointer<UInt64>, to target: UnsafeMutablePointer<UInt64>, words: Int) {
+        target[0] = source[0]
+        target[1] = source[1]
+        if words == 3 { target[2] = source[2] }
+    }
 
     @inline(__always)
     func prefetch(_ address: UInt64) {
@@ -480,7 +500,7 @@ private final class Storage: @unchecked Sendable {
         let slots = shard.slots
         let capacity = shard.capacity
         let removed = Self.block(key: slots[words * found], value: slots[words * found + 1])
-        if words == 3 { number = slots[3 * found + 2] }
+        number = words == 3 ? slots[3 * found + 2] : 0
         shards[shardIndex].count -= 1
         count -= 1
         totalBytes &-= removed.size
@@ -490,12 +510,14 @@ private final class Storage: @unchecked Sendable {
         var next = hole + 1 == capacity ? 0 : hole + 1
         while slots[words * next] != 0 {
             if Self.belongsBefore(slots[words * next], hole: hole, next: next, capacity) {
-                (slots + words * hole).update(from: slots + words * next, count: words)
+                Self.copySlot(slots + words * next, to: slots + words * hole, words: words)
                 hole = next
             }
             next = next + 1 == capacity ? 0 : next + 1
         }
-        (slots + words * hole).update(repeating: 0, count: words)
+        slots[words * hole] = 0
+        slots[words * hole + 1] = 0
+        if words == 3 { slots[3 * hole + 2] = 0 }
         return removed
     }
 
@@ -511,11 +533,16 @@ private final class Storage: @unchecked Sendable {
         return distanceToHole < distanceToNext
     }
 
-    /// Rebuilds one shard a fifth larger.
+    /// Makes one shard a fifth larger: a mapped shard in place (`growInPlace`), a small one into
+    /// a new array.
     func grow(_ shardIndex: Int) {
         let old = shards[shardIndex]
-        let words = self.words
         let capacity = max(old.capacity + old.capacity / 5, old.capacity + 4)
+        if Self.isMapped(words: words * old.capacity) {
+            growInPlace(shardIndex, to: capacity)
+            return
+        }
+        let words = self.words
         let slots = Self.allocateWords(words * capacity)
         for index in 0..<old.capacity where old.slots[words * index] != 0 {
             let key = old.slots[words * index]
@@ -531,9 +558,66 @@ private final class Storage: @unchecked Sendable {
                 target += 1
                 if target == capacity { target = 0 }
             }
-            (slots + words * target).update(from: old.slots + words * index, count: words)
+            Self.copySlot(old.slots + words * index, to: slots + words * target, words: words)
         }
         free(old)
+        shards[shardIndex] = Shard(slots: slots, capacity: capacity, count: old.count)
+    }
+
+    /// Grows a mapped shard where it is: the mapping is enlarged (its pages move, nothing is
+    /// copied, only the new part is zeroed), then every block is placed anew in the larger shard
+    /// within the same memory. Copying into a fresh mapping instead zeroed every page of it and
+    /// unmapped the old one each time, and with millions of live blocks those page faults and
+    /// unmaps were a third of the drain's time (live_blocks); nor does the table need room for
+    /// the old shard and the new one at once.
+    ///
+    /// The placing visits every old slot and moves its block, unless already placed, to the first
+    /// slot from its new home that is empty or holds a block not yet placed (which is then taken
+    /// up and placed in its turn). A placed block never moves again, and a slot between a placed
+    /// block's home and its slot never empties (it held a placed block when that one was placed),
+    /// so when all are placed every probe run is unbroken, as linear probing needs. The walk goes
+    /// from the last slot down: a block's new home is its old one scaled up, so it mostly lies
+    /// past every block not yet placed, blocks rarely displace another, and the reads and the
+    /// writes each stream through memory in order (walking up, nearly every block displaced
+    /// another far ahead: a third slower than copying).
+    func growInPlace(_ shardIndex: Int, to capacity: Int) {
+        let old = shards[shardIndex]
+        let words = self.words
+        guard let grown = swl_remap_larger(old.slots, Self.mappedLength(words: words * old.capacity),
+                                           Self.mappedLength(words: words * capacity)) else {
+            preconditionFailure("cannot grow the live-block table to \(Self.mappedLength(words: words * capacity)) bytes: \(String(cString: strerror(errno)))")
+        }
+        let slots = grown.bindMemory(to: UInt64.self, capacity: words * capacity)
+        // One bit a slot: placed in the larger shard.
+        let placedWords = (capacity + 63) / 64
+        let placed = UnsafeMutablePointer<UInt64>.allocate(capacity: placedWords)
+        placed.initialize(repeating: 0, count: placedWords)
+        defer { placed.deallocate() }
+        @inline(__always) func isPlaced(_ slot: Int) -> Bool { placed[slot >> 6] & (1 << UInt64(slot & 63)) != 0 }
+        @inline(__always) func markPlaced(_ slot: Int) { placed[slot >> 6] |= 1 << UInt64(slot & 63) }
+        for index in stride(from: old.capacity - 1, through: 0, by: -1) where slots[words * index] != 0 && !isPlaced(index) {
+            // The block in hand: taken out of its slot, which stays empty unless a block lands there.
+            let here = slots + words * index
+            var key = here[0], value = here[1], number = words == 3 ? here[2] : 0
+            here[0] = 0
+            here[1] = 0
+            if words == 3 { here[2] = 0 }
+            while true {
+                var target = Self.home(Self.hash(key & Self.addressMask), capacity)
+                while slots[words * target] != 0 && isPlaced(target) {
+                    target += 1
+                    if target == capacity { target = 0 }
+                }
+                let there = slots + words * target
+                let displaced = (key: there[0], value: there[1], number: words == 3 ? there[2] : 0)
+                there[0] = key
+                there[1] = value
+                if words == 3 { there[2] = number }
+                markPlaced(target)
+                if displaced.key == 0 { break }
+                (key, value, number) = displaced
+            }
+        }
         shards[shardIndex] = Shard(slots: slots, capacity: capacity, count: old.count)
     }
 

@@ -210,6 +210,53 @@ struct LiveBlockTableTests {
         #expect((0..<sorted.count).allSatisfy { sorted.size($0) == model[sorted.addresses[$0]]!.size })
     }
 
+    @Test("shards that grow in place (mapped, 64 KiB and more) keep every block, its fields and its number",
+          arguments: [false, true])
+    func growInPlace(numbered: Bool) {
+        var table = LiveBlockTable(minimumCapacity: 16)
+        if numbered { table.startNumbering() }
+        var rng = SplitMix(seed: numbered ? 13 : 12)
+        var model: [UInt64: (size: UInt64, stack: UInt32, number: UInt64)] = [:]
+        var live: [UInt64] = []
+        for step in 1...600_000 {
+            if step % 4 == 0, !live.isEmpty {
+                // Removals in between, so the grows meet the holes backward shifts leave.
+                let index = Int(rng.next() % UInt64(live.count))
+                let address = live[index]
+                live.swapAt(index, live.count - 1)
+                live.removeLast()
+                var number: UInt64 = 99
+                #expect(table.remove(address, number: &number)?.size == model[address]!.size)
+                #expect(number == (numbered ? model[address]!.number : 0))
+                model[address] = nil
+                continue
+            }
+            let address = 0x1000 + (rng.next() % (1 << 36)) * 16
+            let size = rng.next() % 4000, stack = UInt32(truncatingIfNeeded: rng.next())
+            var replacedNumber: UInt64 = 0
+            let replaced = table.insert(Self.block(address, size: size, stack: stack), number: UInt64(step),
+                                        replacedNumber: &replacedNumber)
+            #expect(replaced?.size == model[address]?.size)
+            if model[address] == nil { live.append(address) }
+            model[address] = (size, stack, UInt64(step))
+        }
+        // Shards of 4096 two-word slots and more are mapped.
+        #expect(table.capacity >= 64 * 4096)
+        #expect(table.count == model.count)
+        #expect(table.totalBytes == model.values.reduce(0) { $0 + $1.size })
+        for address in live.prefix(20_000) {
+            let block = table.lookup(address)
+            #expect(block?.size == model[address]!.size && block?.stack == model[address]!.stack)
+            #expect(table.number(of: address) == (numbered ? model[address]!.number : 0))
+        }
+        let sorted = table.consumeSorted()
+        #expect(sorted.addresses == model.keys.sorted())
+        #expect((0..<sorted.count).allSatisfy {
+            sorted.size($0) == model[sorted.addresses[$0]]!.size && sorted.stacks[$0] == model[sorted.addresses[$0]]!.stack
+        })
+        if numbered { #expect(sorted.numbers == sorted.addresses.map { model[$0]!.number }) }
+    }
+
     @Test("numbering a table that holds blocks gives them 0; a table not numbered keeps none")
     func startNumberingLate() {
         var plain = LiveBlockTable()

@@ -156,6 +156,14 @@ size_t swl_read_process_memory(pid_t pid, uint64_t address, void *buffer, size_t
 /// Writes `length` bytes at `address` of a process we trace (through /proc/PID/mem). 0 or -1.
 int swl_write_process_memory(pid_t pid, uint64_t address, const void *buffer, size_t length);
 
+// MARK: Memory of our own
+
+/// Grows an anonymous mapping of ours (mremap, moving it when it cannot grow in place: the pages
+/// move, their contents are not copied) and populates the new part, which reads as zeros.
+/// Lengths in bytes, multiples of the page size. Returns the mapping's address, NULL on failure
+/// (the old mapping is then untouched).
+void *swl_remap_larger(void *address, size_t old_length, size_t new_length);
+
 // MARK: ELF
 
 /// 1 when the file is an ELF executable with no PT_INTERP (statically linked), 0 when dynamic or
