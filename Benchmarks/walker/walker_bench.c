@@ -3,7 +3,8 @@
  * walk the hooks make (swl_unwind_at, which follows the thread's memo of its last walk) against the
  * same walk without the memo, from stacks of 11 frames that alternate between two inner callers
  * (as an allocation function's callers do); and the hooks' capture with the thread's known stacks
- * (swl_unwind_known, which checks a kept stack instead of walking; interning is not in any case).
+ * (swl_unwind_known, which checks a kept stack instead of walking; interning is not in any case),
+ * also with one leaf that both callers reach (the two paths then share their first frame).
  *
  *   cc -O2 -D_GNU_SOURCE -ICShims/SwiftLeakPreload -o /tmp/walker_bench \
  *      Benchmarks/walker/walker_bench.c CShims/SwiftLeakPreload/unwind.c -lunwind
@@ -18,7 +19,9 @@
 
 #include "unwind.h"
 
+#ifndef CALLS
 #define CALLS 2000000L
+#endif
 #define MAX_FRAMES 134
 
 static volatile int sink;
@@ -81,14 +84,22 @@ __attribute__((noinline)) static void leaf_two(uint64_t r) {
     uint64_t frames[24];
     walked += (uint64_t)hook_like_entry(frames, 24) + r * 3;
 }
-__attribute__((noinline)) static void caller_one(uint64_t r) { leaf_one(r); sink++; }
-__attribute__((noinline)) static void caller_two(uint64_t r) { leaf_two(r); sink++; }
+/* One leaf reached from both callers: the allocation helper of most programs (and malloc_heavy's
+ * alloc_bytes), where the two call paths share their first frame. */
+__attribute__((noinline)) static void leaf_shared(uint64_t r) {
+    uint64_t frames[24];
+    walked += (uint64_t)hook_like_entry(frames, 24) + r * 5;
+}
+static int shared_leaf;
+__attribute__((noinline)) static void caller_one(uint64_t r) { if (shared_leaf) leaf_shared(r); else leaf_one(r); sink++; }
+__attribute__((noinline)) static void caller_two(uint64_t r) { if (shared_leaf) leaf_shared(r); else leaf_two(r); sink++; }
 __attribute__((noinline)) static void pick(uint64_t r) { if (r & 1) caller_one(r); else caller_two(r); sink++; }
 __attribute__((noinline)) static void outer_one(uint64_t r) { pick(r + 1); sink++; }
 __attribute__((noinline)) static void outer_two(uint64_t r) { outer_one(r ^ 5); sink++; }
 
-__attribute__((noinline)) static void measure_memo(int memo) {
+__attribute__((noinline)) static void measure_memo(int memo, int shared) {
     use_memo = memo;
+    shared_leaf = shared;
     uint64_t r = 0x9e3779b97f4a7c15ULL;
     double start = now();
     for (long i = 0; i < CALLS; i++) {
@@ -99,7 +110,8 @@ __attribute__((noinline)) static void measure_memo(int memo) {
     }
     double seconds = now() - start;
     static const char *names[] = {"no memo", "memo", "known", "no walk"};
-    printf("%-9s  alternating callers  %6.1f ns a stack\n", names[memo], seconds / (double)CALLS * 1e9);
+    printf("%-9s  alternating callers%-13s  %6.1f ns a stack\n", names[memo], shared ? ", one leaf" : "",
+           seconds / (double)CALLS * 1e9);
 }
 
 int main(void) {
@@ -114,10 +126,12 @@ int main(void) {
         nest(depth, 1);
     }
     for (int round = 0; round < 3; round++) {
-        measure_memo(NO_MEMO);
-        measure_memo(MEMO);
-        measure_memo(KNOWN);
-        measure_memo(NO_WALK);
+        for (int shared = 0; shared <= 1; shared++) {
+            measure_memo(NO_MEMO, shared);
+            measure_memo(MEMO, shared);
+            measure_memo(KNOWN, shared);
+            measure_memo(NO_WALK, shared);
+        }
     }
     return 0;
 }
