@@ -817,36 +817,69 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
 // stack ended for a reason that depends only on the last frame's ip), each with the value its
 // caller interned it as. A walk that starts at a known stack's first frame (same ip, same rsp)
 // and finds every word that stack's steps read unchanged would give exactly its frames (the same
-// argument as for the memo), so the caller can take the value without walking or interning. The
-// check is a row of independent loads and compares; nothing is written.
+// argument as for the memo), so the caller can take the value without walking or interning.
+//
+// The check. The steps' conditions (memo_step_holds, for every frame but the last) all read "the
+// word at this address holds this value": the return address at the next frame's CFA-8, and for
+// a step that uses RBP, the RBP it was remembered with, which is either the RBP at the first frame
+// or the word the latest earlier step read as the saved RBP (at an address the memo holds). So a
+// kept stack is compiled once into (address, value) pairs in step order, and the check compares
+// them in that order with an early exit: the same words memo_step_holds reads, each only once a
+// real walk would read it, for about two thirds of the instructions, loads and branches.
+// (Comparing every candidate's pairs without branches and picking the stack from the mask of those
+// that hold was slower: the choice then waits on every load.)
 //
 // Which stacks are kept: a walk that records the memo anyway is kept. A miss first only notes its
 // first frame (the area's `missed`); a second miss from the same first frame makes the next walk record, and
 // that stack is kept. So a stack seen once (most of a compiler's) costs no recording, and a
 // thread's recurring paths are soon all known. Like the memo, every word is masked (MEMO_MASK).
 //
-// They take ~9 KB a thread, too much for static TLS: glibc carves a thread's TLS out of its stack
+// Where few captures are served (a compiler: most of its stacks recur rarely), the look-ups, the
+// recording walks they ask for and the keeping cost about what the hits save: a thread with fewer
+// than KNOWN_MIN_HITS hits in a window of KNOWN_WINDOW look-ups rests for KNOWN_REST captures (no
+// look-up, no keeping), then tries another window. So a later phase of the program whose paths
+// recur gets its known stacks back within KNOWN_REST + KNOWN_WINDOW captures.
+//
+// They take ~11 KB a thread, too much for static TLS: glibc carves a thread's TLS out of its stack
 // and refuses a stack of PTHREAD_STACK_MIN once the TLS leaves too little of it. So they live in
 // an area the caller hands each thread (the preload: the far end of the thread's own stack); a
 // thread without one keeps no stacks.
 #define KNOWN_STACKS 8
 #define KNOWN_FRAMES 32
+#define KNOWN_PAIRS (2 * KNOWN_FRAMES)
 #define MISSED_SLOTS 16
+#define KNOWN_WINDOW 512
+#define KNOWN_MIN_HITS (KNOWN_WINDOW / 4)
+#define KNOWN_REST (16 * KNOWN_WINDOW)
 
 typedef struct {
-    uint64_t value, owner; /* the caller's value and the owner it was kept for, masked */
-    uint32_t generation;   /* g_rules_generation when kept */
-    int count;
-    memo_frame frames[KNOWN_FRAMES];
-    uint8_t flags[KNOWN_FRAMES];
+    uint64_t at, value; /* masked: the word at `at` must hold `value` */
+} known_pair;
+
+typedef struct {
+    uint64_t value;       /* the caller's value, masked */
+    uint64_t entry_rbp;   /* masked: the RBP the first frame must have, when needs_entry_rbp */
+    uint8_t needs_entry_rbp;
+    uint8_t count;        /* frames */
+    uint8_t pairs;        /* entries of pair (at most 2 per step) */
+    known_pair pair[KNOWN_PAIRS];
+    uint64_t ip[KNOWN_FRAMES]; /* the frames, masked (verify mode writes them out) */
 } known_stack;
 
 typedef struct {
-    /// The masked first ip of each known stack (0: none), apart so a look-up reads one cache line.
-    uint64_t ip[KNOWN_STACKS];
+    /// The masked first ip and rsp of each known stack (ip 0: none), apart from the stacks so that
+    /// a look-up finds its candidates in two cache lines.
+    uint64_t first_ip[KNOWN_STACKS];
+    uint64_t first_rsp[KNOWN_STACKS];
+    /// What every kept stack was kept for: the masked owner and the rules' generation. A look-up
+    /// for another drops them all.
+    uint64_t owner;
+    uint32_t generation;
+    unsigned next;
+    /// The hit-rate switch: look-ups and hits in the current window, captures left to rest.
+    unsigned looked, found, resting;
     /// First frames of recent misses, as masked hashes (bit 63 set: never an address).
     uint64_t missed[MISSED_SLOTS];
-    unsigned next;
     known_stack stacks[KNOWN_STACKS];
 } known_area;
 
@@ -859,14 +892,17 @@ void swl_unwind_use_area(void *area) {
     known_area *known = area;
     // The memory may have been another thread's: its stacks would still be exact (the check reads
     // this thread's words), but start empty.
-    if (known) memset(known->ip, 0, sizeof known->ip);
+    // Owner 0 is no masked owner: the first look-up takes the area.
+    if (known) memset(known, 0, offsetof(known_area, stacks));
     t_known_area = known;
 }
 
-/// Whether the words the steps of `known` read still hold, starting from its first frame with `rbp`.
+/// Whether the words at `known`'s pairs hold their values and the first frame has the RBP it
+/// needs, read in step order with an early exit: a word is read only once a real walk would read it.
 static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
-    for (int x = 0; x + 1 < known->count; x++) {
-        if (!memo_step_holds(&known->frames[x], known->flags[x], &known->frames[x + 1], &rbp)) return false;
+    if (known->needs_entry_rbp && rbp != (known->entry_rbp ^ MEMO_MASK)) return false;
+    for (int i = 0; i < known->pairs; i++) {
+        if (*(const uint64_t *)(uintptr_t)(known->pair[i].at ^ MEMO_MASK) != (known->pair[i].value ^ MEMO_MASK)) return false;
     }
     return true;
 }
@@ -874,16 +910,29 @@ static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
 bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count) {
     known_area *area = t_known_area;
     if (area == NULL) return false;
+    if (__builtin_expect(area->resting != 0, 0)) {
+        area->resting--;
+        return false;
+    }
     uint64_t ip = sp[0] ^ MEMO_MASK, rsp = (uint64_t)(uintptr_t)(sp + 1) ^ MEMO_MASK;
     uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(area->owner != (owner ^ MEMO_MASK) || area->generation != generation, 0)) {
+        memset(area->first_ip, 0, sizeof area->first_ip);
+        area->owner = owner ^ MEMO_MASK;
+        area->generation = generation;
+    }
+    if (++area->looked == KNOWN_WINDOW) {
+        if (area->found < KNOWN_MIN_HITS) area->resting = KNOWN_REST;
+        area->looked = area->found = 0;
+    }
     for (int k = 0; k < KNOWN_STACKS; k++) {
-        if (area->ip[k] != ip) continue;
+        if (area->first_ip[k] != ip || area->first_rsp[k] != rsp) continue;
         const known_stack *known = &area->stacks[k];
-        if (known->frames[0].rsp != rsp || known->generation != generation || known->owner != (owner ^ MEMO_MASK)) continue;
         if (!known_stack_holds(known, rbp)) continue;
+        area->found++;
         *value = (uint32_t)(known->value ^ MEMO_MASK);
         if (frames) {
-            for (int x = 0; x < known->count; x++) frames[x] = known->frames[x].ip ^ MEMO_MASK;
+            for (int x = 0; x < known->count; x++) frames[x] = known->ip[x] ^ MEMO_MASK;
             *count = known->count;
         }
         return true;
@@ -903,15 +952,34 @@ void swl_unwind_remember(uint64_t owner, uint32_t value) {
     known_area *area = t_known_area;
     if (area == NULL || !t_memo_complete || t_memo_count > KNOWN_FRAMES) return;
     t_memo_complete = false;
+    // Resting, or the memo was made for other ids or other rules than the kept stacks.
+    if (area->resting != 0 || area->owner != (owner ^ MEMO_MASK) || area->generation != t_memo_generation) return;
     unsigned k = area->next++ % KNOWN_STACKS;
+    area->first_ip[k] = 0;
     known_stack *known = &area->stacks[k];
-    known->count = t_memo_count;
-    known->generation = t_memo_generation;
-    known->owner = owner ^ MEMO_MASK;
+    int count = t_memo_count, pairs = 0;
+    known->needs_entry_rbp = 0;
+    known->entry_rbp = 0;
+    int rbp_source = -1; // the latest step that read a saved RBP (-1: the RBP is still the first frame's)
+    for (int x = 0; x + 1 < count; x++) {
+        const memo_frame *here = &t_memo[x], *next = &t_memo[x + 1];
+        if (t_memo_flags[x] & MEMO_STEP_USES_RBP) {
+            if (rbp_source < 0) {
+                known->needs_entry_rbp = 1;
+                known->entry_rbp = here->rbp;
+            } else {
+                known->pair[pairs++] = (known_pair){t_memo[rbp_source].rbp_word, here->rbp};
+            }
+        }
+        known->pair[pairs++] = (known_pair){((next->rsp ^ MEMO_MASK) - 8) ^ MEMO_MASK, next->ip};
+        if (here->rbp_word != 0) rbp_source = x;
+    }
+    known->pairs = (uint8_t)pairs;
+    known->count = (uint8_t)count;
     known->value = (uint64_t)value ^ MEMO_MASK;
-    memcpy(known->frames, t_memo, (size_t)t_memo_count * sizeof(memo_frame));
-    memcpy(known->flags, t_memo_flags, (size_t)t_memo_count);
-    area->ip[k] = t_memo[0].ip;
+    for (int x = 0; x < count; x++) known->ip[x] = t_memo[x].ip;
+    area->first_rsp[k] = t_memo[0].rsp;
+    area->first_ip[k] = t_memo[0].ip;
 }
 
 int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {

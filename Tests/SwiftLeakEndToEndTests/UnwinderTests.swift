@@ -45,6 +45,37 @@ struct UnwinderTests {
         #expect(verdict.walked == verdict.stacks, "\(verdict)")
     }
 
+    /// How many of the verified stacks the threads' known stacks served without a walk.
+    static func known(_ stderr: String) throws -> Int {
+        let line = try #require(stderr.split(separator: "\n").first { $0.hasPrefix("swiftleak: unwinder verify known: ") },
+                                "no known-stacks line in: \(stderr)")
+        return try #require(Int(line.split(separator: " ").last ?? ""), "\(line)")
+    }
+
+    @Test("known stacks serve a recurring path; a thread rests from them while its stacks hardly recur, and takes them up again")
+    func knownStackPhases() throws {
+        let program = try Harness.build("stacks/known_phases.c")
+        // Each phase is 30,000 allocations; a thread rests for 8,192 captures after a window of 512
+        // with fewer than 128 hits (unwind.c).
+        var served: [String: Int] = [:]
+        for phases in [["recur"], ["scatter"], ["scatter", "recur"]] {
+            let (verdict, result) = try Self.verify(program, phases)
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout == "known_phases: done\n")
+            #expect(verdict.mismatches == 0, "\(result.stderr)")
+            #expect(verdict.stacks >= 30_000 * phases.count, "\(verdict)")
+            served[phases.joined(separator: " ")] = try Self.known(result.stderr)
+        }
+        // One path: all but the first few captures.
+        #expect(try #require(served["recur"]) >= 29_000, "\(served)")
+        // 200 first frames for 8 kept stacks: some 4% of the look-ups would hit (over 1,000), but
+        // the thread looks only in one window of 512 captures out of every 8,704.
+        #expect(try #require(served["scatter"]) < 400, "\(served)")
+        // After the scattered phase, the recurring one is served again once the rest is over:
+        // at most 8,192 + 2 * 512 of its captures are walked.
+        #expect(try #require(served["scatter recur"]) >= 20_000, "\(served)")
+    }
+
     @Test("same stacks as libunwind in Swift code and the Swift runtime")
     func swiftRuntime() throws {
         let program = try Harness.build("stacks/swift_objects.swift")
