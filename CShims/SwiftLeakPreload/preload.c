@@ -538,13 +538,52 @@ static void swl_detect_avx2(void) {
     g_have_avx2 = (b & bit_AVX2) != 0;
 }
 
-/// Clears the links in the part of a block past its first `kept` bytes, up to `requested` (a
-/// fresh block keeps nothing). For a realloc'd block, `kept` is the old block's usable size (what
-/// glibc copied, or what stayed in place): the part past it is memory that was free a moment ago
-/// (a free neighbour the block grew over, or the rest of the chunk it moved to), with its links.
-/// Valgrind counts none of it (undefined), so the program cannot have relied on it. Past 4 KiB of
-/// new bytes, only the first four words, so that memory the program may never touch is not read.
+/// The masks that keep a word's first 0...8 bytes (x86_64 is little-endian: its low bytes).
+static const uint64_t swl_first_bytes_mask[9] = {
+    0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff, ~(uint64_t)0,
+};
+
+/// Zeroes a block's slack: glibc rounds every request up to its chunk (malloc(58) gets 72 usable
+/// bytes), and the bytes past the requested size still hold what the chunk's previous owner wrote
+/// there (or, after a realloc that kept a shrunk block in place, the program's former data). The
+/// exit scan reads a reached block up to its usable size, since programs that ask
+/// malloc_usable_size (Swift's arrays) keep data there, and Valgrind never sees those bytes: a
+/// stale pointer in them kept a lost block alive (perl's hash keys, their NUL overwriting only the
+/// low bytes of an old pointer, in one run of five). The program cannot tell: the slack is not its
+/// data until it asks for it, after this. An arena chunk's slack is at most 24 bytes but for
+/// memalign's and realloc's kept remainders: its last three words are masked to the bytes the
+/// program asked for, with no branch on the size (the smallest chunk has three usable words). A
+/// bigger slack (below 64 bytes, as the scan believes) is zeroed with memset. An mmapped chunk's
+/// slack is fresh zero pages unless realloc kept it shrunk (`fresh` false): then it is zeroed where
+/// the scan would read it (less than two pages; `GlibcChunk` in the scanner).
+static inline void swl_forget_slack(void *block, size_t requested, bool fresh) {
+    uint64_t *words = block;
+    uint64_t size_field = words[-1];
+    bool mmapped = (size_field & 2) != 0;
+    uint64_t usable = (size_field & ~(uint64_t)7) - (mmapped ? 16 : 8);
+    uint64_t slack = usable - requested; // huge if usable < requested: a header we do not know
+    if (SWL_LIKELY(!mmapped && slack <= 24 && usable >= 24)) {
+        uint64_t last = usable / 8 - 3;
+        int64_t asked = (int64_t)requested - (int64_t)(last * 8); // bytes of `last` on the program's side
+        for (int64_t i = 0; i < 3; i++) {
+            int64_t kept = asked - 8 * i;
+            words[last + i] &= swl_first_bytes_mask[kept < 0 ? 0 : kept > 8 ? 8 : kept];
+        }
+        return;
+    }
+    if (mmapped ? fresh || slack >= 2 * 4096 : slack >= 64) return;
+    memset((char *)block + requested, 0, slack);
+}
+
+/// Zeroes the block's slack (swl_forget_slack), then clears the links in the part of a block past
+/// its first `kept` bytes, up to `requested` (a fresh block keeps nothing). For a realloc'd block,
+/// `kept` is the old block's usable size (what glibc copied, or what stayed in place): the part
+/// past it is memory that was free a moment ago (a free neighbour the block grew over, or the rest
+/// of the chunk it moved to), with its links. Valgrind counts none of it (undefined), so the
+/// program cannot have relied on it. Past 4 KiB of new bytes, only the first four words, so that
+/// memory the program may never touch is not read.
 static inline void swl_forget_grown_links(void *block, size_t kept, size_t requested) {
+    swl_forget_slack(block, requested, kept == 0);
     if (requested <= kept) return;
     uint64_t *words = block;
     uint64_t size_field = words[-1];
@@ -1052,7 +1091,10 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, swl_ent
     uint32_t stack = swl_stack_before_call(entry);
     if (old == NULL) {
         void *p = __libc_realloc(NULL, size);
-        if (p) swl_publish_alloc(p, size, fn, stack);
+        if (p) {
+            swl_forget_allocator_links(p, size); // a fresh block, as from malloc
+            swl_publish_alloc(p, size, fn, stack);
+        }
         return p;
     }
 

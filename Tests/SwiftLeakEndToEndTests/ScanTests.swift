@@ -288,6 +288,21 @@ struct StaleCopyTests {
         #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
     }
 
+    @Test("a pointer an earlier owner left in a chunk's slack is not followed (malloc, realloc, the partial last word)",
+          arguments: ScanTests.optimizations)
+    func allocatorSlack(optimization: String) throws {
+        let program = try Harness.build("scan/allocator_slack.c", flags: [optimization, "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program)
+        #expect(result.status == 0)
+        // glibc gave every chunk back as the cases need (checked by the program itself).
+        #expect(result.stdout == "chunks taken back: yes yes yes yes\n", "\(result.stdout)")
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Count(bytes: 1168, blocks: 4), "\(report.summary)")
+        #expect(report.summary["possibly_lost"] == nil || report.summary["possibly_lost"] == Count(bytes: 0, blocks: 0),
+                "\(report.summary)")
+        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
+    }
+
     @Test("a program with its own malloc is told, in one line, that it is not tracked")
     func ownMalloc() throws {
         let program = try Harness.build("scan/own_malloc.c")
