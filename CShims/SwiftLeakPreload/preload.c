@@ -551,8 +551,9 @@ static const uint64_t swl_first_bytes_mask[9] = {
 /// stale pointer in them kept a lost block alive (perl's hash keys, their NUL overwriting only the
 /// low bytes of an old pointer, in one run of five). The program cannot tell: the slack is not its
 /// data until it asks for it, after this. An arena chunk's slack is at most 24 bytes but for
-/// memalign's and realloc's kept remainders: its last three words are masked to the bytes the
-/// program asked for, with no branch on the size (the smallest chunk has three usable words). A
+/// memalign's and realloc's kept remainders: its last three words are zeroed (a fresh block's
+/// contents are indeterminate) or, after a realloc, masked to the bytes the program asked for,
+/// with no branch on the size (the smallest chunk has three usable words). A
 /// bigger slack (below 64 bytes, as the scan believes) is zeroed with memset. An mmapped chunk's
 /// slack is fresh zero pages unless realloc kept it shrunk (`fresh` false): then it is zeroed where
 /// the scan would read it (less than two pages; `GlibcChunk` in the scanner).
@@ -564,6 +565,11 @@ static inline void swl_forget_slack(void *block, size_t requested, bool fresh) {
     uint64_t slack = usable - requested; // huge if usable < requested: a header we do not know
     if (SWL_LIKELY(!mmapped && slack <= 24 && usable >= 24)) {
         uint64_t last = usable / 8 - 3;
+        if (fresh) {
+            // Nothing in a fresh block is the program's yet: three stores, no load.
+            words[last] = words[last + 1] = words[last + 2] = 0;
+            return;
+        }
         int64_t asked = (int64_t)requested - (int64_t)(last * 8); // bytes of `last` on the program's side
         for (int64_t i = 0; i < 3; i++) {
             int64_t kept = asked - 8 * i;
