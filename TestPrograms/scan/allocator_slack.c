@@ -9,8 +9,8 @@
 // pointer pointed at is then lost:
 // - malloc(58): a start pointer to `a` (40 bytes) in the slack's whole word (offset 64);
 // - malloc(57): an interior pointer into `b` (1,024 bytes) at offset 56, whose first byte is the
-//   program's (a string's NUL), the other seven the slack: perl's shape (a hash key's name ending
-//   on the chunk's seventh word). With its low byte zeroed the word still points into `b`;
+//   program's (a string's NUL), the other seven the slack: perl's shape (a hash key whose last
+//   bytes share a word with the slack). With its low byte zeroed the word still points into `b`;
 // - realloc(NULL, 58): as malloc, a start pointer to `d` (56 bytes);
 // - realloc(block, 58) of a 72-byte block that holds a pointer to `c` (48 bytes) at offset 64:
 //   glibc keeps the chunk, whose slack then holds the program's own former data.

@@ -92,10 +92,10 @@ struct AccuracyTests {
         try Self.compare(output, [], "rust_collections")
     }
 
-    /// perl keeps hash keys in blocks of 57-72 bytes carved from chunks other blocks used before;
-    /// a key's NUL overwrote only the low bytes of a pointer left in one's slack, which then pointed
-    /// into a lost clique in about one run of five (it depends on where ASLR puts the heap). Valgrind
-    /// runs once; swiftleak must give its figures on every run, not only on most.
+    /// One of perl's hash keys here is 58 bytes in a reused 80-byte chunk: its NUL and flags byte
+    /// overwrote only the low bytes of a pointer an earlier block left in the word they share with
+    /// the slack, which then pointed into a lost clique in about one run of five (it depends on
+    /// where ASLR puts the heap). Valgrind runs once; swiftleak must give its figures on every run.
     @Test("perl: a hash of arrays through the system perl, the same figures on every run",
           .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/perl"), "no /usr/bin/perl"))
     func perl() throws {
