@@ -48,8 +48,10 @@ public struct ProcessFacts: Sendable, Equatable {
 public struct ExitVerdicts: Sendable, Equatable {
     public var kinds: [LeakKind]
     /// For a definitely lost block: the bytes of the indirectly lost blocks charged to it; else 0.
+    /// Empty when no block is lost (the exit scan does not make millions of zeros).
     public var indirectBytes: [UInt64]
     /// For an indirectly lost block: the index of the definitely lost leader it is charged to; else -1.
+    /// Empty when no block is lost.
     public var leaders: [Int32]
 
     public init(kinds: [LeakKind], indirectBytes: [UInt64], leaders: [Int32]) {

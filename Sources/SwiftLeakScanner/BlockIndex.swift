@@ -16,20 +16,29 @@
 /// finds them.
 final class BlockIndex {
     let count: Int
-    /// Every other word of one array: a block's start and end share a cache line, which halves
-    /// the cache misses of a lookup when marking visits blocks in random order.
-    struct Column {
-        let base: UnsafeMutablePointer<UInt64>
+    /// The caller's blocks, read in place: a copy of their bounds would be 16 bytes of fresh memory
+    /// per block, and on the test machine faulting in a fresh page costs as much as looking up a
+    /// few thousand words. Valid as long as the index is used (the scan runs inside the closure
+    /// that lends them).
+    let blocks: UnsafePointer<ScanBlock>
+    /// Block starts, sorted.
+    struct Starts {
+        let blocks: UnsafePointer<ScanBlock>
+        @inline(__always) subscript(_ i: Int) -> UInt64 { blocks[i].address }
+    }
+    /// Block ends (start + size, or start + 1 for a zero-size block), sorted as well. A block's
+    /// start and size share a cache line, so a lookup touches one line per block it looks at.
+    struct Ends {
+        let blocks: UnsafePointer<ScanBlock>
         @inline(__always) subscript(_ i: Int) -> UInt64 {
-            get { base[i &<< 1] }
-            nonmutating set { base[i &<< 1] = newValue }
+            let block = blocks[i]
+            return block.address &+ (block.size == 0 ? 1 : block.size)
         }
     }
-    private let bounds: UnsafeMutablePointer<UInt64>
-    /// Block starts, sorted.
-    let starts: Column
-    /// Block ends (start + size, or start + 1 for a zero-size block), sorted as well.
-    let ends: Column
+    let starts: Starts
+    let ends: Ends
+    /// The size the program asked for (0 for a zero-size block, which covers one byte here).
+    @inline(__always) func size(_ i: Int) -> UInt64 { blocks[i].size }
     let minStart: UInt64
     /// `maxEnd - minStart`: a word `w` can point into a block only if `w &- minStart < span`.
     let span: UInt64
@@ -55,27 +64,25 @@ final class BlockIndex {
     private let regionHashShift: UInt64
 
     /// `blocks` must be sorted by address and must not overlap (checked: a violation is a bug of the
-    /// caller and traps).
-    init(_ blocks: [ScanBlock]) {
+    /// caller and traps), and must stay valid while the index is used.
+    init(_ blocks: UnsafeBufferPointer<ScanBlock>) {
         precondition(blocks.count < Int(Int32.max), "too many blocks for 32-bit indices")
         count = blocks.count
-        bounds = ScanMemory.allocate(UInt64.self, count: 2 * count)
-        starts = Column(base: bounds)
-        ends = Column(base: bounds + 1)
+        // A dummy address for an empty buffer: nothing is ever read through it.
+        let base = blocks.baseAddress ?? UnsafePointer(bitPattern: 16)!
+        self.blocks = base
+        starts = Starts(blocks: base)
+        ends = Ends(blocks: base)
         var previousEnd: UInt64 = 0
-        let starts = self.starts, ends = self.ends
-        blocks.withUnsafeBufferPointer { blocks in
-            for index in 0..<blocks.count {
-                let block = blocks[index]
-                let end = block.address &+ max(block.size, 1)
-                precondition(end > block.address, "block at \(block.address.hexString) wraps the address space")
-                precondition(index == 0 || block.address >= previousEnd,
-                             "blocks must be sorted by address and must not overlap (at \(block.address.hexString))")
-                starts[index] = block.address
-                ends[index] = end
-                previousEnd = end
-            }
+        for index in 0..<blocks.count {
+            let block = blocks[index]
+            let end = block.address &+ max(block.size, 1)
+            precondition(end > block.address, "block at \(block.address.hexString) wraps the address space")
+            precondition(index == 0 || block.address >= previousEnd,
+                         "blocks must be sorted by address and must not overlap (at \(block.address.hexString))")
+            previousEnd = end
         }
+        let starts = self.starts, ends = self.ends
         minStart = count > 0 ? starts[0] : 1
         span = count > 0 ? ends[count - 1] - starts[0] : 0
 
@@ -162,7 +169,6 @@ final class BlockIndex {
     }
 
     deinit {
-        ScanMemory.deallocate(bounds, count: 2 * count)
         segmentStarts.deallocate()
         segmentEnds.deallocate()
         segmentTableOffsets.deallocate()
@@ -174,7 +180,7 @@ final class BlockIndex {
     /// Calls `body` for each segment: a run of blocks `first...last` whose gaps are at most 64
     /// granules, covering `granules` granules from `starts[first]`.
     @inline(__always)
-    private static func forEachSegment(starts: Column, ends: Column, count: Int, shift: UInt64,
+    private static func forEachSegment(starts: Starts, ends: Ends, count: Int, shift: UInt64,
                                        _ body: (_ first: Int, _ last: Int, _ granules: Int) -> Void) {
         let gapLimit = UInt64(64) << shift
         var first = 0
@@ -187,7 +193,7 @@ final class BlockIndex {
     }
 
     /// The table size (entries including one sentinel per segment) and segment count for a shift.
-    private static func tableSize(starts: Column, ends: Column,
+    private static func tableSize(starts: Starts, ends: Ends,
                                   count: Int, shift: UInt64) -> (entries: Int, segments: Int) {
         var entries = 0
         var segments = 0

@@ -92,19 +92,20 @@ public enum LeakScanner {
     ) -> ScanResult {
         let wallStart = monotonicSeconds()
         let cpuStart = threadCPUSeconds()
-        let engine = ScanEngine(blocks: blocks, memory: memory, configuration: configuration)
-        if let pointers = engine.blockPointers {
-            blocks.withUnsafeBufferPointer { blocks in
+        // The engine reads the blocks in place (no copy of their bounds) and never outlives this closure.
+        var result = blocks.withUnsafeBufferPointer { blocks in
+            let engine = ScanEngine(blocks: blocks, memory: memory, configuration: configuration)
+            if let pointers = engine.blockPointers {
                 engine.markRootsFindingPointers(pointers, blocks: blocks, roots: roots, registerWords: registerWords)
+            } else {
+                engine.startReadingAhead()
+                engine.markRoots(roots: roots, registerWords: registerWords)
             }
-        } else {
-            engine.startReadingAhead()
-            engine.markRoots(roots: roots, registerWords: registerWords)
+            engine.processMarkStack(clique: -1)
+            var lost = engine.gatherCliques()
+            engine.stopReadingAhead()
+            return engine.result(lost: &lost)
         }
-        engine.processMarkStack(clique: -1)
-        engine.gatherCliques()
-        engine.stopReadingAhead()
-        var result = engine.result(blocks: blocks)
         result.statistics.cpuSeconds += threadCPUSeconds() - cpuStart
         result.statistics.wallSeconds = monotonicSeconds() - wallStart
         return result
@@ -139,7 +140,6 @@ enum BlockState {
     static let indirect: UInt8 = 3
     static let mask: UInt8 = 3
     static let pending: UInt8 = 4
-    static let zeroSize: UInt8 = 8
     /// Some byte of the block is outside the readable ranges: a pointer into it is checked.
     static let partlyUnreadable: UInt8 = 16
     /// The multipleinheritance heuristic has looked at the block's first word (whether it is a
@@ -167,9 +167,9 @@ final class ScanEngine {
     let count: Int
     let state: UnsafeMutablePointer<UInt8>
     let heuristic: UnsafeMutablePointer<UInt8>
-    /// Phase 2 only (allocated when some block is unreached): clique parent and indirect bytes.
-    /// `parent` holds the parent's index + 1, so that the zero-filled mapping means "none" without
-    /// a pass over it.
+    /// Phase 2 only (when some block is unreached): each block's clique parent (-1: none) and the
+    /// indirect bytes charged to it, the storage of ``LostBlocks``' arrays, which become the
+    /// result's as they are (one array each instead of a working copy and a result copy).
     var parent: UnsafeMutablePointer<Int32>? = nil
     var indirectBytes: UnsafeMutablePointer<UInt64>? = nil
     /// The mark stack: a block is on it at most once (pending bit), so `count` entries suffice.
@@ -194,12 +194,9 @@ final class ScanEngine {
         @inline(__always) _modify { yield &counters.pointee }
     }
 
-    /// A block's size: its end minus its start, except for zero-size blocks (which cover one byte
-    /// in the index and carry the zero-size flag).
+    /// A block's requested size.
     @inline(__always)
-    func size(_ i: Int) -> UInt64 {
-        state[i] & BlockState.zeroSize != 0 ? 0 : index.ends[i] &- index.starts[i]
-    }
+    func size(_ i: Int) -> UInt64 { index.size(i) }
     let heuristicsEnabled: Bool
 
     /// Streaming buffer for root regions and big blocks.
@@ -254,17 +251,14 @@ final class ScanEngine {
     /// Every block's pointers, found before marking (nil: each block is scanned word by word).
     let blockPointers: BlockPointers?
 
-    init(blocks: [ScanBlock], memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
+    /// `blocks` must stay valid while the engine lives.
+    init(blocks: UnsafeBufferPointer<ScanBlock>, memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
         self.memory = memory
         self.configuration = configuration
         index = BlockIndex(blocks)
         count = blocks.count
         // Zero-filled: every block unreached (0), no heuristic.
-        let state = ScanMemory.allocate(UInt8.self, count: count)
-        self.state = state
-        blocks.withUnsafeBufferPointer { blocks in
-            for i in 0..<blocks.count where blocks[i].size == 0 { state[i] = BlockState.zeroSize }
-        }
+        state = ScanMemory.allocate(UInt8.self, count: count)
         heuristic = ScanMemory.allocate(UInt8.self, count: count)
         markStack = ScanMemory.allocate(Int32.self, count: count)
         markTopStorage = .allocate(capacity: 2)
@@ -343,8 +337,6 @@ final class ScanEngine {
     deinit {
         ScanMemory.deallocate(state, count: count)
         ScanMemory.deallocate(heuristic, count: count)
-        if let parent { ScanMemory.deallocate(parent, count: count) }
-        if let indirectBytes { ScanMemory.deallocate(indirectBytes, count: count) }
         ScanMemory.deallocate(markStack, count: count)
         if let deferred { ScanMemory.deallocate(deferred, count: count) }
         markTopStorage.deallocate()
@@ -657,11 +649,17 @@ final class ScanEngine {
     /// every block is scanned in the state it has when it is taken, so the verdicts are the same
     /// fixpoint; on clang's heap this halves the words scanned.
     func processMarkStack(clique: Int) {
+        processMarkStack(clique: clique, blockPointers)
+    }
+
+    /// `blockPointers` is passed in (the engine's own) so that the loop does not retain it per block:
+    /// the clique phase calls this once per leader, up to once per block.
+    func processMarkStack(clique: Int, _ blockPointers: BlockPointers?) {
         while true {
             if markTop == 0 {
                 guard clique < 0, deferredTop > 0 else { return }
                 deferredTop -= 1
-                scanPending(Int(deferred![deferredTop]), clique: clique)
+                scanPending(Int(deferred![deferredTop]), clique: clique, blockPointers)
                 continue
             }
             markTop -= 1
@@ -672,13 +670,13 @@ final class ScanEngine {
                 deferredTop += 1
                 continue
             }
-            scanPending(top, clique: clique)
+            scanPending(top, clique: clique, blockPointers)
         }
     }
 
     /// Takes block `top` off the pending set and scans its words.
     @inline(__always)
-    func scanPending(_ top: Int, clique: Int) {
+    func scanPending(_ top: Int, clique: Int, _ blockPointers: BlockPointers?) {
         state[top] &= ~BlockState.pending
         if let blockPointers, blockPointers.found(top) {
             scanFoundPointers(top, clique: clique, blockPointers)
@@ -809,19 +807,40 @@ final class ScanEngine {
         indirectBytes[clique] &+= size(i) &+ indirectBytes[i]
         indirectBytes[i] = 0
         state[i] = (state[i] & ~BlockState.mask) | BlockState.indirect
-        parent![i] = Int32(truncatingIfNeeded: current) &+ 1
+        parent![i] = Int32(truncatingIfNeeded: current)
     }
 
-    func gatherCliques() {
+    /// Phase 2: the cliques of the blocks still unreached, in address order. Returns every block's
+    /// clique parent and indirect bytes; both empty when no block is lost.
+    func gatherCliques() -> LostBlocks {
         guard let firstUnreached = (0..<count).first(where: { state[$0] & BlockState.mask == BlockState.unreached }) else {
-            return
+            return LostBlocks(parents: [], charged: [])
         }
-        parent = ScanMemory.allocate(Int32.self, count: count)  // zero-filled: no parent
-        indirectBytes = ScanMemory.allocate(UInt64.self, count: count)  // zero-filled
-        for i in firstUnreached..<count where state[i] & BlockState.mask == BlockState.unreached {
-            push(i)
-            processMarkStack(clique: i)
+        // The result's own arrays, written in place: a block's parent is set once, when it joins a
+        // clique, and only a leader still definitely lost at the end keeps indirect bytes (an
+        // absorbed leader's are moved to its new leader).
+        var parents = [Int32](repeating: -1, count: count)
+        var charged = [UInt64](repeating: 0, count: count)
+        parents.withUnsafeMutableBufferPointer { parents in
+            charged.withUnsafeMutableBufferPointer { charged in
+                parent = parents.baseAddress
+                indirectBytes = charged.baseAddress
+                let blockPointers = self.blockPointers
+                for i in firstUnreached..<count where state[i] & BlockState.mask == BlockState.unreached {
+                    push(i)
+                    processMarkStack(clique: i, blockPointers)
+                }
+                parent = nil
+                indirectBytes = nil
+            }
         }
+        return LostBlocks(parents: parents, charged: charged)
+    }
+
+    /// What phase 2 found, per block: ``ScanResult/parentOf`` and ``ScanResult/indirectBytesCharged``.
+    struct LostBlocks {
+        var parents: [Int32]
+        var charged: [UInt64]
     }
 
     // MARK: Heuristics (Valgrind's heuristic_reachedness)
@@ -904,57 +923,54 @@ final class ScanEngine {
 
     // MARK: Result
 
-    /// The arrays of the result, each written once (a scan of millions of blocks spent more time
-    /// filling them with defaults and then overwriting them than in its second phase).
-    func result(blocks: [ScanBlock]) -> ScanResult {
+    /// The result: the kinds and heuristics written once each, the leaders resolved from the
+    /// parents. Nothing else is allocated: with millions of blocks every fresh page counts (a page
+    /// fault costs 4-6 µs on the test machine), and the clique arrays are the result's already.
+    func result(lost: inout LostBlocks) -> ScanResult {
         let state = self.state, heuristic = self.heuristic, count = self.count
-        let parent = self.parent, indirectBytes = self.indirectBytes
-        @inline(__always) func kind(_ i: Int) -> LeakKind {
-            switch state[i] & BlockState.mask {
-            case BlockState.reachable: return .stillReachable
-            case BlockState.possible: return .possiblyLost
-            case BlockState.indirect: return .indirectlyLost
-            default: return .definitelyLost
-            }
-        }
         let kinds = [LeakKind](unsafeUninitializedCapacity: count) { buffer, initialized in
-            for i in 0..<count { buffer.initializeElement(at: i, to: kind(i)) }
-            initialized = count
-        }
-        let charged = [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
             for i in 0..<count {
-                buffer.initializeElement(at: i, to: kinds[i] == .definitelyLost ? indirectBytes![i] : 0)
-            }
-            initialized = count
-        }
-        let parents = [Int32](unsafeUninitializedCapacity: count) { buffer, initialized in
-            for i in 0..<count {
-                buffer.initializeElement(at: i, to: kinds[i] == .indirectlyLost ? parent![i] &- 1 : -1)
+                let kind: LeakKind = switch state[i] & BlockState.mask {
+                case BlockState.reachable: .stillReachable
+                case BlockState.possible: .possiblyLost
+                case BlockState.indirect: .indirectlyLost
+                default: .definitelyLost
+                }
+                buffer.initializeElement(at: i, to: kind)
             }
             initialized = count
         }
         let heuristics = [LeakHeuristic?](unsafeUninitializedCapacity: count) { buffer, initialized in
             for i in 0..<count {
-                buffer.initializeElement(at: i, to: kinds[i] == .stillReachable ? LeakHeuristic(rawValue: heuristic[i]) : nil)
+                let reachable = state[i] & BlockState.mask == BlockState.reachable
+                buffer.initializeElement(at: i, to: reachable ? LeakHeuristic(rawValue: heuristic[i]) : nil)
             }
             initialized = count
         }
-        var leaders = [Int32](repeating: -1, count: count)
-        // Resolve each indirect block's top-level leader by following parent links, iteratively, with
-        // path compression (a lost list of a million blocks is a chain of a million links).
-        for i in 0..<count where kinds[i] == .indirectlyLost && leaders[i] < 0 {
-            var root = Int(parents[i])
-            while kinds[root] == .indirectlyLost {
-                if leaders[root] >= 0 { root = Int(leaders[root]); break }
-                root = Int(parents[root])
-            }
-            var node = i
-            while kinds[node] == .indirectlyLost && leaders[node] < 0 {
-                leaders[node] = Int32(root)
-                node = Int(parents[node])
+        var leaders: [Int32] = []
+        if !lost.parents.isEmpty {
+            leaders = [Int32](repeating: -1, count: count)
+            // Each indirect block's top-level leader, following parent links iteratively with path
+            // compression (a lost list of a million blocks is a chain of a million links).
+            leaders.withUnsafeMutableBufferPointer { leaders in
+                lost.parents.withUnsafeBufferPointer { parents in
+                    @inline(__always) func isIndirect(_ i: Int) -> Bool { state[i] & BlockState.mask == BlockState.indirect }
+                    for i in 0..<count where isIndirect(i) && leaders[i] < 0 {
+                        var root = Int(parents[i])
+                        while isIndirect(root) {
+                            if leaders[root] >= 0 { root = Int(leaders[root]); break }
+                            root = Int(parents[root])
+                        }
+                        var node = i
+                        while isIndirect(node) && leaders[node] < 0 {
+                            leaders[node] = Int32(truncatingIfNeeded: root)
+                            node = Int(parents[node])
+                        }
+                    }
+                }
             }
         }
-        return ScanResult(kinds: kinds, indirectBytesCharged: charged, leaderOf: leaders, parentOf: parents,
+        return ScanResult(kinds: kinds, indirectBytesCharged: lost.charged, leaderOf: leaders, parentOf: lost.parents,
                           heuristics: heuristics, statistics: statistics)
     }
 }

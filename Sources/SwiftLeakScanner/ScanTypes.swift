@@ -83,22 +83,36 @@ public struct ScanStatistics: Hashable, Sendable {
 }
 
 /// The verdict on every block, in the order of the input `[ScanBlock]` (sorted by address).
+///
+/// `indirectBytesCharged`, `leaderOf` and `parentOf` only say something about lost blocks, so they
+/// are empty when no block is lost (read them with ``chargedBytes(_:)``, ``leader(_:)`` and
+/// ``parent(_:)``, which give 0 and -1 then): three arrays of millions of zeros and -1s cost more
+/// to fault in than a reachable heap costs to scan.
 public struct ScanResult: Sendable {
     /// One of `.definitelyLost`, `.indirectlyLost`, `.possiblyLost`, `.stillReachable` per block.
     public var kinds: [LeakKind]
     /// Per block: for a definitely lost block (a clique leader), the bytes of the indirectly lost
     /// blocks charged to it (Valgrind's "N (D direct, I indirect) bytes"); 0 for every other block.
+    /// Empty when no block is lost.
     public var indirectBytesCharged: [UInt64]
     /// Per block: for an indirectly lost block, the index of the definitely lost leader it is
-    /// charged to; -1 for every other block.
+    /// charged to; -1 for every other block. Empty when no block is lost.
     public var leaderOf: [Int32]
     /// Per block: for an indirectly lost block, the index of the lost block through which the clique
     /// walk found it (Valgrind's lower-level clique, for printing the lost tree); -1 otherwise.
+    /// Empty when no block is lost.
     public var parentOf: [Int32]
     /// Per block: the heuristic that made a still-reachable block reachable (it had only interior
     /// pointers, one of them accepted by the heuristic), nil otherwise.
     public var heuristics: [LeakHeuristic?]
     public var statistics: ScanStatistics
+
+    /// ``indirectBytesCharged`` of block `i` (0 when no block is lost).
+    public func chargedBytes(_ i: Int) -> UInt64 { i < indirectBytesCharged.count ? indirectBytesCharged[i] : 0 }
+    /// ``leaderOf`` of block `i` (-1 when no block is lost).
+    public func leader(_ i: Int) -> Int32 { i < leaderOf.count ? leaderOf[i] : -1 }
+    /// ``parentOf`` of block `i` (-1 when no block is lost).
+    public func parent(_ i: Int) -> Int32 { i < parentOf.count ? parentOf[i] : -1 }
 
     /// Total bytes and block count of one kind.
     public func total(_ kind: LeakKind, blocks: [ScanBlock]) -> (bytes: UInt64, blocks: Int) {
