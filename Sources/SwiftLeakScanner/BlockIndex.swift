@@ -73,26 +73,22 @@ final class BlockIndex {
         self.blocks = base
         starts = Starts(blocks: base)
         ends = Ends(blocks: base)
-        var previousEnd: UInt64 = 0
-        for index in 0..<blocks.count {
-            let block = blocks[index]
-            let end = block.address &+ max(block.size, 1)
-            precondition(end > block.address, "block at \(block.address.hexString) wraps the address space")
-            precondition(index == 0 || block.address >= previousEnd,
-                         "blocks must be sorted by address and must not overlap (at \(block.address.hexString))")
-            previousEnd = end
-        }
         let starts = self.starts, ends = self.ends
         minStart = count > 0 ? starts[0] : 1
-        span = count > 0 ? ends[count - 1] - starts[0] : 0
 
-        // Choose the granule: the smallest one whose table stays within the budget.
+        // Choose the granule: the smallest one whose table stays within the budget. One pass checks
+        // the blocks' order and sizes the table for the four finest granules at once (what most
+        // heaps take); coarser ones are sized a pass each. Every pass reads every block, and with
+        // millions of blocks each costs more than the table it sizes.
         let budget = max(2 * count, 4096)
+        let sizes = BlockIndex.checkedTableSizes(blocks, firstShift: 4)
+        span = count > 0 ? ends[count - 1] - starts[0] : 0
         var shift: UInt64 = 4
-        var (entries, segments) = BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift)
+        var (entries, segments) = sizes[0]
         while shift < 40 && entries > budget {
             shift += 1
-            (entries, segments) = BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift)
+            (entries, segments) = shift < 4 + UInt64(sizes.count) ? sizes[Int(shift - 4)]
+                : BlockIndex.tableSize(starts: starts, ends: ends, count: count, shift: shift)
         }
         granuleShift = shift
         tableEntries = entries
@@ -192,6 +188,46 @@ final class BlockIndex {
         }
     }
 
+    /// Checks that `blocks` are sorted, do not overlap and do not wrap (traps otherwise: a bug of
+    /// the caller), and returns what ``tableSize`` would for the shifts `firstShift ..< firstShift + 4`,
+    /// in one pass.
+    private static func checkedTableSizes(_ blocks: UnsafeBufferPointer<ScanBlock>,
+                                           firstShift: UInt64) -> [(entries: Int, segments: Int)] {
+        let shifts = 4
+        var entries = [Int](repeating: 0, count: shifts)
+        var segments = [Int](repeating: 0, count: shifts)
+        var segmentStart = [UInt64](repeating: 0, count: shifts)
+        guard !blocks.isEmpty else { return Array(repeating: (0, 0), count: shifts) }
+        for k in 0..<shifts { segmentStart[k] = blocks[0].address }
+        let smallestGapLimit = UInt64(64) << firstShift
+        var previousEnd: UInt64 = 0
+        @inline(__always) func close(_ k: Int, end: UInt64) {
+            let shift = firstShift + UInt64(k)
+            entries[k] += Int((end - segmentStart[k] + (UInt64(1) << shift) - 1) >> shift) + 1
+            segments[k] += 1
+        }
+        for index in 0..<blocks.count {
+            let block = blocks[index]
+            let end = block.address &+ max(block.size, 1)
+            precondition(end > block.address, "block at \(block.address.hexString) wraps the address space")
+            if index > 0 {
+                precondition(block.address >= previousEnd,
+                             "blocks must be sorted by address and must not overlap (at \(block.address.hexString))")
+                // A gap of more than 64 granules starts a segment (as in forEachSegment).
+                let gap = block.address - previousEnd
+                if gap > smallestGapLimit {
+                    for k in 0..<shifts where gap > UInt64(64) << (firstShift + UInt64(k)) {
+                        close(k, end: previousEnd)
+                        segmentStart[k] = block.address
+                    }
+                }
+            }
+            previousEnd = end
+        }
+        for k in 0..<shifts { close(k, end: previousEnd) }
+        return (0..<shifts).map { (entries[$0], segments[$0]) }
+    }
+
     /// The table size (entries including one sentinel per segment) and segment count for a shift.
     private static func tableSize(starts: Starts, ends: Ends,
                                   count: Int, shift: UInt64) -> (entries: Int, segments: Int) {
@@ -231,6 +267,17 @@ final class BlockIndex {
             if segmentStarts[mid] <= address { lo = mid } else { hi = mid }
         }
         return address >= segmentStarts[lo] && address < segmentEnds[lo] ? lo : -1
+    }
+
+    /// The first block whose end is above `address` (`count` if none): binary search.
+    func firstBlock(endingAbove address: UInt64) -> Int {
+        var lo = 0
+        var hi = count
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if ends[mid] <= address { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
     }
 
     /// The index of the block `pointer` points at or into, or -1.

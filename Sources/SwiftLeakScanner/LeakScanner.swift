@@ -321,15 +321,20 @@ final class ScanEngine {
         readableStarts = readable.map(\.lowerBound)
         readableEnds = readable.map(\.upperBound)
         if configuration.readableRanges != nil {
-            // One merge-like pass: flag the blocks not wholly inside one readable range.
-            var r = 0
-            for i in 0..<count {
-                let start = index.starts[i]
-                let end = index.ends[i]
-                while r < readable.count && readable[r].upperBound <= start { r += 1 }
-                if r == readable.count || readable[r].lowerBound > start || readable[r].upperBound < end {
-                    state[i] |= BlockState.partlyUnreadable
+            // Flag the blocks not wholly inside one readable range: those that meet a gap between
+            // the (merged) ranges, or lie below the first or above the last. Found by binary search
+            // per gap, so the blocks inside the ranges (all of them, usually) are not visited.
+            var gapStart: UInt64 = 0
+            for range in readable + [UInt64.max..<UInt64.max] {
+                let gapEnd = range.lowerBound
+                if gapStart < gapEnd {
+                    var i = index.firstBlock(endingAbove: gapStart)
+                    while i < count && index.starts[i] < gapEnd {
+                        state[i] |= BlockState.partlyUnreadable
+                        i += 1
+                    }
                 }
+                gapStart = max(gapStart, range.upperBound)
             }
         }
     }
