@@ -102,7 +102,9 @@ final class BlockIndex {
         self.segmentTableOffsets = segmentTableOffsets
         self.table = table
 
-        // Fill: walk the segments again, sweeping a block cursor along the granules.
+        // Fill: walk the segments again. Block b is the first whose end is above the start of every
+        // granule starting before its end and at or after the previous block's; the granules from
+        // the last block's end on (the sentinel) get last + 1.
         var segment = 0
         var offset = 0
         BlockIndex.forEachSegment(starts: starts, ends: ends, count: count, shift: shift) { first, last, granules in
@@ -110,11 +112,19 @@ final class BlockIndex {
             segmentStarts[segment] = base
             segmentEnds[segment] = ends[last]
             segmentTableOffsets[segment] = offset
-            var cursor = first
-            for granule in 0...granules {
-                let granuleStart = base + (UInt64(granule) << shift)
-                while cursor <= last && ends[cursor] <= granuleStart { cursor += 1 }
-                table[offset + granule] = Int32(cursor)
+            let entries = table + offset
+            let roundUp = (UInt64(1) << shift) - 1
+            var granule = 0
+            for block in first...last {
+                let upTo = Int(truncatingIfNeeded: (ends[block] - base + roundUp) >> shift)
+                while granule < upTo {
+                    entries[granule] = Int32(truncatingIfNeeded: block)
+                    granule += 1
+                }
+            }
+            while granule <= granules {
+                entries[granule] = Int32(truncatingIfNeeded: last + 1)
+                granule += 1
             }
             offset += granules + 1
             segment += 1

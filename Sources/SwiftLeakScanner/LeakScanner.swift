@@ -172,6 +172,9 @@ final class ScanEngine {
     /// result's as they are (one array each instead of a working copy and a result copy).
     var parent: UnsafeMutablePointer<Int32>? = nil
     var indirectBytes: UnsafeMutablePointer<UInt64>? = nil
+    /// Phase 2: the leader of the clique each block joined (-1: none), resolved to the final
+    /// leaders in ``result(lost:)``.
+    var leader: UnsafeMutablePointer<Int32>? = nil
     /// The mark stack: a block is on it at most once (pending bit), so `count` entries suffice.
     let markStack: UnsafeMutablePointer<Int32>
     /// Mutable scalars live in raw storage: a stored `var` of a class pays a dynamic exclusivity
@@ -250,6 +253,8 @@ final class ScanEngine {
     let usesUsableSize: Bool
     /// Every block's pointers, found before marking (nil: each block is scanned word by word).
     let blockPointers: BlockPointers?
+    /// ``blockPointers``' list, as the marking reads it.
+    let pointerList: BlockPointers.List?
 
     /// `blocks` must stay valid while the engine lives.
     init(blocks: UnsafeBufferPointer<ScanBlock>, memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
@@ -267,6 +272,7 @@ final class ScanEngine {
         counters.initialize(to: ScanStatistics())
         heuristicsEnabled = !configuration.heuristics.isEmpty
         blockPointers = configuration.pointerThreads > 0 && !blocks.isEmpty ? BlockPointers(index: index) : nil
+        pointerList = blockPointers?.list
 
         chunk = .allocate(byteCount: max(configuration.readChunkSize, 4096) & ~7, alignment: 16)
         // With the pointers found first, the cache only serves the heuristics' reads and the rare
@@ -654,17 +660,16 @@ final class ScanEngine {
     /// every block is scanned in the state it has when it is taken, so the verdicts are the same
     /// fixpoint; on clang's heap this halves the words scanned.
     func processMarkStack(clique: Int) {
-        processMarkStack(clique: clique, blockPointers)
+        processMarkStack(clique: clique, pointerList)
     }
 
-    /// `blockPointers` is passed in (the engine's own) so that the loop does not retain it per block:
-    /// the clique phase calls this once per leader, up to once per block.
-    func processMarkStack(clique: Int, _ blockPointers: BlockPointers?) {
+    /// `pointerList` is the engine's own, passed in so that it is loaded once per call.
+    func processMarkStack(clique: Int, _ pointerList: BlockPointers.List?) {
         while true {
             if markTop == 0 {
                 guard clique < 0, deferredTop > 0 else { return }
                 deferredTop -= 1
-                scanPending(Int(deferred![deferredTop]), clique: clique, blockPointers)
+                scanPending(Int(deferred![deferredTop]), clique: clique, pointerList)
                 continue
             }
             markTop -= 1
@@ -675,16 +680,16 @@ final class ScanEngine {
                 deferredTop += 1
                 continue
             }
-            scanPending(top, clique: clique, blockPointers)
+            scanPending(top, clique: clique, pointerList)
         }
     }
 
     /// Takes block `top` off the pending set and scans its words.
     @inline(__always)
-    func scanPending(_ top: Int, clique: Int, _ blockPointers: BlockPointers?) {
+    func scanPending(_ top: Int, clique: Int, _ pointerList: BlockPointers.List?) {
         state[top] &= ~BlockState.pending
-        if let blockPointers, blockPointers.found(top) {
-            scanFoundPointers(top, clique: clique, blockPointers)
+        if let pointerList, pointerList.found(top) {
+            scanFoundPointers(top, clique: clique, pointerList)
             return
         }
         do {
@@ -747,7 +752,7 @@ final class ScanEngine {
     /// Scans block `top` from its pointers found beforehand: the same calls, in the same order, as
     /// scanning its words would make.
     @inline(__always)
-    func scanFoundPointers(_ top: Int, clique: Int, _ blockPointers: BlockPointers) {
+    func scanFoundPointers(_ top: Int, clique: Int, _ blockPointers: BlockPointers.List) {
         let start = index.starts[top]
         let slack = blockPointers.slackBytes(top)
         statistics.slackBytesScanned &+= slack
@@ -813,39 +818,47 @@ final class ScanEngine {
         indirectBytes[i] = 0
         state[i] = (state[i] & ~BlockState.mask) | BlockState.indirect
         parent![i] = Int32(truncatingIfNeeded: current)
+        leader![i] = Int32(truncatingIfNeeded: clique)
     }
 
     /// Phase 2: the cliques of the blocks still unreached, in address order. Returns every block's
     /// clique parent and indirect bytes; both empty when no block is lost.
     func gatherCliques() -> LostBlocks {
         guard let firstUnreached = (0..<count).first(where: { state[$0] & BlockState.mask == BlockState.unreached }) else {
-            return LostBlocks(parents: [], charged: [])
+            return LostBlocks(parents: [], charged: [], leaders: [])
         }
         // The result's own arrays, written in place: a block's parent is set once, when it joins a
         // clique, and only a leader still definitely lost at the end keeps indirect bytes (an
         // absorbed leader's are moved to its new leader).
         var parents = [Int32](repeating: -1, count: count)
         var charged = [UInt64](repeating: 0, count: count)
+        var leaders = [Int32](repeating: -1, count: count)
         parents.withUnsafeMutableBufferPointer { parents in
             charged.withUnsafeMutableBufferPointer { charged in
-                parent = parents.baseAddress
-                indirectBytes = charged.baseAddress
-                let blockPointers = self.blockPointers
-                for i in firstUnreached..<count where state[i] & BlockState.mask == BlockState.unreached {
-                    push(i)
-                    processMarkStack(clique: i, blockPointers)
+                leaders.withUnsafeMutableBufferPointer { leaders in
+                    parent = parents.baseAddress
+                    indirectBytes = charged.baseAddress
+                    leader = leaders.baseAddress
+                    let pointerList = self.pointerList
+                    for i in firstUnreached..<count where state[i] & BlockState.mask == BlockState.unreached {
+                        push(i)
+                        processMarkStack(clique: i, pointerList)
+                    }
+                    parent = nil
+                    indirectBytes = nil
+                    leader = nil
                 }
-                parent = nil
-                indirectBytes = nil
             }
         }
-        return LostBlocks(parents: parents, charged: charged)
+        return LostBlocks(parents: parents, charged: charged, leaders: leaders)
     }
 
-    /// What phase 2 found, per block: ``ScanResult/parentOf`` and ``ScanResult/indirectBytesCharged``.
+    /// What phase 2 found, per block: ``ScanResult/parentOf``, ``ScanResult/indirectBytesCharged``
+    /// and the leader of the clique it joined (made ``ScanResult/leaderOf`` by ``result(lost:)``).
     struct LostBlocks {
         var parents: [Int32]
         var charged: [UInt64]
+        var leaders: [Int32]
     }
 
     // MARK: Heuristics (Valgrind's heuristic_reachedness)
@@ -928,8 +941,8 @@ final class ScanEngine {
 
     // MARK: Result
 
-    /// The result: the kinds and heuristics written once each, the leaders resolved from the
-    /// parents. Nothing else is allocated: with millions of blocks every fresh page counts (a page
+    /// The result: the kinds and heuristics written once each, the leaders resolved in place.
+    /// Nothing else is allocated: with millions of blocks every fresh page counts (a page
     /// fault costs 4-6 µs on the test machine), and the clique arrays are the result's already.
     func result(lost: inout LostBlocks) -> ScanResult {
         let state = self.state, heuristic = self.heuristic, count = self.count
@@ -952,30 +965,23 @@ final class ScanEngine {
             }
             initialized = count
         }
-        var leaders: [Int32] = []
-        if !lost.parents.isEmpty {
-            leaders = [Int32](repeating: -1, count: count)
-            // Each indirect block's top-level leader, following parent links iteratively with path
-            // compression (a lost list of a million blocks is a chain of a million links).
-            leaders.withUnsafeMutableBufferPointer { leaders in
-                lost.parents.withUnsafeBufferPointer { parents in
-                    @inline(__always) func isIndirect(_ i: Int) -> Bool { state[i] & BlockState.mask == BlockState.indirect }
-                    for i in 0..<count where isIndirect(i) && leaders[i] < 0 {
-                        var root = Int(parents[i])
-                        while isIndirect(root) {
-                            if leaders[root] >= 0 { root = Int(leaders[root]); break }
-                            root = Int(parents[root])
-                        }
-                        var node = i
-                        while isIndirect(node) && leaders[node] < 0 {
-                            leaders[node] = Int32(truncatingIfNeeded: root)
-                            node = Int(parents[node])
-                        }
-                    }
-                }
+        // Each indirect block's final leader. A block joined the clique of the leader gathering it;
+        // that leader may itself have been absorbed later by a higher one (only earlier leaders are
+        // absorbed, and only unreached blocks above a leader join it as members). So: absorbed
+        // leaders from the top down (each one's absorber is above it, already final), then members
+        // from the bottom up (each one's leader is below it, already final). Two sweeps instead of
+        // following parent links, whose chain of dependent loads cost 38 ms on a 4M-block lost list.
+        lost.leaders.withUnsafeMutableBufferPointer { leaders in
+            for x in stride(from: leaders.count - 1, through: 0, by: -1) where Int(leaders[x]) > x {
+                let absorber = Int(leaders[x])
+                if leaders[absorber] >= 0 { leaders[x] = leaders[absorber] }
+            }
+            for x in 0..<leaders.count where leaders[x] >= 0 && Int(leaders[x]) < x {
+                let first = Int(leaders[x])
+                if leaders[first] >= 0 { leaders[x] = leaders[first] }
             }
         }
-        return ScanResult(kinds: kinds, indirectBytesCharged: lost.charged, leaderOf: leaders, parentOf: lost.parents,
+        return ScanResult(kinds: kinds, indirectBytesCharged: lost.charged, leaderOf: lost.leaders, parentOf: lost.parents,
                           heuristics: heuristics, statistics: statistics)
     }
 }

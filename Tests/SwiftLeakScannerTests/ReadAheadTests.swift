@@ -77,6 +77,29 @@ struct ReadAheadTests {
         #expect(a.heuristics == b.heuristics, "\(label): heuristics")
         #expect(a.statistics.wordsScanned == b.statistics.wordsScanned, "\(label): words scanned")
         #expect(a.statistics.slackBytesScanned == b.statistics.slackBytesScanned, "\(label): slack")
+        expectLeadersFollowParents(a, label)
+        expectLeadersFollowParents(b, label)
+    }
+
+    /// The scan resolves leaders without walking the parent links; walking them must give the same
+    /// leader: the definitely lost block at the top of each indirect block's chain.
+    static func expectLeadersFollowParents(_ r: ScanResult, _ label: String) {
+        // top[i]: the block at the top of i's parent chain (memoized: a lost list is one long chain).
+        var top = [Int](repeating: -1, count: r.kinds.count)
+        var wrong = 0
+        for i in r.kinds.indices {
+            var chain: [Int] = []
+            var node = i
+            while r.kinds[node] == .indirectlyLost && top[node] < 0 && chain.count <= r.kinds.count {
+                chain.append(node)
+                node = Int(r.parent(node))
+            }
+            let root = r.kinds[node] == .indirectlyLost ? top[node] : node
+            for member in chain { top[member] = root }
+            let expected: Int32 = r.kinds[i] == .indirectlyLost ? Int32(root) : -1
+            if r.leader(i) != expected || (r.kinds[i] == .indirectlyLost && r.kinds[root] != .definitelyLost) { wrong += 1 }
+        }
+        #expect(wrong == 0, "\(label): \(wrong) leaders differ from the parent links' top")
     }
 
     @Test("read ahead, in place, or through a cache too small for the heap: same result", arguments: [1, 2, 3, 4])
