@@ -63,6 +63,16 @@ final class BlockPointers {
     let chunkCount: Int
     /// The next chunk to take.
     let nextChunk: UnsafeMutablePointer<Atomic<Int>>
+    /// Per chunk: ``ChunkState``. A thread works on a chunk only after claiming it, so the marking
+    /// can take a chunk it needs before the other threads come to it.
+    let chunkStates: UnsafeMutablePointer<Atomic<UInt8>>
+    /// Chunks whose pointers are all found.
+    let chunksDone: UnsafeMutablePointer<Atomic<Int>>
+    enum ChunkState {
+        static let unclaimed: UInt8 = 0
+        static let claimed: UInt8 = 1
+        static let done: UInt8 = 2
+    }
 
     /// Bytes of heap per chunk: small enough for the threads to share the work evenly, large
     /// enough that a chunk is a few big reads.
@@ -120,6 +130,10 @@ final class BlockPointers {
         for c in 0..<chunkCount { slack[chunkFirstBlock[c]] = Self.chunkFirst }
         nextChunk = .allocate(capacity: 1)
         nextChunk.initialize(to: Atomic(0))
+        chunkStates = .allocate(capacity: max(chunkCount, 1))
+        for c in 0..<max(chunkCount, 1) { (chunkStates + c).initialize(to: Atomic(ChunkState.unclaimed)) }
+        chunksDone = .allocate(capacity: 1)
+        chunksDone.initialize(to: Atomic(0))
     }
 
     deinit {
@@ -128,8 +142,43 @@ final class BlockPointers {
         ScanMemory.deallocate(slack, count: count)
         nextChunk.deinitialize(count: 1)
         nextChunk.deallocate()
+        chunkStates.deinitialize(count: max(chunkCount, 1))
+        chunkStates.deallocate()
+        chunksDone.deinitialize(count: 1)
+        chunksDone.deallocate()
         chunkFirstBlock.deallocate()
         chunkBase.deallocate()
+    }
+
+    /// Takes chunk `c` for this thread; false when another thread has.
+    @inline(__always)
+    func claim(_ c: Int) -> Bool {
+        chunkStates[c].load(ordering: .relaxed) == ChunkState.unclaimed
+            && chunkStates[c].compareExchange(expected: ChunkState.unclaimed, desired: ChunkState.claimed,
+                                              ordering: .relaxed).exchanged
+    }
+
+    /// Publishes chunk `c`'s pointers (its entries, ends and slack) to the other threads.
+    @inline(__always)
+    func finish(_ c: Int) {
+        chunkStates[c].store(ChunkState.done, ordering: .releasing)
+        chunksDone.pointee.wrappingAdd(1, ordering: .releasing)
+    }
+
+    @inline(__always)
+    func isDone(_ c: Int) -> Bool { chunkStates[c].load(ordering: .acquiring) == ChunkState.done }
+
+    var allDone: Bool { chunksDone.pointee.load(ordering: .acquiring) == chunkCount }
+
+    /// The chunk holding block `i`.
+    func chunk(of i: Int) -> Int {
+        var lo = 0
+        var up = chunkCount
+        while up - lo > 1 {
+            let mid = (lo + up) >> 1
+            if chunkFirstBlock[mid] <= i { lo = mid } else { up = mid }
+        }
+        return lo
     }
 
     /// The list as the marking reads it.
@@ -246,14 +295,39 @@ private final class PointerJob {
     func work() {
         var finder = PointerFinder()
         defer { finder.deallocate() }
+        while takeChunk(&finder) {}
+        add(finder)
+    }
+
+    /// Finds the pointers of the next chunk not taken yet; false when there is none.
+    func takeChunk(_ finder: inout PointerFinder) -> Bool {
         while true {
             let chunk = pointers.nextChunk.pointee.wrappingAdd(1, ordering: .relaxed).oldValue
-            if chunk >= pointers.chunkCount { break }
+            if chunk >= pointers.chunkCount { return false }
+            guard pointers.claim(chunk) else { continue }  // the marking needed it first
             engine.findPointers(chunk: chunk, pointers, blocks: blocks, finder: &finder)
+            pointers.finish(chunk)
+            return true
         }
+    }
+
+    func add(_ finder: PointerFinder) {
         reads.wrappingAdd(finder.reads, ordering: .relaxed)
         bytesRead.wrappingAdd(finder.bytesRead, ordering: .relaxed)
         blocksFound.wrappingAdd(finder.blocksFound, ordering: .relaxed)
+    }
+}
+
+/// What the marking thread keeps while other threads still find pointers (``ScanEngine/ensureFound(_:)``).
+final class PointerHelpers {
+    fileprivate let job: PointerJob
+    let threads: [pthread_t]
+    /// The marking thread's own buffer, for the chunks it finds itself.
+    var finder = PointerFinder()
+
+    fileprivate init(job: PointerJob, threads: [pthread_t]) {
+        self.job = job
+        self.threads = threads
     }
 }
 
@@ -286,9 +360,51 @@ extension ScanEngine {
             }
         }
         markRoots(roots: roots, registerWords: registerWords)
-        job.work()
-        for handle in helpers { pthread_join(handle, nil) }
+        if helpers.isEmpty {
+            job.work()
+            addStatistics(of: job)
+        } else {
+            // The marking starts now: it finds the pointers of a block it needs whose chunk no
+            // thread has taken yet, and the helpers go on with the rest meanwhile (the marking is
+            // serial, so both cores stay busy).
+            pointerHelpers = PointerHelpers(job: job, threads: helpers)
+            pointersPending[0] = 1
+        }
+    }
 
+    /// Before block `i` is scanned from the list: makes sure its chunk's pointers are found (by
+    /// finding them on this thread if no thread has taken its chunk yet, or, while another thread
+    /// finishes it, finding those of a chunk not taken yet).
+    @inline(never)
+    func ensureFound(_ i: Int) {
+        guard let helpers = pointerHelpers, let pointers = blockPointers else { return }
+        let chunk = pointers.chunk(of: i)
+        while !pointers.isDone(chunk) {
+            if pointers.claim(chunk) {
+                findPointers(chunk: chunk, pointers, blocks: helpers.job.blocks, finder: &helpers.finder)
+                pointers.finish(chunk)
+                break
+            }
+            if !helpers.job.takeChunk(&helpers.finder) { sched_yield() }
+        }
+        pointersPending[1] = pointers.chunkFirstBlock[chunk]
+        pointersPending[2] = pointers.chunkFirstBlock[chunk + 1]
+        if pointers.allDone { stopPointerHelpers() }
+    }
+
+    /// Joins the helper threads (they are done or finishing their last chunk) and counts what
+    /// every thread read.
+    func stopPointerHelpers() {
+        guard let helpers = pointerHelpers else { return }
+        pointerHelpers = nil
+        pointersPending[0] = 0
+        for handle in helpers.threads { pthread_join(handle, nil) }
+        helpers.job.add(helpers.finder)
+        helpers.finder.deallocate()
+        addStatistics(of: helpers.job)
+    }
+
+    private func addStatistics(of job: PointerJob) {
         statistics.reads &+= job.reads.load(ordering: .relaxed)
         statistics.bytesRead &+= job.bytesRead.load(ordering: .relaxed)
         statistics.blocksWithPointersFound = job.blocksFound.load(ordering: .relaxed)

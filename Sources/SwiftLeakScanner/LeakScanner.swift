@@ -103,6 +103,7 @@ public enum LeakScanner {
             }
             engine.processMarkStack(clique: -1)
             var lost = engine.gatherCliques()
+            engine.stopPointerHelpers()
             engine.stopReadingAhead()
             return engine.result(lost: &lost)
         }
@@ -255,6 +256,11 @@ final class ScanEngine {
     let blockPointers: BlockPointers?
     /// ``blockPointers``' list, as the marking reads it.
     let pointerList: BlockPointers.List?
+    /// While other threads still find pointers during the marking (else nil).
+    var pointerHelpers: PointerHelpers? = nil
+    /// Raw storage read per block scanned: [0] is 1 while ``pointerHelpers`` runs; [1]..<[2] are
+    /// the blocks of the last chunk known to be found.
+    let pointersPending: UnsafeMutablePointer<Int>
 
     /// `blocks` must stay valid while the engine lives.
     init(blocks: UnsafeBufferPointer<ScanBlock>, memory: any ProcessMemoryReader, configuration: LeakScanner.Configuration) {
@@ -273,6 +279,8 @@ final class ScanEngine {
         heuristicsEnabled = !configuration.heuristics.isEmpty
         blockPointers = configuration.pointerThreads > 0 && !blocks.isEmpty ? BlockPointers(index: index) : nil
         pointerList = blockPointers?.list
+        pointersPending = .allocate(capacity: 3)
+        pointersPending.initialize(repeating: 0, count: 3)
 
         chunk = .allocate(byteCount: max(configuration.readChunkSize, 4096) & ~7, alignment: 16)
         // With the pointers found first, the cache only serves the heuristics' reads and the rare
@@ -351,6 +359,8 @@ final class ScanEngine {
         ScanMemory.deallocate(markStack, count: count)
         if let deferred { ScanMemory.deallocate(deferred, count: count) }
         markTopStorage.deallocate()
+        stopPointerHelpers()
+        pointersPending.deallocate()
         counters.deallocate()
         chunk.deallocate()
         stopReadingAhead()
@@ -688,9 +698,12 @@ final class ScanEngine {
     @inline(__always)
     func scanPending(_ top: Int, clique: Int, _ pointerList: BlockPointers.List?) {
         state[top] &= ~BlockState.pending
-        if let pointerList, pointerList.found(top) {
-            scanFoundPointers(top, clique: clique, pointerList)
-            return
+        if let pointerList {
+            if pointersPending[0] != 0 && (top < pointersPending[1] || top >= pointersPending[2]) { ensureFound(top) }
+            if pointerList.found(top) {
+                scanFoundPointers(top, clique: clique, pointerList)
+                return
+            }
         }
         do {
             let start = index.starts[top]
