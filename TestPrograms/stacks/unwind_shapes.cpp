@@ -91,6 +91,29 @@ __attribute__((optimize("O0"))) NOINLINE static void framed_via(int n) { via_sec
 __attribute__((optimize("O0"))) NOINLINE static void framed_first(int n) { framed_via(n); }
 __attribute__((optimize("O0"))) NOINLINE static void framed_second(int n) { framed_via(n + 3); }
 
+// One allocating frame at one stack pointer with two RBPs. The VLA makes its CFA RBP-based; it is
+// reached through one call instruction either directly or one frame deeper (through vla_hop), and
+// the VLA sizes tried include the one at which its call to malloc happens at the same stack
+// pointer both ways. Then only the RBP tells the two stacks apart (the words the deeper walk read
+// are still there, below the direct call's frame).
+NOINLINE static void vla_leaf(int n) {
+    volatile char buffer[n];
+    buffer[0] = 0;
+    use(malloc(24 + (size_t)buffer[0]));
+}
+NOINLINE static void vla_hop(int n) {
+    volatile char pad[40];
+    pad[0] = 0;
+    vla_leaf(n + pad[0]);
+    __asm__ volatile("" ::: "memory");
+}
+NOINLINE static void one_frame_two_rbps(void) {
+    void (*volatile callees[2])(int) = {vla_hop, vla_leaf};
+    for (int n = 16; n <= 1024; n += 16) {
+        for (int i = 0; i < 40; i++) callees[i & 1](i & 1 ? n : 16);
+    }
+}
+
 NOINLINE static void same_depth_other_callers(void) {
     for (int i = 0; i < 300; i++) {
         switch (i % 6) {
@@ -175,6 +198,7 @@ int main(int argc, char **argv) {
         throw_and_catch(round);
         through_libraries();
         same_depth_other_callers();
+        one_frame_two_rbps();
     }
     pthread_t threads[3];
     for (auto &thread : threads) pthread_create(&thread, nullptr, thread_main, nullptr);
