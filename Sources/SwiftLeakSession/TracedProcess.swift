@@ -297,6 +297,11 @@ final class ProcessTreeSession: TracerDelegate {
     }
 
     func tracer(_ tracer: Tracer, exitStop stop: ExitStop) {
+        // The last traced process is ending: nothing will queue symbol work any more, and what
+        // the preloader has not done the end does itself (from the exit stop on, see `exitWork`),
+        // so its jobs stop here rather than race the end's lookups for the symbolizer's lock,
+        // and the scan gets its core.
+        if !startOrder.contains(where: { $0 != stop.pid && !endOrder.contains($0) }) { preloader?.finish() }
         processes[stop.pid]?.exitWork(stop, options: configuration.report, symbolizer: preloader?.symbolizer)
     }
 
