@@ -78,21 +78,35 @@ public final class Symbolizer: Sendable {
     /// lookups in it only search: for loading modules ahead while the program runs (see
     /// ``SymbolPreloader``). A file that cannot be opened is not remembered here, so the problem is
     /// reported only if a frame is ever looked up in it, as without preparing.
+    ///
+    /// A module not opened yet is opened and built outside the lock (its libdw handle is nobody
+    /// else's until it is stored), so lookups never wait for it: the preloader runs at nice 19,
+    /// and on a busy machine a low-priority thread holding the lock through libc's debug-info
+    /// decompression held the end of the run for seconds. A lookup that needs the module
+    /// meanwhile opens its own copy, and then this one is dropped.
     public func prepare(_ module: LoadedModule) {
         guard !module.path.isEmpty else { return }
-        state.withLock { state in
-            let key = FileKey(path: module.path, bias: module.loadBias)
-            let entry: FileEntry
-            if let known = state.files[key] {
-                entry = known
-            } else {
-                guard let handle = swl_dw_open(module.path, module.loadBias, nil) else { return }
-                entry = .open(DebugFile(handle: handle))
-                state.files[key] = entry
-                state.statistics.filesOpened += 1
-            }
+        let key = FileKey(path: module.path, bias: module.loadBias)
+        let known = state.withLock { state -> Bool in
+            guard let entry = state.files[key] else { return false }
             if case .open(let file) = entry { swl_dw_prepare(file.handle) }
+            return true
         }
+        guard !known, let handle = swl_dw_open(module.path, module.loadBias, nil) else { return }
+        swl_dw_prepare(handle)
+        let prepared = UnsharedHandle(handle: handle)
+        let stored = state.withLock { state -> Bool in
+            guard state.files[key] == nil else { return false }
+            state.files[key] = .open(DebugFile(handle: prepared.handle))
+            state.statistics.filesOpened += 1
+            return true
+        }
+        if !stored { swl_dw_close(handle) }
+    }
+
+    /// A libdw handle only this thread has seen yet, handed into the lock.
+    private struct UnsharedHandle: @unchecked Sendable {
+        let handle: OpaquePointer
     }
 
     /// Symbolizes `ip` into the cache ahead of need (see ``SymbolPreloader``), only where that
