@@ -34,12 +34,22 @@ public final class Symbolizer: Sendable {
 
     private let demangleNames: Bool
     private let state: Mutex<State>
+    /// Called by `prepare` once it has built a new module outside the lock, before storing it:
+    /// lets a test hold a prepare there and show that lookups go on meanwhile.
+    private let preparedOutsideTheLock: (@Sendable () -> Void)?
 
     /// - Parameter demangle: demangle C++, Swift and Rust names (default), or return them as the
     ///   symbol table spells them.
-    public init(demangle: Bool = true) {
+    public convenience init(demangle: Bool = true) {
+        self.init(demangle: demangle, preparedOutsideTheLock: nil)
+    }
+
+    /// For tests: `preparedOutsideTheLock` runs in `prepare` between building a new module and
+    /// storing it.
+    init(demangle: Bool = true, preparedOutsideTheLock: (@Sendable () -> Void)?) {
         self.demangleNames = demangle
         self.state = Mutex(State())
+        self.preparedOutsideTheLock = preparedOutsideTheLock
     }
 
     /// Symbolizes one code address.
@@ -94,6 +104,7 @@ public final class Symbolizer: Sendable {
         }
         guard !known, let handle = swl_dw_open(module.path, module.loadBias, nil) else { return }
         swl_dw_prepare(handle)
+        preparedOutsideTheLock?()
         let prepared = UnsharedHandle(handle: handle)
         let stored = state.withLock { state -> Bool in
             guard state.files[key] == nil else { return false }

@@ -4,6 +4,21 @@ import SwiftLeakCore
 import Synchronization
 import Testing
 
+/// Named events between the threads of a test.
+private final class Flags: Sendable {
+    private let state = Mutex<Set<String>>([])
+    func set(_ name: String) { _ = state.withLock { $0.insert(name) } }
+    func isSet(_ name: String) -> Bool { state.withLock { $0.contains(name) } }
+    /// Waits (bounded, no timing asserted) until `name` is set.
+    func wait(for name: String) {
+        var waited = 0
+        while !isSet(name) && waited < 60_000 {
+            usleep(1000)
+            waited += 1
+        }
+    }
+}
+
 @Suite("Symbol tables loaded ahead")
 struct PreloadTests {
     @Test("a prepared module gives the same frames, and its file is opened once")
@@ -126,19 +141,6 @@ struct PreloadTests {
 
     @Test("finish() hands the symbolizer over without waiting for the item the thread is on")
     func finishDoesNotWait() throws {
-        final class Flags: Sendable {
-            private let state = Mutex<Set<String>>([])
-            func set(_ name: String) { _ = state.withLock { $0.insert(name) } }
-            func isSet(_ name: String) -> Bool { state.withLock { $0.contains(name) } }
-            /// Waits (bounded, no timing asserted) until `name` is set.
-            func wait(for name: String) {
-                var waited = 0
-                while !isSet(name) && waited < 60_000 {
-                    usleep(1000)
-                    waited += 1
-                }
-            }
-        }
         let flags = Flags()
         let preloader = SymbolPreloader(symbolizer: Symbolizer())
         preloader.enqueue { _ in
@@ -155,6 +157,39 @@ struct PreloadTests {
         flags.set("released")
         flags.wait(for: "done")
         #expect(flags.isSet("done"))
+    }
+
+    @Test("a lookup goes on while another thread prepares the same module outside the lock")
+    func lookupDuringPrepare() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
+        let ip = try program.ret("in_inlined")
+        let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
+        let flags = Flags()
+        // The prepare stops once it has built the module, until the lookup below has returned;
+        // had it held the lock there, the lookup would wait for it and the prepare give up waiting.
+        let symbolizer = Symbolizer(preparedOutsideTheLock: {
+            flags.set("prepared")
+            flags.wait(for: "looked up")
+            if !flags.isSet("looked up") { flags.set("gave up") }
+        })
+        let module = program.module
+        let preparing = Thread {
+            symbolizer.prepare(module)
+            flags.set("stored")
+        }
+        preparing.start()
+        flags.wait(for: "prepared")
+        #expect(flags.isSet("prepared"))
+        let frame = symbolizer.symbolize(ip, in: program.module, isReturnAddress: true)
+        flags.set("looked up")
+        flags.wait(for: "stored")
+        #expect(!flags.isSet("gave up"))
+        #expect(frame == cold)
+        // The lookup opened its own copy; the prepared one was dropped, and the file counted once.
+        #expect(symbolizer.statistics.filesOpened == 1)
+        #expect(symbolizer.symbolize(ip, in: program.module, isReturnAddress: true) == cold)
     }
 
     @Test("symbolizing a run of addresses ahead caches each, as one at a time does")
