@@ -183,6 +183,8 @@ final class ProcessTreeSession: TracerDelegate {
     /// Pids in the order the processes started, and in the order they ended.
     private(set) var startOrder: [Int32] = []
     private(set) var endOrder: [Int32] = []
+    /// Pids of the processes started and not yet ended.
+    private var running: Set<Int32> = []
     /// Fork children left untraced (--follow-forks=no).
     private(set) var unfollowedChildren = 0
     /// Processes that got their ring through their parent's fork table.
@@ -205,6 +207,7 @@ final class ProcessTreeSession: TracerDelegate {
     func add(_ process: TracedProcess) {
         if processes[process.pid] == nil && !startOrder.contains(process.pid) { startOrder.append(process.pid) }
         processes[process.pid] = process
+        running.insert(process.pid)
         images.append(process)
     }
 
@@ -301,7 +304,7 @@ final class ProcessTreeSession: TracerDelegate {
         // the preloader has not done the end does itself (from the exit stop on, see `exitWork`),
         // so its jobs stop here rather than race the end's lookups for the symbolizer's lock,
         // and the scan gets its core.
-        if !startOrder.contains(where: { $0 != stop.pid && !endOrder.contains($0) }) { preloader?.finish() }
+        if running.allSatisfy({ $0 == stop.pid }) { preloader?.finish() }
         processes[stop.pid]?.exitWork(stop, options: configuration.report, symbolizer: preloader?.symbolizer)
     }
 
@@ -310,6 +313,7 @@ final class ProcessTreeSession: TracerDelegate {
         guard let process = processes[pid] else { return }
         process.exit = exit
         endOrder.append(pid)
+        running.remove(pid)
         closeTakenOffers()
     }
 
