@@ -110,6 +110,35 @@ struct TraceTests {
         }
     }
 
+    @Test("analyze's top lists rank the sites by their own figure, biggest first")
+    func topListsRanked() throws {
+        let program = try Harness.build("trace/ranked_sites.c")
+        let trace = Self.tracePath()
+        _ = try Harness.run([Harness.swiftleak, "run", "-q", "-o", trace, "--", program])
+        let analyzed = try Harness.run([Harness.swiftleak, "analyze", trace]).stdout
+        // 12 x 16 B, 7 x 100 B and 3 x 4096 B: the two lists' orders are each other's reverse.
+        #expect(Array(Self.figures(under: "MOST CALLS:", in: analyzed).prefix(3)) == [12, 7, 3], "\(analyzed)")
+        #expect(Array(Self.figures(under: "MOST BYTES ALLOCATED:", in: analyzed).prefix(3)) == [12288, 700, 192], "\(analyzed)")
+    }
+
+    /// The leading figure of each entry under `heading` in analyze's text ("  2,120 calls, ..."), in
+    /// the order printed.
+    static func figures(under heading: String, in text: String) -> [UInt64] {
+        var figures: [UInt64] = []
+        var inside = false
+        for line in text.split(separator: "\n") {
+            guard let prefixEnd = line.range(of: "== ") else { continue }
+            let body = line[prefixEnd.upperBound...]
+            if !body.hasPrefix(" ") && body.hasSuffix(":") {
+                inside = body == heading
+            } else if inside && body.hasPrefix("  ") && !body.hasPrefix("   ") {
+                let digits = body.drop { $0 == " " }.prefix { $0.isNumber || $0 == "," }.filter { $0 != "," }
+                if let figure = UInt64(digits) { figures.append(figure) }
+            }
+        }
+        return figures
+    }
+
     @Test("the default trace name is swiftleak.<program>.<pid>.gz in the working directory; --no-trace writes none")
     func defaultName() throws {
         let program = try Harness.build("scan/scan_cases.c")
