@@ -557,9 +557,9 @@ static const uint64_t swl_first_bytes_mask[9] = {
 /// bigger slack (below 64 bytes, as the scan believes) is zeroed with memset. An mmapped chunk's
 /// slack is fresh zero pages unless realloc kept it shrunk (`fresh` false): then it is zeroed where
 /// the scan would read it (less than two pages; `GlibcChunk` in the scanner).
-static inline void swl_forget_slack(void *block, size_t requested, bool fresh) {
+/// `size_field`: the chunk header word at `block - 8`, which the caller has read.
+static inline void swl_forget_slack(void *block, uint64_t size_field, size_t requested, bool fresh) {
     uint64_t *words = block;
-    uint64_t size_field = words[-1];
     bool mmapped = (size_field & 2) != 0;
     uint64_t usable = (size_field & ~(uint64_t)7) - (mmapped ? 16 : 8);
     uint64_t slack = usable - requested; // huge if usable < requested: a header we do not know
@@ -589,10 +589,11 @@ static inline void swl_forget_slack(void *block, size_t requested, bool fresh) {
 /// program cannot have relied on it. Past 4 KiB of new bytes, only the first four words, so that
 /// memory the program may never touch is not read.
 static inline void swl_forget_grown_links(void *block, size_t kept, size_t requested) {
-    swl_forget_slack(block, requested, kept == 0);
-    if (requested <= kept) return;
     uint64_t *words = block;
+    // Read once for both: the slack's stores lie past the header, so it still holds after them.
     uint64_t size_field = words[-1];
+    swl_forget_slack(block, size_field, requested, kept == 0);
+    if (requested <= kept) return;
     if (size_field & 2) return; // IS_MMAPPED: fresh zero pages (past the copy)
     uint64_t chunk_size = size_field & ~(uint64_t)7;
     if (chunk_size < 32) return;
