@@ -104,18 +104,18 @@ int eventfd(unsigned int initial, int flags) {
     return (int)syscall(SYS_eventfd2, initial, flags);
 }
 
-static void *volatile sink;
 static pthread_barrier_t g_batch;
 
 static void *worker(void *arg) {
     (void)arg;
-    sink = malloc(16);
-    free(sink);
+    // Each thread's own pointer: a shared one lets two threads free the same block.
+    void *volatile block = malloc(16);
+    free(block);
     // Every thread of a batch has made its first hooked call before any ends: each needs a stack.
     pthread_barrier_wait(&g_batch);
     for (int i = 0; i < 50; i++) {
-        sink = malloc(24 + (size_t)i);
-        free(sink);
+        block = malloc(24 + (size_t)i);
+        free(block);
     }
     return NULL;
 }

@@ -29,9 +29,12 @@ static pthread_mutex_t leak_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /// Allocates a block and drops the only pointer to it.
 NOINLINE static void leak(size_t size) {
-    sink = malloc(size);
-    if (sink == NULL) abort();
-    memset(sink, 0x5a, size); // no stale pointers in it
+    // The block in a local: threads leak at once, and through the shared sink one thread's memset
+    // would write its size over another's smaller block.
+    char *block = malloc(size);
+    if (block == NULL) abort();
+    memset(block, 0x5a, size); // no stale pointers in it
+    sink = block; // escapes, so the compiler keeps the allocation
     sink = NULL;
     pthread_mutex_lock(&leak_lock);
     leaked_bytes += size;

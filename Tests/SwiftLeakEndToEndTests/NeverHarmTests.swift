@@ -55,7 +55,8 @@ struct NeverHarmTests {
         // makes to one reaches it, however briefly the descriptor lives (no timing window).
         let program = try Harness.build("behaviour/fd_watch.c", flags: ["-O0", "-g", "-rdynamic"])
         let expected = try Harness.run([program, "16"], timeout: 120)
-        #expect(expected.stdout == "by others before main: 0\nby others since main: 0\nown open: 3\n", "\(expected.stdout)")
+        #expect(expected.status == 0 && expected.stdout == "by others before main: 0\nby others since main: 0\nown open: 3\n",
+                "status \(expected.status): \(expected.stdout)\(expected.stderr)")
         let (result, report) = try Harness.swiftleak(program, ["16"], timeout: 120)
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
