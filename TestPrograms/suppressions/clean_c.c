@@ -21,7 +21,9 @@ static void *worker(void *arg) {
 }
 
 int main(void) {
-    setlocale(LC_ALL, "");
+    // A named locale every glibc has, not the environment's (which may not be installed): the
+    // same work in every run, wherever the tests run.
+    setlocale(LC_ALL, "C.UTF-8");
     tzset();
     time_t now = time(NULL);
     struct tm parts;

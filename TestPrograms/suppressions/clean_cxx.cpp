@@ -17,7 +17,9 @@ static int parse(const std::string &text) {
 }
 
 int main() {
-    std::locale::global(std::locale(""));
+    // A named locale every glibc has, not the environment's: std::locale("") throws (and the
+    // program dies) when LANG names a locale that is not installed, as en_US.UTF-8 often is not.
+    std::locale::global(std::locale("C.UTF-8"));
     std::cout.imbue(std::locale());
 
     std::vector<std::thread> threads;

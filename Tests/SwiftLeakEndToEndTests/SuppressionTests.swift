@@ -222,6 +222,7 @@ struct DefaultSuppressionTests {
     func cleanPrograms(source: String) throws {
         let program = try Harness.build(source)
         let (result, maybeReport) = try Harness.swiftleak(program)
+        #expect(result.status == 0 && result.signal == nil, "\(source) failed: \(result.stderr)")
         let report = try #require(maybeReport)
         for kind in ["definitely_lost", "indirectly_lost", "possibly_lost", "unclassified"] {
             #expect(report.summary[kind] == SuppressionEndToEndTests.zero, "\(kind) in \(source):\n\(result.stderr)")
