@@ -251,7 +251,17 @@ struct TraceTests {
         let program = try Harness.build("trace/growing_cache.c")
         let trace = Self.tracePath()
         _ = try Harness.run([Harness.swiftleak, "run", "-o", trace, "--", program, "200"])
-        let early = try Harness.run([Harness.swiftleak, "analyze", "--at", "0.05", trace])
+        // Halfway through the run, not at a fixed moment: the program inserts once every 2 ms or
+        // more after a start-up that took 10-20 ms under load here, so a fixed 0.05 s could come
+        // before the first insert on a slower machine. Its 200 sleeps make the run last 0.4 s or
+        // more, so the middle lies after the first insert and before the last, however slow.
+        let whole = try Harness.run([Harness.swiftleak, "analyze", trace])
+        // "==PID==     runtime: 0.55 s"
+        let runtimeLine = whole.stdout.split(separator: "\n").first { $0.contains("runtime: ") }
+        let runtime = try #require(runtimeLine.flatMap { Double($0.split(separator: " ").dropLast().last ?? "") },
+                                   "\(whole.stdout)")
+        let middle = String(runtime / 2)
+        let early = try Harness.run([Harness.swiftleak, "analyze", "--at", middle, trace])
         let late = try Harness.run([Harness.swiftleak, "analyze", "--at", "1000", trace])
         func cacheBlocks(_ text: String) -> Int? {
             // "N bytes in B blocks" followed by the interposer line and "by …: cache_insert".
@@ -267,7 +277,7 @@ struct TraceTests {
         let line = try #require(folded.stdout.split(separator: "\n").first { $0.contains("cache_insert;malloc") })
         #expect(line.hasSuffix(" 200"))
         #expect(line.hasPrefix("main;"))
-        let diff = try Self.diffJSON(trace, trace, ["--at", "0.05", "--new-at", "1000"])
+        let diff = try Self.diffJSON(trace, trace, ["--at", middle, "--new-at", "1000"])
         let cache = diff.first { ($0["stack"] as? [[String: Any]])?.dropFirst().first?["function"] as? String == "cache_insert" }
         #expect(cache?["leaked_blocks"] as? Int == 200 - earlyBlocks)
     }
