@@ -32,7 +32,7 @@ extension ProcessReport {
         }
         var report = self
         report.lossRecords = order.compactMap { records[$0] }
-        report.lossRecords.sort(by: ReportBuilder.valgrindOrder)
+        ReportBuilder.sortInValgrindOrder(&report.lossRecords)
         return report
     }
 }
