@@ -98,17 +98,47 @@ public struct TraceEncoder {
         let first = allocations &+ 1
         scratch.withUnsafeMutableBufferPointer { numbers in
             model.apply(events, numberingFrom: first, into: numbers.baseAddress!)
-            for index in events.indices {
-                if case let .allocation(address, size, stack, function, thread) = events[index] {
-                    guard address != 0 else { continue }
-                    encodeAllocation(size: size, stack: stack, function: function, thread: thread, number: numbers[index])
-                } else if case let .free(_, thread) = events[index] {
-                    encodeFree(thread: thread, number: numbers[index])
-                } else {
+            var index = 0
+            while index < events.count {
+                // A run of allocations and frees (nearly the whole batch), then the event that ended it.
+                index = encodeAllocationsAndFrees(events, from: index, numbers: numbers.baseAddress!)
+                if index < events.count {
                     other(events[index])
+                    index += 1
                 }
             }
         }
+    }
+
+    /// The most bytes one allocation or free writes: a THREAD record (1 + 5), a SITE record
+    /// (1 + 5 + 10 + 1) and an ALLOCATION_REPLACING one (1 + 10 + 10).
+    static let maximumBytesPerBlockEvent = 44
+
+    /// Encodes the allocations and frees from `start` on, the room for all of them reserved at
+    /// once and the encoder's counters in locals; returns the index of the first other event.
+    @inline(__always)
+    private mutating func encodeAllocationsAndFrees(_ events: UnsafeBufferPointer<HeapEvent>, from start: Int,
+                                                    numbers: UnsafePointer<UInt64>) -> Int {
+        var cursor = out.cursor(reserving: (events.count - start) * Self.maximumBytesPerBlockEvent)
+        var state = BlockRecordState(allocations: allocations, lastThread: lastThread)
+        var index = start
+        while index < events.count {
+            if case let .allocation(address, size, stack, function, thread) = events[index] {
+                if address != 0 {
+                    Self.encodeAllocation(size: size, stack: stack, function: function, thread: thread,
+                                          number: numbers[index], &cursor, &state, &sites)
+                }
+            } else if case let .free(_, thread) = events[index] {
+                Self.encodeFree(thread: thread, number: numbers[index], &cursor, &state)
+            } else {
+                break
+            }
+            index += 1
+        }
+        out.advance(to: cursor)
+        allocations = state.allocations
+        lastThread = state.lastThread
+        return index
     }
 
     /// Applies `event` to `model` (numbered: see `HeapModel.startNumbering()`) and encodes it.
@@ -193,55 +223,82 @@ public struct TraceEncoder {
         encodeFree(thread: thread, number: model.applyFree(address: address, thread: thread))
     }
 
+    /// The encoder's figures an ALLOCATION or FREE record is written against, in a local while
+    /// a run of them is encoded.
+    struct BlockRecordState {
+        var allocations: UInt64
+        var lastThread: UInt32
+    }
+
     /// An allocation whose block the model numbered `number`: the next fresh number, or the
     /// number of the live block it took the place of.
     @inline(__always)
     private mutating func encodeAllocation(size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32,
                                            number: UInt64) {
-        out.reserve(64)
-        if thread != lastThread { switchThread(thread) }
-        let site = siteID(stack: stack, function: function.rawValue, size: size & 0xffff_ffff_ffff)
-        if number == allocations &+ 1 {
-            allocations = number
-            out.tagged(TraceFormat.allocation, bits: 5, site)
-        } else {
-            // A block at a live block's address: the reader lets it take the old block's place,
-            // so the new one keeps the old number (the model's table did the same).
-            out.byte(TraceFormat.allocationReplacing)
-            out.varint(site)
-            out.varint(allocations &- number)
-        }
+        var cursor = out.cursor(reserving: Self.maximumBytesPerBlockEvent)
+        var state = BlockRecordState(allocations: allocations, lastThread: lastThread)
+        Self.encodeAllocation(size: size, stack: stack, function: function, thread: thread, number: number,
+                              &cursor, &state, &sites)
+        out.advance(to: cursor)
+        allocations = state.allocations
+        lastThread = state.lastThread
     }
 
     /// A free of the block numbered `number` (0: not live, or never numbered).
     @inline(__always)
     private mutating func encodeFree(thread: UInt32, number: UInt64) {
-        out.reserve(32)
-        if thread != lastThread { switchThread(thread) }
-        if number != 0 {
-            out.tagged(TraceFormat.free, bits: 6, allocations &- number)
-        } else {
-            out.byte(TraceFormat.freeUnknown)
-        }
+        var cursor = out.cursor(reserving: Self.maximumBytesPerBlockEvent)
+        var state = BlockRecordState(allocations: allocations, lastThread: lastThread)
+        Self.encodeFree(thread: thread, number: number, &cursor, &state)
+        out.advance(to: cursor)
+        lastThread = state.lastThread
     }
 
-    /// The site's id, writing its SITE record the first time (ids count from 0).
+    /// Writes an allocation's records (a THREAD and a SITE record first when needed) at `cursor`,
+    /// which has room for `maximumBytesPerBlockEvent`.
     @inline(__always)
-    private mutating func siteID(stack: UInt32, function: UInt8, size: UInt64) -> UInt64 {
-        let (id, isNew) = sites.id(stack: stack, function: function, size: size)
+    private static func encodeAllocation(size: UInt64, stack: UInt32, function: AllocationFunction, thread: UInt32,
+                                         number: UInt64, _ cursor: inout ByteCursor, _ state: inout BlockRecordState,
+                                         _ sites: inout SiteTable) {
+        if thread != state.lastThread { switchThread(thread, &cursor, &state) }
+        let size = size & 0xffff_ffff_ffff
+        let (site, isNew) = sites.id(stack: stack, function: function.rawValue, size: size)
         if isNew {
-            out.byte(TraceFormat.site)
-            out.varint(UInt64(stack))
-            out.varint(size)
-            out.byte(function)
+            // The site's id is `site`: ids count from 0, in the order of these records.
+            cursor.byte(TraceFormat.site)
+            cursor.varint(UInt64(stack))
+            cursor.varint(size)
+            cursor.byte(function.rawValue)
         }
-        return id
+        if number == state.allocations &+ 1 {
+            state.allocations = number
+            cursor.tagged(TraceFormat.allocation, bits: 5, site)
+        } else {
+            // A block at a live block's address: the reader lets it take the old block's place,
+            // so the new one keeps the old number (the model's table did the same).
+            cursor.byte(TraceFormat.allocationReplacing)
+            cursor.varint(site)
+            cursor.varint(state.allocations &- number)
+        }
     }
 
-    private mutating func switchThread(_ thread: UInt32) {
-        out.byte(TraceFormat.thread)
-        out.varint(UInt64(thread))
-        lastThread = thread
+    /// Writes a free's records (a THREAD record first when needed) at `cursor`.
+    @inline(__always)
+    private static func encodeFree(thread: UInt32, number: UInt64, _ cursor: inout ByteCursor,
+                                   _ state: inout BlockRecordState) {
+        if thread != state.lastThread { switchThread(thread, &cursor, &state) }
+        if number != 0 {
+            cursor.tagged(TraceFormat.free, bits: 6, state.allocations &- number)
+        } else {
+            cursor.byte(TraceFormat.freeUnknown)
+        }
+    }
+
+    @inline(__always)
+    private static func switchThread(_ thread: UInt32, _ cursor: inout ByteCursor, _ state: inout BlockRecordState) {
+        cursor.byte(TraceFormat.thread)
+        cursor.varint(UInt64(thread))
+        state.lastThread = thread
     }
 
     /// The records after the program ended: its exit (or the exec that replaced the image:
@@ -432,11 +489,13 @@ struct SiteTable {
     mutating func id(stack: UInt32, function: UInt8, size: UInt64) -> (id: UInt64, isNew: Bool) {
         let key = UInt64(stack) | UInt64(function) << 32 | Self.used
         var slot = home(key, size)
+        // Wrapping arithmetic: the slot is below `capacity` by construction, and overflow checks
+        // were a third of this loop's instructions.
         while true {
-            let found = slots[3 * slot]
-            if found == key && slots[3 * slot + 1] == size { return (slots[3 * slot + 2], false) }
+            let found = slots[3 &* slot]
+            if found == key && slots[3 &* slot &+ 1] == size { return (slots[3 &* slot &+ 2], false) }
             if found == 0 { break }
-            slot = (slot + 1) & (capacity - 1)
+            slot = (slot &+ 1) & (capacity &- 1)
         }
         let id = UInt64(count)
         count += 1

@@ -146,6 +146,19 @@ struct ByteWriter {
         return taken
     }
 
+    /// Room for `bytes` more bytes, and where they go: for a run of records written through a
+    /// cursor kept in a local (one capacity check for the run, no count stored back per byte),
+    /// handed back with `advance(to:)`. Nothing else may write meanwhile.
+    @inline(__always)
+    mutating func cursor(reserving bytes: Int) -> ByteCursor {
+        reserve(bytes)
+        return ByteCursor(next: start + count)
+    }
+
+    /// Takes the bytes a cursor from `cursor(reserving:)` wrote.
+    @inline(__always)
+    mutating func advance(to cursor: ByteCursor) { count = cursor.next - start }
+
     /// Call `reserve` first.
     @inline(__always)
     mutating func byte(_ value: UInt8) {
@@ -156,31 +169,21 @@ struct ByteWriter {
     /// Call `reserve` first (10 bytes).
     @inline(__always)
     mutating func varint(_ value: UInt64) {
-        var value = value
-        while value >= 0x80 {
-            start[count] = UInt8(truncatingIfNeeded: value) | 0x80
-            count += 1
-            value >>= 7
-        }
-        start[count] = UInt8(value)
-        count += 1
+        var cursor = ByteCursor(next: start + count)
+        cursor.varint(value)
+        advance(to: cursor)
     }
 
     /// Call `reserve` first (10 bytes).
     @inline(__always)
     mutating func signed(_ value: Int64) { varint(TraceFormat.zigzag(value)) }
 
-    /// A record type whose low `bits` carry the low bits of `value`, the bit above them saying
-    /// that the rest of `value` follows as a varint. Call `reserve` first (11 bytes).
+    /// See `ByteCursor.tagged`. Call `reserve` first (11 bytes).
     @inline(__always)
     mutating func tagged(_ tag: UInt8, bits: UInt64, _ value: UInt64) {
-        let low = UInt8(truncatingIfNeeded: value & ((1 << bits) - 1))
-        if value >> bits == 0 {
-            byte(tag | low)
-        } else {
-            byte(tag | UInt8(1 << bits) | low)
-            varint(value >> bits)
-        }
+        var cursor = ByteCursor(next: start + count)
+        cursor.tagged(tag, bits: bits, value)
+        advance(to: cursor)
     }
 
     mutating func data<C: Collection>(_ data: C) where C.Element == UInt8 {
@@ -194,5 +197,41 @@ struct ByteWriter {
     mutating func fixed64(_ value: UInt64) {
         reserve(8)
         for shift in stride(from: 0, to: 64, by: 8) { byte(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+    }
+}
+
+/// Where the next byte of a `ByteWriter` goes, for a run of records whose room was reserved at
+/// once (`ByteWriter.cursor(reserving:)`).
+struct ByteCursor {
+    var next: UnsafeMutablePointer<UInt8>
+
+    @inline(__always)
+    mutating func byte(_ value: UInt8) {
+        next.pointee = value
+        next += 1
+    }
+
+    /// At most 10 bytes.
+    @inline(__always)
+    mutating func varint(_ value: UInt64) {
+        var value = value
+        while value >= 0x80 {
+            byte(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        byte(UInt8(value))
+    }
+
+    /// A record type whose low `bits` carry the low bits of `value`, the bit above them saying
+    /// that the rest of `value` follows as a varint. At most 11 bytes.
+    @inline(__always)
+    mutating func tagged(_ tag: UInt8, bits: UInt64, _ value: UInt64) {
+        let low = UInt8(truncatingIfNeeded: value & ((1 << bits) - 1))
+        if value >> bits == 0 {
+            byte(tag | low)
+        } else {
+            byte(tag | UInt8(1 << bits) | low)
+            varint(value >> bits)
+        }
     }
 }
