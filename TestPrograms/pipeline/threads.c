@@ -59,8 +59,9 @@ static void *worker(void *arg) {
         if (done) break;
         sched_yield();
     }
-    for (long i = 0; i < leaks; i++) leaked_sink = site_leak();
-    leaked_sink = NULL;
+    // Atomic stores: every thread writes the sink at once (plain stores would race).
+    for (long i = 0; i < leaks; i++) __atomic_store_n(&leaked_sink, site_leak(), __ATOMIC_RELAXED);
+    __atomic_store_n(&leaked_sink, NULL, __ATOMIC_RELAXED);
     return NULL;
 }
 
