@@ -26,7 +26,7 @@
 static void *volatile sink;
 
 NOINLINE static void use(void *p) {
-    sink = p;
+    __atomic_store_n(&sink, p, __ATOMIC_RELAXED); // atomic: the threads below call this at once
     free(p);
 }
 
