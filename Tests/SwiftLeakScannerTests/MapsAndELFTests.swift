@@ -56,7 +56,10 @@ struct MapsTests {
 @Suite("ELF64 section headers")
 struct ELFTests {
     static let libc = "/lib/x86_64-linux-gnu/libc.so.6"
-    static let swiftCore = "/opt/swift/usr/lib/swift/linux/libswiftCore.so"
+    /// The libswiftCore this test process runs with, wherever the toolchain is installed (it was
+    /// /opt/swift/..., a path only this machine has; Swift's own images put it under /usr/lib).
+    static let swiftCore: String = MemoryMapping.parse(maps: readText("/proc/self/maps"))
+        .first { $0.path.hasSuffix("/libswiftCore.so") }?.path ?? "libswiftCore.so is not mapped in this process"
 
     @Test("libc: writable data sections are roots, TLS images and relro tables are not")
     func libc() throws {
