@@ -68,6 +68,14 @@ final class BlockPointers {
     let chunkStates: UnsafeMutablePointer<Atomic<UInt8>>
     /// Chunks whose pointers are all found.
     let chunksDone: UnsafeMutablePointer<Atomic<Int>>
+    /// Per block: what the heuristics ask of its own words (``HeuristicFacts``), worked out with
+    /// its pointers; 0 for most blocks, whose pages are then never touched.
+    let facts: UnsafeMutablePointer<UInt8>
+    /// One bit per word of a block whose first word is a vtable address: set when the word could
+    /// be one too (the multipleinheritance heuristic's `word(p)`). Each chunk has its own part,
+    /// starting at `chunkBitBase`, a whole number of 64-bit words, so threads never share one.
+    let vtableWords: UnsafeMutablePointer<UInt64>
+    let chunkBitBase: UnsafeMutablePointer<Int>
     enum ChunkState {
         static let unclaimed: UInt8 = 0
         static let claimed: UInt8 = 1
@@ -115,6 +123,24 @@ final class BlockPointers {
         chunkFirstBlock.append(count)
         chunkBase.append(total)
         guard let room = ScanMemory.reserve(UInt32.self, count: total) else { return nil }
+        // A chunk's words are at most half its entries (two per word, plus one).
+        var bitBase: [Int] = []
+        var bits = 0
+        for c in 0..<chunkFirstBlock.count - 1 {
+            bitBase.append(bits)
+            bits += ((chunkBase[c + 1] - chunkBase[c]) / 2 + 63) & ~63
+        }
+        bitBase.append(bits)
+        guard let wordBits = ScanMemory.reserve(UInt64.self, count: bits / 64),
+              let facts = ScanMemory.reserve(UInt8.self, count: count) else {
+            ScanMemory.deallocate(room, count: total)
+            return nil
+        }
+        vtableWords = wordBits
+        vtableWordCount = bits / 64
+        self.facts = facts
+        chunkBitBase = .allocate(capacity: bitBase.count)
+        chunkBitBase.initialize(from: bitBase, count: bitBase.count)
         pointers = room
         capacity = total
         var targetBits: UInt32 = 1
@@ -136,8 +162,13 @@ final class BlockPointers {
         chunksDone.initialize(to: Atomic(0))
     }
 
+    let vtableWordCount: Int
+
     deinit {
         ScanMemory.deallocate(pointers, count: capacity)
+        ScanMemory.deallocate(facts, count: count)
+        ScanMemory.deallocate(vtableWords, count: vtableWordCount)
+        chunkBitBase.deallocate()
         ScanMemory.deallocate(ends, count: count)
         ScanMemory.deallocate(slack, count: count)
         nextChunk.deinitialize(count: 1)
@@ -171,20 +202,12 @@ final class BlockPointers {
     var allDone: Bool { chunksDone.pointee.load(ordering: .acquiring) == chunkCount }
 
     /// The chunk holding block `i`.
-    func chunk(of i: Int) -> Int {
-        var lo = 0
-        var up = chunkCount
-        while up - lo > 1 {
-            let mid = (lo + up) >> 1
-            if chunkFirstBlock[mid] <= i { lo = mid } else { up = mid }
-        }
-        return lo
-    }
+    func chunk(of i: Int) -> Int { list.chunk(of: i) }
 
     /// The list as the marking reads it.
     var list: List {
         List(ends: ends, slack: slack, pointers: pointers, offsetBits: offsetBits, chunkFirstBlock: chunkFirstBlock,
-             chunkBase: chunkBase, chunkCount: chunkCount)
+             chunkBase: chunkBase, chunkCount: chunkCount, facts: facts, vtableWords: vtableWords, chunkBitBase: chunkBitBase)
     }
 }
 
@@ -200,6 +223,21 @@ extension BlockPointers {
         let chunkFirstBlock: UnsafeMutablePointer<Int>
         let chunkBase: UnsafeMutablePointer<Int>
         let chunkCount: Int
+        let facts: UnsafeMutablePointer<UInt8>
+        let vtableWords: UnsafeMutablePointer<UInt64>
+        let chunkBitBase: UnsafeMutablePointer<Int>
+
+        /// The chunk holding block `i`.
+        @inline(__always)
+        func chunk(of i: Int) -> Int {
+            var lo = 0
+            var up = chunkCount
+            while up - lo > 1 {
+                let mid = (lo + up) >> 1
+                if chunkFirstBlock[mid] <= i { lo = mid } else { up = mid }
+            }
+            return lo
+        }
 
         /// Whether block `i`'s pointers were found (else it is scanned word by word).
         @inline(__always)
@@ -227,13 +265,7 @@ extension BlockPointers {
             let hi = Int(ends[i])
             if slack[i] & BlockPointers.chunkFirst == 0 { return (Int(ends[i - 1]), hi) }
             // The first block of a chunk: find the chunk (once per chunk of many blocks).
-            var lo = 0
-            var up = chunkCount
-            while up - lo > 1 {
-                let mid = (lo + up) >> 1
-                if chunkFirstBlock[mid] <= i { lo = mid } else { up = mid }
-            }
-            return (chunkBase[lo], hi)
+            return (chunkBase[chunk(of: i)], hi)
         }
     }
 }
@@ -254,6 +286,12 @@ struct PointerFinder {
     var hitIndex: UInt32 = 0
     /// The offset of the last pointer into its own interior found in the block being scanned (0: none).
     var lastSelfOffset: UInt64 = 0
+    /// The last gap between file mappings a word was found in, `[fileGapStart, fileGapEnd)`: most
+    /// first words are heap pointers, in the same gap as the one before (``ScanEngine/mayBeInReadableFile``).
+    var fileGapStart: UInt64 = 0
+    var fileGapEnd: UInt64 = 0
+    /// This thread's answers of ``ScanEngine/isVtableAddress(_:)``, per address.
+    var vtables: [UInt64: Bool] = [:]
 
     init() {
         capacity = BlockPointers.bufferBytes
@@ -363,6 +401,7 @@ extension ScanEngine {
         if helpers.isEmpty {
             job.work()
             addStatistics(of: job)
+            pointersPending[3] = 1
         } else {
             // The marking starts now: it finds the pointers of a block it needs whose chunk no
             // thread has taken yet, and the helpers go on with the rest meanwhile (the marking is
@@ -399,6 +438,8 @@ extension ScanEngine {
         pointerHelpers = nil
         pointersPending[0] = 0
         for handle in helpers.threads { pthread_join(handle, nil) }
+        // Every chunk was claimed (the helpers stop when none is left) and is done.
+        pointersPending[3] = 1
         helpers.job.add(helpers.finder)
         helpers.finder.deallocate()
         addStatistics(of: helpers.job)
@@ -435,14 +476,7 @@ extension ScanEngine {
                 if start >= 16 && size < capacity / 2 && !finder.holds(start &- 16, headerEnd) {
                     fill(&finder, from: start &- 16, atLeast: headerEnd, limit: readLimit)
                 }
-                let glibc = GlibcChunk.interpret(start: start, size: size) { address in
-                    if finder.holds(address, address &+ 8) { return finder.word(at: address) }
-                    var value: UInt64 = 0
-                    let got = withUnsafeMutableBytes(of: &value) { readUncounted(address, into: $0) }
-                    if got >= 0 { finder.reads &+= 1 }
-                    finder.bytesRead &+= UInt64(max(got, 0))
-                    return got == 8 ? UInt64(littleEndian: value) : nil
-                }
+                let glibc = GlibcChunk.interpret(start: start, size: size) { word(at: $0, &finder) }
                 if let glibc {
                     var end = start &+ glibc.usableSize
                     if i + 1 < count && end > index.starts[i + 1] { end = index.starts[i + 1] }
@@ -454,6 +488,9 @@ extension ScanEngine {
             let last = contentsEnd & ~7
             var complete = true
             finder.lastSelfOffset = 0
+            var facts: UInt8 = 0
+            let bitBase = pointers.chunkBitBase[chunk]
+            let chunkStart = index.starts[firstBlock]
             if first < last {
                 if last &- first <= capacity {
                     if !finder.holds(first, last) { fill(&finder, from: first, atLeast: last, limit: readLimit) }
@@ -461,10 +498,18 @@ extension ScanEngine {
                         let words = (finder.buffer + Int(first &- finder.bufferStart)).assumingMemoryBound(to: UInt64.self)
                         complete = collect(words, Int((last &- first) >> 3), from: i, into: pointers.pointers,
                                            offsetBits: pointers.offsetBits, at: &out, finder: &finder)
+                        if heuristicsEnabled {
+                            facts = heuristicFacts(start: start, size: size, &finder)
+                            if facts & HeuristicFacts.firstWordIsVtable != 0 {
+                                markVtableWords(words, Int((last &- first) >> 3), from: first, into: pointers.vtableWords,
+                                                bit: bitBase &+ Int((first &- chunkStart) >> 3), &finder)
+                            }
+                        }
                     } else {
                         complete = false
                     }
                 } else {
+                    if heuristicsEnabled { facts = heuristicFacts(start: start, size: size, &finder) }
                     // A block bigger than the buffer: streamed through it.
                     var address = first
                     while address < last && complete {
@@ -478,9 +523,16 @@ extension ScanEngine {
                         complete = collect(finder.buffer.assumingMemoryBound(to: UInt64.self), want >> 3, from: i,
                                            into: pointers.pointers, offsetBits: pointers.offsetBits, at: &out,
                                            finder: &finder)
+                        if facts & HeuristicFacts.firstWordIsVtable != 0 {
+                            markVtableWords(finder.buffer.assumingMemoryBound(to: UInt64.self), want >> 3, from: address,
+                                            into: pointers.vtableWords, bit: bitBase &+ Int((address &- chunkStart) >> 3), &finder)
+                        }
                         address &+= UInt64(want)
                     }
                 }
+            } else if heuristicsEnabled {
+                // No word to scan, but the heuristics may still read past the block (as Valgrind's do).
+                facts = heuristicFacts(start: start, size: size, &finder)
             }
             // The last pointer into the block's own interior (see `scanFoundPointers`), unless the
             // block may be partly unreadable (then every one is checked as it is met).
@@ -505,6 +557,7 @@ extension ScanEngine {
                 precondition(out <= pointers.chunkBase[chunk + 1], "block pointers beyond their bound")
                 pointers.ends[i] = UInt32(truncatingIfNeeded: out)
                 pointers.slack[i] = chunkFirst | UInt16(truncatingIfNeeded: contentsEnd &- requestedEnd)
+                if facts != 0 { pointers.facts[i] = facts }
                 finder.blocksFound &+= 1
             } else {
                 // Scanned word by word when it is marked, as without this list.

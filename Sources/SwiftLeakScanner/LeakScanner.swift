@@ -259,7 +259,7 @@ final class ScanEngine {
     /// While other threads still find pointers during the marking (else nil).
     var pointerHelpers: PointerHelpers? = nil
     /// Raw storage read per block scanned: [0] is 1 while ``pointerHelpers`` runs; [1]..<[2] are
-    /// the blocks of the last chunk known to be found.
+    /// the blocks of the last chunk known to be found; [3] is 1 once every chunk is.
     let pointersPending: UnsafeMutablePointer<Int>
 
     /// `blocks` must stay valid while the engine lives.
@@ -279,8 +279,8 @@ final class ScanEngine {
         heuristicsEnabled = !configuration.heuristics.isEmpty
         blockPointers = configuration.pointerThreads > 0 && !blocks.isEmpty ? BlockPointers(index: index) : nil
         pointerList = blockPointers?.list
-        pointersPending = .allocate(capacity: 3)
-        pointersPending.initialize(repeating: 0, count: 3)
+        pointersPending = .allocate(capacity: 4)
+        pointersPending.initialize(repeating: 0, count: 4)
 
         chunk = .allocate(byteCount: max(configuration.readChunkSize, 4096) & ~7, alignment: 16)
         // With the pointers found first, the cache only serves the heuristics' reads and the rare
@@ -877,28 +877,38 @@ final class ScanEngine {
     // MARK: Heuristics (Valgrind's heuristic_reachedness)
 
     func heuristicReachedness(_ pointer: UInt64, block i: Int) -> UInt8 {
+        // Most blocks' facts were found with their pointers: then nothing needs reading.
+        if let pointerList, let facts = knownFacts(i, pointerList) {
+            return heuristicReachedness(pointer, block: i, facts: facts, pointerList)
+        }
         let start = index.starts[i]
         let size = self.size(i)
         let heuristics = configuration.heuristics
-        if heuristics.contains(.stdString), pointer == start &+ 24, let capacity = readWord(start &+ 8) {
+        if heuristics.contains(.stdString), pointer == start &+ 24, let capacity = heuristicWord(start &+ 8) {
             // length, capacity, refcount, chars[capacity + 1]
-            if 24 &+ capacity &+ 1 == size, let length = readWord(start), length <= capacity {
+            if 24 &+ capacity &+ 1 == size, let length = heuristicWord(start), length <= capacity {
                 return LeakHeuristic.stdString.rawValue
             }
         }
-        if heuristics.contains(.length64), pointer == start &+ 8, let remaining = readWord(start) {
+        if heuristics.contains(.length64), pointer == start &+ 8, let remaining = heuristicWord(start) {
             if remaining > 0 && size &- 8 == remaining { return LeakHeuristic.length64.rawValue }
         }
-        if heuristics.contains(.newArray), pointer == start &+ 8, let elements = readWord(start) {
+        if heuristics.contains(.newArray), pointer == start &+ 8, let elements = heuristicWord(start) {
             if elements > 0 && (size &- 8) % elements == 0 { return LeakHeuristic.newArray.rawValue }
         }
         // The same conditions as Valgrind's, in the order that rejects most interior pointers
         // soonest: the block's first word (known once per block), then the word pointed at.
         if heuristics.contains(.multipleInheritance), pointer & 7 == 0, firstWordIsVtableAddress(i),
-           let inner = readWord(pointer), inner & 7 == 0, inner >= 4096, isVtableAddress(inner) {
+           let inner = heuristicWord(pointer), inner & 7 == 0, inner >= 4096, isVtableAddress(inner) {
             return LeakHeuristic.multipleInheritance.rawValue
         }
         return 0
+    }
+
+    /// A word of a block read for a heuristic (counted: ``ScanStatistics/heuristicWordsRead``).
+    func heuristicWord(_ address: UInt64) -> UInt64? {
+        statistics.heuristicWordsRead &+= 1
+        return readWord(address)
     }
 
     /// The multipleinheritance condition on block `i`'s first word (aligned, above page 0, a vtable
@@ -910,7 +920,7 @@ final class ScanEngine {
         let known = state[i]
         if known & BlockState.firstWordChecked != 0 { return known & BlockState.firstWordIsVtable != 0 }
         var answer = false
-        if let first = readWord(index.starts[i]), first & 7 == 0, first >= 4096, isVtableAddress(first) {
+        if let first = heuristicWord(index.starts[i]), first & 7 == 0, first >= 4096, isVtableAddress(first) {
             answer = true
         }
         state[i] |= BlockState.firstWordChecked | (answer ? BlockState.firstWordIsVtable : 0)
@@ -936,18 +946,7 @@ final class ScanEngine {
         // them without hashing into the memo.
         guard let mapping = fileMapping(containing: address), mapping.isReadable else { return false }
         if let known = vtableMemo[address] { return known }
-        var answer = false
-        let scanMax = min(address &+ 20 * 8, mapping.end &- 1 &- 8)
-        var functionPointers = 0
-        var scan = address
-        while scan <= scanMax {
-            guard let candidate = readWord(scan) else { break }
-            scan &+= 8
-            if candidate == 0 { continue }
-            guard let target = fileMapping(containing: candidate), target.isExecutable else { break }
-            functionPointers += 1
-            if functionPointers == 2 { answer = true; break }
-        }
+        let answer = vtableTest(words: vtableWordCount(address, in: mapping)) { k in readWord(address &+ UInt64(k) * 8) }
         if vtableMemo.count < 1 << 16 { vtableMemo[address] = answer }
         return answer
     }

@@ -73,6 +73,9 @@ public struct ScanStatistics: Hashable, Sendable {
     /// Blocks whose pointers were found before the marking (``LeakScanner/Configuration/pointerThreads``);
     /// the others were scanned word by word.
     public var blocksWithPointersFound: Int = 0
+    /// Words of blocks the heuristics read from memory as they ran; most of what they ask is
+    /// worked out with the blocks' pointers (``blocksWithPointersFound``) without reading.
+    public var heuristicWordsRead: UInt64 = 0
     /// Wall-clock time of the scan.
     public var wallSeconds: Double = 0
     /// CPU time of the scan's threads: the calling one and those that helped it (finding the

@@ -164,6 +164,34 @@ struct PointerThreadsTests {
         Self.expectSame(heap.scan(threads: 2, usableSize: true, readableRanges: false), unclipped, "no readable ranges")
     }
 
+    @Test("the heuristics ask the facts found with the pointers: no word is read but one that may be a vtable address",
+          arguments: [41, 42])
+    func heuristicsFromFoundFacts(seed: UInt64) {
+        var heap = GeneratedHeap(seed: seed, count: 2500)
+        // Start pointers only in the roots: they are marked before any block's pointers are found,
+        // so an interior one would run the heuristics the word-by-word way.
+        for slot in 0..<24 {
+            heap.memory.store(heap.blocks[(slot * 97) % heap.blocks.count].address,
+                              at: GeneratedHeap.rootStart + UInt64(slot) * 64)
+        }
+        heap.registers = []
+        let reference = heap.scan(threads: 0, usableSize: true, readableRanges: true)
+        let found = heap.scan(threads: 1, usableSize: true, readableRanges: true)
+        Self.expectSame(found, reference, "seed \(seed)")
+        // Only the words pointed at that may be vtable addresses are read (a second vtable pointer).
+        #expect(found.statistics.heuristicWordsRead > 0, "seed \(seed): some word pointed at may be a vtable")
+        #expect(found.statistics.heuristicWordsRead * 4 < reference.statistics.heuristicWordsRead,
+                "seed \(seed): \(found.statistics.heuristicWordsRead) words read against \(reference.statistics.heuristicWordsRead)")
+        // Without file mappings no word can be a vtable address: nothing is read at all.
+        heap.mappings = []
+        let noVtables = heap.scan(threads: 0, usableSize: true, readableRanges: true)
+        #expect(noVtables.statistics.heuristicWordsRead > 0)
+        let noVtablesFound = heap.scan(threads: 1, usableSize: true, readableRanges: true)
+        Self.expectSame(noVtablesFound, noVtables, "seed \(seed), no file mappings")
+        #expect(noVtablesFound.statistics.heuristicWordsRead == 0, "seed \(seed): no word read without file mappings")
+        Self.expectSame(heap.scan(threads: 2, usableSize: true, readableRanges: true), noVtables, "seed \(seed), 2 threads")
+    }
+
     @Test("unreadable pages inside the heap: those blocks are scanned word by word, the result is the same",
           arguments: [31, 32, 33])
     func unreadablePages(seed: UInt64) {
