@@ -290,15 +290,22 @@ struct PointerFinder {
     /// first words are heap pointers, in the same gap as the one before (``ScanEngine/mayBeInReadableFile``).
     var fileGapStart: UInt64 = 0
     var fileGapEnd: UInt64 = 0
-    /// This thread's answers of ``ScanEngine/isVtableAddress(_:)``, per address.
+    /// This thread's answers of ``ScanEngine/isVtableAddress(_:)``, per address, and the latest
+    /// ones in a small table in front (``ScanEngine/isVtableWord(_:_:)``).
     var vtables: [UInt64: Bool] = [:]
+    let recentVtables: UnsafeMutablePointer<UInt64>
 
     init() {
         capacity = BlockPointers.bufferBytes
         buffer = .allocate(byteCount: capacity, alignment: 64)
+        recentVtables = .allocate(capacity: 256)
+        recentVtables.initialize(repeating: 0, count: 256)
     }
 
-    func deallocate() { buffer.deallocate() }
+    func deallocate() {
+        buffer.deallocate()
+        recentVtables.deallocate()
+    }
 
     /// Whether `[from, to)` is in the buffer.
     @inline(__always)
@@ -397,17 +404,20 @@ extension ScanEngine {
                 Unmanaged<PointerJob>.fromOpaque(context).release()
             }
         }
-        markRoots(roots: roots, registerWords: registerWords)
         if helpers.isEmpty {
+            // Alone, this thread finds every block's pointers first: then the heuristics read
+            // nothing while the roots are marked either (``HeuristicFacts``).
             job.work()
             addStatistics(of: job)
             pointersPending[3] = 1
+            markRoots(roots: roots, registerWords: registerWords)
         } else {
             // The marking starts now: it finds the pointers of a block it needs whose chunk no
             // thread has taken yet, and the helpers go on with the rest meanwhile (the marking is
             // serial, so both cores stay busy).
             pointerHelpers = PointerHelpers(job: job, threads: helpers)
             pointersPending[0] = 1
+            markRoots(roots: roots, registerWords: registerWords)
         }
     }
 
@@ -429,6 +439,21 @@ extension ScanEngine {
         pointersPending[1] = pointers.chunkFirstBlock[chunk]
         pointersPending[2] = pointers.chunkFirstBlock[chunk + 1]
         if pointers.allDone { stopPointerHelpers() }
+    }
+
+    /// Whether block `i`'s chunk is done, after finding its pointers on this thread if no thread
+    /// has taken it yet: someone must find them, and then no heuristic reads a word of its blocks.
+    /// False while another thread is on it (the heuristics then read what they need).
+    @inline(never)
+    func findFacts(of i: Int, _ list: BlockPointers.List) -> Bool {
+        guard let pointers = blockPointers else { return false }
+        let chunk = list.chunk(of: i)
+        if pointers.isDone(chunk) { return true }
+        guard let helpers = pointerHelpers, pointers.claim(chunk) else { return false }
+        findPointers(chunk: chunk, pointers, blocks: helpers.job.blocks, finder: &helpers.finder)
+        pointers.finish(chunk)
+        if pointers.allDone { stopPointerHelpers() }
+        return true
     }
 
     /// Joins the helper threads (they are done or finishing their last chunk) and counts what

@@ -59,30 +59,41 @@ extension ScanEngine {
             // are 0: no division per block for a heap of millions.
             if first > elementBytes ? elementBytes == 0 : elementBytes % first == 0 { facts |= HeuristicFacts.newArray }
         }
-        if configuration.heuristics.contains(.multipleInheritance), let first, first & 7 == 0, first >= 4096,
-           mayBeInReadableFile(first, &finder) {
-            let answer: Bool
-            if let known = finder.vtables[first] {
-                answer = known
-            } else {
-                answer = isVtableAddress(first, reading: &finder)
-                finder.vtables[first] = answer
-            }
-            if answer { facts |= HeuristicFacts.firstWordIsVtable }
+        if configuration.heuristics.contains(.multipleInheritance), let first, isVtableWord(first, &finder) {
+            facts |= HeuristicFacts.firstWordIsVtable
         }
         return facts
     }
 
-    /// Sets the bit (from `bit` on, one per word) of each of the `n` words at `address` that
-    /// could be a vtable address: aligned, at least 4096, in a readable file mapping.
+    /// Sets the bit (from `bit` on, one per word) of each of the `n` words at `address` that is a
+    /// vtable address (``isVtableWord(_:_:)``).
     func markVtableWords(_ words: UnsafePointer<UInt64>, _ n: Int, from address: UInt64,
                          into bits: UnsafeMutablePointer<UInt64>, bit: Int, _ finder: inout PointerFinder) {
-        for k in 0..<n {
-            let word = UInt64(littleEndian: words[k])
-            guard word & 7 == 0, word >= 4096, mayBeInReadableFile(word, &finder) else { continue }
+        for k in 0..<n where isVtableWord(UInt64(littleEndian: words[k]), &finder) {
             let b = bit &+ k
             bits[b >> 6] |= 1 << UInt64(b & 63)
         }
+    }
+
+    /// multipleinheritance's test of a word: aligned, at least 4096, a vtable address. Answers are
+    /// kept per thread: a direct-mapped table in front of a dictionary, since a slab of C++ objects
+    /// holds the same few vtable addresses many times.
+    @inline(__always)
+    func isVtableWord(_ word: UInt64, _ finder: inout PointerFinder) -> Bool {
+        guard word & 7 == 0, word >= 4096, mayBeInReadableFile(word, &finder) else { return false }
+        // An entry is the address (aligned, so its low bits are free) with bit 0 set when it is a vtable.
+        let slot = Int(truncatingIfNeeded: (word &* 0x9E37_79B9_7F4A_7C15) >> 56)
+        let entry = finder.recentVtables[slot]
+        if entry & ~7 == word { return entry & 1 != 0 }
+        let answer: Bool
+        if let known = finder.vtables[word] {
+            answer = known
+        } else {
+            answer = isVtableAddress(word, reading: &finder)
+            finder.vtables[word] = answer
+        }
+        finder.recentVtables[slot] = word | (answer ? 1 : 0)
+        return answer
     }
 
     /// Whether `address` lies in a readable file-backed mapping. The gap between file mappings
@@ -129,7 +140,7 @@ extension ScanEngine {
     @inline(__always)
     func knownFacts(_ i: Int, _ list: BlockPointers.List) -> UInt8? {
         guard pointersPending[3] != 0 || (i >= pointersPending[1] && i < pointersPending[2])
-                || blockPointers!.isDone(list.chunk(of: i)) else { return nil }
+                || findFacts(of: i, list) else { return nil }
         return list.found(i) ? list.facts[i] : nil
     }
 
@@ -152,8 +163,9 @@ extension ScanEngine {
         if pointer &+ 8 <= last {
             let chunk = list.chunk(of: i)
             let bit = list.chunkBitBase[chunk] &+ Int((pointer &- index.starts[list.chunkFirstBlock[chunk]]) >> 3)
-            if list.vtableWords[bit >> 6] & (1 << UInt64(bit & 63)) == 0 { return 0 }
+            return list.vtableWords[bit >> 6] & (1 << UInt64(bit & 63)) != 0 ? LeakHeuristic.multipleInheritance.rawValue : 0
         }
+        // The block's last, partial word: not among those the finding thread looked at.
         statistics.heuristicWordsRead &+= 1
         if let inner = readWord(pointer), inner & 7 == 0, inner >= 4096, isVtableAddress(inner) {
             return LeakHeuristic.multipleInheritance.rawValue
