@@ -51,10 +51,10 @@ enum ExitScan {
                                liveStackStart: leaving?.stackPointer
                                    ?? inHook ?? (thread.endedProcess ? thread.stackPointer : nil))
         }
-        var scanBlocks: [ScanBlock] = []
-        scanBlocks.reserveCapacity(blocks.count)
-        for index in 0..<blocks.count {
-            scanBlocks.append(ScanBlock(address: blocks.addresses[index], size: blocks.size(index)))
+        let (scanBlocks, overlapping) = self.scanBlocks(blocks)
+        var warnings = ownStacks.warnings
+        if overlapping > 0 {
+            warnings.append("\(overlapping) live block(s) overlapped the next one, which no allocator hands out: the program wrote into swiftleak's ring or freed memory behind the allocator's back; each was scanned up to the next block")
         }
         let exited = stop.exitedThreads.map { ExitedThread(tid: $0.tid, stackPointer: $0.stackPointer) }
         var rootOptions = RootSetBuilder.Options()
@@ -72,7 +72,29 @@ enum ExitScan {
         configuration.readableRanges = MemoryMapping.readableRanges(mappings)
         return Outcome(result: LeakScanner.scan(blocks: scanBlocks, rootSet: rootSet, memory: memory,
                                                 configuration: configuration),
-                       warnings: ownStacks.warnings)
+                       warnings: warnings)
+    }
+
+    /// The scan's view of the live blocks (sorted by address), with how many overlapped the next.
+    /// The interposer never records overlapping blocks, but the program can write the ring (or free
+    /// through a path nobody hooks and get the memory back): the scanner requires disjoint blocks,
+    /// so such a block is scanned only up to where the next begins. Every block keeps its index,
+    /// so the result still lines up with `blocks`; the reports show the recorded sizes.
+    static func scanBlocks(_ blocks: SortedBlocks) -> (blocks: [ScanBlock], overlapping: Int) {
+        var scanBlocks: [ScanBlock] = []
+        scanBlocks.reserveCapacity(blocks.count)
+        var overlapping = 0
+        for index in 0..<blocks.count {
+            let address = blocks.addresses[index]
+            var size = blocks.size(index)
+            // Addresses are distinct and sorted, so the next one is above this one.
+            if index + 1 < blocks.count, size > blocks.addresses[index + 1] - address {
+                size = blocks.addresses[index + 1] - address
+                overlapping += 1
+            }
+            scanBlocks.append(ScanBlock(address: address, size: size))
+        }
+        return (scanBlocks, overlapping)
     }
 
     /// For a thread stopped inside an allocation function, the program at its call: its stack

@@ -19,6 +19,7 @@
 //   forge            writes garbage into swiftleak's ring (found by name in /proc/self/maps)
 //   forge-stacks     keeps its only pointer to a block in memory a forged own-stack table claims
 //   fifo PATH        forges a module record whose path is PATH (a FIFO), then exits
+//   forge-overlap    forges allocations that overlap each other and a real live block
 #include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -339,6 +340,18 @@ int main(int argc, char **argv) {
             table[entry + 1].end = 8192;
         }
         printf("forged the own-stack table\n");
+    } else if (strcmp(mode, "forge-overlap") == 0) {
+        // Well-formed allocation events no allocator could have made: one that covers a real
+        // reachable block from 16 bytes before it, and two (in unmapped memory) over each other.
+        char *real = malloc(64);
+        sink = real;
+        swl_ring_header *ring = find_ring();
+        if (ring) {
+            forge_event(ring, (uint64_t)(uintptr_t)real - 16, swl_event_info(SWL_EVENT_ALLOC, SWL_FN_MALLOC, 256), 0);
+            forge_event(ring, 0x10000000, swl_event_info(SWL_EVENT_ALLOC, SWL_FN_MALLOC, 200), 0);
+            forge_event(ring, 0x10000040, swl_event_info(SWL_EVENT_ALLOC, SWL_FN_MALLOC, 48), 0);
+        }
+        printf("forged overlapping blocks\n");
     } else if (strcmp(mode, "fifo") == 0 && argc > 2) {
         swl_ring_header *ring = find_ring();
         if (ring) forge_fifo_module(ring, argv[2]);

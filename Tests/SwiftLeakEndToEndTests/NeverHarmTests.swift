@@ -441,6 +441,22 @@ struct NeverHarmTests {
         #expect(warnings.count == 2, "\(result.stderr)")
     }
 
+    @Test("forged allocations that overlap each other and a real block: one warning, the real block stays reachable")
+    func forgedOverlappingBlocks() throws {
+        let (result, maybeReport) = try Self.traced(["forge-overlap"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "forged overlapping blocks\n")
+        let report = try #require(maybeReport, "no report: \(result.stderr)")
+        #expect(report.scanRan, "\(result.stderr)")
+        // The 33-byte leak every mode makes, with the forged blocks (unreadable or clamped to a
+        // chunk header) lost beside it; the real 64-byte block reachable from its global.
+        #expect(report.summary["definitely_lost"].map { $0.blocks >= 1 && $0.bytes >= 33 } == true, "\(report.summary)")
+        #expect(report.summary["still_reachable"].map { $0.bytes >= 64 } == true, "\(report.summary)")
+        let warnings = result.stderr.split(separator: "\n").filter { $0.contains("Warning: ") && $0.contains("overlapped") }
+        #expect(warnings.count == 1, "\(result.stderr)")
+        #expect(warnings.first?.contains("2 live block(s)") == true, "\(result.stderr)")
+    }
+
     @Test("a forged module path naming a FIFO is not opened: no hang")
     func forgedFIFOModule() throws {
         let fifo = Self.temporaryPath("fifo")
