@@ -17,7 +17,7 @@ public enum ReportBuilder {
     public static func build(process: ProcessFacts, heap: FinalHeap, exit: ExitFacts, symbols: SymbolTable,
                              options: ReportOptions) -> ProcessReport {
         var report = ProcessReport(pid: process.pid, ppid: process.ppid, command: process.command)
-        report.exit = exit.exit
+        describeEnd(exit, heap: heap, in: &report)
         let stats = heap.statistics
         let blocks = heap.blocks
         let kinds = exit.verdicts.flatMap { $0.kinds.count == blocks.count ? $0.kinds : nil }
@@ -25,18 +25,6 @@ public enum ReportBuilder {
         report.heap.allocations = stats.allocations
         report.heap.frees = stats.frees
         report.heap.bytesAllocated = stats.bytesAllocated
-        if stats.abandonedSlots > 0 {
-            report.warnings.append("\(stats.abandonedSlots) allocation call(s) were cut short by the program's end; they are not counted")
-        }
-        report.warnings += exit.warnings
-        if kinds != nil {
-            report.scanRan = true
-        } else {
-            report.scanNote = exit.scanNote ?? (exit.verdicts != nil ? "the scan's verdicts do not match the live blocks" : nil)
-        }
-        report.scanBytes = exit.scanBytes
-        report.scanSeconds = exit.scanSeconds
-        report.freezeSeconds = exit.freezeSeconds
 
         // Group by (kind, function, stack id) first: cheap integer keys for millions of blocks,
         // numbered in the order first seen (by address).
@@ -139,6 +127,27 @@ public enum ReportBuilder {
 
         report.growthSuspects = growthSuspects(heap: heap, reachable: reachable, symbols: symbols, names: &names)
         return report
+    }
+
+    /// Sets what the report says of the process's end from `exit`: its status, the warnings, and
+    /// whether and how the scan ran. The rest of the report (the records, the summary) reads only
+    /// the heap, the verdicts and the symbols, so `run` builds it from the exit stop on, before the
+    /// program is gone, and sets these once its status is known (`exit.verdicts` must be the ones
+    /// it was built with).
+    public static func describeEnd(_ exit: ExitFacts, heap: FinalHeap, in report: inout ProcessReport) {
+        report.exit = exit.exit
+        report.warnings = []
+        let abandoned = heap.statistics.abandonedSlots
+        if abandoned > 0 {
+            report.warnings.append("\(abandoned) allocation call(s) were cut short by the program's end; they are not counted")
+        }
+        report.warnings += exit.warnings
+        report.scanRan = exit.verdicts.map { $0.kinds.count == heap.blocks.count } ?? false
+        report.scanNote = report.scanRan ? nil
+            : exit.scanNote ?? (exit.verdicts != nil ? "the scan's verdicts do not match the live blocks" : nil)
+        report.scanBytes = exit.scanBytes
+        report.scanSeconds = exit.scanSeconds
+        report.freezeSeconds = exit.freezeSeconds
     }
 
     static func symbolize(_ frames: ArraySlice<UInt64>, generation: UInt8, heap: FinalHeap, symbols: SymbolTable,

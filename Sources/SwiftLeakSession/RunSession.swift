@@ -27,6 +27,10 @@ public struct RunConfiguration: Sendable {
     public var followForks = true
     /// Which exec'd programs are tracked (`--trace-children`, `--trace-children-skip`).
     public var childTracing = ChildTracing()
+    /// A pass over every report once its records are known (the CLI's leak resolution and
+    /// suppressions): it may run before the process's status and last warnings are in the report,
+    /// so it must read and change only what the records decide (records, summary, suppressed).
+    public var finishReport: ReportPass?
 
     public init(command: [Bytes]) {
         precondition(!command.isEmpty, "a command has at least the program")
@@ -37,6 +41,9 @@ public struct RunConfiguration: Sendable {
         self.init(command: ([program] + arguments).map { Array($0.utf8) })
     }
 }
+
+/// A pure pass over a built report (see `RunConfiguration.finishReport`).
+public typealias ReportPass = @Sendable (ProcessReport) -> ProcessReport
 
 /// Where `run` writes its trace.
 public enum TraceDestination: Sendable, Equatable {
@@ -207,7 +214,8 @@ public enum RunSession {
         var reports = images.map { image in
             image.report(options: configuration.report, symbolizer: symbolizer,
                          extraWarnings: image === session.images[0] ? rootWarnings : [],
-                         untracked: image === session.images[0] ? untrackedLine : nil)
+                         untracked: image === session.images[0] ? untrackedLine : nil,
+                         finishReport: configuration.finishReport)
         }
         let startOrder = session.images.map { image in images.firstIndex { $0 === image }! }
         // Every stream has its end: the file can be closed. A trace that could not be written

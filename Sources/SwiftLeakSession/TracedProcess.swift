@@ -28,10 +28,12 @@ final class TracedProcess {
 
     /// Whether its stream goes into a trace (which then carries the frames of every stack).
     let traced: Bool
-    /// The heap's symbols, looked up on a thread of their own from the exit stop on (see
-    /// `exitWork`); read after `symbolsAhead.join()`.
+    /// The heap's symbols and its report, worked out on a thread of their own from the exit stop
+    /// on (see `exitWork`); read after `symbolsAhead.join()`. The report has all but what the
+    /// end says (its status, its warnings: see `ReportBuilder.describeEnd`).
     private var symbolsAhead: BackgroundWork?
     private var symbolsFound: SymbolTable?
+    private var reportAhead: ProcessReport?
 
     /// `feed`: its model and trace stream (see `ModelFeed`). `stacksDefined` and `clockStart`: a
     /// fork child's, which go on from its parent's (see `Recorder.init`).
@@ -56,16 +58,23 @@ final class TracedProcess {
 
     /// At the process's exit stop (frozen, memory intact): drain what it published, judge, and
     /// let it go. Everything else (symbols, the report) waits until it is released; with a
-    /// `symbolizer`, the symbols are looked up from then on, on a thread of their own, while the
-    /// kernel tears the program down (30-120 ms for clang, the tracer only waiting) and the other
-    /// images finish.
-    func exitWork(_ stop: ExitStop, options: ReportOptions, symbolizer: Symbolizer? = nil) {
+    /// `symbolizer`, the symbols are looked up from then on, on a thread of their own, and the
+    /// report built from them and passed through `finishReport`, while the kernel tears the
+    /// program down (11-20 ms for clang on a quiet machine, 30-120 ms under load, the tracer only
+    /// waiting) and the other images finish.
+    func exitWork(_ stop: ExitStop, options: ReportOptions, symbolizer: Symbolizer? = nil,
+                  finishReport: ReportPass? = nil) {
         let frozen = Recorder.monotonicNow()
         defer {
             exitFacts.freezeSeconds = Double(Recorder.monotonicNow() &- frozen) / 1e9
             if let symbolizer, let heap {
+                // What the end adds later (the status, warnings) the report gets when it is taken.
+                let facts = exitFacts
                 symbolsAhead = BackgroundWork { [self] in
-                    symbolsFound = Self.symbols(of: heap, traced: traced, symbolizer: symbolizer)
+                    let symbols = Self.symbols(of: heap, traced: traced, symbolizer: symbolizer)
+                    symbolsFound = symbols
+                    let report = ReportBuilder.build(process: self.facts, heap: heap, exit: facts, symbols: symbols, options: options)
+                    reportAhead = finishReport?(report) ?? report
                 }
             }
         }
@@ -136,10 +145,11 @@ final class TracedProcess {
         }
     }
 
-    /// Symbols (after the program was released), the trace's last records, the report.
-    /// `untracked`: the run's line about programs it did not track, for this image's stream.
+    /// Symbols (after the program was released), the trace's last records, the report (passed
+    /// through `finishReport`). `untracked`: the run's line about programs it did not track, for
+    /// this image's stream.
     func report(options: ReportOptions, symbolizer: Symbolizer, extraWarnings: [String] = [],
-                untracked: String? = nil) -> ProcessReport {
+                untracked: String? = nil, finishReport: ReportPass? = nil) -> ProcessReport {
         let final = heap!
         symbolsAhead?.join()
         symbolsAhead = nil
@@ -152,7 +162,15 @@ final class TracedProcess {
             model.finishTrace(exit: facts, blocks: final.blocks, symbols: symbols, replacedBy: replacedBy, untracked: untracked)
         } : nil
         exitFacts.warnings += extraWarnings
-        var report = ReportBuilder.build(process: self.facts, heap: final, exit: exitFacts, symbols: symbols, options: options)
+        var report: ProcessReport
+        if let ahead = reportAhead {
+            report = ahead
+            ReportBuilder.describeEnd(exitFacts, heap: final, in: &report)
+        } else {
+            report = ReportBuilder.build(process: self.facts, heap: final, exit: exitFacts, symbols: symbols, options: options)
+            report = finishReport?(report) ?? report
+        }
+        reportAhead = nil
         report.replacedByExec = replacedBy
         traceEnd?.join()
         return report
@@ -305,7 +323,8 @@ final class ProcessTreeSession: TracerDelegate {
         // so its jobs stop here rather than race the end's lookups for the symbolizer's lock,
         // and the scan gets its core.
         if running.allSatisfy({ $0 == stop.pid }) { preloader?.finish() }
-        processes[stop.pid]?.exitWork(stop, options: configuration.report, symbolizer: preloader?.symbolizer)
+        processes[stop.pid]?.exitWork(stop, options: configuration.report, symbolizer: preloader?.symbolizer,
+                                      finishReport: configuration.finishReport)
     }
 
 

@@ -152,13 +152,21 @@ extension SwiftLeakCommand {
 }
 
 /// What `run` and `analyze` both do to the built report before printing it: Valgrind's leak
-/// resolution, then the suppressions, as pure passes.
+/// resolution, then the suppressions, as pure passes (`run` has the session run them as soon as
+/// the records are known: `RunConfiguration.finishReport`), then the suppressions' warnings.
 func finishedReport(_ report: ProcessReport, options: ReportOptions, suppressions: SuppressionSet,
                     warnings: [String], interposer: String?) -> ProcessReport {
-    var finished = suppressions.apply(to: report.merged(resolution: options.leakResolution),
-                                      numCallers: options.numCallers, interposer: interposer)
+    var finished = suppressedReport(report, options: options, suppressions: suppressions, interposer: interposer)
     finished.warnings += warnings
     return finished
+}
+
+/// Valgrind's leak resolution, then the suppressions: reads and changes only the records and
+/// what they decide (the summary, the suppressed totals).
+func suppressedReport(_ report: ProcessReport, options: ReportOptions, suppressions: SuppressionSet,
+                      interposer: String?) -> ProcessReport {
+    suppressions.apply(to: report.merged(resolution: options.leakResolution), numCallers: options.numCallers,
+                       interposer: interposer)
 }
 
 /// Reads a trace, every process in it, or fails with its one-line reason and status 1.

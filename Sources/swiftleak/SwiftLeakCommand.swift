@@ -211,6 +211,11 @@ extension SwiftLeakCommand {
             } catch {
                 throw fail("\(error)")
             }
+            let interposer = configuration.preloadLibrary ?? (try? PreloadLibrary.locate())
+            let reportOptions = configuration.report
+            configuration.finishReport = { report in
+                suppressedReport(report, options: reportOptions, suppressions: suppressionSet, interposer: interposer)
+            }
             configuration.trace = noTrace ? .none : traceOutput.map { .path($0) } ?? .defaultName
             configuration.followForks = followForks == "yes"
             configuration.childTracing = valgrind.childTracing
@@ -244,10 +249,9 @@ extension SwiftLeakCommand {
             }
             // The run's memory is freed on the second core while the reports are finished and printed.
             result.releaseResourcesInBackground()
+            // The session passed each report through `finishReport` (the suppressions).
             for index in result.reports.indices {
-                result.reports[index] = finishedReport(result.reports[index], options: configuration.report, suppressions: suppressionSet,
-                                                       warnings: suppressionWarnings,
-                                                       interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate()))
+                result.reports[index].warnings += suppressionWarnings
             }
             let rootPid = result.rootPid
             let launched = result.startOrder[0]
@@ -280,7 +284,7 @@ extension SwiftLeakCommand {
                 // one before it under the same pid, as Valgrind's does.
                 guard report.replacedByExec == nil, report.pid == rootPid || valgrind.xmlFile?.contains("%p") == true else { continue }
                 if let problem = valgrind.writeXML(report, command: report.command, options: configuration.report,
-                                                   interposer: configuration.preloadLibrary ?? (try? PreloadLibrary.locate())) {
+                                                   interposer: interposer) {
                     writeError(problem)
                 }
             }
