@@ -84,7 +84,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         // The trace file: gzip'd records of that stream plus what the report needs at the end.
-        .target(name: "SwiftLeakTrace", dependencies: ["SwiftLeakCore", "SwiftLeakModel", "CZlib"]),
+        .target(name: "SwiftLeakTrace", dependencies: ["SwiftLeakCore", "SwiftLeakModel", "CZlib", "CSwiftLeakPrefetch"]),
         .target(name: "SwiftLeakScanner", dependencies: ["SwiftLeakCore", "CSwiftLeakSys"]),
         .target(name: "SwiftLeakSymbolizer", dependencies: ["SwiftLeakCore", "CSwiftLeakDW"]),
         .target(name: "SwiftLeakSuppressions", dependencies: ["SwiftLeakCore"]),

@@ -195,12 +195,13 @@ public struct HeapModel: Sendable {
                                                    numbers: UnsafeMutablePointer<UInt64>?, fresh: inout UInt64,
                                                    _ hot: HotArrays) -> Int {
         var index = start
-        // Once the table outgrows the caches each event's slot is a miss to memory: ask for the
-        // slot of the event a few ahead, so the misses overlap. (A table that fits in the cache
-        // gains nothing from it and would pay for the extra hashing.)
-        let prefetching = table.count >= Self.prefetchMinimumBlocks
+        // Each event's slot is a miss: to memory once the table outgrows the caches, and even a
+        // small table (malloc_heavy's 512 blocks in 96 KiB) is out of the core's first-level
+        // cache, and often further while the program and the trace's compressor share the cores
+        // (perf: a quarter of the insert and remove samples sat on the slot's first load). So
+        // ask for the slot of the event a few ahead, and the misses overlap.
         while index < events.count {
-            if prefetching, index + Self.prefetchDistance < events.count {
+            if index + Self.prefetchDistance < events.count {
                 if case let .allocation(address, _, _, _, _) = events[index + Self.prefetchDistance] {
                     table.prefetch(address)
                 } else if case let .free(address, _) = events[index + Self.prefetchDistance] {
@@ -227,10 +228,8 @@ public struct HeapModel: Sendable {
         return index
     }
 
-    /// How many events ahead a batch prefetches the table's slots, and from how many live blocks
-    /// on (4096 slots of 16 bytes and more per shard of 64: well past the core's own cache).
+    /// How many events ahead a batch prefetches the table's slots.
     static let prefetchDistance = 8
-    static let prefetchMinimumBlocks = 1 << 16
 
     /// The per-site figures and the size histogram as raw buffers, for the allocations and frees:
     /// an array's subscript pays a uniqueness check on every write. While `body` runs the model's

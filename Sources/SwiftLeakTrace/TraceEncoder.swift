@@ -1,3 +1,4 @@
+import CSwiftLeakPrefetch
 import SwiftLeakCore
 import SwiftLeakModel
 
@@ -114,6 +115,9 @@ public struct TraceEncoder {
     /// (1 + 5 + 10 + 1) and an ALLOCATION_REPLACING one (1 + 10 + 10).
     static let maximumBytesPerBlockEvent = 44
 
+    /// How many events ahead `encodeAllocationsAndFrees` asks for an allocation's site slot.
+    static let sitePrefetchDistance = 8
+
     /// Encodes the allocations and frees from `start` on, the room for all of them reserved at
     /// once and the encoder's counters in locals; returns the index of the first other event.
     @inline(__always)
@@ -123,6 +127,12 @@ public struct TraceEncoder {
         var state = BlockRecordState(allocations: allocations, lastThread: lastThread)
         var index = start
         while index < events.count {
+            // The site table's slot is a miss (the model's table went through the cache since):
+            // ask for the slot of the allocation a few events ahead, so the misses overlap.
+            if index &+ Self.sitePrefetchDistance < events.count,
+               case let .allocation(_, size, stack, function, _) = events[index &+ Self.sitePrefetchDistance] {
+                sites.prefetch(stack: stack, function: function.rawValue, size: size & 0xffff_ffff_ffff)
+            }
             if case let .allocation(address, size, stack, function, thread) = events[index] {
                 if address != 0 {
                     Self.encodeAllocation(size: size, stack: stack, function: function, thread: thread,
@@ -482,6 +492,13 @@ struct SiteTable {
     private func home(_ key: UInt64, _ size: UInt64) -> Int {
         let mixed = ((key &* 0x9e37_79b9_7f4a_7c15) ^ (size &* 0xc2b2_ae3d_27d4_eb4f)) &* 0x9e37_79b9_7f4a_7c15
         return Int(truncatingIfNeeded: mixed >> shift)
+    }
+
+    /// Starts loading the slot where the site's lookup begins (a hint: nothing changes).
+    @inline(__always)
+    func prefetch(stack: UInt32, function: UInt8, size: UInt64) {
+        let key = UInt64(stack) | UInt64(function) << 32 | Self.used
+        swl_prefetch_for_read(slots + 3 &* home(key, size))
     }
 
     /// The id of a site, and whether it was just given (ids count from 0, in order).

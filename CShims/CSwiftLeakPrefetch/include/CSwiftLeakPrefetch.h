@@ -11,5 +11,9 @@
 static inline __attribute__((always_inline)) void swl_prefetch_for_write(const void *address) {
     __builtin_prefetch(address, 1, 3);
 }
+/* The same for a line that is only to be read (the trace encoder's site table). */
+static inline __attribute__((always_inline)) void swl_prefetch_for_read(const void *address) {
+    __builtin_prefetch(address, 0, 3);
+}
 
 #endif
