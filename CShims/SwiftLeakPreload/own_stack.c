@@ -6,6 +6,7 @@
 #include "own_stack.h"
 #include "unwind.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -166,7 +167,9 @@ static uint64_t swl_area(unsigned area) {
     uint64_t start = __atomic_load_n(&g_area_start[area], __ATOMIC_ACQUIRE);
     if (start) return start;
     uint64_t bytes = swl_area_bytes(area);
+    int saved_errno = errno; // the program's, whatever mmap says
     void *base = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    errno = saved_errno;
     if (base == MAP_FAILED) return 0;
     madvise(base, bytes, MADV_DONTDUMP);
     uint64_t expected = 0;
@@ -195,7 +198,10 @@ static uint64_t swl_take_stack(void) {
                                                  __ATOMIC_RELAXED)) continue;
                 uint64_t slot = start + ((uint64_t)w * 64 + bit) * SWL_OWN_STACK_SLOT_SIZE;
                 void *stack = (void *)(uintptr_t)(slot + SWL_OWN_STACK_GUARD_SIZE);
-                if (mprotect(stack, SWL_OWN_STACK_SIZE, PROT_READ | PROT_WRITE) != 0) {
+                int saved_errno = errno;
+                int protected = mprotect(stack, SWL_OWN_STACK_SIZE, PROT_READ | PROT_WRITE);
+                errno = saved_errno;
+                if (protected != 0) {
                     __atomic_fetch_and(word, ~((uint64_t)1 << bit), __ATOMIC_RELEASE);
                     return 0;
                 }

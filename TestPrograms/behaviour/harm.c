@@ -20,8 +20,11 @@
 //   forge-stacks     keeps its only pointer to a block in memory a forged own-stack table claims
 //   fifo PATH        forges a module record whose path is PATH (a FIFO), then exits
 //   forge-overlap    forges allocations that overlap each other and a real live block
+//   errno-full-ring  stops swiftleak, fills the ring until the hooks sleep on it past their timeout
+//                    (a thread continues swiftleak then), and counts the calls that changed errno
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -31,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "SwiftLeakEventABI.h"
@@ -190,6 +195,30 @@ static void *leaking_thread(void *argument) {
 
 /// held-main's second thread: once main has left (natively a zombie; under swiftleak held at its
 /// exit stop, "t"), says so and reads its input.
+static int32_t g_recorder_pid;
+static char g_main_syscall_path[64];
+static volatile int g_recorder_continued, g_waker_running;
+
+/// Waits (without allocating) until the main thread sleeps in futex, which it only does on a full
+/// ring, keeps swiftleak stopped past the hooks' 100 ms sleep, then continues it.
+static void *continue_recorder_when_waiting(void *argument) {
+    (void)argument;
+    g_waker_running = 1;
+    for (;;) {
+        char buffer[32] = {0};
+        int fd = open(g_main_syscall_path, O_RDONLY);
+        ssize_t got = fd >= 0 ? read(fd, buffer, sizeof buffer - 1) : -1;
+        if (fd >= 0) close(fd);
+        if (got > 0 && atol(buffer) == SYS_futex) break;
+        usleep(1000);
+    }
+    struct timespec past_timeout = {.tv_sec = 0, .tv_nsec = 350 * 1000 * 1000};
+    nanosleep(&past_timeout, NULL);
+    kill(g_recorder_pid, SIGCONT);
+    g_recorder_continued = 1;
+    return NULL;
+}
+
 static void *echo_after_main_left(void *argument) {
     (void)argument;
     char path[64];
@@ -352,6 +381,32 @@ int main(int argc, char **argv) {
             forge_event(ring, 0x10000040, swl_event_info(SWL_EVENT_ALLOC, SWL_FN_MALLOC, 48), 0);
         }
         printf("forged overlapping blocks\n");
+    } else if (strcmp(mode, "errno-full-ring") == 0) {
+        swl_ring_header *ring = find_ring();
+        long pairs = 1000;
+        pthread_t waker;
+        if (ring) {
+            pairs = (long)ring->capacity; // twice the ring's events: it fills while swiftleak is stopped
+            g_recorder_pid = ring->recorder_pid;
+            snprintf(g_main_syscall_path, sizeof g_main_syscall_path, "/proc/self/task/%ld/syscall", (long)syscall(SYS_gettid));
+            pthread_create(&waker, NULL, continue_recorder_when_waiting, NULL);
+            // A new thread starts only when swiftleak (its tracer) lets it: stopping swiftleak
+            // before then would leave nobody to continue it.
+            while (!g_waker_running) usleep(1000);
+            kill(g_recorder_pid, SIGSTOP);
+        }
+        int by_malloc = 0, by_free = 0;
+        for (long i = 0; i < pairs; i++) {
+            errno = 4242;
+            void *volatile block = malloc(24);
+            if (errno != 4242) by_malloc++;
+            errno = 4242;
+            free(block);
+            if (errno != 4242) by_free++;
+        }
+        if (ring) pthread_join(waker, NULL);
+        printf("errno changed by malloc: %d, by free: %d; swiftleak continued: %d\n", by_malloc, by_free,
+               g_recorder_continued);
     } else if (strcmp(mode, "fifo") == 0 && argc > 2) {
         swl_ring_header *ring = find_ring();
         if (ring) forge_fifo_module(ring, argv[2]);

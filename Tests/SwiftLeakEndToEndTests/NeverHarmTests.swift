@@ -457,6 +457,18 @@ struct NeverHarmTests {
         #expect(warnings.first?.contains("2 live block(s)") == true, "\(result.stderr)")
     }
 
+    @Test("errno is the program's: hooks that sleep on a full ring past their timeout give it back unchanged")
+    func errnoAcrossFullRing() throws {
+        let expected = try Self.native(["errno-full-ring"])
+        #expect(expected.stdout == "errno changed by malloc: 0, by free: 0; swiftleak continued: 0\n", "\(expected.stderr)")
+        // The program stops swiftleak itself and a thread of its continues it once the hooks have
+        // slept on the full ring for longer than their 100 ms futex timeout.
+        let (result, report) = try Self.traced(["errno-full-ring"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "errno changed by malloc: 0, by free: 0; swiftleak continued: 1\n", "\(result.stderr)")
+        #expect(report?.notFreed(allocatedIn: try Self.harm()) == Report.Count(bytes: 33, blocks: 1))
+    }
+
     @Test("a forged module path naming a FIFO is not opened: no hang")
     func forgedFIFOModule() throws {
         let fifo = Self.temporaryPath("fifo")
