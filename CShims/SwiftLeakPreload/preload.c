@@ -163,24 +163,6 @@ static bool swl_recorder_alive(void) {
     return syscall(SYS_process_vm_readv, (long)pid, &local, 1UL, &remote, 1UL, 0UL) >= 0 || errno != ESRCH;
 }
 
-static bool swl_wait_for_slot_sleeping(swl_event *slot, uint64_t pos);
-
-/// Waits until the consumer has freed the slot for `pos`. Returns false when the recorder is gone:
-/// the interposer then goes quiet and the program runs on untracked.
-/// errno is the program's: the futex wait and the liveness checks below set it, so it is kept
-/// and given back (free must leave it alone, and a malloc that succeeds must not change it).
-static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_t pos) {
-    uint64_t index = pos & g_mask;
-    for (int spin = 0; spin < 256; spin++) {
-        if (swl_slot_sequence(slot, index) == pos) return true;
-        __builtin_ia32_pause();
-    }
-    int saved_errno = errno;
-    bool got = swl_wait_for_slot_sleeping(slot, pos);
-    errno = saved_errno;
-    return got;
-}
-
 /// The slow part of swl_wait_for_slot: sleeps on the ring's space epoch until the slot is free.
 static bool swl_wait_for_slot_sleeping(swl_event *slot, uint64_t pos) {
     uint64_t index = pos & g_mask;
@@ -201,6 +183,22 @@ static bool swl_wait_for_slot_sleeping(swl_event *slot, uint64_t pos) {
             return false;
         }
     }
+}
+
+/// Waits until the consumer has freed the slot for `pos`. Returns false when the recorder is gone:
+/// the interposer then goes quiet and the program runs on untracked.
+/// errno is the program's: the futex wait and the liveness checks below set it, so it is kept
+/// and given back (free must leave it alone, and a malloc that succeeds must not change it).
+static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_t pos) {
+    uint64_t index = pos & g_mask;
+    for (int spin = 0; spin < 256; spin++) {
+        if (swl_slot_sequence(slot, index) == pos) return true;
+        __builtin_ia32_pause();
+    }
+    int saved_errno = errno;
+    bool got = swl_wait_for_slot_sleeping(slot, pos);
+    errno = saved_errno;
+    return got;
 }
 
 /// Reserves the next position in the ring's total order. Returns NULL when the recorder is gone.
