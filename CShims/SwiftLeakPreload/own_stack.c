@@ -167,9 +167,7 @@ static uint64_t swl_area(unsigned area) {
     uint64_t start = __atomic_load_n(&g_area_start[area], __ATOMIC_ACQUIRE);
     if (start) return start;
     uint64_t bytes = swl_area_bytes(area);
-    int saved_errno = errno; // the program's, whatever mmap says
     void *base = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    errno = saved_errno;
     if (base == MAP_FAILED) return 0;
     madvise(base, bytes, MADV_DONTDUMP);
     uint64_t expected = 0;
@@ -198,10 +196,7 @@ static uint64_t swl_take_stack(void) {
                                                  __ATOMIC_RELAXED)) continue;
                 uint64_t slot = start + ((uint64_t)w * 64 + bit) * SWL_OWN_STACK_SLOT_SIZE;
                 void *stack = (void *)(uintptr_t)(slot + SWL_OWN_STACK_GUARD_SIZE);
-                int saved_errno = errno;
-                int protected = mprotect(stack, SWL_OWN_STACK_SIZE, PROT_READ | PROT_WRITE);
-                errno = saved_errno;
-                if (protected != 0) {
+                if (mprotect(stack, SWL_OWN_STACK_SIZE, PROT_READ | PROT_WRITE) != 0) {
                     __atomic_fetch_and(word, ~((uint64_t)1 << bit), __ATOMIC_RELEASE);
                     return 0;
                 }
@@ -255,6 +250,8 @@ void swl_own_stack_make(void) {
         t_no_own_stack = true;
         return;
     }
+    // errno is the program's: the key, the mappings and pthread_setspecific below may set it.
+    int saved_errno = errno;
     t_making = true;
     pthread_once(&g_release_key_once, swl_make_release_key);
     uint64_t top = g_release_key_made ? swl_take_stack() : 0;
@@ -266,4 +263,5 @@ void swl_own_stack_make(void) {
         pthread_setspecific(g_release_key, (void *)(uintptr_t)top);
     }
     t_making = false;
+    errno = saved_errno;
 }
