@@ -70,16 +70,20 @@ struct SuppressionOptions: ParsableArguments {
     }
 }
 
-/// Where `Suppressions/default.supp` is at run time: `share/swiftleak/` of the install prefix,
-/// or the source tree the build directory is in (`.build/<triple>/<configuration>/swiftleak`).
+/// Where `Suppressions/default.supp` is at run time: next to the swiftleak executable (a copied
+/// build: swiftleak, libswiftleak_preload.so and default.supp in one directory), `share/swiftleak/`
+/// of the install prefix, or the source tree the build directory is in
+/// (`.build/<triple>/<configuration>/swiftleak`).
 enum DefaultSuppressions {
     static let fileName = "default.supp"
 
     static func locate() -> String? {
         guard let executable = selfPath() else { return nil }
         var directory = parent(executable)
-        let installed = directory + "/../share/swiftleak/" + fileName
-        if access(installed, R_OK) == 0 { return installed }
+        for candidate in [directory + "/" + fileName, directory + "/../share/swiftleak/" + fileName]
+        where access(candidate, R_OK) == 0 {
+            return candidate
+        }
         // A build tree: walk up to the directory that holds Package.swift.
         for _ in 0..<6 {
             directory = parent(directory)

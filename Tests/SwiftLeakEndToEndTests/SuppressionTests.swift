@@ -237,3 +237,54 @@ struct DefaultSuppressionTests {
         #expect(try #require(without).summary["suppressed"] == SuppressionEndToEndTests.zero)
     }
 }
+
+@Suite("Where the default suppressions are found")
+struct DefaultSuppressionLocationTests {
+    static let warning = "the default suppressions (default.supp) were not found"
+
+    /// A copy of swiftleak and its preload in `bin/` of a fresh prefix, outside the source tree.
+    static func copiedBuild() throws -> (prefix: String, swiftleak: String) {
+        let prefix = Harness.workDirectory.appendingPathComponent("prefix-\(UUID().uuidString)").path
+        let bin = prefix + "/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Harness.swiftleak, toPath: bin + "/swiftleak")
+        try FileManager.default.copyItem(atPath: Harness.preloadLibrary, toPath: bin + "/libswiftleak_preload.so")
+        return (prefix, bin + "/swiftleak")
+    }
+
+    static var shipped: String { Harness.packageRoot.appendingPathComponent("Suppressions/default.supp").path }
+
+    /// Runs the copy on a C++ program whose libstdc++ emergency pool only the defaults suppress;
+    /// returns the run and the files of the suppressions its report used.
+    static func run(_ swiftleak: String) throws -> (Harness.Result, [String]) {
+        let program = try Harness.build("suppressions/clean_cxx.cpp")
+        let json = Harness.workDirectory.appendingPathComponent("where-\(UUID().uuidString).json").path
+        let result = try Harness.run([swiftleak, "run", "--no-trace", "--json", json, "--", program])
+        let report = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        let process = try #require((report["processes"] as? [[String: Any]])?.first)
+        let used = try #require(process["used_suppressions"] as? [[String: Any]])
+        return (result, used.compactMap { ($0["location"] as? String)?.components(separatedBy: ":").first })
+    }
+
+    @Test("a copied build warns when default.supp is nowhere, and finds it next to swiftleak or in ../share/swiftleak")
+    func copiedBuilds() throws {
+        let alone = try Self.copiedBuild()
+        let (without, usedWithout) = try Self.run(alone.swiftleak)
+        #expect(without.status == 0)
+        #expect(without.stderr.contains(Self.warning), "\(without.stderr)")
+        #expect(usedWithout.isEmpty)
+
+        let beside = try Self.copiedBuild()
+        try FileManager.default.copyItem(atPath: Self.shipped, toPath: beside.prefix + "/bin/default.supp")
+        let installed = try Self.copiedBuild()
+        try FileManager.default.createDirectory(atPath: installed.prefix + "/share/swiftleak", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Self.shipped, toPath: installed.prefix + "/share/swiftleak/default.supp")
+        for layout in [beside, installed] {
+            let (result, used) = try Self.run(layout.swiftleak)
+            #expect(result.status == 0)
+            #expect(!result.stderr.contains(Self.warning), "\(layout.prefix): \(result.stderr)")
+            #expect(!used.isEmpty && used.allSatisfy { $0.hasPrefix(layout.prefix) && $0.hasSuffix("/default.supp") },
+                    "\(layout.prefix): the defaults were not applied: \(used)")
+        }
+    }
+}
