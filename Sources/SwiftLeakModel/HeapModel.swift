@@ -305,13 +305,7 @@ public struct HeapModel: Sendable {
         let block = LiveBlock(address: address, size: size, stack: stack, function: function, moduleGeneration: moduleGeneration)
         var replacedNumber: UInt64 = 0
         if let replaced = table.insertIntoUnique(block, number: number, replacedNumber: &replacedNumber) {
-            statistics.replacedBlocks += 1
-            release(replaced, sites)
-            // The trace's reader lets the new block take the old one's place and number.
-            if replacedNumber != 0 {
-                table.renumber(address, to: replacedNumber)
-                number = replacedNumber
-            }
+            number = replace(replaced, at: address, replacedNumber: replacedNumber, number: number, sites)
         }
         do {
             let index = Int(stack)
@@ -331,15 +325,32 @@ public struct HeapModel: Sendable {
                 sites[index].severalGenerations = true
             }
         }
-        if table.totalBytes > statistics.peakBytes {
-            // A new peak: every site's figure at the peak is its current one until it next
-            // changes (then `peakEpoch` tells it to save the figure first).
-            statistics.peakBytes = table.totalBytes
-            statistics.peakBlocks = UInt64(table.count)
-            statistics.peakTime = now
-            peakEpoch &+= 1
-        }
+        if table.totalBytes > statistics.peakBytes { newPeak() }
         return number
+    }
+
+    /// An allocation took the place of a live block (a free we never saw): the old block leaves
+    /// its site's figures. Returns the number the new block carries. Out of line: rare.
+    @inline(never)
+    private mutating func replace(_ replaced: LiveBlock, at address: UInt64, replacedNumber: UInt64, number: UInt64,
+                                  _ sites: UnsafeMutableBufferPointer<SiteStatistics>) -> UInt64 {
+        statistics.replacedBlocks += 1
+        release(replaced, sites)
+        // The trace's reader lets the new block take the old one's place and number.
+        guard replacedNumber != 0 else { return number }
+        table.renumber(address, to: replacedNumber)
+        return replacedNumber
+    }
+
+    /// A new peak: every site's figure at the peak is its current one until it next changes
+    /// (then `peakEpoch` tells it to save the figure first). Out of line: after the first
+    /// moments of a run, rare.
+    @inline(never)
+    private mutating func newPeak() {
+        statistics.peakBytes = table.totalBytes
+        statistics.peakBlocks = UInt64(table.count)
+        statistics.peakTime = now
+        peakEpoch &+= 1
     }
 
     @inline(__always)
@@ -363,6 +374,13 @@ public struct HeapModel: Sendable {
     @inline(__always)
     private mutating func switchThread(_ thread: UInt32) {
         guard thread != currentThread else { return }
+        switchThreadRarely(thread)
+    }
+
+    /// The dictionary work of a thread switch, out of line: inlined, its lookups made the batch
+    /// loop so large that the optimizer stopped inlining into it (`free` stayed a call per event).
+    @inline(never)
+    private mutating func switchThreadRarely(_ thread: UInt32) {
         lastAllocation[currentThread] = currentLastAllocation
         currentThread = thread
         currentLastAllocation = lastAllocation[thread] ?? 0
