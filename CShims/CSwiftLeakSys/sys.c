@@ -89,6 +89,16 @@ void swl_ring_reader_init(swl_ring_reader *reader, swl_ring_header *ring) {
     reader->head = 0;
 }
 
+/// After slots were freed: wakes the writers that wait for room, if any.
+static void swl_ring_wake_writers(swl_ring_header *h) {
+    // Pairs with the producer's increment-then-check in swl_wait_for_slot (Dekker style).
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&h->producers_waiting, __ATOMIC_SEQ_CST) != 0) {
+        __atomic_fetch_add(&h->space_epoch, 1, __ATOMIC_SEQ_CST);
+        syscall(SYS_futex, &h->space_epoch, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    }
+}
+
 size_t swl_ring_consume(swl_ring_reader *reader, swl_event *out, size_t max, bool skip_unpublished, uint64_t *skipped) {
     swl_ring_header *h = reader->header;
     swl_event *slots = reader->slots;
@@ -120,15 +130,40 @@ size_t swl_ring_consume(swl_ring_reader *reader, swl_event *out, size_t max, boo
     if (skipped) *skipped += skipped_here;
     reader->head = head;
     __atomic_store_n(&h->head, head, __ATOMIC_RELEASE);
-    if (freed) {
-        // Pairs with the producer's increment-then-check in swl_wait_for_slot (Dekker style).
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&h->producers_waiting, __ATOMIC_SEQ_CST) != 0) {
-            __atomic_fetch_add(&h->space_epoch, 1, __ATOMIC_SEQ_CST);
-            syscall(SYS_futex, &h->space_epoch, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-        }
-    }
+    if (freed) swl_ring_wake_writers(h);
     return count;
+}
+
+size_t swl_ring_peek(swl_ring_reader *reader, size_t max, const swl_event **first) {
+    swl_ring_header *h = reader->header;
+    uint64_t capacity = reader->capacity, mask = capacity - 1;
+    uint64_t head = reader->head;
+    uint64_t tail = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    // Contiguous slots only, none past the ring's end; and none past the tail (the program's
+    // word: a forged one is bounded by the ring's end all the same).
+    uint64_t limit = capacity - (head & mask);
+    if (max < limit) limit = max;
+    uint64_t reserved = tail > head ? tail - head : 0;
+    if (reserved < limit) limit = reserved;
+    const swl_event *slots = &reader->slots[head & mask];
+    size_t count = 0;
+    while (count < limit && swl_slot_sequence(&slots[count], (head + count) & mask) == head + count + 1) count++;
+    *first = slots;
+    return count;
+}
+
+void swl_ring_release(swl_ring_reader *reader, size_t count) {
+    if (count == 0) return;
+    swl_ring_header *h = reader->header;
+    uint64_t capacity = reader->capacity, mask = capacity - 1;
+    uint64_t head = reader->head;
+    for (size_t i = 0; i < count; i++) {
+        swl_slot_set_sequence(&reader->slots[(head + i) & mask], (head + i) & mask, head + i + capacity);
+    }
+    head += count;
+    reader->head = head;
+    __atomic_store_n(&h->head, head, __ATOMIC_RELEASE);
+    swl_ring_wake_writers(h);
 }
 
 uint64_t swl_ring_store_used(swl_ring_header *h) { return __atomic_load_n(&h->store_used, __ATOMIC_ACQUIRE); }

@@ -161,6 +161,17 @@ public final class EventRing: @unchecked Sendable {
         swl_ring_consume(reader, buffer.baseAddress, buffer.count, skipUnpublished, &skipped)
     }
 
+    /// The published events from the head on, where they lie (see swl_ring_peek): read each
+    /// slot once with `swl_slot_read`, then `release` them.
+    func peek(max: Int) -> UnsafeBufferPointer<swl_event> {
+        var first: UnsafePointer<swl_event>?
+        let count = swl_ring_peek(reader, max, &first)
+        return UnsafeBufferPointer(start: first, count: count)
+    }
+
+    /// Frees the first `count` slots of the last `peek` for the program's threads.
+    func release(_ count: Int) { swl_ring_release(reader, count) }
+
     // MARK: What the program wrote is untrusted
 
     /// Frames the interposer captures at most (SWL_MAX_FRAMES in preload.c).

@@ -1,3 +1,4 @@
+import CSwiftLeakSys
 import Glibc
 import SwiftLeakCore
 import SwiftLeakEventABI
@@ -158,21 +159,44 @@ public final class Recorder: @unchecked Sendable {
 
     /// Must hold the lock. Returns the number of ring events consumed (0 also when only the
     /// clock had news).
+    ///
+    /// The events are converted where they lie in the ring and their slots freed after: copying
+    /// them out first (32 bytes an event, into a batch as large again as the one of `HeapEvent`s)
+    /// was a second pass over every event and pushed the model's table out of the cache.
     private func drainBatch(skipUnpublished: Bool) -> Int {
+        if skipUnpublished { return drainCopying() }
+        var local = Conversion()
+        swap(&local, &conversion)
+        local.events.removeAll()
+        var slots = ring.peek(max: Self.batchCapacity)
+        addClockEvents(force: false, news: slots.count > 0, to: &local)
+        var count = 0
+        while slots.count > 0 {
+            for index in 0..<slots.count {
+                Self.convertChecked(swl_slot_read(slots.baseAddress! + index), ring: ring, into: &local)
+            }
+            ring.release(slots.count)
+            count += slots.count
+            // Cut short by the ring's end (or a slot not yet published): go on from there.
+            guard count < Self.batchCapacity else { break }
+            slots = ring.peek(max: Self.batchCapacity - count)
+        }
+        deliver(local.events)
+        swap(&local, &conversion)
+        return count
+    }
+
+    /// `drainBatch` for a stopped process, whose threads' reserved and never published slots are
+    /// skipped: the events are copied out of the ring first (once per process, at its end).
+    private func drainCopying() -> Int {
         var skipped: UInt64 = 0
-        let count = ring.consume(into: batch, skipUnpublished: skipUnpublished, skipped: &skipped)
+        let count = ring.consume(into: batch, skipUnpublished: true, skipped: &skipped)
         var local = Conversion()
         swap(&local, &conversion)
         local.events.removeAll()
         addClockEvents(force: false, news: count > 0 || skipped > 0, to: &local)
         if skipped > 0 { local.events.append(.abandonedSlots(count: skipped)) }
-        for index in 0..<count {
-            guard EventRing.isWellFormed(batch[index]) else {
-                local.invalidRecords += 1
-                continue
-            }
-            Self.convert(batch[index], ring: ring, into: &local)
-        }
+        for index in 0..<count { Self.convertChecked(batch[index], ring: ring, into: &local) }
         deliver(local.events)
         swap(&local, &conversion)
         return count
@@ -196,6 +220,16 @@ public final class Recorder: @unchecked Sendable {
             state.lastResidentSample = now
             if let bytes = Self.residentBytes(pid: pid) { state.events.append(.residentMemory(bytes: bytes)) }
         }
+    }
+
+    /// Converts an event the program wrote, or drops it when the interposer cannot have written it.
+    @inline(__always)
+    private static func convertChecked(_ event: swl_event, ring: EventRing, into state: inout Conversion) {
+        guard EventRing.isWellFormed(event) else {
+            state.invalidRecords += 1
+            return
+        }
+        convert(event, ring: ring, into: &state)
     }
 
     @inline(__always)

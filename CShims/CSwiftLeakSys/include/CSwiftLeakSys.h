@@ -41,6 +41,28 @@ void swl_ring_reader_init(swl_ring_reader *reader, swl_ring_header *ring);
 /// program's: the caller validates them.
 size_t swl_ring_consume(swl_ring_reader *reader, swl_event *out, size_t max, bool skip_unpublished,
                         uint64_t *skipped);
+/// The published events from the reader's head on, where they lie, for a reader that converts
+/// them in place instead of copying them out first: at most `max`, stopping at the first slot
+/// whose writer has not published yet and at the ring's end (a next call goes on from its start).
+/// `*first` gets the first slot. The slots stay the reader's until `swl_ring_release`; their
+/// contents are the program's memory, which it can still change: read each slot once, with
+/// `swl_slot_read`, and validate what was read.
+size_t swl_ring_peek(swl_ring_reader *reader, size_t max, const swl_event **first);
+/// Frees the first `count` slots of the last `swl_ring_peek` for the writers (and wakes a writer
+/// that waits for room), as `swl_ring_consume` frees the slots it copied.
+void swl_ring_release(swl_ring_reader *reader, size_t count);
+/// One slot's event, each field loaded once (atomic loads: the compiler may neither repeat nor
+/// split them), so that what was validated is what is used even if the program rewrites the slot
+/// meanwhile. The sequence is not read (0).
+static inline swl_event swl_slot_read(const swl_event *slot) {
+    swl_event event;
+    event.sequence = 0;
+    event.address = __atomic_load_n(&slot->address, __ATOMIC_RELAXED);
+    event.info = __atomic_load_n(&slot->info, __ATOMIC_RELAXED);
+    event.stack = __atomic_load_n(&slot->stack, __ATOMIC_RELAXED);
+    event.thread = __atomic_load_n(&slot->thread, __ATOMIC_RELAXED);
+    return event;
+}
 uint64_t swl_ring_store_used(swl_ring_header *ring);
 /// The stack store (records are read by id * 8 from here) and its size in bytes.
 const void *swl_ring_store_base(swl_ring_header *ring);
