@@ -299,7 +299,8 @@ public struct HeapModel: Sendable {
         let size = size & 0xffff_ffff_ffff
         statistics.allocations += 1
         statistics.bytesAllocated &+= size
-        sizeHistogram[size == 0 ? 0 : min(sizeHistogram.count - 1, 64 - size.leadingZeroBitCount)] += 1
+        // The size has 48 bits: its bucket is at most 48, and size 0's is 0 (64 leading zeros).
+        sizeHistogram[64 &- size.leadingZeroBitCount] += 1
         switchThread(thread)
         currentLastAllocation = address
         let block = LiveBlock(address: address, size: size, stack: stack, function: function, moduleGeneration: moduleGeneration)
