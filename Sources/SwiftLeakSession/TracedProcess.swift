@@ -28,11 +28,13 @@ final class TracedProcess {
 
     /// Whether its stream goes into a trace (which then carries the frames of every stack).
     let traced: Bool
-    /// The heap's symbols and its report, worked out on a thread of their own from the exit stop
-    /// on (see `exitWork`); read after `symbolsAhead.join()`. The report has all but what the
-    /// end says (its status, its warnings: see `ReportBuilder.describeEnd`).
+    /// The heap's symbols and then its report, each worked out on a thread of its own from the
+    /// exit stop on (see `exitWork`): `symbolsFound` and `reportWork` are read after
+    /// `symbolsAhead.join()`, `reportAhead` after `reportWork.join()`. The report has all but what
+    /// the end says (its status, its warnings: see `ReportBuilder.describeEnd`).
     private var symbolsAhead: BackgroundWork?
     private var symbolsFound: SymbolTable?
+    private var reportWork: BackgroundWork?
     private var reportAhead: ProcessReport?
 
     /// `feed`: its model and trace stream (see `ModelFeed`). `stacksDefined` and `clockStart`: a
@@ -59,9 +61,11 @@ final class TracedProcess {
     /// At the process's exit stop (frozen, memory intact): drain what it published, judge, and
     /// let it go. Everything else (symbols, the report) waits until it is released; with a
     /// `symbolizer`, the symbols are looked up from then on, on a thread of their own, and the
-    /// report built from them and passed through `finishReport`, while the kernel tears the
-    /// program down (11-20 ms for clang on a quiet machine, 30-120 ms under load, the tracer only
-    /// waiting) and the other images finish.
+    /// report built from them and passed through `finishReport` on another, while the kernel tears
+    /// the program down (11-20 ms for clang on a quiet machine, 30-120 ms under load, the tracer
+    /// only waiting) and the other images finish. The report's thread is a thread of its own so
+    /// that `report` can take the symbols, which the trace's end needs, and encode that end while
+    /// the report is still being built.
     func exitWork(_ stop: ExitStop, options: ReportOptions, symbolizer: Symbolizer? = nil,
                   finishReport: ReportPass? = nil) {
         let frozen = Recorder.monotonicNow()
@@ -73,8 +77,10 @@ final class TracedProcess {
                 symbolsAhead = BackgroundWork { [self] in
                     let symbols = Self.symbols(of: heap, traced: traced, symbolizer: symbolizer)
                     symbolsFound = symbols
-                    let report = ReportBuilder.build(process: self.facts, heap: heap, exit: facts, symbols: symbols, options: options)
-                    reportAhead = finishReport?(report) ?? report
+                    reportWork = BackgroundWork { [self] in
+                        let report = ReportBuilder.build(process: self.facts, heap: heap, exit: facts, symbols: symbols, options: options)
+                        reportAhead = finishReport?(report) ?? report
+                    }
                 }
             }
         }
@@ -156,12 +162,14 @@ final class TracedProcess {
         let symbols = symbolsFound ?? Self.symbols(of: final, traced: traced, symbolizer: symbolizer)
         symbolsFound = nil
         // The trace's last records and the report need the same inputs and nothing of each
-        // other: the trace's are encoded on a thread of their own meanwhile.
+        // other: the trace's are encoded on a thread of their own while the report is finished.
         let facts = exitFacts, model = model, replacedBy = replacedBy
         let traceEnd = traced ? BackgroundWork {
             model.finishTrace(exit: facts, blocks: final.blocks, symbols: symbols, replacedBy: replacedBy, untracked: untracked)
         } : nil
         exitFacts.warnings += extraWarnings
+        reportWork?.join()
+        reportWork = nil
         var report: ProcessReport
         if let ahead = reportAhead {
             report = ahead
