@@ -71,6 +71,8 @@ swl_ring_header *swl_ring_create(uint64_t capacity, uint32_t bucket_count, uint6
     h->tail = 0;
     h->head = 0;
     h->store_used = 16; // id 0 (and the first record slot) mean "none"
+    // The tracer clears it at the first thread (swl_ring_set_multiple_producers).
+    h->single_producer = 1;
     // The slots are left as the fresh memfd has them, zero: free for the first lap (see
     // swl_slot_sequence).
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -190,6 +192,8 @@ uint32_t swl_ring_foreign_malloc(swl_ring_header *h) { return __atomic_load_n(&h
 uint32_t swl_ring_attached(swl_ring_header *h) { return __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_exiting(swl_ring_header *h) { return __atomic_load_n(&h->exiting, __ATOMIC_ACQUIRE); }
 uint32_t swl_ring_disabled(swl_ring_header *h) { return __atomic_load_n(&h->disabled, __ATOMIC_ACQUIRE); }
+void swl_ring_set_multiple_producers(swl_ring_header *h) { __atomic_store_n(&h->single_producer, 0, __ATOMIC_SEQ_CST); }
+uint32_t swl_ring_single_producer(swl_ring_header *h) { return __atomic_load_n(&h->single_producer, __ATOMIC_ACQUIRE); }
 void swl_ring_set_traced_pid(swl_ring_header *h, int32_t pid) {
     __atomic_store_n(&h->traced_pid, pid, __ATOMIC_RELEASE);
 }

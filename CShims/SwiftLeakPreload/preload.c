@@ -202,8 +202,18 @@ static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_
 }
 
 /// Reserves the next position in the ring's total order. Returns NULL when the recorder is gone.
+/// Called with t_busy set: a signal handler's hooks pass through meanwhile, so on one thread no
+/// other reservation can come between the load and the store of the single-producer path.
 static inline swl_event *swl_reserve(uint64_t *pos_out) {
-    uint64_t pos = __atomic_fetch_add(&g_ring->tail, 1, __ATOMIC_RELAXED);
+    uint64_t pos;
+    if (__atomic_load_n(&g_ring->single_producer, __ATOMIC_RELAXED)) {
+        // No other task writes here (swl_ring_header.single_producer): no lock, no fence. The
+        // slot's release store below still orders the event for the consumer.
+        pos = __atomic_load_n(&g_ring->tail, __ATOMIC_RELAXED);
+        __atomic_store_n(&g_ring->tail, pos + 1, __ATOMIC_RELAXED);
+    } else {
+        pos = __atomic_fetch_add(&g_ring->tail, 1, __ATOMIC_RELAXED);
+    }
     swl_event *slot = &g_slots[pos & g_mask];
     if (SWL_UNLIKELY(swl_slot_sequence(slot, pos & g_mask) != pos)) {
         if (!swl_wait_for_slot(slot, pos)) return NULL;

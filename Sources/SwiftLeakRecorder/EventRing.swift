@@ -57,6 +57,13 @@ public final class EventRing: @unchecked Sendable {
     /// Tells the interposer which process may attach (any other, e.g. a fork child, stays quiet).
     public func setTracedProcess(_ pid: Int32) { swl_ring_set_traced_pid(header, pid) }
 
+    /// Tells the interposer that more than one task may now write into the ring (see
+    /// swl_ring_header.single_producer): call it while the process is stopped at the clone of its
+    /// first new thread, before that thread or its parent runs on.
+    public func setMultipleProducers() { swl_ring_set_multiple_producers(header) }
+    /// Whether the interposer may still advance the ring's tail without a lock.
+    public var singleProducer: Bool { swl_ring_single_producer(header) != 0 }
+
     /// The interposer's state word in the program, 0 when it did not say (see
     /// swl_ring_header.state_address). Written by the program: only ever used to write into a
     /// child of that same program.

@@ -352,6 +352,10 @@ final class ProcessTreeSession: TracerDelegate {
         processes[pid]?.ring?.interposerStateAddress ?? 0
     }
 
+    func tracer(_ tracer: Tracer, secondTaskIn pid: Int32) {
+        processes[pid]?.ring?.setMultipleProducers()
+    }
+
     /// Closes our descriptors of rings their child has mapped (or never will: it is gone), and
     /// clears their offers from the parent's table.
     func closeTakenOffers(all: Bool = false) {

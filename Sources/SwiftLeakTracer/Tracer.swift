@@ -48,6 +48,10 @@ public protocol TracerDelegate: AnyObject {
     /// The address of the interposer's state word in `pid` (see swl_ring_header.state_address),
     /// 0 when unknown: a child with memory of its own is marked new there before it runs.
     func tracer(_ tracer: Tracer, interposerStateIn pid: Int32) -> UInt64
+    /// `pid` is starting a task that runs in its memory beside the ones it has (a thread, or a
+    /// CLONE_VM child that is not a vfork), and neither has run on since: from now on more than one
+    /// may write into its ring (swl_ring_header.single_producer).
+    func tracer(_ tracer: Tracer, secondTaskIn pid: Int32)
 }
 
 public extension TracerDelegate {
@@ -56,6 +60,7 @@ public extension TracerDelegate {
     func tracer(_ tracer: Tracer, ended pid: Int32, exit: ProcessExit) {}
     func tracer(_ tracer: Tracer, exitAnnouncedIn pid: Int32) -> Bool { false }
     func tracer(_ tracer: Tracer, interposerStateIn pid: Int32) -> UInt64 { 0 }
+    func tracer(_ tracer: Tracer, secondTaskIn pid: Int32) {}
 }
 
 /// The tracer's view of one traced process: its threads and where they are in their exit.
@@ -276,6 +281,11 @@ public final class Tracer {
                 isThread = swl_thread_group_of(child) == process.pid
                 sharesMemory = isThread
             }
+            if isThread || (sharesMemory && Int(event) == Int(SWL_EVENT_STOP_CLONE)) {
+                // Before the parent runs on (the child waits for its first stop to be continued).
+                // A vfork's parent waits for its child: they never run at once.
+                delegate?.tracer(self, secondTaskIn: process.pid)
+            }
             if isThread {
                 if process.unannounced.remove(child) == nil {
                     process.awaitingFirstStop.insert(child)
@@ -351,6 +361,8 @@ public final class Tracer {
     private func firstStopOfUnknown(_ tid: Int32, event: Int32) {
         let group = swl_thread_group_of(tid)
         if let process = processes[group], group != tid {
+            // The parent is held at its clone event, which comes later: before the thread runs.
+            delegate?.tracer(self, secondTaskIn: process.pid)
             process.threads[tid] = .running
             process.unannounced.insert(tid)
             processOf[tid] = group

@@ -25,4 +25,12 @@ struct EventRingTests {
             #expect(swl_slot_sequence(slot, index) == index + capacity)
         }
     }
+
+    @Test("a new ring has one producer (the hooks may advance its tail without a lock) until the tracer says otherwise")
+    func singleProducerUntilTold() throws {
+        let ring = try EventRing(EventRing.Configuration())
+        #expect(ring.singleProducer)
+        ring.setMultipleProducers()
+        #expect(!ring.singleProducer)
+    }
 }

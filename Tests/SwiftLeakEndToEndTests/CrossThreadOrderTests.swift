@@ -38,4 +38,21 @@ struct CrossThreadOrderTests {
         #expect(report.frees >= own.frees && report.frees < own.frees + 200,
                 "\(report.frees) frees recorded, the program made \(own.frees)")
     }
+
+    @Test("the first threads start while the main thread allocates: no event is lost (the ring leaves its lock-free tail in time)")
+    func firstThreads() throws {
+        let program = try Harness.build("stress/first_threads.c", flags: ["-O2", "-g", "-pthread"])
+        let (result, maybeReport) = try Harness.swiftleak(program, ["4", "200000"],
+                                                          options: ["--default-suppressions=no"], timeout: 600)
+        #expect(result.signal == nil && result.status == 0, "\(result.stderr)")
+        let report = try #require(maybeReport, "no report: \(result.stderr)")
+        let own = try Self.ownCounts(result.stdout)
+        #expect(own.leaked == Count(bytes: 9 * 40, blocks: 9))
+        #expect(report.summary["definitely_lost"] == own.leaked)
+        // Plus the few that libc and the thread library make and free themselves.
+        #expect(report.allocations >= own.allocations && report.allocations < own.allocations + 200,
+                "\(report.allocations) allocations recorded, the program made \(own.allocations)")
+        #expect(report.frees >= own.frees && report.frees < own.frees + 200,
+                "\(report.frees) frees recorded, the program made \(own.frees)")
+    }
 }

@@ -72,6 +72,10 @@ uint32_t swl_ring_disabled(swl_ring_header *ring);
 /// Non-zero once the program's exit handlers have run (see swl_ring_header.exiting).
 uint32_t swl_ring_exiting(swl_ring_header *ring);
 void swl_ring_set_traced_pid(swl_ring_header *ring, int32_t pid);
+/// Clears swl_ring_header.single_producer: call it while every task that could write into the ring
+/// is stopped (at the clone that starts a second one), before any of them runs on.
+void swl_ring_set_multiple_producers(swl_ring_header *ring);
+uint32_t swl_ring_single_producer(swl_ring_header *ring);
 /// The interposer's state word in the program (0: not written); see swl_ring_header.state_address.
 uint64_t swl_ring_state_address(swl_ring_header *ring);
 /// Offers the ring at descriptor `fd` (swiftleak's) to fork child `child` in `parent`'s fork table.
