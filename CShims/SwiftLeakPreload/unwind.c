@@ -832,7 +832,10 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
 // Which stacks are kept: a walk that records the memo anyway is kept. A miss first only notes its
 // first frame (the area's `missed`); a second miss from the same first frame makes the next walk record, and
 // that stack is kept. So a stack seen once (most of a compiler's) costs no recording, and a
-// thread's recurring paths are soon all known. Like the memo, every word is masked (MEMO_MASK).
+// thread's recurring paths are soon all known. Unlike the memo's, these words are kept as they
+// are: the area lies on the thread's own stack, which the exit scan never reads (its other words,
+// the hooks' spilled registers, hold block addresses anyway). With the stack of the thread's last
+// hit tried first, that is 15% fewer instructions per look-up (163 -> 141 on malloc_heavy).
 //
 // Where few captures are served (a compiler: most of its stacks recur rarely), the look-ups, the
 // recording walks they ask for and the keeping cost about what the hits save: a thread with fewer
@@ -853,32 +856,35 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
 #define KNOWN_REST (16 * KNOWN_WINDOW)
 
 typedef struct {
-    uint64_t at, value; /* masked: the word at `at` must hold `value` */
+    uint64_t at, value; /* the word at `at` must hold `value` */
 } known_pair;
 
 typedef struct {
-    uint64_t value;       /* the caller's value, masked */
-    uint64_t entry_rbp;   /* masked: the RBP the first frame must have, when needs_entry_rbp */
+    uint64_t value;       /* the caller's value */
+    uint64_t entry_rbp;   /* the RBP the first frame must have, when needs_entry_rbp */
     uint8_t needs_entry_rbp;
     uint8_t count;        /* frames */
     uint8_t pairs;        /* entries of pair (at most 2 per step) */
     known_pair pair[KNOWN_PAIRS];
-    uint64_t ip[KNOWN_FRAMES]; /* the frames, masked (verify mode writes them out) */
+    uint64_t ip[KNOWN_FRAMES]; /* the frames (verify mode writes them out) */
 } known_stack;
 
+
 typedef struct {
-    /// The masked first ip and rsp of each known stack (ip 0: none), apart from the stacks so that
-    /// a look-up finds its candidates in two cache lines.
+    /// The first ip and rsp of each known stack (ip 0: none), apart from the stacks so that a
+    /// look-up finds its candidates in two cache lines.
     uint64_t first_ip[KNOWN_STACKS];
     uint64_t first_rsp[KNOWN_STACKS];
-    /// What every kept stack was kept for: the masked owner and the rules' generation. A look-up
-    /// for another drops them all.
+    /// What every kept stack was kept for: the owner and the rules' generation. A look-up for
+    /// another drops them all (a fresh area's owner, 0, is nobody's: the preload's start at 1).
     uint64_t owner;
     uint32_t generation;
     unsigned next;
     /// The hit-rate switch: look-ups and hits in the current window, captures left to rest.
     unsigned looked, found, resting;
-    /// First frames of recent misses, as masked hashes (bit 63 set: never an address).
+    /// The stack the last hit took, looked at first: a thread's captures often repeat a path.
+    unsigned last_hit;
+    /// First frames of recent misses, as hashes.
     uint64_t missed[MISSED_SLOTS];
     known_stack stacks[KNOWN_STACKS];
 } known_area;
@@ -892,7 +898,6 @@ void swl_unwind_use_area(void *area) {
     known_area *known = area;
     // The memory may have been another thread's: its stacks would still be exact (the check reads
     // this thread's words), but start empty.
-    // Owner 0 is no masked owner: the first look-up takes the area.
     if (known) memset(known, 0, offsetof(known_area, stacks));
     t_known_area = known;
 }
@@ -900,11 +905,17 @@ void swl_unwind_use_area(void *area) {
 /// Whether the words at `known`'s pairs hold their values and the first frame has the RBP it
 /// needs, read in step order with an early exit: a word is read only once a real walk would read it.
 static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
-    if (known->needs_entry_rbp && rbp != (known->entry_rbp ^ MEMO_MASK)) return false;
-    for (int i = 0; i < known->pairs; i++) {
-        if (*(const uint64_t *)(uintptr_t)(known->pair[i].at ^ MEMO_MASK) != (known->pair[i].value ^ MEMO_MASK)) return false;
+    if (known->needs_entry_rbp && rbp != known->entry_rbp) return false;
+    const known_pair *pair = known->pair, *end = pair + known->pairs;
+    for (; pair < end; pair++) {
+        if (*(const uint64_t *)(uintptr_t)pair->at != pair->value) return false;
     }
     return true;
+}
+
+/// Whether known stack `k` starts at (`ip`, `rsp`) and the words its steps read still hold.
+static inline bool known_stack_fits(const known_area *area, unsigned k, uint64_t ip, uint64_t rsp, uint64_t rbp) {
+    return area->first_ip[k] == ip && area->first_rsp[k] == rsp && known_stack_holds(&area->stacks[k], rbp);
 }
 
 bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count) {
@@ -914,25 +925,30 @@ bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t
         area->resting--;
         return false;
     }
-    uint64_t ip = sp[0] ^ MEMO_MASK, rsp = (uint64_t)(uintptr_t)(sp + 1) ^ MEMO_MASK;
+    uint64_t ip = sp[0], rsp = (uint64_t)(uintptr_t)(sp + 1);
     uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
-    if (__builtin_expect(area->owner != (owner ^ MEMO_MASK) || area->generation != generation, 0)) {
+    if (__builtin_expect(area->owner != owner || area->generation != generation, 0)) {
         memset(area->first_ip, 0, sizeof area->first_ip);
-        area->owner = owner ^ MEMO_MASK;
+        area->owner = owner;
         area->generation = generation;
     }
     if (++area->looked == KNOWN_WINDOW) {
         if (area->found < KNOWN_MIN_HITS) area->resting = KNOWN_REST;
         area->looked = area->found = 0;
     }
-    for (int k = 0; k < KNOWN_STACKS; k++) {
-        if (area->first_ip[k] != ip || area->first_rsp[k] != rsp) continue;
+    unsigned last = area->last_hit, k = last;
+    if (!known_stack_fits(area, k, ip, rsp, rbp)) {
+        for (k = 0; k < KNOWN_STACKS; k++) {
+            if (k != last && known_stack_fits(area, k, ip, rsp, rbp)) break;
+        }
+    }
+    if (k < KNOWN_STACKS) {
         const known_stack *known = &area->stacks[k];
-        if (!known_stack_holds(known, rbp)) continue;
+        area->last_hit = k;
         area->found++;
-        *value = (uint32_t)(known->value ^ MEMO_MASK);
+        *value = (uint32_t)known->value;
         if (frames) {
-            for (int x = 0; x < known->count; x++) frames[x] = known->ip[x] ^ MEMO_MASK;
+            for (int x = 0; x < known->count; x++) frames[x] = known->ip[x];
             *count = known->count;
         }
         return true;
@@ -953,7 +969,7 @@ void swl_unwind_remember(uint64_t owner, uint32_t value) {
     if (area == NULL || !t_memo_complete || t_memo_count > KNOWN_FRAMES) return;
     t_memo_complete = false;
     // Resting, or the memo was made for other ids or other rules than the kept stacks.
-    if (area->resting != 0 || area->owner != (owner ^ MEMO_MASK) || area->generation != t_memo_generation) return;
+    if (area->resting != 0 || area->owner != owner || area->generation != t_memo_generation) return;
     unsigned k = area->next++ % KNOWN_STACKS;
     area->first_ip[k] = 0;
     known_stack *known = &area->stacks[k];
@@ -966,20 +982,20 @@ void swl_unwind_remember(uint64_t owner, uint32_t value) {
         if (t_memo_flags[x] & MEMO_STEP_USES_RBP) {
             if (rbp_source < 0) {
                 known->needs_entry_rbp = 1;
-                known->entry_rbp = here->rbp;
+                known->entry_rbp = here->rbp ^ MEMO_MASK;
             } else {
-                known->pair[pairs++] = (known_pair){t_memo[rbp_source].rbp_word, here->rbp};
+                known->pair[pairs++] = (known_pair){t_memo[rbp_source].rbp_word ^ MEMO_MASK, here->rbp ^ MEMO_MASK};
             }
         }
-        known->pair[pairs++] = (known_pair){((next->rsp ^ MEMO_MASK) - 8) ^ MEMO_MASK, next->ip};
+        known->pair[pairs++] = (known_pair){(next->rsp ^ MEMO_MASK) - 8, next->ip ^ MEMO_MASK};
         if (here->rbp_word != 0) rbp_source = x;
     }
     known->pairs = (uint8_t)pairs;
     known->count = (uint8_t)count;
-    known->value = (uint64_t)value ^ MEMO_MASK;
-    for (int x = 0; x < count; x++) known->ip[x] = t_memo[x].ip;
-    area->first_rsp[k] = t_memo[0].rsp;
-    area->first_ip[k] = t_memo[0].ip;
+    known->value = value;
+    for (int x = 0; x < count; x++) known->ip[x] = t_memo[x].ip ^ MEMO_MASK;
+    area->first_rsp[k] = t_memo[0].rsp ^ MEMO_MASK;
+    area->first_ip[k] = t_memo[0].ip ^ MEMO_MASK;
 }
 
 int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max, const uint64_t *sp, uint64_t rbp) {
