@@ -14,8 +14,7 @@
 
 #define SWL_TLS __attribute__((tls_model("initial-exec")))
 
-/// The top of this thread's own stack (its highest address + 1), 0 while it has none. Read by
-/// swl_own_stack_call on every hooked call.
+// own_stack.h says what it holds.
 __attribute__((visibility("hidden"))) SWL_TLS __thread uint64_t swl_own_stack_top;
 __attribute__((visibility("hidden"))) SWL_TLS __thread uint64_t swl_exit_registers[6];
 __attribute__((visibility("hidden"))) SWL_TLS __thread uint64_t swl_exit_registers_saved;
@@ -232,11 +231,6 @@ static void swl_release_stack(void *value) {
 
 static void swl_make_release_key(void) {
     g_release_key_made = pthread_key_create(&g_release_key, swl_release_stack) == 0;
-}
-
-void swl_own_stack_returning(void *block) {
-    uint64_t top = __atomic_load_n(&swl_own_stack_top, __ATOMIC_RELAXED);
-    if (top) *(void *volatile *)(uintptr_t)(top - SWL_OWN_STACK_FRAME_WORDS * 8) = block;
 }
 
 void *swl_own_stack_far_end(void) {

@@ -55,9 +55,17 @@ typedef struct swl_entry {
 /// have got in rax. Sources/SwiftLeakSession/ExitScan.swift reads them.
 #define SWL_OWN_STACK_FRAME_WORDS 10
 
+/// The top of this thread's own stack (its highest address + 1), 0 while it has none. Read by
+/// swl_own_stack_call on every hooked call.
+extern __thread uint64_t swl_own_stack_top __attribute__((tls_model("initial-exec"), visibility("hidden")));
+
 /// Records `block` as the block this hook returns (the last of the words above), before the
-/// allocation is published: from then on it is the program's, reachable from the call.
-void swl_own_stack_returning(void *block);
+/// allocation is published: from then on it is the program's, reachable from the call. Inline:
+/// it runs on every allocation, and as a call it was 2% of a malloc-heavy program's time.
+static inline void swl_own_stack_returning(void *block) {
+    uint64_t top = __atomic_load_n(&swl_own_stack_top, __ATOMIC_RELAXED);
+    if (top) *(void *volatile *)(uintptr_t)(top - SWL_OWN_STACK_FRAME_WORDS * 8) = block;
+}
 
 /// Defines the exported function `name` as a stub that runs `impl` on the thread's own stack.
 /// `impl` takes the hook's (up to three integer) arguments, padded to three, then a swl_entry.
