@@ -7,9 +7,13 @@
 #include <dwarf.h>
 #include <elfutils/libdw.h>
 #include <elfutils/libdwfl.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 // The Itanium C++ ABI demangler, exported by libstdc++ (linked by this target).
 extern char *__cxa_demangle(const char *mangled, char *buffer, size_t *length, int *status);
@@ -81,9 +85,111 @@ struct swl_dw_module {
 // /usr/lib/debug/.build-id is always tried as well.
 static char *swl_dw_debuginfo_path = NULL;
 
+// MARK: Where the debug info is
+
+// dwfl_standard_find_debuginfo ends, when its build-id and path searches found nothing, in
+// libdw's debuginfod client: libdw dlopens libdebuginfod (with libcurl, GnuTLS, Kerberos, LDAP:
+// about 30 libraries here, whose constructors and exit handlers run too) the first time, whether
+// DEBUGINFOD_URLS is set or not, only for the client to find no server. Every stripped file
+// (/bin/true, most system libraries) gets there: that cost 6 ms of every `swiftleak run`, the
+// first file being the program, read for its __lsan_default_suppressions before it starts.
+// So the standard search runs only when it can find something without debuginfod (a debug file
+// by build id, or a file where the path search looks), or when DEBUGINFOD_URLS names a server.
+
+static bool swl_dw_debuginfod_wanted(void) {
+    const char *urls = getenv("DEBUGINFOD_URLS");
+    return urls != NULL && urls[0] != '\0';
+}
+
+// Whether `directory`/`subdirectory`/`name` (each may be NULL or empty) exists and is not the
+// module's own file.
+static bool swl_dw_candidate_exists(const char *directory, const char *subdirectory, const char *name,
+                                    const struct stat *own) {
+    char path[PATH_MAX];
+    int length = snprintf(path, sizeof path, "%s%s%s%s%s", directory ? directory : "",
+                          directory && directory[0] ? "/" : "", subdirectory ? subdirectory : "",
+                          subdirectory && subdirectory[0] ? "/" : "", name);
+    if (length <= 0 || (size_t)length >= sizeof path) return false;
+    struct stat found;
+    if (stat(path, &found) != 0) return false;
+    return own == NULL || found.st_dev != own->st_dev || found.st_ino != own->st_ino;
+}
+
+// Whether the path search of dwfl_standard_find_debuginfo could find a file for a module at
+// `file` with the .gnu_debuglink (or .gnu_debugaltlink) name `link`: a superset of the places it
+// opens with the default path (the file's directory, its .debug/ and .dwz/, /usr/lib/debug and
+// /usr/lib/debug/.dwz, /usr/lib/debug/ followed by every tail of the file's absolute directory;
+// the link name, its basename, and the file's basename with and without .debug).
+static bool swl_dw_path_search_may_find(const char *file, const char *link) {
+    if (file == NULL) return false;
+    struct stat own_stat;
+    const struct stat *own = stat(file, &own_stat) == 0 ? &own_stat : NULL;
+    const char *names[4];
+    int name_count = 0;
+    const char *file_base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    char made_up[PATH_MAX];
+    if (link != NULL && link[0] != '\0') {
+        if (link[0] == '/' && swl_dw_candidate_exists(NULL, NULL, link, own)) return true;
+        names[name_count++] = link;
+        if (strrchr(link, '/')) names[name_count++] = strrchr(link, '/') + 1;
+    }
+    if (snprintf(made_up, sizeof made_up, "%s.debug", file_base) < (int)sizeof made_up) names[name_count++] = made_up;
+    names[name_count++] = file_base;
+
+    // The file's directory as named, and as its real path names it (a symlink's target).
+    char directories[2][PATH_MAX];
+    int directory_count = 0;
+    if (file_base != file && (size_t)(file_base - 1 - file) < sizeof directories[0]) {
+        memcpy(directories[0], file, (size_t)(file_base - 1 - file));
+        directories[0][file_base - 1 - file] = '\0';
+        directory_count = 1;
+    }
+    char *real = realpath(file, NULL);
+    if (real != NULL) {
+        char *slash = strrchr(real, '/');
+        if (slash != NULL && (size_t)(slash - real) < sizeof directories[0]) {
+            memcpy(directories[directory_count], real, (size_t)(slash - real));
+            directories[directory_count][slash - real] = '\0';
+            if (directory_count == 0 || strcmp(directories[0], directories[1]) != 0) directory_count++;
+        }
+        free(real);
+    }
+    static const char *const debug_root = "/usr/lib/debug";
+    for (int n = 0; n < name_count; n++) {
+        if (swl_dw_candidate_exists(debug_root, NULL, names[n], own)) return true;
+        if (swl_dw_candidate_exists(debug_root, ".dwz", names[n], own)) return true;
+        for (int d = 0; d < directory_count; d++) {
+            const char *directory = directories[d];
+            if (swl_dw_candidate_exists(directory, NULL, names[n], own)) return true;
+            if (swl_dw_candidate_exists(directory, ".debug", names[n], own)) return true;
+            if (swl_dw_candidate_exists(directory, ".dwz", names[n], own)) return true;
+            if (directory[0] != '/') continue;
+            for (const char *tail = directory; tail != NULL; tail = strchr(tail + 1, '/')) {
+                if (swl_dw_candidate_exists(debug_root, tail + 1, names[n], own)) return true;
+            }
+        }
+    }
+    return false;
+}
+
+static int swl_dw_find_debuginfo(Dwfl_Module *mod, void **userdata, const char *modname, GElf_Addr base,
+                                 const char *file_name, const char *debuglink_file, GElf_Word debuglink_crc,
+                                 char **debuginfo_file_name) {
+    if (swl_dw_debuginfod_wanted() || swl_dw_path_search_may_find(file_name, debuglink_file)) {
+        return dwfl_standard_find_debuginfo(mod, userdata, modname, base, file_name, debuglink_file, debuglink_crc,
+                                            debuginfo_file_name);
+    }
+    // By build id only (the standard search's first step); nothing on the path could match.
+    errno = 0;
+    int fd = dwfl_build_id_find_debuginfo(mod, userdata, modname, base, file_name, debuglink_file, debuglink_crc,
+                                          debuginfo_file_name);
+    if (fd < 0) errno = 0;
+    return fd;
+}
+
 static const Dwfl_Callbacks swl_dw_offline_callbacks = {
     .find_elf = dwfl_build_id_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = swl_dw_find_debuginfo,
     .section_address = dwfl_offline_section_address,
     .debuginfo_path = &swl_dw_debuginfo_path,
 };

@@ -121,6 +121,47 @@ struct SymbolizerTests {
         #expect(Symbolizer.moduleOffset(of: ip, in: program.module) == "frames-stripped+0x\(String(offset, radix: 16))")
     }
 
+    @Test("a stripped binary with its debug file named by .gnu_debuglink, beside it or in .debug/: names and lines",
+          arguments: ["", ".debug"])
+    func debugLinkedFile(subdirectory: String) throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let binary = directory.appendingPathComponent("frames-linked").path
+        // No build id: only the .gnu_debuglink name (CRC checked) can lead to the debug file.
+        try run(tool("cc"), ["-g", "-O0", "-Wl,--build-id=none", sourcePath("frames.c"), "-o", binary])
+        let debugDirectory = subdirectory.isEmpty ? directory : directory.appendingPathComponent(subdirectory)
+        try FileManager.default.createDirectory(at: debugDirectory, withIntermediateDirectories: true)
+        let debugFile = debugDirectory.appendingPathComponent("frames-linked.dbg").path
+        try run(tool("objcopy"), ["--only-keep-debug", binary, debugFile])
+        try run(tool("objcopy"), ["--strip-all", "--add-gnu-debuglink=\(debugFile)", binary])
+        let program = try ProgramRun(output: run(binary, []), path: binary)
+        #expect(program.module.buildID.isEmpty)
+
+        let hidden = Symbolizer().symbolize(try program.ret("in_hidden"), in: program.module, isReturnAddress: true)
+        #expect(hidden.first?.function == "hidden_helper")
+        #expect(hidden.first?.file == sourcePath("frames.c"))
+        #expect(hidden.first?.line == (try markerLine("probe_in_hidden", in: "frames.c")))
+    }
+
+    @Test("stripped files without debug info do not load libdw's debuginfod client while DEBUGINFOD_URLS is unset",
+          .enabled(if: (ProcessInfo.processInfo.environment["DEBUGINFOD_URLS"] ?? "").isEmpty))
+    func noDebuginfodWithoutServers() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let binary = directory.appendingPathComponent("frames-bare").path
+        try run(tool("cc"), ["-O0", "-rdynamic", sourcePath("frames.c"), "-o", binary])
+        try run(tool("strip"), ["--strip-all", binary])
+        let program = try ProgramRun(output: run(binary, []), path: binary)
+        let frames = Symbolizer().symbolize(try program.ret("in_leaf"), in: program.module, isReturnAddress: true)
+        #expect(frames.first?.function == "leaf_function")
+        #expect(ProgramSuppressions.lsanDefaultSuppressions(inFile: binary) == .none)
+        // libdebuginfod brings libcurl and GnuTLS with it (6 ms of every run, and their exit handlers).
+        // (/proc files have no size: read to their end, not by their length.)
+        let maps = try #require(FileHandle(forReadingAtPath: "/proc/self/maps")).readDataToEndOfFile()
+        #expect(!maps.isEmpty)
+        #expect(!String(decoding: maps, as: UTF8.self).contains("libdebuginfod"))
+    }
+
     @Test("a rebuilt file (build id differs) gives a note, never a name")
     func buildIDMismatch() throws {
         let directory = try makeTemporaryDirectory()

@@ -20,7 +20,8 @@ typedef struct swl_dw_module swl_dw_module;
 
 /// Opens `path` as if it was loaded with `l_addr == bias`. Debug info is searched the standard
 /// libdwfl way: the file itself, `.gnu_debuglink` next to it, in `.debug/` beside it and under
-/// /usr/lib/debug, and by build id under /usr/lib/debug/.build-id. Returns NULL when the file
+/// /usr/lib/debug, and by build id under /usr/lib/debug/.build-id; debuginfod only when
+/// DEBUGINFOD_URLS is set (docs/symbolization.md). Returns NULL when the file
 /// cannot be opened or is not ELF; then `*error` (if not NULL) holds a static message.
 swl_dw_module *swl_dw_open(const char *path, uint64_t bias, const char **error);
 
