@@ -175,6 +175,7 @@ public enum RunSession {
                 }
             }
         })
+        PhaseTimer.mark("spawned")
         swl_signals_forward_to(pid)
         // The parent Valgrind reports for it: the process that started the run (swiftleak stands
         // where Valgrind's own process would), not swiftleak.
@@ -192,6 +193,7 @@ public enum RunSession {
         root.recorder?.start()
         let tracer = Tracer(pid: pid, delegate: session)
         let exit = tracer.run()
+        PhaseTimer.mark("program-released")
         session.closeTakenOffers(all: true)
         for image in session.images {
             // The interposer opened its own descriptor by path long ago (or never will): ours can go.
@@ -217,12 +219,14 @@ public enum RunSession {
                          untracked: image === session.images[0] ? untrackedLine : nil,
                          finishReport: configuration.finishReport)
         }
+        PhaseTimer.mark("reports-built")
         let startOrder = session.images.map { image in images.firstIndex { $0 === image }! }
         // Every stream has its end: the file can be closed. A trace that could not be written
         // whole says so in the launched program's report.
         if let failure = writer?.close() {
             reports[startOrder[0]].warnings.append(failure)
         }
+        PhaseTimer.mark("trace-closed")
         return RunResult(reports: reports, startOrder: startOrder, exit: exit, tracePath: writer?.path,
                          untracked: session.untracked, resources: KeptAlive(session))
     }

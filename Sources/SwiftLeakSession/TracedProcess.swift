@@ -69,7 +69,9 @@ final class TracedProcess {
     func exitWork(_ stop: ExitStop, options: ReportOptions, symbolizer: Symbolizer? = nil,
                   finishReport: ReportPass? = nil) {
         let frozen = Recorder.monotonicNow()
+        PhaseTimer.mark("to-exit-stop")
         defer {
+            PhaseTimer.mark("exit-work")
             exitFacts.freezeSeconds = Double(Recorder.monotonicNow() &- frozen) / 1e9
             if let symbolizer, let heap {
                 // What the end adds later (the status, warnings) the report gets when it is taken.

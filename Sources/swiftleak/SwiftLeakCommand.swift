@@ -24,6 +24,7 @@ struct SwiftLeakCommand: ParsableCommand {
     /// arguments after `--`: they are bytes (Strings would replace what is not UTF-8), and parsing
     /// tens of thousands of them costs quadratic time.
     static func main() {
+        PhaseTimer.mark("main")
         ValgrindCommandLine.startTime = ValgrindCommandLine.now()
         RawCommandLine.capture()
         let rewritten = ValgrindCommandLine.rewrite(RawCommandLine.arguments.map { String(decoding: $0, as: UTF8.self) },
@@ -43,6 +44,7 @@ struct SwiftLeakCommand: ParsableCommand {
         } catch {
             exitInOneLine(error, hint: " (see 'swiftleak --help')")
         }
+        PhaseTimer.mark("parsed")
         do {
             try command.run()
         } catch {
@@ -211,6 +213,7 @@ extension SwiftLeakCommand {
             } catch {
                 throw fail("\(error)")
             }
+            PhaseTimer.mark("suppressions-loaded")
             let interposer = configuration.preloadLibrary ?? (try? PreloadLibrary.locate())
             let reportOptions = configuration.report
             configuration.finishReport = { report in
@@ -298,6 +301,7 @@ extension SwiftLeakCommand {
                 do { try jsonOutput.close() } catch { writeError("\(error)") }
             }
 
+            PhaseTimer.mark("reports-printed")
             // Valgrind's --error-exitcode=0 turns the option off.
             if let code = report.errorExitCode, code != 0,
                result.reports.contains(where: { !$0.errorRecords(configuration.report).isEmpty }) {

@@ -91,4 +91,18 @@ struct PipelineTests {
         let programFrees: Int = threads * iterations + 2
         #expect(report.frees == programFrees)
     }
+
+    @Test("SWIFTLEAK_PHASES prints where one run's time went, phase by phase, on stderr; without it nothing")
+    func phaseTimes() throws {
+        let phases = ["main", "parsed", "suppressions-loaded", "spawned", "to-exit-stop", "exit-work",
+                      "program-released", "reports-built", "trace-closed", "reports-printed"]
+        let (timed, report) = try Harness.swiftleak("/bin/true", options: ["-q"], environment: ["SWIFTLEAK_PHASES": "1"])
+        #expect(timed.status == 0)
+        #expect(report?.scanRan == true)
+        let lines = timed.stderr.split(separator: "\n").filter { $0.hasPrefix("swiftleak: phase ") }
+        #expect(lines.map { String($0.split(separator: " ")[2]) } == phases, "\(timed.stderr)")
+        #expect(lines.allSatisfy { $0.hasSuffix(" ms)") && $0.contains(" ms (") }, "\(timed.stderr)")
+        let (quiet, _) = try Harness.swiftleak("/bin/true", options: ["-q"])
+        #expect(!quiet.stderr.contains("phase"), "\(quiet.stderr)")
+    }
 }
