@@ -93,6 +93,12 @@ final class TracedProcess {
             exitFacts.scanNote = "--leak-check=no"
             return
         }
+        // Nothing left to classify: the scan's setup (maps, module files, thread stacks) would be
+        // most of a short program's freeze (0.5 ms of `run -- /bin/true`). Its verdicts are empty.
+        guard !final.blocks.addresses.isEmpty else {
+            exitFacts.verdicts = ExitVerdicts(kinds: [], indirectBytes: [], leaders: [])
+            return
+        }
         let scan = ExitScan.run(stop: stop, blocks: final.blocks, allocatorState: ring?.allocatorState,
                                 exitCaller: ring?.exitCaller, ownStacksListed: ring?.ownStackAreasListed ?? [])
         exitFacts.warnings += scan.warnings

@@ -113,6 +113,19 @@ struct ScanTests {
                                                         options: ["--error-exitcode=42", "--errors-for-leak-kinds=reachable"])
         #expect(onlyReachable.status == 42)
     }
+
+    @Test("nothing left allocated at the exit: classified without a scan, all freed, the program's status kept")
+    func nothingLeft() throws {
+        let (result, maybeReport) = try Harness.swiftleak("/bin/true", options: ["--show-leak-kinds=all"])
+        let report = try #require(maybeReport, "\(result.stderr)")
+        #expect(result.status == 0)
+        #expect(report.inUseAtExit == Count(bytes: 0, blocks: 0))
+        #expect(report.scanRan)
+        #expect(report.scanSeconds == 0)
+        #expect(result.stderr.contains("All heap blocks were freed -- no leaks are possible"), "\(result.stderr)")
+        let (failing, _) = try Harness.swiftleak("/bin/false")
+        #expect(failing.status == 1)
+    }
 }
 
 /// swiftleak and Valgrind Memcheck on the same programs: identical definitely and indirectly
