@@ -10,6 +10,7 @@ import SwiftLeakTrace
 extension SwiftLeakCommand {
     struct Analyze: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "analyze",
             abstract: "Print the leak report of a recorded run from its trace, then heap statistics.",
             discussion: """
                 Needs only the trace: the program and its libraries may be gone.

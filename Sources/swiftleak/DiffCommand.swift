@@ -8,6 +8,7 @@ import SwiftLeakTrace
 extension SwiftLeakCommand {
     struct Diff: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "diff",
             abstract: "Compare two traces (or two moments of one): what grew, per stack.",
             discussion: """
                 Stacks are matched by their symbols (function, file, module), not addresses, so two

@@ -154,6 +154,7 @@ struct LeakReportOptions: ParsableArguments {
 extension SwiftLeakCommand {
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "run",
             abstract: "Run a program, record its allocations, and report its leaks when it exits.",
             discussion: "Example: swiftleak run --leak-check=full -- ./myapp arg1 arg2"
         )
