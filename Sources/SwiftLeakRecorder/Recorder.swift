@@ -91,7 +91,8 @@ public final class Recorder: @unchecked Sendable {
         thread = handle
     }
 
-    /// Stops the draining thread after it has drained what is published.
+    /// Stops the draining thread (at its next look under the lock, without draining what is left:
+    /// `finish` does that) and waits for it.
     public func stop() {
         withLock { stopRequested = true }
         if let thread { pthread_join(thread, nil) }
@@ -102,9 +103,12 @@ public final class Recorder: @unchecked Sendable {
         var idleRounds = 0
         var pause = CaughtUpPause()
         while true {
+            // Once stopped, the thread returns at its next look without draining: `finish` drains
+            // the rest itself and does not wait for it (it may be in its idle sleep, up to 1 ms).
             let (consumed, stop) = withLock { () -> (Int, Bool) in
-                (drainBatch(skipUnpublished: false), stopRequested)
+                stopRequested ? (0, true) : (drainBatch(skipUnpublished: false), false)
             }
+            if stop { return }
             pause.after(batchOf: consumed, capacity: batch.count)
             if consumed == batch.count {
                 // A full batch: more is waiting.
@@ -117,7 +121,6 @@ public final class Recorder: @unchecked Sendable {
                 usleep(pause.microseconds)
                 continue
             }
-            if stop { return }
             // Nothing published: back off up to 1 ms. Producers never wait for us unless the
             // ring is full, and then they sleep on a futex we wake.
             idleRounds += 1
@@ -129,8 +132,8 @@ public final class Recorder: @unchecked Sendable {
     /// held at its exit, or it is gone), slots that were reserved but never published are
     /// skipped. The consumer has seen every event when this returns.
     public func finish(processStopped: Bool) {
-        stop()
         withLock {
+            stopRequested = true
             while drainBatch(skipUnpublished: processStopped) > 0 {}
             var local = Conversion()
             swap(&local, &conversion)
@@ -139,6 +142,10 @@ public final class Recorder: @unchecked Sendable {
             deliver(local.events)
             swap(&local, &conversion)
         }
+        // Not joined: a join waited out the thread's idle sleep at every exit stop (0-1 ms). The
+        // thread holds its own reference to the recorder until it returns.
+        if let thread { pthread_detach(thread) }
+        thread = nil
     }
 
     /// Drains what is published now (the process runs on, or is stopped at a fork), then runs
