@@ -281,10 +281,19 @@ public final class Tracer {
                 isThread = swl_thread_group_of(child) == process.pid
                 sharesMemory = isThread
             }
-            if isThread || (sharesMemory && Int(event) == Int(SWL_EVENT_STOP_CLONE)) {
+            if Int(event) == Int(SWL_EVENT_STOP_FORK) && !swl_clone_flags(tid, &isThread, &sharesMemory) {
+                // The kernel says fork for any clone whose exit signal is SIGCHLD, CLONE_VM (or
+                // CLONE_THREAD) or not: only fork(2) itself, whose flags are unreadable, has
+                // memory of its own for sure.
+                isThread = false
+                sharesMemory = false
+            }
+            if isThread || (sharesMemory && Int(event) != Int(SWL_EVENT_STOP_VFORK)) {
                 // Before the parent runs on (the child waits for its first stop to be continued).
-                // A vfork's parent waits for its child: they never run at once.
-                delegate?.tracer(self, secondTaskIn: process.pid)
+                // A vfork's parent waits for its child: they never run at once. The ring is that
+                // of the process whose memory this is (a vfork child's threads write into its
+                // parent's).
+                delegate?.tracer(self, secondTaskIn: memoryOwner(of: process).pid)
             }
             if isThread {
                 if process.unannounced.remove(child) == nil {
@@ -362,7 +371,7 @@ public final class Tracer {
         let group = swl_thread_group_of(tid)
         if let process = processes[group], group != tid {
             // The parent is held at its clone event, which comes later: before the thread runs.
-            delegate?.tracer(self, secondTaskIn: process.pid)
+            delegate?.tracer(self, secondTaskIn: memoryOwner(of: process).pid)
             process.threads[tid] = .running
             process.unannounced.insert(tid)
             processOf[tid] = group
@@ -387,6 +396,18 @@ public final class Tracer {
         guard process.pid != pid else { return }
         processOf[process.pid] = nil
         processes[process.pid] = nil
+    }
+
+    /// The process whose memory (and so whose ring) `process` runs in: itself, or for a vfork or
+    /// CLONE_VM child, the nearest ancestor with memory of its own.
+    private func memoryOwner(of process: TracedProcessState) -> TracedProcessState {
+        var owner = process
+        var steps = 0
+        while owner.sharesParentMemory, let parent = owner.parent, let next = processes[parent], steps < 64 {
+            owner = next
+            steps += 1
+        }
+        return owner
     }
 
     /// At its parent's fork event: a new process.

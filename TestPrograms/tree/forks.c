@@ -11,6 +11,11 @@
 //   child-only  only the child leaks (22)
 //   vfork     a vfork child (in the parent's memory) leaves by _exit; the parent leaks 33
 //   rawclone  a clone() child without CLONE_VM (no atfork handlers run) leaks 22
+//   vforkthreads  a vfork child (in the parent's memory) starts a thread; both allocate and free
+//             500,000 blocks at once, then the child leaves by _exit; the parent leaks 33
+//   vmclone   a clone(CLONE_VM | SIGCHLD) child (in the parent's memory, but reported to a tracer
+//             as a fork, not a clone) ends at once; the parent frees the 3 blocks it allocated
+//             before it and leaks 33
 //   samesite  the parent allocates (and frees) 55 bytes from one call path, forks, and the child
 //             leaks 55 bytes from exactly that path (same return addresses, same stack pointers):
 //             the stack the parent's thread knew by heart belongs to the parent's ring, not the child's
@@ -65,6 +70,29 @@ __attribute__((noinline)) static void shared_rounds(int leak) {
 static int raw_child(void *argument) {
     (void)argument;
     child_leak();
+    return 0;
+}
+
+enum { VFORK_THREAD_PAIRS = 500000 };
+
+static void churn(long pairs) {
+    for (long i = 0; i < pairs; i++) {
+        void *p = malloc(16 + (size_t)(i % 100));
+        sink = p;
+        free(p);
+    }
+}
+
+static void *churning_thread(void *argument) {
+    (void)argument;
+    churn(VFORK_THREAD_PAIRS);
+    return NULL;
+}
+
+/// Shares its parent's memory (and thread pointer): no hook, no libc state, only the exit syscall
+/// that clone's own code makes when this returns.
+static int vm_child(void *argument) {
+    (void)argument;
     return 0;
 }
 
@@ -185,6 +213,28 @@ int main(int argc, char **argv) {
         pid_t child = clone(raw_child, stack + size, SIGCHLD, NULL);
         if (child < 0) return 1;
         wait_for(child);
+        free(stack);
+        parent_leak();
+    } else if (strcmp(mode, "vforkthreads") == 0) {
+        pid_t child = vfork();
+        if (child == 0) {
+            pthread_t thread;
+            if (pthread_create(&thread, NULL, churning_thread, NULL) != 0) _exit(3);
+            churn(VFORK_THREAD_PAIRS);
+            pthread_join(thread, NULL);
+            _exit(0);
+        }
+        if (wait_for(child) != 0) return 1;
+        parent_leak();
+    } else if (strcmp(mode, "vmclone") == 0) {
+        size_t size = 64 * 1024;
+        char *stack = malloc(size);
+        void *before[3];
+        for (int i = 0; i < 3; i++) before[i] = malloc(70 + (size_t)i);
+        pid_t child = clone(vm_child, stack + size, CLONE_VM | SIGCHLD, NULL);
+        if (child < 0) return 1;
+        wait_for(child);
+        for (int i = 0; i < 3; i++) free(before[i]);
         free(stack);
         parent_leak();
     } else {
