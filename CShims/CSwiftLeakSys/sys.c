@@ -168,6 +168,11 @@ void swl_ring_release(swl_ring_reader *reader, size_t count) {
     swl_ring_wake_writers(h);
 }
 
+uint64_t swl_ring_reserved_ahead(const swl_ring_reader *reader) {
+    uint64_t tail = __atomic_load_n(&reader->header->tail, __ATOMIC_ACQUIRE);
+    return tail > reader->head ? tail - reader->head : 0;
+}
+
 uint64_t swl_ring_store_used(swl_ring_header *h) { return __atomic_load_n(&h->store_used, __ATOMIC_ACQUIRE); }
 const void *swl_ring_store_base(swl_ring_header *h) { return swl_ring_store(h); }
 uint64_t swl_ring_store_capacity(swl_ring_header *h) { return h->store_size; }

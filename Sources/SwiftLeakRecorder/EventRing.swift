@@ -163,6 +163,10 @@ public final class EventRing: @unchecked Sendable {
             buildID: Array(data[..<Int(buildIDLength)]))
     }
 
+    /// Slots reserved past what was consumed, published or not: a hint only (the program writes
+    /// the tail), for deciding when the next batch is worth taking.
+    var reservedAhead: UInt64 { swl_ring_reserved_ahead(reader) }
+
     /// Moves published events out of the ring (see swl_ring_consume).
     func consume(into buffer: UnsafeMutableBufferPointer<swl_event>, skipUnpublished: Bool, skipped: inout UInt64) -> Int {
         swl_ring_consume(reader, buffer.baseAddress, buffer.count, skipUnpublished, &skipped)

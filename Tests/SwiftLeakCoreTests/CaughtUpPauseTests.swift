@@ -42,4 +42,21 @@ struct CaughtUpPauseTests {
         pause.after(batchOf: 0, capacity: capacity)
         #expect(pause.microseconds == 200)
     }
+
+    @Test("the drain waits on its core only while the batches come back full, asleep once they shrink")
+    func pollsOnlyWhileFast() {
+        var pause = CaughtUpPause()
+        #expect(pause.polls)
+        pause.after(batchOf: capacity, capacity: capacity)
+        #expect(pause.polls)
+        pause.after(batchOf: capacity / 2, capacity: capacity)
+        #expect(pause.polls)
+        pause.after(batchOf: 10, capacity: capacity)
+        #expect(!pause.polls)
+        #expect(pause.microseconds == 100)
+        pause.after(batchOf: capacity, capacity: capacity)
+        #expect(pause.polls)
+        // The longest wait on the core is no longer than the longest sleep.
+        #expect(CaughtUpPause.pollNanoseconds == UInt64(CaughtUpPause.longest) * 1000)
+    }
 }

@@ -63,6 +63,9 @@ static inline swl_event swl_slot_read(const swl_event *slot) {
     event.thread = __atomic_load_n(&slot->thread, __ATOMIC_RELAXED);
     return event;
 }
+/// How many slots producers have reserved past the consumer's head (published or not yet): a hint
+/// for when to take the next batch, never a bound (the tail is written by the program).
+uint64_t swl_ring_reserved_ahead(const swl_ring_reader *reader);
 uint64_t swl_ring_store_used(swl_ring_header *ring);
 /// The stack store (records are read by id * 8 from here) and its size in bytes.
 const void *swl_ring_store_base(swl_ring_header *ring);
