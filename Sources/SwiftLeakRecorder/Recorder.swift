@@ -37,6 +37,9 @@ public final class Recorder: @unchecked Sendable {
         var invalidRecords: UInt64 = 0
     }
     private var conversion = Conversion()
+    /// The threads of the last batch's first and last events, as the program wrote them (a hint
+    /// for the drain's pause: see `CaughtUpPause.saw`).
+    private var batchThreads: (first: UInt32, last: UInt32) = (0, 0)
 
     /// How many events and records were dropped as invalid (see `EventRing.isWellFormed`).
     public var invalidRecords: UInt64 { withLock { conversion.invalidRecords } }
@@ -105,11 +108,13 @@ public final class Recorder: @unchecked Sendable {
         while true {
             // Once stopped, the thread returns at its next look without draining: `finish` drains
             // the rest itself and does not wait for it (it may be in its idle sleep, up to 1 ms).
-            let (consumed, stop) = withLock { () -> (Int, Bool) in
-                stopRequested ? (0, true) : (drainBatch(skipUnpublished: false), false)
+            let (consumed, stop, threads) = withLock { () -> (Int, Bool, (UInt32, UInt32)) in
+                if stopRequested { return (0, true, (0, 0)) }
+                return (drainBatch(skipUnpublished: false), false, batchThreads)
             }
             if stop { return }
             pause.after(batchOf: consumed, capacity: batch.count)
+            if consumed > 0 { pause.saw(threads: threads.0, threads.1) }
             if consumed == batch.count {
                 // A full batch: more is waiting.
                 idleRounds = 0
@@ -192,11 +197,13 @@ public final class Recorder: @unchecked Sendable {
         local.events.removeAll()
         var slots = ring.peek(max: Self.batchCapacity)
         addClockEvents(force: false, news: slots.count > 0, to: &local)
+        if slots.count > 0 { batchThreads.first = swl_slot_read(slots.baseAddress!).thread }
         var count = 0
         while slots.count > 0 {
             for index in 0..<slots.count {
                 Self.convertChecked(swl_slot_read(slots.baseAddress! + index), ring: ring, into: &local)
             }
+            batchThreads.last = swl_slot_read(slots.baseAddress! + slots.count - 1).thread
             ring.release(slots.count)
             count += slots.count
             // Cut short by the ring's end (or a slot not yet published): go on from there.
@@ -398,7 +405,7 @@ struct EventBatch {
 /// waiting for it (`xthread 2`: ~2,000 sleeps per run, 0.86 s against 0.54 s polling; see
 /// docs/benchmarks.md). The fast producer that makes the pause shortest keeps the drain busy
 /// anyway, so the polling costs little; a slow one (clang++: a few hundred events per ms) never
-/// brings the pause down to it.
+/// brings the pause down to it, and a program writing from one thread alone does not poll.
 struct CaughtUpPause: Equatable {
     static let shortest: UInt32 = 50
     static let longest: UInt32 = 2000
@@ -407,8 +414,27 @@ struct CaughtUpPause: Equatable {
     /// Microseconds to sleep after the batch just taken, if it caught up.
     private(set) var microseconds = Self.shortest
 
-    /// Whether to wait for the next batch on the core (polling) rather than asleep.
-    var polls: Bool { microseconds == Self.shortest }
+    /// Batches since the last one in which, or between which, the writing thread changed.
+    private(set) var batchesSinceThreadChange = Self.threadChangeMemory
+    private var lastThread: UInt32 = 0
+    /// How many batches of one thread alone end the polling.
+    static let threadChangeMemory = 64
+
+    /// Whether to wait for the next batch on the core (polling) rather than asleep: only for a
+    /// fast program whose threads take turns writing. One thread alone keeps its own core when
+    /// the drain sleeps, and polling would only burn the drain's (malloc_heavy: +40% drain CPU).
+    var polls: Bool { microseconds == Self.shortest && batchesSinceThreadChange < Self.threadChangeMemory }
+
+    /// Notes the threads of a non-empty batch's first and last events (the program writes them:
+    /// they only steer the polling).
+    mutating func saw(threads first: UInt32, _ last: UInt32) {
+        if first != lastThread || last != first {
+            batchesSinceThreadChange = 0
+        } else if batchesSinceThreadChange < Self.threadChangeMemory {
+            batchesSinceThreadChange += 1
+        }
+        lastThread = last
+    }
 
     /// Batches this small (of `capacity`) double the pause.
     static func isSmall(_ consumed: Int, capacity: Int) -> Bool { consumed < capacity / 4 }

@@ -46,6 +46,8 @@ struct CaughtUpPauseTests {
     @Test("the drain waits on its core only while the batches come back full, asleep once they shrink")
     func pollsOnlyWhileFast() {
         var pause = CaughtUpPause()
+        #expect(!pause.polls)
+        pause.saw(threads: 7, 8)
         #expect(pause.polls)
         pause.after(batchOf: capacity, capacity: capacity)
         #expect(pause.polls)
@@ -58,5 +60,25 @@ struct CaughtUpPauseTests {
         #expect(pause.polls)
         // The longest wait on the core is no longer than the longest sleep.
         #expect(CaughtUpPause.pollNanoseconds == UInt64(CaughtUpPause.longest) * 1000)
+    }
+
+    @Test("only a program whose threads take turns writing makes the drain poll; one thread alone stops it")
+    func pollsOnlyForSeveralThreads() {
+        var pause = CaughtUpPause()
+        pause.saw(threads: 7, 7)
+        #expect(pause.polls)
+        for _ in 0..<(CaughtUpPause.threadChangeMemory - 1) { pause.saw(threads: 7, 7) }
+        #expect(pause.polls)
+        pause.saw(threads: 7, 7)
+        #expect(!pause.polls)
+        for _ in 0..<1000 { pause.saw(threads: 7, 7) }
+        #expect(!pause.polls)
+        // A change between batches counts as much as one within a batch.
+        pause.saw(threads: 9, 9)
+        #expect(pause.polls)
+        for _ in 0..<CaughtUpPause.threadChangeMemory { pause.saw(threads: 9, 9) }
+        #expect(!pause.polls)
+        pause.saw(threads: 9, 7)
+        #expect(pause.polls)
     }
 }
