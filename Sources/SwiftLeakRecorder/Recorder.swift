@@ -402,9 +402,9 @@ struct EventBatch {
 /// kernel fills an idle core at once: with a program of two busy threads that had settled on the
 /// other core (handing it to each other), it pulls one of them over, and from then on the threads
 /// run one per core and the drain preempts one of them on every wake-up while the other spins,
-/// waiting for it (`xthread 2`: ~2,000 sleeps per run, 0.86 s against 0.54 s polling; see
-/// docs/benchmarks.md). The fast producer that makes the pause shortest keeps the drain busy
-/// anyway, so the polling costs little; a slow one (clang++: a few hundred events per ms) never
+/// waiting for it (`xthread 2`: ~2,000 sleeps per run; 0.86 s against 0.54 s polling on a
+/// quiet host, see docs/benchmarks.md). The fast producer that makes the pause shortest keeps
+/// the drain busy anyway, so the polling costs little; a slow one (clang++: a few hundred events per ms) never
 /// brings the pause down to it, and a program writing from one thread alone does not poll.
 struct CaughtUpPause: Equatable {
     static let shortest: UInt32 = 50
