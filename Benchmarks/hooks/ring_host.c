@@ -2,15 +2,17 @@
  * program's own cost under the hooks can be measured alone (its CPU time, which swiftleak's drain
  * and exit work do not share) and counted by callgrind, which swiftleak cannot trace.
  *
- * It plays the recorder's part of the protocol only: it creates the memfd ring as swiftleak does
- * (the same header, max_frames 20 as `run`'s default), names it in SWIFTLEAK_RING and puts the
- * interposer in LD_PRELOAD, and a thread frees the slots as fast as they come (keeping nothing).
+ * It plays the recorder's part of the protocol only: it creates the ring with swiftleak's own
+ * swl_ring_create (max_frames 20 as `run`'s default), names it in SWIFTLEAK_RING and puts the
+ * interposer in LD_PRELOAD, and a thread frees the slots as fast as they come (swl_ring_peek and
+ * swl_ring_release, as swiftleak's drain; keeping nothing).
  * RING_HOST_SINGLE_THREAD=1 (only for a program that never starts a thread: this host traces
  * nothing) sets the ring's single_producer, as swiftleak does until a process's first thread.
  * Prints the events drained and the program's CPU time (user + system) on stderr; exits with the
  * program's status.
  *
- *   cc -O2 -pthread -I CShims/SwiftLeakEventABI/include -o /tmp/ring_host Benchmarks/hooks/ring_host.c
+ *   cc -O2 -pthread -D_GNU_SOURCE -I CShims/SwiftLeakEventABI/include -I CShims/CSwiftLeakSys/include \
+ *      -o /tmp/ring_host Benchmarks/hooks/ring_host.c CShims/CSwiftLeakSys/sys.c
  *   RING_HOST_SINGLE_THREAD=1 /tmp/ring_host $PWD/.build/release/libswiftleak_preload.so -- ./malloc_heavy 5000000
  *
  * Under callgrind: valgrind's launcher (/usr/bin/valgrind) is a dynamic program that would take
@@ -20,18 +22,18 @@
  *   RING_HOST_SINGLE_THREAD=1 VALGRIND_LAUNCHER=/usr/bin/valgrind VALGRIND_LIB=/usr/libexec/valgrind \
  *     /tmp/ring_host /tmp/preload.so -- /usr/libexec/valgrind/callgrind-amd64-linux --tool=callgrind ./malloc_heavy 200000
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
+#include "CSwiftLeakSys.h"
 #include "SwiftLeakEventABI.h"
 
 #include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,25 +43,14 @@ static uint64_t drained;
 
 static void *drain(void *unused) {
     (void)unused;
-    swl_event *slots = swl_ring_slots(ring);
-    uint64_t capacity = ring->capacity, mask = capacity - 1, head = 0;
+    swl_ring_reader reader;
+    swl_ring_reader_init(&reader, ring);
     for (;;) {
-        uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
-        bool freed = false;
-        while (head < tail) {
-            swl_event *slot = &slots[head & mask];
-            if (swl_slot_sequence(slot, head & mask) != head + 1) break;
-            swl_slot_set_sequence(slot, head & mask, head + capacity);
-            head++;
-            freed = true;
-        }
-        drained = head;
-        if (freed) {
-            __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&ring->producers_waiting, __ATOMIC_SEQ_CST) != 0) {
-                __atomic_fetch_add(&ring->space_epoch, 1, __ATOMIC_SEQ_CST);
-                syscall(SYS_futex, &ring->space_epoch, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-            }
+        const swl_event *first;
+        size_t count = swl_ring_peek(&reader, 4096, &first);
+        if (count > 0) {
+            swl_ring_release(&reader, count);
+            drained = reader.head;
         } else {
             if (child_done) return NULL;
             usleep(200);
@@ -72,30 +63,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: ring_host /abs/path/libswiftleak_preload.so -- PROGRAM [ARGS...]\n");
         return 2;
     }
-    uint64_t capacity = 1 << 18, store_size = 1ULL << 32;
-    uint32_t buckets = 1 << 20;
-    uint64_t ring_offset, buckets_offset, store_offset;
-    uint64_t total = swl_ring_layout(capacity, buckets, store_size, &ring_offset, &buckets_offset, &store_offset);
-    int fd = memfd_create(SWL_RING_MEMFD_NAME, 0);
-    if (fd < 0 || ftruncate(fd, (off_t)total) != 0) { perror("memfd"); return 2; }
-    ring = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (ring == MAP_FAILED) { perror("mmap"); return 2; }
-    ring->magic = SWL_ABI_MAGIC;
-    ring->version = SWL_ABI_VERSION;
-    ring->header_size = sizeof(swl_ring_header);
-    ring->recorder_pid = getpid();
-    ring->max_frames = 20;
-    ring->bucket_count = buckets;
-    ring->capacity = capacity;
-    ring->ring_offset = ring_offset;
-    ring->buckets_offset = buckets_offset;
-    ring->store_offset = store_offset;
-    ring->store_size = store_size;
-    ring->total_size = total;
-    ring->store_used = 16;
+    int fd = -1;
+    ring = swl_ring_create(1 << 18, 1 << 20, 1ULL << 32, 20, getpid(), &fd);
+    if (ring == NULL) { perror("swl_ring_create"); return 2; }
     // swiftleak's tracer clears single_producer at a process's first thread; this host traces
-    // nothing, so it promises one producer only when told the program has one thread.
-    ring->single_producer = getenv("RING_HOST_SINGLE_THREAD") != NULL;
+    // nothing, so it keeps the promise of one producer only when told the program has one thread.
+    if (getenv("RING_HOST_SINGLE_THREAD") == NULL) swl_ring_set_multiple_producers(ring);
 
     int go[2];
     if (pipe(go) != 0) { perror("pipe"); return 2; }
@@ -114,8 +87,7 @@ int main(int argc, char **argv) {
         perror("exec");
         _exit(127);
     }
-    ring->traced_pid = child;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    swl_ring_set_traced_pid(ring, child);
     pthread_t thread;
     pthread_create(&thread, NULL, drain, NULL);
     if (write(go[1], "g", 1) != 1) return 2;
@@ -127,6 +99,6 @@ int main(int argc, char **argv) {
     double cpu = (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
                  (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
     fprintf(stderr, "ring_host: %llu events, attached %u, program cpu %.3f s\n", (unsigned long long)drained,
-            ring->attached, cpu);
+            swl_ring_attached(ring), cpu);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
