@@ -143,6 +143,26 @@ struct SymbolizerTests {
         #expect(hidden.first?.line == (try markerLine("probe_in_hidden", in: "frames.c")))
     }
 
+    /// The look-up finds the name in .strtab first: it must still take only a function of exactly
+    /// that name, whether the name also ends other names (a variable's, here) and however often.
+    @Test("__lsan_default_suppressions() is found by its exact name among names that end with it",
+          arguments: [1, 20])
+    func programSuppressionsAmongSimilarNames(similarNames: Int) throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let variables = (0..<similarNames).map { "int v\($0)__lsan_default_suppressions = \($0);" }.joined(separator: "\n")
+        let withFunction = variables + "\nconst char *__lsan_default_suppressions(void) { return \"leak:known_fill\\n\"; }\nint main(void) { return v0__lsan_default_suppressions; }\n"
+        let withoutFunction = variables + "\nint main(void) { return v0__lsan_default_suppressions; }\n"
+        for (name, source, expected) in [("with", withFunction, ProgramSuppressions.Found.text("leak:known_fill\n")),
+                                         ("without", withoutFunction, .none)] {
+            let file = directory.appendingPathComponent("\(name).c")
+            try source.write(to: file, atomically: true, encoding: .utf8)
+            let binary = directory.appendingPathComponent(name).path
+            try run(tool("cc"), ["-O1", file.path, "-o", binary])
+            #expect(ProgramSuppressions.lsanDefaultSuppressions(inFile: binary) == expected, "\(name), \(similarNames) similar names")
+        }
+    }
+
     @Test("stripped files without debug info do not load libdw's debuginfod client while DEBUGINFOD_URLS is unset",
           .enabled(if: (ProcessInfo.processInfo.environment["DEBUGINFOD_URLS"] ?? "").isEmpty))
     func noDebuginfodWithoutServers() throws {
