@@ -131,18 +131,39 @@ struct ProcessTreeTests {
         }
     }
 
-    static func figures(_ reports: [Report]) -> [Figures] {
+    static func figures(_ reports: [Report], withoutInFlightFrom thread: String? = nil) -> [Figures] {
         let depth = depths(Dictionary(uniqueKeysWithValues: reports.map { ($0.pid, $0.ppid) }))
         return reports.map { report in
-            Figures(depth: depth[report.pid] ?? -1,
-                    definite: report.summary["definitely_lost"] ?? Report.Count(bytes: -1, blocks: -1),
-                    indirect: report.summary["indirectly_lost"] ?? Report.Count(bytes: -1, blocks: -1))
+            var definite = report.summary["definitely_lost"] ?? Report.Count(bytes: -1, blocks: -1)
+            if let thread, depth[report.pid] ?? 0 > 0 {
+                for record in report.lossRecords where record.kind == "definitely_lost"
+                    && record.stack.contains(where: { $0.function == thread }) {
+                    definite = Report.Count(bytes: definite.bytes - record.bytes, blocks: definite.blocks - record.blocks)
+                }
+            }
+            return Figures(depth: depth[report.pid] ?? -1, definite: definite,
+                           indirect: report.summary["indirectly_lost"] ?? Report.Count(bytes: -1, blocks: -1))
         }.sorted()
+    }
+
+    /// In `threads`, the child is forked while two threads allocate and free blocks of 64-127
+    /// bytes: a block one of them had allocated and not yet freed at that instant stays the
+    /// child's for good with no pointer left to it (the thread is not in the child), so it is
+    /// definitely lost there, under Valgrind as under swiftleak, whenever the fork lands in that
+    /// window (often on two cores; rarely under Valgrind, which runs one thread at a time). The
+    /// figures are compared without such blocks: at most one per thread in each child, nothing
+    /// else of that thread's, and none in the launched program.
+    static func inFlightBlocks(_ reports: [Report], from thread: String) -> [Report.Count] {
+        let depth = depths(Dictionary(uniqueKeysWithValues: reports.map { ($0.pid, $0.ppid) }))
+        return reports.filter { depth[$0.pid] ?? 0 > 0 }.map { report in
+            report.lossRecords.filter { $0.stack.contains { $0.function == thread } }
+                .reduce(Report.Count(bytes: 0, blocks: 0)) { Report.Count(bytes: $0.bytes + $1.bytes, blocks: $0.blocks + $1.blocks) }
+        }
     }
 
     /// Valgrind --trace-children=yes with one log per process (--log-file=…%p): each process's
     /// definite and indirect figures.
-    static func valgrindFigures(_ mode: String) throws -> [Figures] {
+    static func valgrindFigures(_ mode: String, withoutInFlightFrom thread: String? = nil) throws -> [Figures] {
         let valgrind = try #require(SuppressionEndToEndTests.valgrindPath, "valgrind is needed (scripts/install-deps installs it)")
         let directory = Harness.workDirectory.appendingPathComponent("vg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -158,9 +179,33 @@ struct ProcessTreeTests {
             let parentLine = text.split(separator: "\n").first { $0.contains("Parent PID: ") }
             parents[pid] = parentLine.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
             summaries[pid] = ValgrindDifferentialTests.valgrindSummary(text)
+            if let thread {
+                let raced = Self.valgrindDefinitelyLost(in: text, from: thread)
+                summaries[pid]?.definite.bytes -= raced.bytes
+                summaries[pid]?.definite.blocks -= raced.blocks
+            }
         }
         let depth = depths(parents)
         return summaries.map { Figures(depth: depth[$0.key] ?? -1, definite: $0.value.definite, indirect: $0.value.indirect) }.sorted()
+    }
+
+    /// The definitely lost loss records of a Valgrind log whose stack passes through `function`.
+    static func valgrindDefinitelyLost(in log: String, from function: String) -> Report.Count {
+        var total = Report.Count(bytes: 0, blocks: 0)
+        let lines = log.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            // "==PID== " prefixes every line.
+            line.split(separator: " ", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        }
+        // Records with indirect bytes ("N (D direct, I indirect) bytes") are not these.
+        for (index, line) in lines.enumerated() where line.contains(" are definitely lost in loss record ") && !line.contains(" direct, ") {
+            let words = line.split(separator: " ")
+            guard words.count > 3, let bytes = Int(words[0].filter(\.isNumber)), let blocks = Int(words[3].filter(\.isNumber)) else { continue }
+            let stack = lines[(index + 1)...].prefix { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+            if stack.contains(where: { $0.contains(": \(function) (") }) {
+                total = Report.Count(bytes: total.bytes + bytes, blocks: total.blocks + blocks)
+            }
+        }
+        return total
     }
 
     /// Each log's `Parent PID:` (0 when it has none), by the pid its `%p` name holds.
@@ -241,8 +286,16 @@ struct ProcessTreeTests {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(reports.count == (mode == "nested" ? 3 : 2), "\(result.stderr)")
         #expect(reports.allSatisfy { $0.scanRan }, "\(result.stderr)")
-        let expected = try Self.valgrindFigures(mode)
-        #expect(Self.figures(reports) == expected, "\(result.stderr)")
+        // `threads` forks while threads allocate: see inFlightBlocks.
+        let inFlight = mode == "threads" ? "allocating_thread" : nil
+        let expected = try Self.valgrindFigures(mode, withoutInFlightFrom: inFlight)
+        #expect(Self.figures(reports, withoutInFlightFrom: inFlight) == expected, "\(result.stderr)")
+        if let inFlight {
+            for raced in Self.inFlightBlocks(reports, from: inFlight) {
+                #expect(raced.blocks <= 2 && raced.bytes >= 64 * raced.blocks && raced.bytes <= 127 * raced.blocks,
+                        "more than the blocks in flight at the fork: \(raced)\n\(result.stderr)")
+            }
+        }
         // The launched program comes first, its children name it as their parent.
         #expect(reports.first?.pid == reports.dropFirst().first?.ppid)
     }
