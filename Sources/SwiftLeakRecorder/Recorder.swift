@@ -94,14 +94,6 @@ public final class Recorder: @unchecked Sendable {
         thread = handle
     }
 
-    /// Stops the draining thread (at its next look under the lock, without draining what is left:
-    /// `finish` does that) and waits for it.
-    public func stop() {
-        withLock { stopRequested = true }
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
-    }
-
     private func drainLoop() {
         var idleRounds = 0
         var pause = CaughtUpPause()
