@@ -20,6 +20,16 @@ struct CrossThreadOrderTests {
         return (calls[0], calls[1], Count(bytes: leaked[0], blocks: leaked[1]))
     }
 
+    /// The recorded allocations and frees are the program's own, plus the few that libc and the
+    /// thread library make and free themselves.
+    static func expectCounts(_ report: Report, own: (allocations: Int, frees: Int, leaked: Count),
+                             sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(report.allocations >= own.allocations && report.allocations < own.allocations + 200,
+                "\(report.allocations) allocations recorded, the program made \(own.allocations)", sourceLocation: sourceLocation)
+        #expect(report.frees >= own.frees && report.frees < own.frees + 200,
+                "\(report.frees) frees recorded, the program made \(own.frees)", sourceLocation: sourceLocation)
+    }
+
     @Test("threads free each other's blocks and reuse them at once: exact allocation, free and leak counts",
           arguments: [4, 8])
     func crossThreadReuse(threads: Int) throws {
@@ -32,11 +42,7 @@ struct CrossThreadOrderTests {
         #expect(own.leaked.blocks == threads * (20000 / 997))
         #expect(report.summary["definitely_lost"] == own.leaked)
         #expect(report.summary["indirectly_lost"] == Count(bytes: 0, blocks: 0))
-        // Plus the few that libc and the thread library make and free themselves.
-        #expect(report.allocations >= own.allocations && report.allocations < own.allocations + 200,
-                "\(report.allocations) allocations recorded, the program made \(own.allocations)")
-        #expect(report.frees >= own.frees && report.frees < own.frees + 200,
-                "\(report.frees) frees recorded, the program made \(own.frees)")
+        Self.expectCounts(report, own: own)
     }
 
     @Test("the first threads start while the main thread allocates: no event is lost (the ring leaves its lock-free tail in time)")
@@ -49,10 +55,6 @@ struct CrossThreadOrderTests {
         let own = try Self.ownCounts(result.stdout)
         #expect(own.leaked == Count(bytes: 9 * 40, blocks: 9))
         #expect(report.summary["definitely_lost"] == own.leaked)
-        // Plus the few that libc and the thread library make and free themselves.
-        #expect(report.allocations >= own.allocations && report.allocations < own.allocations + 200,
-                "\(report.allocations) allocations recorded, the program made \(own.allocations)")
-        #expect(report.frees >= own.frees && report.frees < own.frees + 200,
-                "\(report.frees) frees recorded, the program made \(own.frees)")
+        Self.expectCounts(report, own: own)
     }
 }

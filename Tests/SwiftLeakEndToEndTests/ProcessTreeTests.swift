@@ -136,10 +136,8 @@ struct ProcessTreeTests {
         return reports.map { report in
             var definite = report.summary["definitely_lost"] ?? Report.Count(bytes: -1, blocks: -1)
             if let thread, depth[report.pid] ?? 0 > 0 {
-                for record in report.lossRecords where record.kind == "definitely_lost"
-                    && record.stack.contains(where: { $0.function == thread }) {
-                    definite = Report.Count(bytes: definite.bytes - record.bytes, blocks: definite.blocks - record.blocks)
-                }
+                let raced = total(of: report.lossRecords.filter { $0.kind == "definitely_lost" }, through: thread)
+                definite = Report.Count(bytes: definite.bytes - raced.bytes, blocks: definite.blocks - raced.blocks)
             }
             return Figures(depth: depth[report.pid] ?? -1, definite: definite,
                            indirect: report.summary["indirectly_lost"] ?? Report.Count(bytes: -1, blocks: -1))
@@ -155,10 +153,13 @@ struct ProcessTreeTests {
     /// else of that thread's, and none in the launched program.
     static func inFlightBlocks(_ reports: [Report], from thread: String) -> [Report.Count] {
         let depth = depths(Dictionary(uniqueKeysWithValues: reports.map { ($0.pid, $0.ppid) }))
-        return reports.filter { depth[$0.pid] ?? 0 > 0 }.map { report in
-            report.lossRecords.filter { $0.stack.contains { $0.function == thread } }
-                .reduce(Report.Count(bytes: 0, blocks: 0)) { Report.Count(bytes: $0.bytes + $1.bytes, blocks: $0.blocks + $1.blocks) }
-        }
+        return reports.filter { depth[$0.pid] ?? 0 > 0 }.map { total(of: $0.lossRecords, through: thread) }
+    }
+
+    /// The bytes and blocks of the records whose stack passes through `function`.
+    static func total(of records: [Report.LossRecord], through function: String) -> Report.Count {
+        records.filter { $0.stack.contains { $0.function == function } }
+            .reduce(Report.Count(bytes: 0, blocks: 0)) { Report.Count(bytes: $0.bytes + $1.bytes, blocks: $0.blocks + $1.blocks) }
     }
 
     /// Valgrind --trace-children=yes with one log per process (--log-file=…%p): each process's
