@@ -288,6 +288,12 @@ public final class Tracer {
                 isThread = false
                 sharesMemory = false
             }
+            if Int(event) == Int(SWL_EVENT_STOP_VFORK) && !swl_clone_flags(tid, &isThread, &sharesMemory) {
+                // The kernel says vfork for any clone with CLONE_VFORK, CLONE_VM or not: only
+                // vfork(2) itself, whose flags are unreadable, runs in its parent's memory for sure.
+                isThread = false
+                sharesMemory = true
+            }
             if isThread || (sharesMemory && Int(event) != Int(SWL_EVENT_STOP_VFORK)) {
                 // Before the parent runs on (the child waits for its first stop to be continued).
                 // A vfork's parent waits for its child: they never run at once. The ring is that

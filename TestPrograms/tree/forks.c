@@ -16,6 +16,10 @@
 //   vmclone   a clone(CLONE_VM | SIGCHLD) child (in the parent's memory, but reported to a tracer
 //             as a fork, not a clone) ends at once; the parent frees the 3 blocks it allocated
 //             before it and leaks 33
+//   vforkclone  a clone(CLONE_VFORK | SIGCHLD) child without CLONE_VM (its own copy of the memory;
+//             the parent waits, as for a vfork, until it ends: reported to a tracer as a vfork)
+//             frees the 100-byte block it inherited and leaks 22; the parent leaks its copy of the
+//             100-byte block and 33
 //   samesite  the parent allocates (and frees) 55 bytes from one call path, forks, and the child
 //             leaks 55 bytes from exactly that path (same return addresses, same stack pointers):
 //             the stack the parent's thread knew by heart belongs to the parent's ring, not the child's
@@ -69,6 +73,17 @@ __attribute__((noinline)) static void shared_rounds(int leak) {
 
 static int raw_child(void *argument) {
     (void)argument;
+    child_leak();
+    return 0;
+}
+
+static void *volatile inherited_block;
+
+/// A child with its own copy of the memory (no CLONE_VM): frees its copy of the inherited block.
+static int copy_child(void *argument) {
+    (void)argument;
+    free(inherited_block);
+    inherited_block = NULL;
     child_leak();
     return 0;
 }
@@ -214,6 +229,16 @@ int main(int argc, char **argv) {
         if (child < 0) return 1;
         wait_for(child);
         free(stack);
+        parent_leak();
+    } else if (strcmp(mode, "vforkclone") == 0) {
+        size_t size = 256 * 1024;
+        char *stack = malloc(size);
+        inherited_block = malloc(100);
+        pid_t child = clone(copy_child, stack + size, CLONE_VFORK | SIGCHLD, NULL);
+        if (child < 0) return 1;
+        wait_for(child);
+        free(stack);
+        inherited_block = NULL;
         parent_leak();
     } else if (strcmp(mode, "vforkthreads") == 0) {
         pid_t child = vfork();
