@@ -163,21 +163,37 @@ static bool swl_recorder_alive(void) {
     return syscall(SYS_process_vm_readv, (long)pid, &local, 1UL, &remote, 1UL, 0UL) >= 0 || errno != ESRCH;
 }
 
+/// Whether a slot whose sequence reads `sequence` has gone past position `pos` for good: it was
+/// published for `pos` by another task, or freed for a later lap. Never so for a position this task
+/// alone reserved; it happens when the tail moved back over used positions (two tasks on the
+/// lock-free tail, one of them a CLONE_UNTRACED thread the tracer cannot see, or a program writing
+/// the header). Waiting for such a slot would wait for ever while swiftleak lives.
+static inline bool swl_slot_passed(uint64_t sequence, uint64_t pos) { return (int64_t)(sequence - pos) > 0; }
+
 /// The slow part of swl_wait_for_slot: sleeps on the ring's space epoch until the slot is free.
 static bool swl_wait_for_slot_sleeping(swl_event *slot, uint64_t pos) {
     uint64_t index = pos & g_mask;
     for (;;) {
         uint32_t epoch = __atomic_load_n(&g_ring->space_epoch, __ATOMIC_ACQUIRE);
         __atomic_fetch_add(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
-        if (swl_slot_sequence_seq_cst(slot, index) == pos) {
+        uint64_t before = swl_slot_sequence_seq_cst(slot, index);
+        if (before == pos || swl_slot_passed(before, pos)) {
             __atomic_fetch_sub(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
-            return true;
+            if (before == pos) return true;
+            swl_go_quiet();
+            return false;
         }
         struct timespec timeout = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
         long rc = syscall(SYS_futex, &g_ring->space_epoch, FUTEX_WAIT, epoch, &timeout, NULL, 0);
         int error = errno;
         __atomic_fetch_sub(&g_ring->producers_waiting, 1, __ATOMIC_SEQ_CST);
-        if (swl_slot_sequence(slot, index) == pos) return true;
+        uint64_t sequence = swl_slot_sequence(slot, index);
+        if (sequence == pos) return true;
+        if (swl_slot_passed(sequence, pos)) {
+            // The ring's order is lost: the program runs on untracked rather than wait for ever.
+            swl_go_quiet();
+            return false;
+        }
         if (rc == -1 && error == ETIMEDOUT && !swl_recorder_alive()) {
             swl_go_quiet();
             return false;

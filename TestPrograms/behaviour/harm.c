@@ -20,6 +20,9 @@
 //   forge-stacks     keeps its only pointer to a block in memory a forged own-stack table claims
 //   fifo PATH        forges a module record whose path is PATH (a FIFO), then exits
 //   forge-overlap    forges allocations that overlap each other and a real live block
+//   tail-back        moves the ring's tail back over positions already used, as two tasks advancing
+//                    the lock-free tail at once can (a thread started with CLONE_UNTRACED, which the
+//                    tracer never sees), then allocates and frees 1,000 blocks and prints "done"
 //   errno-full-ring  stops swiftleak, fills the ring until the hooks sleep on it past their timeout
 //                    (a thread continues swiftleak then), and counts the calls that changed errno
 #include <ctype.h>
@@ -349,6 +352,18 @@ int main(int argc, char **argv) {
         // No allocation after the forged tail: the interposer would wait for ever for a slot the
         // recorder never frees (the program only harms itself there); leave at once instead.
         _exit(0);
+    } else if (strcmp(mode, "tail-back") == 0) {
+        swl_ring_header *ring = find_ring();
+        for (int i = 0; i < 16; i++) free(malloc(24));
+        // The interposer's single-producer path is a load and a store: a second task's
+        // reservations between them are overwritten, and the positions they took are taken again.
+        if (ring) __atomic_store_n(&ring->tail, __atomic_load_n(&ring->tail, __ATOMIC_RELAXED) - 8, __ATOMIC_RELAXED);
+        for (int i = 0; i < 1000; i++) {
+            sink = malloc(24);
+            free(sink);
+        }
+        sink = NULL;
+        printf("done\n");
     } else if (strcmp(mode, "forge-stacks") == 0) {
         // The only pointer to a 48-byte block sits in the program's own anonymous memory, which a
         // forged own-stack table entry claims is swiftleak's: the block must stay reachable.

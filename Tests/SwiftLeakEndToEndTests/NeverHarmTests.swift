@@ -427,6 +427,20 @@ struct NeverHarmTests {
         #expect(warnings.count == 1, "\(result.stderr)")
     }
 
+    @Test("a tail moved back over used positions (two tasks on the lock-free tail) leaves the program running untracked, never waiting for ever")
+    func tailMovedBack() throws {
+        // A hook that reserved a position already used (and freed by the recorder for a later lap)
+        // waited for that slot for as long as swiftleak lived: the program hung, and so did the run.
+        let (result, maybeReport) = try Harness.swiftleak(try Self.harm(), ["tail-back"], timeout: 60)
+        #expect(result.signal == nil && result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "done\n")
+        // What the race overwrote is lost (here a free: its block looks leaked), and the report says
+        // its figures are incomplete.
+        let report = try #require(maybeReport, "no report: \(result.stderr)")
+        #expect(report.summary["definitely_lost"].map { $0.bytes >= 33 } == true, "\(report.summary)")
+        #expect(result.stderr.contains("the interposer stopped recording before the end"), "\(result.stderr)")
+    }
+
     @Test("a forged own-stack table cannot hide the program's roots: the area is ignored with a warning")
     func forgedOwnStackTable() throws {
         let (result, maybeReport) = try Self.traced(["forge-stacks"])
