@@ -54,6 +54,29 @@ struct HeapModelTests {
         #expect(final.sites[1].temporaryAllocations == 1)
     }
 
+    @Test("temporaries with three threads taking turns: each keeps its own latest allocation")
+    func temporariesThreeThreads() {
+        // Two threads alternate without the dictionary; a third sends the one before last there
+        // and back. Each thread allocates, the others run, then it frees its block: temporary
+        // only when no allocation of its own came between.
+        var model = HeapModel()
+        var events: [HeapEvent] = [.stack(id: 1, frames: [0x10])]
+        events += [Self.alloc(0x1000, 8, stack: 1, thread: 1), Self.alloc(0x2000, 8, stack: 1, thread: 2),
+                   Self.alloc(0x3000, 8, stack: 1, thread: 3)]
+        events += [.free(address: 0x1000, thread: 1), .free(address: 0x2000, thread: 2),
+                   .free(address: 0x3000, thread: 3)]                 // 3 temporaries
+        events += [Self.alloc(0x4000, 8, stack: 1, thread: 1), Self.alloc(0x5000, 8, stack: 1, thread: 2),
+                   Self.alloc(0x6000, 8, stack: 1, thread: 1),           // thread 1 allocated again
+                   Self.alloc(0x7000, 8, stack: 1, thread: 3), .free(address: 0x4000, thread: 1),
+                   .free(address: 0x5000, thread: 2),                   // temporary
+                   .free(address: 0x6000, thread: 3),                   // another thread's block: not
+                   .free(address: 0x7000, thread: 3)]                   // not: a free of thread 3 came between
+        events.forEach { model.apply($0) }
+        let final = model.finish()
+        #expect(final.statistics.temporaryAllocations == 4)
+        #expect(final.sites[1].temporaryAllocations == 4)
+    }
+
     @Test("a steady rise is a trend; a rise and fall, or a start-up allocation, is not")
     func trends() {
         var model = HeapModel()
