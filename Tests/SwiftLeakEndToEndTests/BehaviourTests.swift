@@ -129,6 +129,7 @@ struct BehaviourTests {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
+        Harness.watch(process)
         try process.run()
         // The program prints its first line, then blocks reading stdin: it is running, traced.
         let firstLine = output.fileHandleForReading.availableData

@@ -282,6 +282,7 @@ struct NeverHarmTests {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
+        Harness.watch(process)
         try process.run()
         return (process, input, output, errors)
     }
@@ -317,7 +318,11 @@ struct NeverHarmTests {
         #expect(ready == "ready\n")
         // The header names the program's pid: "==PID== swiftleak-…".
         var header = ""
-        while !header.contains("\n") { header += String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self) }
+        while !header.contains("\n") {
+            let more = errors.fileHandleForReading.availableData
+            try #require(!more.isEmpty, "swiftleak's stderr ended before its first line: \(header)")
+            header += String(decoding: more, as: UTF8.self)
+        }
         let pid = try #require(Int32(header.dropFirst(2).prefix { $0.isNumber }))
 
         kill(pid, SIGSTOP)

@@ -98,7 +98,7 @@ enum Harness {
         try input.fileHandleForWriting.close()
         let timer = DispatchSource.makeTimerSource()
         timer.schedule(deadline: .now() + timeout)
-        timer.setEventHandler { kill(process.processIdentifier, SIGKILL) }
+        timer.setEventHandler { killTree(process.processIdentifier) }
         timer.resume()
         // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
         final class Box: @unchecked Sendable { var data = Data() }
@@ -118,6 +118,38 @@ enum Harness {
         let signaled = process.terminationReason == .uncaughtSignal
         return Result(status: process.terminationStatus, signal: signaled ? process.terminationStatus : nil,
                       stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Sends SIGKILL to `pid` and to every process under it. A traced program outlives a killed
+    /// swiftleak (the kernel detaches it) and holds the same pipes: killing swiftleak alone left a
+    /// hung program's test reading them for ever.
+    static func killTree(_ pid: Int32) {
+        var found: [Int32] = [], pending = [pid]
+        while let next = pending.popLast(), found.count < 4096 {
+            found.append(next)
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(next)/task")) ?? []
+            for task in tasks {
+                let children = (try? String(contentsOfFile: "/proc/\(next)/task/\(task)/children", encoding: .utf8)) ?? ""
+                pending += children.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+        }
+        for victim in found { kill(victim, SIGKILL) }
+    }
+
+    /// For a test that drives a run itself (its pipes, its signals): arms a timer that ends the
+    /// run and every process under it after `seconds`, so that the test's reads of the pipes reach
+    /// their end and its expectations fail, instead of the whole suite hanging until the CI's
+    /// timeout. Call before `process.run()`; disarmed when the process ends (its
+    /// `terminationHandler`).
+    static func watch(_ process: Process, seconds: TimeInterval = 120) {
+        final class Timer: @unchecked Sendable {
+            let source = DispatchSource.makeTimerSource()
+        }
+        let timer = Timer()
+        timer.source.schedule(deadline: .now() + seconds)
+        timer.source.setEventHandler { [process] in killTree(process.processIdentifier) }
+        process.terminationHandler = { _ in timer.source.cancel() }
+        timer.source.resume()
     }
 
     /// Runs `swiftleak run --json FILE [options] -- program arguments` and parses the JSON report.
