@@ -1,5 +1,6 @@
-/* clearing_bench: the loops that clear glibc's links out of fresh blocks (clear_links.h), alone,
- * on the sizes the hooks see. 512 blocks of 1 KiB (they stay in L2) hold odd words, so no word is
+/* clearing_bench: the loops that cleared glibc's links out of fresh blocks until 2 Dec
+ * (clear_links.h), and the memset of the block that replaced them in the hooks, alone, on the sizes
+ * the hooks see. 512 blocks of 1 KiB (they stay in L2) hold odd words, so no word is
  * a link and nothing is written, as in most blocks; each call clears one block at a size from the
  * case's distribution, the block and size drawn from an xorshift generator. Prints the thread CPU
  * time per call, net of the same loop without the call (the generator's own mispredicted branch
@@ -7,7 +8,7 @@
  * words: every non-zero, 16-byte aligned word below 2^63 cleared, every other word below 2^63
  * kept (the SSE2 loop also clears aligned words above: no address of a block lies there).
  *
- *   cc -O2 -ICShims/SwiftLeakPreload -o /tmp/clearing_bench Benchmarks/clearing/clearing_bench.c
+ *   cc -O2 -o /tmp/clearing_bench Benchmarks/clearing/clearing_bench.c
  *   /tmp/clearing_bench [CALLS]
  */
 #include <cpuid.h>
@@ -40,12 +41,13 @@ static bool have_avx2(void) {
     return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX2);
 }
 
-enum { KERNEL_NONE, KERNEL_SSE2, KERNEL_AVX2 };
-static const char *kernel_names[] = {"none", "sse2", "avx2"};
+enum { KERNEL_NONE, KERNEL_SSE2, KERNEL_AVX2, KERNEL_MEMSET };
+static const char *kernel_names[] = {"none", "sse2", "avx2", "memset"};
 
 static void clear_with(int kernel, uint64_t *words, uint64_t count) {
     if (kernel == KERNEL_SSE2) swl_clear_links_sse2(words, 0, count);
     if (kernel == KERNEL_AVX2) swl_clear_links_avx2(words, 0, count);
+    if (kernel == KERNEL_MEMSET) memset(words, 0, count * 8);
 }
 
 /// Random words of every kind (zero, odd, aligned addresses, aligned words above 2^63) at random
@@ -119,7 +121,8 @@ int main(int argc, char **argv) {
     for (int c = SIZES_MALLOC_HEAVY; c <= SIZES_SMALL; c++) {
         double harness = run(KERNEL_NONE, (sizes)c, calls, memory);
         printf("%-42s", size_names[c]);
-        for (int kernel = KERNEL_SSE2; kernel <= last; kernel++) {
+        for (int kernel = KERNEL_SSE2; kernel <= KERNEL_MEMSET; kernel++) {
+            if (kernel == KERNEL_AVX2 && !avx2) continue;
             printf("  %s %5.2f ns", kernel_names[kernel], run(kernel, (sizes)c, calls, memory) - harness);
         }
         printf("  (harness %.2f ns)\n", harness);

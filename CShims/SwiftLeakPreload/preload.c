@@ -14,13 +14,11 @@
 
 #include "SwiftLeakPreload.h"
 #include "SwiftLeakEventABI.h"
-#include "clear_links.h"
 #include "own_stack.h"
 #include "unwind.h"
 
 #include <dlfcn.h>
 #include <elf.h>
-#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -507,28 +505,19 @@ static inline void swl_publish_alloc(void *pointer, size_t size, swl_function fn
 /// nor realloc, which keeps the old contents) still holds what its memory held while it was free:
 /// the free-list links glibc wrote there (fd/bk in a chunk's first words, fd_nextsize/bk_nextsize
 /// after them for large chunks, and the same words of every freed chunk merged into a bigger free
-/// one). A raw link points at a chunk header, 16 bytes before a block, i.e. into the block before
-/// it (for sizes of 16k + 8): inside a reachable block such a word makes a lost block "possibly
-/// lost", inside a lost one it makes another lost block "indirectly" lost. Valgrind's blocks
-/// carry no such words (and it ignores their undefined contents). So every word of the block
-/// that can be such a link, non-zero and 16-byte aligned as chunk headers are, is cleared before
-/// the program gets the block: the contents of a fresh block are indeterminate, so no correct
-/// program can tell. Safe-linked (mangled) tcache and fastbin links never look like addresses and
-/// are left alone; so are chunks glibc mmapped (fresh zero pages). Blocks over 4 KiB get only
-/// their first four words cleared, so that memory the program may never touch is not read.
+/// one), and whatever the chunk's earlier owners left in it. A raw link points at a chunk header,
+/// 16 bytes before a block, i.e. into the block before it (for sizes of 16k + 8); an earlier
+/// owner's word may point anywhere into a block (a char * into a string, a struct's second field).
+/// Inside a reachable block such a word makes a lost block "possibly lost", inside a lost one it
+/// makes another lost block "indirectly" lost. Valgrind counts none of them: a fresh block's
+/// contents are undefined to it. So the part of the block the program asked for is zeroed before
+/// the program gets it: its contents are indeterminate, so no correct program can tell. (Until 2
+/// Dec only the words that looked like links, non-zero and 16-byte aligned, were cleared: that
+/// left the unaligned interior pointers, and testing every word cost more than the stores do.)
+/// Chunks glibc mmapped are fresh zero pages and are left alone. Past 4 KiB, only the first four
+/// words are zeroed (where glibc's links lie in a chunk it never merged), so that memory the
+/// program may never touch is not written.
 #define SWL_CLEAR_WHOLE_BLOCK_LIMIT 4096
-
-/// Whether the processor and the kernel let us use AVX2 (CPUID leaf 7 and the YMM state in XCR0).
-static bool g_have_avx2;
-static void swl_detect_avx2(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX)) return;
-    uint32_t xcr0_low, xcr0_high;
-    __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-    if ((xcr0_low & 6) != 6) return; // XMM and YMM state saved by the kernel
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
-    g_have_avx2 = (b & bit_AVX2) != 0;
-}
 
 /// The masks that keep a word's first 0...8 bytes (x86_64 is little-endian: its low bytes).
 static const uint64_t swl_first_bytes_mask[9] = {
@@ -573,21 +562,28 @@ static inline void swl_forget_slack(void *block, uint64_t size_field, size_t req
     memset((char *)block + requested, 0, slack);
 }
 
-/// Zeroes the block's slack (swl_forget_slack), then clears the links in the part of a block past
-/// its first `kept` bytes, up to `requested` (a fresh block keeps nothing). For a realloc'd block,
-/// `kept` is the old block's usable size (what glibc copied, or what stayed in place): the part
-/// past it is memory that was free a moment ago (a free neighbour the block grew over, or the rest
-/// of the chunk it moved to), with its links. Valgrind counts none of it (undefined), so the
-/// program cannot have relied on it. Past 4 KiB of new bytes, only the first four words, so that
-/// memory the program may never touch is not read.
+/// Zeroes the block's slack (swl_forget_slack), then the part of a block past its first `kept`
+/// bytes, up to `requested` (a fresh block keeps nothing). For a realloc'd block, `kept` is the old
+/// block's usable size (what glibc copied, or what stayed in place): the part past it is memory
+/// that was free a moment ago (a free neighbour the block grew over, or the rest of the chunk it
+/// moved to), with its links and its earlier owners' words. Valgrind counts none of it
+/// (undefined), so the program cannot have relied on it. Past 4 KiB of new bytes, only the first
+/// four words, so that memory the program may never touch is not written.
 static inline void swl_forget_grown_links(void *block, size_t kept, size_t requested) {
     uint64_t *words = block;
-    // Read once for both: the slack's stores lie past the header, so it still holds after them.
+    // Read once for both: the stores below lie past the header, so it still holds after them.
     uint64_t size_field = words[-1];
+    uint64_t chunk_size = size_field & ~(uint64_t)7;
+    if (kept == 0 && (size_field & 2) == 0 && chunk_size >= 32 && chunk_size - 8 <= SWL_CLEAR_WHOLE_BLOCK_LIMIT &&
+        requested <= chunk_size - 8) {
+        // A fresh arena chunk (nearly every malloc): the requested part and the slack are one
+        // memset of the usable size, without swl_forget_slack's branches.
+        memset(block, 0, chunk_size - 8);
+        return;
+    }
     swl_forget_slack(block, size_field, requested, kept == 0);
     if (requested <= kept) return;
     if (size_field & 2) return; // IS_MMAPPED: fresh zero pages (past the copy)
-    uint64_t chunk_size = size_field & ~(uint64_t)7;
     if (chunk_size < 32) return;
     uint64_t first = (kept + 7) / 8;
     uint64_t end = (requested + 7) / 8;
@@ -595,20 +591,10 @@ static inline void swl_forget_grown_links(void *block, size_t kept, size_t reque
     uint64_t usable_words = (chunk_size - 8) / 8;
     if (end > usable_words) end = usable_words;
     if (first >= end) return;
-    // A usable size is 16k + 8 bytes: a grown part starts on an odd word, and the pairs of
-    // swl_clear_links_sse2 must be 16-byte aligned.
-    if (first & 1) {
-        if (words[first] != 0 && (words[first] & 15) == 0) words[first] = 0;
-        first++;
-    }
-    if (g_have_avx2) {
-        swl_clear_links_avx2(words, first, end);
-    } else {
-        swl_clear_links_sse2(words, first, end);
-    }
+    memset(words + first, 0, (end - first) * 8);
 }
 
-/// A fresh block: every word the program asked for may hold a link.
+/// A fresh block: nothing in it is the program's yet.
 static inline void swl_forget_allocator_links(void *block, size_t requested) {
     swl_forget_grown_links(block, 0, requested);
 }
@@ -1033,7 +1019,6 @@ static void swl_try_init(void) {
         // Registered first, so it runs after every handler the program registers later.
         atexit(swl_announce_exit);
         swl_locate_main_arena();
-        swl_detect_avx2();
         __atomic_store_n(&g_state, STATE_RECORDING, __ATOMIC_RELEASE);
         swl_refresh_modules();
         __atomic_store_n(&g_ring->attached, 1, __ATOMIC_RELEASE);

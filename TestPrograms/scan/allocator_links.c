@@ -8,8 +8,7 @@
 // `allocator_links large`: two free chunks of one large bin (3,008 and 3,024 bytes, each right
 // after a guard block) hold, in their third and fourth words, glibc's fd_nextsize/bk_nextsize
 // links to chunk headers, i.e. into the last words of a guard. The program takes both back and
-// leaks them with their guards, unwritten. Blocks this big are cleared by the interposer's wide
-// loop (eight words at a time), the 50 small ones above by its narrow one.
+// leaks them with their guards, unwritten.
 // Valgrind: 4 blocks (10,390 bytes) definitely lost, none indirectly.
 #include <stdio.h>
 #include <stdlib.h>

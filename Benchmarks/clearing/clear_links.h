@@ -1,6 +1,6 @@
-// The loops that clear glibc's free-list links out of a fresh block (preload.c says which words
-// and why), apart so that Benchmarks/clearing can time them alone. Both are static: the SSE2 one
-// inlines into the hooks; the AVX2 one cannot (its target differs) and is called.
+// The loops that cleared glibc's free-list links out of a fresh block in the hooks until 2 Dec
+// (every non-zero, 16-byte aligned word), kept here so that Benchmarks/clearing can time them
+// against the memset of the block that replaced them (preload.c, swl_forget_grown_links says why).
 #ifndef SWIFTLEAK_PRELOAD_CLEAR_LINKS_H
 #define SWIFTLEAK_PRELOAD_CLEAR_LINKS_H
 
