@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 // The Itanium C++ ABI demangler, exported by libstdc++ (linked by this target).
 extern char *__cxa_demangle(const char *mangled, char *buffer, size_t *length, int *status);
@@ -800,4 +801,8 @@ char *swl_dw_cxa_demangle(const char *mangled) {
         return NULL;
     }
     return result;
+}
+
+int32_t swl_dw_thread_id(void) {
+    return (int32_t)gettid();
 }

@@ -35,8 +35,14 @@ public final class Symbolizer: Sendable {
     private let demangleNames: Bool
     private let state: Mutex<State>
     /// Called by `prepare` once it has built a new module outside the lock, before storing it:
-    /// lets a test hold a prepare there and show that lookups go on meanwhile.
+    /// lets a test hold a prepare there and show what lookups do meanwhile.
     private let preparedOutsideTheLock: (@Sendable () -> Void)?
+    /// Raises the thread `tid`'s priority to the caller's, true when it is now at least as high
+    /// (see `awaitPreparation`); a seam so that a test can refuse it as an unprivileged user's
+    /// system would.
+    private let lendPriority: @Sendable (_ tid: Int32) -> Bool
+    /// Wakes the lookups waiting for a prepare outside the lock (see `awaitPreparation`).
+    private let preparedSignal = PreparedSignal()
 
     /// - Parameter demangle: demangle C++, Swift and Rust names (default), or return them as the
     ///   symbol table spells them.
@@ -45,11 +51,13 @@ public final class Symbolizer: Sendable {
     }
 
     /// For tests: `preparedOutsideTheLock` runs in `prepare` between building a new module and
-    /// storing it.
-    init(demangle: Bool = true, preparedOutsideTheLock: (@Sendable () -> Void)?) {
+    /// storing it; `lendPriority` replaces the raising of a preparing thread's priority.
+    init(demangle: Bool = true, preparedOutsideTheLock: (@Sendable () -> Void)?,
+         lendPriority: @escaping @Sendable (_ tid: Int32) -> Bool = Symbolizer.lendPriority(to:)) {
         self.demangleNames = demangle
         self.state = Mutex(State())
         self.preparedOutsideTheLock = preparedOutsideTheLock
+        self.lendPriority = lendPriority
     }
 
     /// Symbolizes one code address.
@@ -67,9 +75,53 @@ public final class Symbolizer: Sendable {
             return [SymbolizedFrame(ip: ip)]
         }
         let demangleNames = self.demangleNames
-        return state.withLock { state in
-            state.symbolize(ip, in: module, isReturnAddress: isReturnAddress, demangle: demangleNames)
+        var result: [SymbolizedFrame] = []
+        while true {
+            let preparer = state.withLock { state -> Int32? in
+                if let preparer = state.preparerToAwait(for: module) { return preparer }
+                result = state.symbolize(ip, in: module, isReturnAddress: isReturnAddress, demangle: demangleNames)
+                return nil
+            }
+            guard let preparer else { return result }
+            awaitPreparation(of: module, by: preparer)
         }
+    }
+
+    /// Waits for the thread `preparer`, which is preparing `module`'s file outside the lock, to
+    /// store it, having lent it this thread's priority; where the priority cannot be lent (an
+    /// unprivileged user cannot raise a nice-19 thread), the module is marked so that the next
+    /// look opens a copy of its own instead, as before the wait existed.
+    ///
+    /// The preparer is the preloader, at nice 19, still inside a big module (libc's debug info,
+    /// zlib-compressed: ~40 ms of inflating on a quiet machine) when a short program ends: a second
+    /// copy from scratch held the end of malloc_heavy's run 40-115 ms in 3 of 20 runs under load,
+    /// where the preloader, starved by the program and the drain, had most of the work done.
+    private func awaitPreparation(of module: LoadedModule, by preparer: Int32) {
+        let key = FileKey(path: module.path, bias: module.loadBias)
+        guard lendPriority(preparer) else {
+            state.withLock { state in
+                if state.preparing[key] == preparer { state.notAwaited.insert(key) }
+            }
+            return
+        }
+        preparedSignal.wait { state.withLock { $0.preparing[key] == preparer } }
+    }
+
+    /// The calling thread's kernel id (what `lendPriority(to:)` takes).
+    static func currentThreadID() -> Int32 { swl_dw_thread_id() }
+
+    /// Raises the priority (nice value) of thread `tid` to the calling thread's when it is lower.
+    /// False when that is refused (EPERM without CAP_SYS_NICE: lowering a nice value needs it or
+    /// a big enough RLIMIT_NICE) or the thread is gone.
+    public static func lendPriority(to tid: Int32) -> Bool {
+        errno = 0
+        let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        guard errno == 0 else { return false }
+        errno = 0
+        let theirs = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid))
+        guard errno == 0 else { return false }
+        if theirs <= mine { return true }
+        return setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid), mine) == 0
     }
 
     /// Symbolizes a whole stack: the first address is taken as an exact instruction address when
@@ -90,34 +142,80 @@ public final class Symbolizer: Sendable {
     /// reported only if a frame is ever looked up in it, as without preparing.
     ///
     /// A module not opened yet is opened and built outside the lock (its libdw handle is nobody
-    /// else's until it is stored), so lookups never wait for it: the preloader runs at nice 19,
-    /// and on a busy machine a low-priority thread holding the lock through libc's debug-info
-    /// decompression held the end of the run for seconds. A lookup that needs the module
-    /// meanwhile opens its own copy, and then this one is dropped.
+    /// else's until it is stored), so lookups in other modules never wait for it: the preloader
+    /// runs at nice 19, and on a busy machine a low-priority thread holding the lock through
+    /// libc's debug-info decompression held the end of the run for seconds. A lookup that needs
+    /// this module meanwhile lends this thread its priority and waits for it (see
+    /// `awaitPreparation`), or, where it cannot lend it, opens its own copy, and then this one
+    /// is dropped.
     public func prepare(_ module: LoadedModule) {
         guard !module.path.isEmpty else { return }
         let key = FileKey(path: module.path, bias: module.loadBias)
+        let tid = Self.currentThreadID()
         let known = state.withLock { state -> Bool in
-            guard let entry = state.files[key] else { return false }
+            guard let entry = state.files[key] else {
+                if state.preparing[key] != nil { return true }
+                state.preparing[key] = tid
+                return false
+            }
             if case .open(let file) = entry { swl_dw_prepare(file.handle) }
             return true
         }
-        guard !known, let handle = swl_dw_open(module.path, module.loadBias, nil) else { return }
-        swl_dw_prepare(handle)
-        preparedOutsideTheLock?()
-        let prepared = UnsharedHandle(handle: handle)
+        guard !known else { return }
+        let handle = swl_dw_open(module.path, module.loadBias, nil)
+        if let handle {
+            swl_dw_prepare(handle)
+            preparedOutsideTheLock?()
+        }
+        let prepared = handle.map { UnsharedHandle(handle: $0) }
         let stored = state.withLock { state -> Bool in
-            guard state.files[key] == nil else { return false }
+            state.preparing[key] = nil
+            state.notAwaited.remove(key)
+            guard let prepared, state.files[key] == nil else { return false }
             state.files[key] = .open(DebugFile(handle: prepared.handle))
             state.statistics.filesOpened += 1
             return true
         }
-        if !stored { swl_dw_close(handle) }
+        preparedSignal.broadcast()
+        if let handle, !stored { swl_dw_close(handle) }
     }
 
     /// A libdw handle only this thread has seen yet, handed into the lock.
     private struct UnsharedHandle: @unchecked Sendable {
         let handle: OpaquePointer
+    }
+
+    /// A condition the lookups waiting for a prepare sleep on; `prepare` broadcasts it after each
+    /// store (its lock is never held while the state's is taken by the broadcaster, so the
+    /// waiter's check under both cannot miss a wake-up).
+    private final class PreparedSignal: @unchecked Sendable {
+        private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+        init() {
+            pthread_mutex_init(lock, nil)
+            pthread_cond_init(condition, nil)
+        }
+
+        deinit {
+            pthread_cond_destroy(condition)
+            pthread_mutex_destroy(lock)
+            condition.deallocate()
+            lock.deallocate()
+        }
+
+        /// Returns once `stillWaiting` is false, looking again after every broadcast.
+        func wait(while stillWaiting: () -> Bool) {
+            pthread_mutex_lock(lock)
+            while stillWaiting() { pthread_cond_wait(condition, lock) }
+            pthread_mutex_unlock(lock)
+        }
+
+        func broadcast() {
+            pthread_mutex_lock(lock)
+            pthread_cond_broadcast(condition)
+            pthread_mutex_unlock(lock)
+        }
     }
 
     /// Symbolizes `ip` into the cache ahead of need (see ``SymbolPreloader``), only where that
@@ -237,6 +335,11 @@ private struct FrameKey: Hashable {
 
 private struct State {
     var files: [FileKey: FileEntry] = [:]
+    /// Files being opened and prepared outside the lock, and the thread doing it (see `prepare`).
+    var preparing: [FileKey: Int32] = [:]
+    /// Files being prepared whose preparer could not be lent a lookup's priority: lookups open
+    /// their own copy.
+    var notAwaited: Set<FileKey> = []
     /// Every distinct LoadedModule seen (path, bias, range and build id), numbered.
     var moduleIndex: [LoadedModule: Int] = [:]
     var modules: [(module: LoadedModule, file: FileEntry, mismatch: String?)] = []
@@ -247,6 +350,17 @@ private struct State {
     var statistics = Symbolizer.Statistics()
     /// Scratch space for the C lookup, reused.
     var scratch = [swl_dw_frame](repeating: swl_dw_frame(), count: 64)
+
+    /// The thread to wait for before `module` can be numbered: one preparing its file outside
+    /// the lock, which a lookup waits for rather than open the file a second time. Nil when the
+    /// module is numbered or its file open already, or nobody is preparing it.
+    func preparerToAwait(for module: LoadedModule) -> Int32? {
+        if let lastModule, lastModule == module { return nil }
+        guard !preparing.isEmpty, moduleIndex[module] == nil else { return nil }
+        let key = FileKey(path: module.path, bias: module.loadBias)
+        guard files[key] == nil, !notAwaited.contains(key) else { return nil }
+        return preparing[key]
+    }
 
     mutating func number(of module: LoadedModule) -> Int {
         if let lastModule, lastModule == module { return lastModuleNumber }

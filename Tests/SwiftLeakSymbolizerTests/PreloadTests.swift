@@ -159,7 +159,7 @@ struct PreloadTests {
         #expect(flags.isSet("done"))
     }
 
-    @Test("a lookup goes on while another thread prepares the same module outside the lock")
+    @Test("a lookup goes on while another thread prepares the same module outside the lock, where it cannot lend that thread its priority")
     func lookupDuringPrepare() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -169,11 +169,12 @@ struct PreloadTests {
         let flags = Flags()
         // The prepare stops once it has built the module, until the lookup below has returned;
         // had it held the lock there, the lookup would wait for it and the prepare give up waiting.
+        // Lending is refused, as to an unprivileged user raising a nice-19 preloader.
         let symbolizer = Symbolizer(preparedOutsideTheLock: {
             flags.set("prepared")
             flags.wait(for: "looked up")
             if !flags.isSet("looked up") { flags.set("gave up") }
-        })
+        }, lendPriority: { _ in false })
         let module = program.module
         let preparing = Thread {
             symbolizer.prepare(module)
@@ -190,6 +191,76 @@ struct PreloadTests {
         // The lookup opened its own copy; the prepared one was dropped, and the file counted once.
         #expect(symbolizer.statistics.filesOpened == 1)
         #expect(symbolizer.symbolize(ip, in: program.module, isReturnAddress: true) == cold)
+    }
+
+    @Test("a lookup that needs a module another thread is preparing lends that thread its priority and takes its copy")
+    func lookupWaitsForPrepare() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
+        let ip = try program.ret("in_inlined")
+        let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
+        let flags = Flags()
+        let preparer = Mutex<Int32>(0)
+        let lentTo = Mutex<[Int32]>([])
+        // The prepare stops once it has built the module until the lookup has lent it its
+        // priority; a lookup that opened its own copy instead would leave it to give up.
+        let symbolizer = Symbolizer(preparedOutsideTheLock: {
+            flags.set("prepared")
+            flags.wait(for: "lent")
+            if !flags.isSet("lent") { flags.set("gave up") }
+        }, lendPriority: { tid in
+            lentTo.withLock { $0.append(tid) }
+            flags.set("lent")
+            return true
+        })
+        let module = program.module
+        let preparing = Thread {
+            preparer.withLock { $0 = Symbolizer.currentThreadID() }
+            symbolizer.prepare(module)
+            flags.set("stored")
+        }
+        preparing.start()
+        flags.wait(for: "prepared")
+        #expect(flags.isSet("prepared"))
+        let frame = symbolizer.symbolize(ip, in: program.module, isReturnAddress: true)
+        // The lookup returned after the store, with the prepared copy: one file opened.
+        #expect(flags.isSet("stored") || symbolizer.statistics.filesOpened == 1)
+        flags.wait(for: "stored")
+        #expect(!flags.isSet("gave up"))
+        #expect(lentTo.withLock { $0 } == [preparer.withLock { $0 }])
+        #expect(frame == cold)
+        #expect(symbolizer.statistics.filesOpened == 1)
+        #expect(symbolizer.statistics.lookups == 1)
+    }
+
+    @Test("lending a priority raises a nice-19 thread to the caller's nice value, where the system allows it")
+    func lendingPriority() throws {
+        let flags = Flags()
+        let thread = Mutex<Int32>(0)
+        let niceAfter = Mutex<Int32>(99)
+        let low = Thread {
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            thread.withLock { $0 = Symbolizer.currentThreadID() }
+            flags.set("low")
+            flags.wait(for: "lent")
+            niceAfter.withLock { $0 = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) }
+            flags.set("done")
+        }
+        low.start()
+        flags.wait(for: "low")
+        let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        // Lowering a nice value needs CAP_SYS_NICE (or a big enough RLIMIT_NICE).
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(__RLIMIT_NICE.rawValue), &limit)
+        let allowed = geteuid() == 0 || Int(limit.rlim_cur) >= 20 - Int(mine)
+        let lent = Symbolizer.lendPriority(to: thread.withLock { $0 })
+        flags.set("lent")
+        flags.wait(for: "done")
+        #expect(lent == allowed)
+        #expect(niceAfter.withLock { $0 } == (allowed ? mine : 19))
+        // A thread at the caller's priority already needs nothing.
+        #expect(Symbolizer.lendPriority(to: Symbolizer.currentThreadID()))
     }
 
     @Test("symbolizing a run of addresses ahead caches each, as one at a time does")

@@ -27,6 +27,10 @@ swl_dw_module *swl_dw_open(const char *path, uint64_t bias, const char **error);
 
 void swl_dw_close(swl_dw_module *module);
 
+/// The calling thread's kernel id (gettid(2), which Swift's Glibc module does not export): the
+/// symbolizer lends a lookup's priority to the thread preparing a module it waits for.
+int32_t swl_dw_thread_id(void);
+
 /// The GNU build id of the file on disk; 0 when it has none. `*bits` stays valid until close.
 size_t swl_dw_build_id(swl_dw_module *module, const uint8_t **bits);
 
