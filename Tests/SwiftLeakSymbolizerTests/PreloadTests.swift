@@ -253,7 +253,7 @@ struct PreloadTests {
         // Lowering a nice value needs CAP_SYS_NICE (or a big enough RLIMIT_NICE).
         var limit = rlimit()
         getrlimit(__rlimit_resource_t(__RLIMIT_NICE.rawValue), &limit)
-        let allowed = geteuid() == 0 || Int(limit.rlim_cur) >= 20 - Int(mine)
+        let allowed = geteuid() == 0 || limit.rlim_cur >= rlim_t(20 - mine)
         let lent = Symbolizer.lendPriority(to: thread.withLock { $0 })
         flags.set("lent")
         flags.wait(for: "done")
