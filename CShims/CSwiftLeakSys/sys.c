@@ -370,6 +370,12 @@ bool swl_clone_flags(pid_t tid, bool *is_thread, bool *shares_memory) {
     return true;
 }
 
+uint64_t swl_thread_involuntary_switches(void) {
+    struct rusage usage;
+    if (getrusage(RUSAGE_THREAD, &usage) != 0) return 0;
+    return (uint64_t)usage.ru_nivcsw;
+}
+
 pid_t swl_thread_group_of(pid_t tid) {
     char path[64], text[1024];
     snprintf(path, sizeof path, "/proc/%d/status", (int)tid);

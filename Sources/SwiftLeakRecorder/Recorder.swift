@@ -114,9 +114,14 @@ public final class Recorder: @unchecked Sendable {
             }
             if consumed > 0 {
                 // We caught up: let the next batch fill before taking it (see `CaughtUpPause`),
-                // on the core while the program writes fast, asleep otherwise.
+                // on the core while the program writes fast and the core is ours, asleep otherwise.
                 idleRounds = 0
-                if pause.polls, waitOnCoreForFullBatch() { continue }
+                if pause.polls, !pause.coreShared, waitOnCoreForFullBatch(&pause) { continue }
+                if pause.polls, pause.coreShared {
+                    usleep(CaughtUpPause.sharedCoreMicroseconds)
+                    pause.sleptOnSharedCore()
+                    continue
+                }
                 usleep(pause.microseconds)
                 continue
             }
@@ -128,16 +133,21 @@ public final class Recorder: @unchecked Sendable {
     }
 
     /// Looks at the ring, handing the core to anyone else who wants it between looks
-    /// (`sched_yield`), until a full batch is reserved or `CaughtUpPause.pollNanoseconds` passed.
-    /// Returns whether there is anything to take. Bounded by the clock: the tail it reads is the
-    /// program's.
-    private func waitOnCoreForFullBatch() -> Bool {
+    /// (`sched_yield`), until a full batch is reserved, `CaughtUpPause.pollNanoseconds` passed, or
+    /// the yields show that another task shares the core (`CaughtUpPause.yielded`). Returns
+    /// whether there is anything to take on a core of our own. Bounded by the clock: the tail it
+    /// reads is the program's.
+    private func waitOnCoreForFullBatch(_ pause: inout CaughtUpPause) -> Bool {
         let full = UInt64(batch.count)
         let deadline = Self.monotonicNow() &+ CaughtUpPause.pollNanoseconds
-        while ring.reservedAhead < full && Self.monotonicNow() < deadline {
+        var switches = swl_thread_involuntary_switches()
+        while ring.reservedAhead < full && Self.monotonicNow() < deadline && !pause.coreShared {
             sched_yield()
+            let now = swl_thread_involuntary_switches()
+            pause.yielded(handingOverTheCore: now != switches)
+            switches = now
         }
-        return ring.reservedAhead > 0
+        return !pause.coreShared && ring.reservedAhead > 0
     }
 
     /// Stops draining and drains the rest. With `processStopped` (every thread of the process is
@@ -416,6 +426,35 @@ struct CaughtUpPause: Equatable {
     /// fast program whose threads take turns writing. One thread alone keeps its own core when
     /// the drain sleeps, and polling would only burn the drain's (malloc_heavy: +40% drain CPU).
     var polls: Bool { microseconds == Self.shortest && batchesSinceThreadChange < Self.threadChangeMemory }
+
+    /// Yields in a row, while polling, that handed the core to another task (the drain thread's
+    /// involuntary switches went up across the `sched_yield`).
+    private(set) var yieldsHandingOverTheCore = 0
+    /// So many in a row: the drain shares its core with a busy task, and stops polling.
+    static let sharedCoreYields = 3
+    /// How long the drain sleeps instead, while its core is shared.
+    static let sharedCoreMicroseconds: UInt32 = 1000
+
+    /// Whether the drain's core is another task's too (a program thread, when the program's
+    /// threads run one per core): polling then only hands the core back and forth. Each look is
+    /// a switch between two processes, and when that thread itself yields (waiting for the other
+    /// one), the two pass the core to each other every few microseconds: in the spread placement
+    /// of `xthread 2` two thirds of the drain's CPU was the switches (`finish_task_switch`).
+    /// Asleep, the drain leaves the core to that thread, which keeps it busy, so the kernel has
+    /// no idle core to fill; the drain then wakes once per `sharedCoreMicroseconds` and takes
+    /// what piled up in full batches.
+    var coreShared: Bool { yieldsHandingOverTheCore >= Self.sharedCoreYields }
+
+    /// Notes one yield while polling: whether another task ran before it returned.
+    mutating func yielded(handingOverTheCore switched: Bool) {
+        yieldsHandingOverTheCore = switched ? min(yieldsHandingOverTheCore + 1, Self.sharedCoreYields) : 0
+    }
+
+    /// After a sleep on a shared core: the next poll looks again, and one more yield that hands
+    /// the core over sends the drain back to sleep (one that does not, back to polling).
+    mutating func sleptOnSharedCore() {
+        yieldsHandingOverTheCore = min(yieldsHandingOverTheCore, Self.sharedCoreYields - 1)
+    }
 
     /// Notes the threads of a non-empty batch's first and last events (the program writes them:
     /// they only steer the polling).

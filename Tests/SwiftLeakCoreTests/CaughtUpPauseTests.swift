@@ -81,4 +81,31 @@ struct CaughtUpPauseTests {
         pause.saw(threads: 9, 7)
         #expect(pause.polls)
     }
+
+    @Test("yields that keep handing the core to another task stop the polling; one that does not resumes it")
+    func sharedCore() {
+        var pause = CaughtUpPause()
+        #expect(!pause.coreShared)
+        // A yield that ran another task now and then (the trace's writer, a timer) is not enough.
+        pause.yielded(handingOverTheCore: true)
+        pause.yielded(handingOverTheCore: true)
+        pause.yielded(handingOverTheCore: false)
+        pause.yielded(handingOverTheCore: true)
+        #expect(!pause.coreShared)
+        for _ in 1..<CaughtUpPause.sharedCoreYields { pause.yielded(handingOverTheCore: true) }
+        #expect(pause.coreShared)
+        // After the sleep the next poll looks again: one yield that hands the core over means
+        // still shared, one that does not means the core is ours again.
+        pause.sleptOnSharedCore()
+        #expect(!pause.coreShared)
+        pause.yielded(handingOverTheCore: true)
+        #expect(pause.coreShared)
+        pause.sleptOnSharedCore()
+        pause.yielded(handingOverTheCore: false)
+        #expect(!pause.coreShared)
+        pause.yielded(handingOverTheCore: true)
+        #expect(!pause.coreShared)
+        // The sleep on a shared core is no longer than the longest pause.
+        #expect(CaughtUpPause.sharedCoreMicroseconds <= CaughtUpPause.longest)
+    }
 }

@@ -145,6 +145,9 @@ enum {
 /// thread of the same process (CLONE_THREAD) and whether it shares the caller's memory (CLONE_VM),
 /// from the call's flags. Returns false when they cannot be read.
 bool swl_clone_flags(pid_t tid, bool *is_thread, bool *shares_memory);
+/// How many times the calling thread was switched out while still runnable (preempted, or a
+/// sched_yield that ran another task): getrusage(RUSAGE_THREAD)'s ru_nivcsw.
+uint64_t swl_thread_involuntary_switches(void);
 /// The thread-group id of `tid` from /proc (the pid of its process), -1 when it is gone.
 pid_t swl_thread_group_of(pid_t tid);
 /// Writes `value` at `address` in a stopped tracee (PTRACE_POKEDATA of the aligned word,
