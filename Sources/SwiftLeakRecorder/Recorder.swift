@@ -173,9 +173,20 @@ public final class Recorder: @unchecked Sendable {
     /// Drains what is published now (the process runs on, or is stopped at a fork), then runs
     /// `body` before any later event reaches the consumer; returns `body`'s result and the stacks
     /// defined so far.
+    ///
+    /// Only the events reserved before the call are taken: what the program's other threads go
+    /// on writing meanwhile comes after the instant the caller stopped at (a fork: after the
+    /// child's copy of the memory was made). Chasing it kept a fork waiting for as long as another
+    /// thread allocated faster than the drain took its events: seconds in a release build, for
+    /// good in a debug one (`RecorderTests.drainPublishedStopsAtTheCallsTail`).
     public func drainPublished<T>(then body: () -> T) -> (T, stacksDefined: UInt32) {
         withLock {
-            while drainBatch(skipUnpublished: false) > 0 {}
+            var left = ring.reservedAhead
+            while left > 0 {
+                let taken = drainBatch(skipUnpublished: false, limit: Int(min(left, UInt64(Self.batchCapacity))))
+                if taken == 0 { break }
+                left -= UInt64(taken)
+            }
             return (body(), conversion.stackCount)
         }
     }
@@ -192,12 +203,12 @@ public final class Recorder: @unchecked Sendable {
     /// The events are converted where they lie in the ring and their slots freed after: copying
     /// them out first (32 bytes an event, into a batch as large again as the one of `HeapEvent`s)
     /// was a second pass over every event and pushed the model's table out of the cache.
-    private func drainBatch(skipUnpublished: Bool) -> Int {
+    private func drainBatch(skipUnpublished: Bool, limit: Int = Recorder.batchCapacity) -> Int {
         if skipUnpublished { return drainCopying() }
         var local = Conversion()
         swap(&local, &conversion)
         local.events.removeAll()
-        var slots = ring.peek(max: Self.batchCapacity)
+        var slots = ring.peek(max: limit)
         addClockEvents(force: false, news: slots.count > 0, to: &local)
         if slots.count > 0 { batchThreads.first = swl_slot_read(slots.baseAddress!).thread }
         var count = 0
@@ -209,8 +220,8 @@ public final class Recorder: @unchecked Sendable {
             ring.release(slots.count)
             count += slots.count
             // Cut short by the ring's end (or a slot not yet published): go on from there.
-            guard count < Self.batchCapacity else { break }
-            slots = ring.peek(max: Self.batchCapacity - count)
+            guard count < limit else { break }
+            slots = ring.peek(max: limit - count)
         }
         deliver(local.events)
         swap(&local, &conversion)

@@ -1,0 +1,62 @@
+import Glibc
+import SwiftLeakCore
+@testable import SwiftLeakRecorder
+import SwiftLeakEventABI
+import Testing
+
+@Suite("Recorder")
+struct RecorderTests {
+    /// Publishes `count` frees in `ring` as the interposer would (one producer: this thread).
+    static func publishFrees(_ ring: EventRing, count: Int, from address: inout UInt64) {
+        let slots = swl_ring_slots(ring.header)!
+        let mask = EventRing.Configuration().capacity - 1
+        // swl_ring_header.tail, the first word of its second cache line (the header is opaque to
+        // Swift); checked below through the reader's count of reserved slots.
+        let tail = UnsafeMutableRawPointer(ring.header).advanced(by: 128).assumingMemoryBound(to: UInt64.self)
+        for _ in 0..<count {
+            let position = tail.pointee
+            let reserved = ring.reservedAhead
+            tail.pointee = position + 1
+            precondition(ring.reservedAhead == reserved + 1, "swl_ring_header.tail is not where the test writes it")
+            let slot = slots + Int(position & mask)
+            precondition(swl_slot_sequence(slot, position & mask) == position, "the test filled the ring")
+            slot.pointee.address = address
+            slot.pointee.info = swl_event_info(SWL_EVENT_FREE, SWL_FN_FREE, 0)
+            slot.pointee.stack = 0
+            slot.pointee.thread = 7
+            swl_slot_set_sequence(slot, position & mask, position + 1)
+            address += 16
+        }
+    }
+
+    @Test("at a fork, the drain takes what was reserved when it began, not what the program's other threads go on writing")
+    func drainPublishedStopsAtTheCallsTail() throws {
+        // The program's other threads write while the parent is held at its fork: here the
+        // consumer itself publishes a batch more each time it is called, as a thread allocating
+        // faster than the drain would. The drain chased them (the fork waited seconds, or for
+        // good), and took events from after the child's copy into the child's heap.
+        let ring = try EventRing(EventRing.Configuration())
+        var address: UInt64 = 0x10_0000
+        let before = 3000
+        Self.publishFrees(ring, count: before, from: &address)
+        final class Seen: @unchecked Sendable {
+            var frees = 0
+            var calls = 0
+            var address: UInt64 = 0
+        }
+        let seen = Seen()
+        let recorder = Recorder(ring: ring, pid: getpid()) { events in
+            for event in events {
+                if case .free = event { seen.frees += 1 }
+            }
+            seen.calls += 1
+            if seen.calls <= 100 { Self.publishFrees(ring, count: Recorder.batchCapacity, from: &seen.address) }
+        }
+        seen.address = address
+        let (taken, _) = recorder.drainPublished { seen.frees }
+        #expect(taken == before, "\(taken) events taken at the fork, \(before) were reserved when it began")
+        // The rest is drained later, in the parent's own order.
+        recorder.finish(processStopped: true)
+        #expect(seen.frees == before + 100 * Recorder.batchCapacity)
+    }
+}
