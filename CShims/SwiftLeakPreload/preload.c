@@ -91,24 +91,44 @@ static SWL_TLS __thread uint32_t t_tid;
 static void swl_try_init(void);
 static void swl_after_fork_in_child(void);
 
-static inline bool swl_should_record(void) {
-    int state = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
-    if (SWL_UNLIKELY(state != STATE_RECORDING)) {
-        if (t_busy) return false;
-        if (state == STATE_NEW_PROCESS) {
-            swl_after_fork_in_child();
-            return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING;
-        }
-        if (state != STATE_UNINIT) return false;
-        swl_try_init();
-        if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != STATE_RECORDING) return false;
+/// The hot path's rare calls (the first hook's start-up, a fork child's first hook, the thread's
+/// first event, a full ring) keep every register but r11 for their caller (preserve_most): the
+/// hooks then keep their values in the caller-saved registers across them and need not save and
+/// restore callee-saved ones on every call for a call that almost never happens (free's hook pushed
+/// and popped five for them).
+#if __has_attribute(preserve_most)
+#define SWL_RARE_PATH __attribute__((noinline, cold, preserve_most))
+#else
+#define SWL_RARE_PATH __attribute__((noinline, cold))
+#endif
+
+/// swl_should_record when the state is not "recording": the start, a fork child's first hook.
+static SWL_RARE_PATH bool swl_should_record_slowly(int state) {
+    if (t_busy) return false;
+    if (state == STATE_NEW_PROCESS) {
+        swl_after_fork_in_child();
+        return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE) == STATE_RECORDING;
     }
+    if (state != STATE_UNINIT) return false;
+    swl_try_init();
+    if (__atomic_load_n(&g_state, __ATOMIC_ACQUIRE) != STATE_RECORDING) return false;
     return !t_busy;
 }
 
-static inline uint32_t swl_tid(void) {
-    if (SWL_UNLIKELY(t_tid == 0)) t_tid = (uint32_t)syscall(SYS_gettid);
+static inline bool swl_should_record(void) {
+    int state = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
+    if (SWL_UNLIKELY(state != STATE_RECORDING)) return swl_should_record_slowly(state);
+    return !t_busy;
+}
+
+static SWL_RARE_PATH uint32_t swl_fetch_tid(void) {
+    t_tid = (uint32_t)syscall(SYS_gettid);
     return t_tid;
+}
+
+static inline uint32_t swl_tid(void) {
+    uint32_t tid = t_tid;
+    return SWL_LIKELY(tid != 0) ? tid : swl_fetch_tid();
 }
 
 static void swl_go_quiet(void) {
@@ -203,7 +223,7 @@ static bool swl_wait_for_slot_sleeping(swl_event *slot, uint64_t pos) {
 /// the interposer then goes quiet and the program runs on untracked.
 /// errno is the program's: the futex wait and the liveness checks below set it, so it is kept
 /// and given back (free must leave it alone, and a malloc that succeeds must not change it).
-static __attribute__((noinline)) bool swl_wait_for_slot(swl_event *slot, uint64_t pos) {
+static SWL_RARE_PATH bool swl_wait_for_slot(swl_event *slot, uint64_t pos) {
     uint64_t index = pos & g_mask;
     for (int spin = 0; spin < 256; spin++) {
         if (swl_slot_sequence(slot, index) == pos) return true;
