@@ -166,6 +166,8 @@ public final class EventRing: @unchecked Sendable {
     /// Slots reserved past what was consumed, published or not: a hint only (the program writes
     /// the tail), for deciding when the next batch is worth taking.
     var reservedAhead: UInt64 { swl_ring_reserved_ahead(reader) }
+    /// The next position this reader takes (its own copy, not the header's).
+    var consumedPosition: UInt64 { reader.pointee.head }
 
     /// Moves published events out of the ring (see swl_ring_consume).
     func consume(into buffer: UnsafeMutableBufferPointer<swl_event>, skipUnpublished: Bool, skipped: inout UInt64) -> Int {
