@@ -251,18 +251,17 @@ struct TraceTests {
         let program = try Harness.build("trace/growing_cache.c")
         let trace = Self.tracePath()
         _ = try Harness.run([Harness.swiftleak, "run", "-o", trace, "--", program, "200"])
-        // Halfway through the run, not at a fixed moment: the program inserts once every 2 ms or
-        // more after a start-up that took 10-20 ms under load here, so a fixed 0.05 s could come
-        // before the first insert on a slower machine. Its 200 sleeps make the run last 0.4 s or
-        // more, so the middle lies after the first insert and before the last, however slow.
+        // A moment between the first insert and the last, found in the trace itself: no fixed
+        // moment (0.05 s, or half the runtime) is sure to fall there, since the start-up's share
+        // of the run grows with the machine's load (at load 11 half the runtime came before the
+        // first insert). The cache only grows, so the count at a moment is monotonic and a
+        // bisection between the start (none) and the end (all 200) finds one: the program sleeps
+        // 2 ms between inserts and the trace's clock moves in steps of 1 ms.
         let whole = try Harness.run([Harness.swiftleak, "analyze", trace])
         // "==PID==     runtime: 0.55 s"
         let runtimeLine = whole.stdout.split(separator: "\n").first { $0.contains("runtime: ") }
         let runtime = try #require(runtimeLine.flatMap { Double($0.split(separator: " ").dropLast().last ?? "") },
                                    "\(whole.stdout)")
-        let middle = String(runtime / 2)
-        let early = try Harness.run([Harness.swiftleak, "analyze", "--at", middle, trace])
-        let late = try Harness.run([Harness.swiftleak, "analyze", "--at", "1000", trace])
         func cacheBlocks(_ text: String) -> Int? {
             // "N bytes in B blocks" followed by the interposer line and "by …: cache_insert".
             let lines = text.split(separator: "\n").map(String.init)
@@ -270,14 +269,29 @@ struct TraceTests {
             let words = lines[index - 2].split(separator: " ")
             return words.firstIndex(of: "in").flatMap { Int(words[$0 + 1].replacingOccurrences(of: ",", with: "")) }
         }
-        let earlyBlocks = try #require(cacheBlocks(early.stdout), "\(early.stdout)")
-        #expect(earlyBlocks < 200)
+        func cacheBlocks(at moment: Double) throws -> Int {
+            let snapshot = try Harness.run([Harness.swiftleak, "analyze", "--at", String(moment), trace])
+            // No loss record names cache_insert before its first block.
+            return cacheBlocks(snapshot.stdout) ?? 0
+        }
+        var before = 0.0, after = runtime
+        var middle = runtime / 2
+        var earlyBlocks = try cacheBlocks(at: middle)
+        var halvings = 0
+        while earlyBlocks == 0 || earlyBlocks == 200, halvings < 40 {
+            if earlyBlocks == 0 { before = middle } else { after = middle }
+            middle = (before + after) / 2
+            earlyBlocks = try cacheBlocks(at: middle)
+            halvings += 1
+        }
+        #expect(earlyBlocks > 0 && earlyBlocks < 200, "no moment with part of the cache between 0 and \(runtime) s")
+        let late = try Harness.run([Harness.swiftleak, "analyze", "--at", "1000", trace])
         #expect(cacheBlocks(late.stdout) == 200)
         let folded = try Harness.run([Harness.swiftleak, "analyze", "--format=folded", "--weight=allocations", trace])
         let line = try #require(folded.stdout.split(separator: "\n").first { $0.contains("cache_insert;malloc") })
         #expect(line.hasSuffix(" 200"))
         #expect(line.hasPrefix("main;"))
-        let diff = try Self.diffJSON(trace, trace, ["--at", middle, "--new-at", "1000"])
+        let diff = try Self.diffJSON(trace, trace, ["--at", String(middle), "--new-at", "1000"])
         let cache = diff.first { ($0["stack"] as? [[String: Any]])?.dropFirst().first?["function"] as? String == "cache_insert" }
         #expect(cache?["leaked_blocks"] as? Int == 200 - earlyBlocks)
     }
