@@ -88,6 +88,22 @@ static uint64_t g_ring_epoch;
 static SWL_TLS __thread int t_busy;
 static SWL_TLS __thread uint32_t t_tid;
 
+/// The hot path's t_busy, set around work a signal handler's hooks must not interleave with on
+/// this thread (the single-producer tail's relaxed load and store, the thread's known stacks). A
+/// handler only reads t_busy, so the order that matters is the compiler's: C11 does not order a
+/// plain store against the relaxed atomics after it, and t_busy's address never escapes, so the
+/// compiler could sink `t_busy = 1` below them (or hoist `t_busy = 0` above). A signal fence is a
+/// compiler-only barrier: it pins the stores where they are and emits no instruction.
+static inline void swl_enter_busy(void) {
+    t_busy = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static inline void swl_leave_busy(void) {
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    t_busy = 0;
+}
+
 static void swl_try_init(void);
 static void swl_after_fork_in_child(void);
 
@@ -502,23 +518,27 @@ static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry, boo
 /// copy of the new block's address (the own stack is not scanned either; this keeps libunwind's
 /// caches clean too).
 static inline uint32_t swl_stack_before_call(swl_entry entry) {
-    t_busy = 1;
-    uint32_t stack;
+    swl_enter_busy();
     // The common case first, a stack the thread knows (unwind.h), without the frame that
     // swl_capture_stack sets up for a walk: 25 instructions of every allocation on malloc_heavy.
+    // `known` apart from `stack`: its address escapes, and a walk's id kept in it would be stored
+    // and loaded again around the fence in swl_leave_busy.
     bool look_up = SWL_LIKELY(t_walker_area_given) && g_unwinder == UNWINDER_OWN;
-    if (!look_up || !swl_unwind_known(entry.sp, entry.rbp, __atomic_load_n(&g_ring_epoch, __ATOMIC_RELAXED), &stack, NULL, NULL)) {
+    uint32_t known, stack;
+    if (look_up && swl_unwind_known(entry.sp, entry.rbp, __atomic_load_n(&g_ring_epoch, __ATOMIC_RELAXED), &known, NULL, NULL)) {
+        stack = known;
+    } else {
         stack = swl_capture_stack(entry, look_up);
     }
-    t_busy = 0;
+    swl_leave_busy();
     return stack;
 }
 
 static inline void swl_publish_alloc(void *pointer, size_t size, swl_function fn, uint32_t stack) {
     swl_own_stack_returning(pointer);
-    t_busy = 1;
+    swl_enter_busy();
     swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)pointer, size, stack);
-    t_busy = 0;
+    swl_leave_busy();
 }
 
 /// A block fresh from glibc (malloc, the memalign family, operator new; not calloc, which zeroes,
@@ -620,9 +640,9 @@ static inline void swl_forget_allocator_links(void *block, size_t requested) {
 }
 
 static inline void swl_record_free(void *pointer, swl_function fn) {
-    t_busy = 1;
+    swl_enter_busy();
     swl_emit(SWL_EVENT_FREE, fn, (uint64_t)(uintptr_t)pointer, 0, 0);
-    t_busy = 0;
+    swl_leave_busy();
 }
 
 // MARK: - Modules
@@ -1111,15 +1131,15 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, swl_ent
         return p;
     }
 
-    t_busy = 1;
+    swl_enter_busy();
     uint64_t pos;
     swl_event *slot = swl_reserve(&pos);
     size_t kept = malloc_usable_size(old);
-    t_busy = 0;
+    swl_leave_busy();
     void *p = __libc_realloc(old, size);
     int saved_errno = errno;
     if (p) swl_forget_grown_links(p, kept, size);
-    t_busy = 1;
+    swl_enter_busy();
     if (slot) {
         // realloc(p, 0) frees p and returns NULL in glibc; any other NULL is a failure that left p alone.
         bool old_released = p != NULL || size == 0;
@@ -1130,7 +1150,7 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, swl_ent
             swl_emit(SWL_EVENT_ALLOC, fn, (uint64_t)(uintptr_t)p, size, stack);
         }
     }
-    t_busy = 0;
+    swl_leave_busy();
     errno = saved_errno;
     return p;
 }
