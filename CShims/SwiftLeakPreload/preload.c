@@ -517,10 +517,12 @@ static __attribute__((noinline)) uint32_t swl_capture_stack(swl_entry entry, boo
 /// Captures the caller's stack *before* the real allocation runs, so nothing of the walk holds a
 /// copy of the new block's address (the own stack is not scanned either; this keeps libunwind's
 /// caches clean too).
-static inline uint32_t swl_stack_before_call(swl_entry entry) {
+static inline __attribute__((always_inline)) uint32_t swl_stack_before_call(swl_entry entry) {
     swl_enter_busy();
     // The common case first, a stack the thread knows (unwind.h), without the frame that
     // swl_capture_stack sets up for a walk: 25 instructions of every allocation on malloc_heavy.
+    // Inline in each hook with the look-up (always_inline: the compiler kept one shared copy,
+    // whose call and saved registers took back half of what inlining the look-up saved).
     // `known` apart from `stack`: its address escapes, and a walk's id kept in it would be stored
     // and loaded again around the fence in swl_leave_busy.
     bool look_up = SWL_LIKELY(t_walker_area_given) && g_unwinder == UNWINDER_OWN;

@@ -62,6 +62,11 @@ __attribute__((used, visibility("hidden"))) int swl_unwind_from(uint64_t *frames
 __attribute__((used, visibility("hidden"))) int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointers, int max,
                                                                                    const uint64_t *sp, uint64_t rbp);
 
+// Read by swl_unwind_known, inline in the hooks (unwind.h): defined with or without the walker
+// (without it, no thread ever has an area).
+__thread swl_known_area *swl_thread_known_area;
+uint32_t swl_rules_generation;
+
 #if !SWL_HAVE_WALKER
 
 int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
@@ -81,10 +86,12 @@ int swl_unwind_with_stack_pointers_from(uint64_t *frames, uint64_t *stack_pointe
 
 void swl_unwind_forget(void) {}
 
-bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count) {
-    (void)sp, (void)rbp, (void)owner, (void)value, (void)frames, (void)count;
+bool swl_unwind_known_begin_slowly(swl_known_area *area, uint64_t owner, uint32_t generation) {
+    (void)area, (void)owner, (void)generation;
     return false;
 }
+
+void swl_unwind_known_missed(swl_known_area *area, uint64_t ip, uint64_t rsp) { (void)area, (void)ip, (void)rsp; }
 
 void swl_unwind_remember(uint64_t owner, uint32_t value) { (void)owner, (void)value; }
 
@@ -155,11 +162,11 @@ static inline int64_t packed_rbp_offset(uint32_t packed) {
     return (int64_t)((field ^ 0x200) - 0x200) * 8;
 }
 
-/// Bumped by swl_unwind_forget: a thread's memo of an earlier walk (below) was made with the old rules.
-static uint32_t g_rules_generation;
+// swl_rules_generation (unwind.h), bumped by swl_unwind_forget: a thread's memo of an earlier
+// walk (below) was made with the old rules.
 
 void swl_unwind_forget(void) {
-    __atomic_fetch_add(&g_rules_generation, 1, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&swl_rules_generation, 1, __ATOMIC_RELEASE);
     for (size_t i = 0; i < sizeof g_rules / sizeof g_rules[0]; i++) __atomic_store_n(&g_rules[i], 0, __ATOMIC_RELAXED);
 }
 
@@ -659,7 +666,7 @@ typedef struct {
 static __thread memo_frame t_memo[MEMO_FRAMES];
 static __thread uint8_t t_memo_flags[MEMO_FRAMES];
 static __thread int t_memo_count;
-/// g_rules_generation when the memo was recorded.
+/// swl_rules_generation when the memo was recorded.
 static __thread uint32_t t_memo_generation;
 /// The last walk found the memo a poor guess: the next one records a new memo.
 static __thread bool t_memo_stale;
@@ -797,7 +804,7 @@ int swl_unwind_from(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp)
 }
 
 int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
-    uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
+    uint32_t generation = __atomic_load_n(&swl_rules_generation, __ATOMIC_ACQUIRE);
     t_memo_complete = false;
     if (t_memo_stale || t_memo_count == 0 || t_memo_generation != generation) {
         t_memo_stale = false;
@@ -839,151 +846,59 @@ int swl_unwind_at(uint64_t *frames, int max, const uint64_t *sp, uint64_t rbp) {
 //
 // Where few captures are served (a compiler: most of its stacks recur rarely), the look-ups, the
 // recording walks they ask for and the keeping cost about what the hits save: a thread with fewer
-// than KNOWN_MIN_HITS hits in a window of KNOWN_WINDOW look-ups rests for KNOWN_REST captures (no
-// look-up, no keeping), then tries another window. So a later phase of the program whose paths
-// recur gets its known stacks back within KNOWN_REST + KNOWN_WINDOW captures.
+// than SWL_KNOWN_MIN_HITS hits in a window of SWL_KNOWN_WINDOW look-ups rests for SWL_KNOWN_REST
+// captures (no look-up, no keeping), then tries another window. So a later phase of the program
+// whose paths recur gets its known stacks back within SWL_KNOWN_REST + SWL_KNOWN_WINDOW captures.
 //
 // They take ~11 KB a thread, too much for static TLS: glibc carves a thread's TLS out of its stack
 // and refuses a stack of PTHREAD_STACK_MIN once the TLS leaves too little of it. So they live in
 // an area the caller hands each thread (the preload: the far end of the thread's own stack); a
 // thread without one keeps no stacks.
-#define KNOWN_STACKS 8
-#define KNOWN_FRAMES 32
-#define KNOWN_PAIRS (2 * KNOWN_FRAMES)
-#define MISSED_SLOTS 16
-#define KNOWN_WINDOW 512
-#define KNOWN_MIN_HITS (KNOWN_WINDOW / 4)
-#define KNOWN_REST (16 * KNOWN_WINDOW)
+//
+// The types, the constants (SWL_KNOWN_*) and the look-up (swl_unwind_known) are in unwind.h, so
+// that the hooks have it inline; only its rare paths are here.
 
-typedef struct {
-    uint64_t at, value; /* the word at `at` must hold `value` */
-} known_pair;
-
-typedef struct {
-    uint64_t value;       /* the caller's value */
-    uint64_t entry_rbp;   /* the RBP the first frame must have, when needs_entry_rbp */
-    uint8_t needs_entry_rbp;
-    uint8_t count;        /* frames */
-    uint8_t pairs;        /* entries of pair (at most 2 per step) */
-    known_pair pair[KNOWN_PAIRS];
-    uint64_t ip[KNOWN_FRAMES]; /* the frames (verify mode writes them out) */
-} known_stack;
-
-
-typedef struct {
-    /// The first ip and rsp of each known stack (ip 0: none), apart from the stacks so that a
-    /// look-up finds its candidates in two cache lines.
-    uint64_t first_ip[KNOWN_STACKS];
-    uint64_t first_rsp[KNOWN_STACKS];
-    /// What every kept stack was kept for: the owner and the rules' generation. A look-up for
-    /// another drops them all (a fresh area's owner, 0, is nobody's: the preload's start at 1).
-    uint64_t owner;
-    uint32_t generation;
-    unsigned next;
-    /// The hit-rate switch: look-ups and hits in the current window, captures left to rest.
-    unsigned looked, found, resting;
-    /// The stack the last hit took, looked at first: a thread's captures often repeat a path.
-    unsigned last_hit;
-    /// First frames of recent misses, as hashes.
-    uint64_t missed[MISSED_SLOTS];
-    known_stack stacks[KNOWN_STACKS];
-} known_area;
-
-/// This thread's area (swl_unwind_use_area), NULL while it has none.
-static __thread known_area *t_known_area;
-
-size_t swl_unwind_area_bytes(void) { return sizeof(known_area); }
+size_t swl_unwind_area_bytes(void) { return sizeof(swl_known_area); }
 
 void swl_unwind_use_area(void *area) {
-    known_area *known = area;
+    swl_known_area *known = area;
     // The memory may have been another thread's: its stacks would still be exact (the check reads
     // this thread's words), but start empty.
-    if (known) memset(known, 0, offsetof(known_area, stacks));
-    t_known_area = known;
+    if (known) memset(known, 0, offsetof(swl_known_area, stacks));
+    swl_thread_known_area = known;
 }
 
-/// Whether the words at `known`'s pairs hold their values and the first frame has the RBP it
-/// needs, read in step order with an early exit: a word is read only once a real walk would read it.
-/// Four to a turn after the odd ones (the first, in step order): a hit reads every pair of a
-/// stack (9 on malloc_heavy), and the loop's own increment and compare were a third of its
-/// instructions.
-static inline bool known_stack_holds(const known_stack *known, uint64_t rbp) {
-    if (known->needs_entry_rbp && rbp != known->entry_rbp) return false;
-    const known_pair *pair = known->pair;
-#define SWL_PAIR_HOLDS(i) (*(const uint64_t *)(uintptr_t)pair[i].at == pair[i].value)
-    switch (known->pairs & 3) {
-    case 3: if (!SWL_PAIR_HOLDS(0)) return false; pair++; /* fall through */
-    case 2: if (!SWL_PAIR_HOLDS(0)) return false; pair++; /* fall through */
-    case 1: if (!SWL_PAIR_HOLDS(0)) return false; pair++; /* fall through */
-    default: break;
-    }
-    for (unsigned turns = known->pairs >> 2; turns != 0; turns--, pair += 4) {
-        if (!SWL_PAIR_HOLDS(0) || !SWL_PAIR_HOLDS(1) || !SWL_PAIR_HOLDS(2) || !SWL_PAIR_HOLDS(3)) return false;
-    }
-#undef SWL_PAIR_HOLDS
-    return true;
-}
-
-/// Whether known stack `k` starts at (`ip`, `rsp`) and the words its steps read still hold.
-static inline bool known_stack_fits(const known_area *area, unsigned k, uint64_t ip, uint64_t rsp, uint64_t rbp) {
-    return area->first_ip[k] == ip && area->first_rsp[k] == rsp && known_stack_holds(&area->stacks[k], rbp);
-}
-
-bool swl_unwind_known(const uint64_t *sp, uint64_t rbp, uint64_t owner, uint32_t *value, uint64_t *frames, int *count) {
-    known_area *area = t_known_area;
-    if (area == NULL) return false;
-    if (__builtin_expect(area->resting != 0, 0)) {
+bool swl_unwind_known_begin_slowly(swl_known_area *area, uint64_t owner, uint32_t generation) {
+    if (area->resting != 0) {
         area->resting--;
         return false;
     }
-    uint64_t ip = sp[0], rsp = (uint64_t)(uintptr_t)(sp + 1);
-    uint32_t generation = __atomic_load_n(&g_rules_generation, __ATOMIC_ACQUIRE);
-    if (__builtin_expect(area->owner != owner || area->generation != generation, 0)) {
-        memset(area->first_ip, 0, sizeof area->first_ip);
-        area->owner = owner;
-        area->generation = generation;
-    }
-    if (++area->looked == KNOWN_WINDOW) {
-        if (area->found < KNOWN_MIN_HITS) area->resting = KNOWN_REST;
-        area->looked = area->found = 0;
-    }
-    unsigned last = area->last_hit, k = last;
-    if (!known_stack_fits(area, k, ip, rsp, rbp)) {
-        for (k = 0; k < KNOWN_STACKS; k++) {
-            if (k != last && known_stack_fits(area, k, ip, rsp, rbp)) break;
-        }
-    }
-    if (k < KNOWN_STACKS) {
-        const known_stack *known = &area->stacks[k];
-        area->last_hit = k;
-        area->found++;
-        *value = (uint32_t)known->value;
-        if (frames) {
-            for (int x = 0; x < known->count; x++) frames[x] = known->ip[x];
-            *count = known->count;
-        }
-        return true;
-    }
+    memset(area->first_ip, 0, sizeof area->first_ip);
+    area->owner = owner;
+    area->generation = generation;
+    return true;
+}
+
+void swl_unwind_known_missed(swl_known_area *area, uint64_t ip, uint64_t rsp) {
     uint64_t missed = ((ip ^ (rsp * 0x9e3779b97f4a7c15ULL)) | MEMO_MASK);
-    uint64_t *slot = &area->missed[(missed >> 17) % MISSED_SLOTS];
+    uint64_t *slot = &area->missed[(missed >> 17) % SWL_KNOWN_MISSED_SLOTS];
     if (*slot == missed) {
         t_memo_stale = true; // the walk that follows records, and swl_unwind_remember keeps it
         *slot = 0;
     } else {
         *slot = missed;
     }
-    return false;
 }
 
 void swl_unwind_remember(uint64_t owner, uint32_t value) {
-    known_area *area = t_known_area;
-    if (area == NULL || !t_memo_complete || t_memo_count > KNOWN_FRAMES) return;
+    swl_known_area *area = swl_thread_known_area;
+    if (area == NULL || !t_memo_complete || t_memo_count > SWL_KNOWN_FRAMES) return;
     t_memo_complete = false;
     // Resting, or the memo was made for other ids or other rules than the kept stacks.
     if (area->resting != 0 || area->owner != owner || area->generation != t_memo_generation) return;
-    unsigned k = area->next++ % KNOWN_STACKS;
+    unsigned k = area->next++ % SWL_KNOWN_STACKS;
     area->first_ip[k] = 0;
-    known_stack *known = &area->stacks[k];
+    swl_known_stack *known = &area->stacks[k];
     int count = t_memo_count, pairs = 0;
     known->needs_entry_rbp = 0;
     known->entry_rbp = 0;
@@ -995,10 +910,10 @@ void swl_unwind_remember(uint64_t owner, uint32_t value) {
                 known->needs_entry_rbp = 1;
                 known->entry_rbp = here->rbp ^ MEMO_MASK;
             } else {
-                known->pair[pairs++] = (known_pair){t_memo[rbp_source].rbp_word ^ MEMO_MASK, here->rbp ^ MEMO_MASK};
+                known->pair[pairs++] = (swl_known_pair){t_memo[rbp_source].rbp_word ^ MEMO_MASK, here->rbp ^ MEMO_MASK};
             }
         }
-        known->pair[pairs++] = (known_pair){(next->rsp ^ MEMO_MASK) - 8, next->ip ^ MEMO_MASK};
+        known->pair[pairs++] = (swl_known_pair){(next->rsp ^ MEMO_MASK) - 8, next->ip ^ MEMO_MASK};
         if (here->rbp_word != 0) rbp_source = x;
     }
     known->pairs = (uint8_t)pairs;
