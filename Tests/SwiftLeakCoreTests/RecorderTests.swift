@@ -29,30 +29,39 @@ struct RecorderTests {
         }
     }
 
+    /// What a recorder's consumer saw: frees, calls, and where the next published batch starts.
+    final class ChasedConsumer: @unchecked Sendable {
+        var frees = 0
+        var calls = 0
+        var address: UInt64 = 0
+    }
+
+    /// A ring with `reservedBefore` frees published, and a recorder whose consumer publishes a
+    /// batch more each time it is called (100 times), as a program thread allocating faster than
+    /// the drain would.
+    static func recorderChasedByAThread(reservedBefore: Int) throws -> (EventRing, Recorder, ChasedConsumer) {
+        let ring = try EventRing(EventRing.Configuration())
+        let seen = ChasedConsumer()
+        seen.address = 0x10_0000
+        publishFrees(ring, count: reservedBefore, from: &seen.address)
+        let recorder = Recorder(ring: ring, pid: getpid()) { events in
+            for event in events {
+                if case .free = event { seen.frees += 1 }
+            }
+            seen.calls += 1
+            if seen.calls <= 100 { publishFrees(ring, count: Recorder.batchCapacity, from: &seen.address) }
+        }
+        return (ring, recorder, seen)
+    }
+
     @Test("at a fork, the drain takes what was reserved when it began, not what the program's other threads go on writing")
     func drainPublishedStopsAtTheCallsTail() throws {
         // The program's other threads write while the parent is held at its fork: here the
         // consumer itself publishes a batch more each time it is called, as a thread allocating
         // faster than the drain would. The drain chased them (the fork waited seconds, or for
         // good), and took events from after the child's copy into the child's heap.
-        let ring = try EventRing(EventRing.Configuration())
-        var address: UInt64 = 0x10_0000
         let before = 3000
-        Self.publishFrees(ring, count: before, from: &address)
-        final class Seen: @unchecked Sendable {
-            var frees = 0
-            var calls = 0
-            var address: UInt64 = 0
-        }
-        let seen = Seen()
-        let recorder = Recorder(ring: ring, pid: getpid()) { events in
-            for event in events {
-                if case .free = event { seen.frees += 1 }
-            }
-            seen.calls += 1
-            if seen.calls <= 100 { Self.publishFrees(ring, count: Recorder.batchCapacity, from: &seen.address) }
-        }
-        seen.address = address
+        let (ring, recorder, seen) = try Self.recorderChasedByAThread(reservedBefore: before)
         let (taken, _) = recorder.drainPublished { seen.frees }
         #expect(taken == before, "\(taken) events taken at the fork, \(before) were reserved when it began")
         // What came after is drained later, in the parent's own order.
@@ -67,24 +76,8 @@ struct RecorderTests {
         // swiftleak ended (a second termination request) while a thread it did not hold runs on
         // and allocates: the consumer publishes a batch more each time it is called, as such a
         // thread would. The last drain chased it and swiftleak did not end while it wrote.
-        let ring = try EventRing(EventRing.Configuration())
-        var address: UInt64 = 0x10_0000
         let before = 3000
-        Self.publishFrees(ring, count: before, from: &address)
-        final class Seen: @unchecked Sendable {
-            var frees = 0
-            var calls = 0
-            var address: UInt64 = 0
-        }
-        let seen = Seen()
-        let recorder = Recorder(ring: ring, pid: getpid()) { events in
-            for event in events {
-                if case .free = event { seen.frees += 1 }
-            }
-            seen.calls += 1
-            if seen.calls <= 100 { Self.publishFrees(ring, count: Recorder.batchCapacity, from: &seen.address) }
-        }
-        seen.address = address
+        let (_, recorder, seen) = try Self.recorderChasedByAThread(reservedBefore: before)
         recorder.finish(processStopped: true)
         #expect(seen.frees == before, "\(seen.frees) events taken at the end, \(before) were reserved when it began")
     }
