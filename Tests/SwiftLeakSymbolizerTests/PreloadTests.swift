@@ -25,8 +25,7 @@ struct PreloadTests {
     func preparedSameFrames() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
-        let ip = try program.ret("in_inlined")
+        let (program, ip) = try inlineProgramAndReturn(in: directory)
         let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
 
         let prepared = Symbolizer()
@@ -82,8 +81,7 @@ struct PreloadTests {
     func symbolizeAheadCaches() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
-        let ip = try program.ret("in_inlined")
+        let (program, ip) = try inlineProgramAndReturn(in: directory)
         let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
 
         let ahead = Symbolizer()
@@ -114,8 +112,7 @@ struct PreloadTests {
     func preloaderJobs() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
-        let ip = try program.ret("in_inlined")
+        let (program, ip) = try inlineProgramAndReturn(in: directory)
         let preloader = SymbolPreloader(symbolizer: Symbolizer())
         preloader.enqueue(program.module)
         let module = program.module
@@ -163,8 +160,7 @@ struct PreloadTests {
     func lookupDuringPrepare() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
-        let ip = try program.ret("in_inlined")
+        let (program, ip) = try inlineProgramAndReturn(in: directory)
         let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
         let flags = Flags()
         // The prepare stops once it has built the module, until the lookup below has returned;
@@ -197,8 +193,7 @@ struct PreloadTests {
     func lookupWaitsForPrepare() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
-        let ip = try program.ret("in_inlined")
+        let (program, ip) = try inlineProgramAndReturn(in: directory)
         let cold = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
         let flags = Flags()
         let preparer = Mutex<Int32>(0)
@@ -267,8 +262,7 @@ struct PreloadTests {
     func symbolizeAheadRun() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
-        let ip = try program.ret("in_inlined")
+        let (program, ip) = try inlineProgramAndReturn(in: directory)
         let ips = [ip, ip + 1]  // two addresses of outer_function
         let cold = ips.map { Symbolizer().symbolize($0, in: program.module, isReturnAddress: true) }
         let ahead = Symbolizer()

@@ -119,6 +119,14 @@ func hexBytes(_ text: String) -> [UInt8] {
     return bytes
 }
 
+/// inline.c (code inlined twice into an outer function) built with `-g -O2` into
+/// `directory` and run once, and the return address inside its inlined function: the frame the
+/// symbolizer tests look up.
+func inlineProgramAndReturn(in directory: URL) throws -> (program: ProgramRun, ip: UInt64) {
+    let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
+    return (program, try program.ret("in_inlined"))
+}
+
 /// Compiles a test program into `directory` and runs it once.
 func buildAndRun(_ source: String, compiler: String, flags: [String], output name: String,
                  in directory: URL) throws -> ProgramRun {

@@ -39,8 +39,7 @@ struct SymbolizerTests {
     func inlinedFrames() throws {
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let program = try buildAndRun("inline.c", compiler: "cc", flags: ["-g", "-O2"], output: "inline", in: directory)
-        let ip = try program.ret("in_inlined")
+        let (program, ip) = try inlineProgramAndReturn(in: directory)
         let frames = Symbolizer().symbolize(ip, in: program.module, isReturnAddress: true)
         let source = sourcePath("inline.c")
         #expect(frames.map(\.function) == ["inner_step", "middle_step", "outer_function"])
