@@ -286,49 +286,48 @@ struct StaleCopyTests {
         #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, ["large"])))
     }
 
+    /// Runs a program that leaves an earlier owner's or glibc's stale words where a block's
+    /// pointers would be, and checks that none is followed: the heap shape the program reports
+    /// (`selfCheck`, its own check that glibc gave the chunks back as it needs), exactly
+    /// `definitelyLost`, nothing possibly lost, and Valgrind's summary.
+    static func expectStaleWordsNotFollowed(_ source: String, optimization: String, selfCheck: String,
+                                            definitelyLost: Count) throws {
+        let program = try Harness.build(source, flags: [optimization, "-g"])
+        let (result, maybeReport) = try Harness.swiftleak(program)
+        #expect(result.status == 0)
+        #expect(result.stdout == selfCheck, "\(result.stdout)")
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == definitelyLost, "\(report.summary)")
+        #expect(report.summary["possibly_lost"] == nil || report.summary["possibly_lost"] == Count(bytes: 0, blocks: 0),
+                "\(report.summary)")
+        #expect(summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
+    }
+
     @Test("a block realloc grew over a free neighbour: the neighbour's links in the new part are not followed",
           arguments: ScanTests.optimizations)
     func reallocGrownPart(optimization: String) throws {
-        let program = try Harness.build("scan/realloc_tail.c", flags: [optimization, "-g"])
-        let (result, maybeReport) = try Harness.swiftleak(program)
-        #expect(result.status == 0)
         // The heap shape the program builds (checked by itself): its stale link points into `lost`.
-        #expect(result.stdout == "adjacent: yes, kept grown in place\n", "\(result.stdout)")
-        let report = try #require(maybeReport)
-        #expect(report.summary["definitely_lost"] == Count(bytes: 200, blocks: 1), "\(report.summary)")
-        #expect(report.summary["possibly_lost"] == nil || report.summary["possibly_lost"] == Count(bytes: 0, blocks: 0),
-                "\(report.summary)")
-        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
+        try Self.expectStaleWordsNotFollowed("scan/realloc_tail.c", optimization: optimization,
+                                             selfCheck: "adjacent: yes, kept grown in place\n",
+                                             definitelyLost: Count(bytes: 200, blocks: 1))
     }
 
     @Test("pointers an earlier owner left into the middle of a block, unaligned, are not followed in a fresh block",
           arguments: ScanTests.optimizations)
     func staleInteriorPointers(optimization: String) throws {
-        let program = try Harness.build("scan/stale_interior.c", flags: [optimization, "-g"])
-        let (result, maybeReport) = try Harness.swiftleak(program)
-        #expect(result.status == 0)
         // The holder's chunk came straight back from the tcache (checked by the program itself).
-        #expect(result.stdout == "chunk taken back: yes\n", "\(result.stdout)")
-        let report = try #require(maybeReport)
-        #expect(report.summary["definitely_lost"] == Count(bytes: 64, blocks: 1), "\(report.summary)")
-        #expect(report.summary["possibly_lost"] == nil || report.summary["possibly_lost"] == Count(bytes: 0, blocks: 0),
-                "\(report.summary)")
-        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
+        try Self.expectStaleWordsNotFollowed("scan/stale_interior.c", optimization: optimization,
+                                             selfCheck: "chunk taken back: yes\n",
+                                             definitelyLost: Count(bytes: 64, blocks: 1))
     }
 
     @Test("a pointer an earlier owner left in a chunk's slack is not followed (malloc, realloc, the partial last word)",
           arguments: ScanTests.optimizations)
     func allocatorSlack(optimization: String) throws {
-        let program = try Harness.build("scan/allocator_slack.c", flags: [optimization, "-g"])
-        let (result, maybeReport) = try Harness.swiftleak(program)
-        #expect(result.status == 0)
         // glibc gave every chunk back as the cases need (checked by the program itself).
-        #expect(result.stdout == "chunks taken back: yes yes yes yes\n", "\(result.stdout)")
-        let report = try #require(maybeReport)
-        #expect(report.summary["definitely_lost"] == Count(bytes: 1168, blocks: 4), "\(report.summary)")
-        #expect(report.summary["possibly_lost"] == nil || report.summary["possibly_lost"] == Count(bytes: 0, blocks: 0),
-                "\(report.summary)")
-        #expect(Self.summary(report) == (try ValgrindDifferentialTests.valgrind(program, [])))
+        try Self.expectStaleWordsNotFollowed("scan/allocator_slack.c", optimization: optimization,
+                                             selfCheck: "chunks taken back: yes yes yes yes\n",
+                                             definitelyLost: Count(bytes: 1168, blocks: 4))
     }
 
     @Test("a program with its own malloc is told, in one line, that it is not tracked")
