@@ -610,7 +610,7 @@ static inline void swl_forget_slack(void *block, uint64_t size_field, size_t req
 /// that was free a moment ago (a free neighbour the block grew over, or the rest of the chunk it
 /// moved to), with its links and its earlier owners' words. Valgrind counts none of it
 /// (undefined), so the program cannot have relied on it. Past 4 KiB of new bytes, only the first
-/// four words, so that memory the program may never touch is not written.
+/// four words (five after a realloc), so that memory the program may never touch is not written.
 static inline void swl_forget_grown_links(void *block, size_t kept, size_t requested) {
     uint64_t *words = block;
     // Read once for both: the stores below lie past the header, so it still holds after them.
@@ -629,7 +629,11 @@ static inline void swl_forget_grown_links(void *block, size_t kept, size_t reque
     if (chunk_size < 32) return;
     uint64_t first = (kept + 7) / 8;
     uint64_t end = (requested + 7) / 8;
-    if (requested - kept > SWL_CLEAR_WHOLE_BLOCK_LIMIT) end = first + 4;
+    // Past 4 KiB, only where glibc's links lie: a fresh chunk's first four words, or, in a part
+    // realloc grew over a free neighbour in place, that neighbour's size word and its four links
+    // after it (its bk_nextsize, a fifth word, made a lost block possibly lost:
+    // TestPrograms/scan/realloc_large_tail.c).
+    if (requested - kept > SWL_CLEAR_WHOLE_BLOCK_LIMIT) end = first + (kept == 0 ? 4 : 5);
     uint64_t usable_words = (chunk_size - 8) / 8;
     if (end > usable_words) end = usable_words;
     if (first >= end) return;

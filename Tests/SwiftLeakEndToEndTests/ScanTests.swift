@@ -312,6 +312,15 @@ struct StaleCopyTests {
                                              definitelyLost: Count(bytes: 200, blocks: 1))
     }
 
+    @Test("a block realloc grew in place by over 4 KiB: the neighbour's last link, a word past the old end's four, is not followed",
+          arguments: ScanTests.optimizations)
+    func reallocLargeGrownPart(optimization: String) throws {
+        // The heap shape the program builds (checked by itself): the neighbour's bk_nextsize points into `lost`.
+        try Self.expectStaleWordsNotFollowed("scan/realloc_large_tail.c", optimization: optimization,
+                                             selfCheck: "adjacent: yes, kept grown in place\n",
+                                             definitelyLost: Count(bytes: 2200, blocks: 1))
+    }
+
     @Test("pointers an earlier owner left into the middle of a block, unaligned, are not followed in a fresh block",
           arguments: ScanTests.optimizations)
     func staleInteriorPointers(optimization: String) throws {
