@@ -1122,6 +1122,19 @@ SWL_HOOK void swl_hook_free(void *p, SWL_UNUSED b, SWL_UNUSED c, swl_entry entry
 }
 SWL_HOOK_ON_OWN_STACK(free, swl_hook_free);
 
+/// The usable size of a block glibc handed out (what malloc_usable_size says of a block in use),
+/// from its chunk header alone: the word glibc's realloc and free read first. malloc_usable_size
+/// also reads the next chunk's header, at an offset the size gives: for a pointer glibc never
+/// handed out (a program's heap bug) that read faulted, and the program died of SIGSEGV in the
+/// hook where glibc says "realloc(): invalid old size" and aborts. Only used after the real
+/// realloc succeeded, i.e. once glibc found the header sound.
+static inline size_t swl_usable_size_from_header(const void *block) {
+    uint64_t size_field = ((const uint64_t *)block)[-1];
+    uint64_t chunk_size = size_field & ~(uint64_t)7;
+    uint64_t overhead = (size_field & 2) ? 16 : 8; // IS_MMAPPED: prev_size and size; else size only
+    return chunk_size > overhead ? (size_t)(chunk_size - overhead) : 0;
+}
+
 /// realloc and reallocarray: the old block's "gone" slot is reserved before the real call, so an
 /// address the real realloc releases cannot be handed to another thread and recorded as its
 /// allocation ahead of our free.
@@ -1140,7 +1153,7 @@ static inline void *swl_realloc(void *old, size_t size, swl_function fn, swl_ent
     swl_enter_busy();
     uint64_t pos;
     swl_event *slot = swl_reserve(&pos);
-    size_t kept = malloc_usable_size(old);
+    size_t kept = swl_usable_size_from_header(old);
     swl_leave_busy();
     void *p = __libc_realloc(old, size);
     int saved_errno = errno;

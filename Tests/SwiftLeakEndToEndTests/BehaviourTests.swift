@@ -58,6 +58,18 @@ struct BehaviourTests {
         #expect(report.notFreed(allocatedIn: program) == Report.Count(bytes: 77, blocks: 1))
     }
 
+    @Test("a heap bug glibc catches in realloc kills the program with glibc's message and SIGABRT, as without swiftleak",
+          arguments: ["realloc", "realloc-zero"])
+    func heapMisuse(mode: String) throws {
+        let program = try Harness.build("behaviour/heap_misuse.c")
+        let expected = try Self.native(program, [mode])
+        #expect(expected.signal == SIGABRT)
+        let (result, _) = try Harness.swiftleak(program, [mode])
+        #expect(result.signal == expected.signal, "\(result.stderr)")
+        #expect(result.stdout == expected.stdout)
+        #expect(Self.programStderr(result.stderr) == expected.stderr)
+    }
+
     @Test("SIGKILL: the blocks are still reported (scanned when the kernel gives an exit stop)")
     func sigkill() throws {
         let program = try Harness.build("pipeline/behaviour.c")
