@@ -80,13 +80,13 @@ public struct RunResult: Sendable {
     public var tracePath: String?
     /// Programs started under the program that ran untracked.
     public var untracked: [UntrackedProgram]
-    /// The run's rings, heap models and tables, released with the result (or by
+    /// The run's heap models and symbol tables, released with the result (or by
     /// `releaseResourcesInBackground`) rather than when `run` returns.
     let resources: KeptAlive?
 
-    /// Frees the run's rings, heap models and symbol tables on a thread of their own while the
-    /// caller goes on with the reports: done on the way out of `run`, that took clang's run 13-21
-    /// ms before a line of the report was printed, and left to the process's exit it costs as much
+    /// Frees the run's heap models and symbol tables on a thread of their own while the caller
+    /// goes on with the reports: done on the way out of `run`, that took clang's run 13-21 ms
+    /// before a line of the report was printed, and left to the process's exit it costs as much
     /// there (medians of 5, phase timer). The reports hold their own copies of what they show.
     public func releaseResourcesInBackground() {
         resources?.releaseInBackground()
@@ -99,20 +99,21 @@ public struct RunResult: Sendable {
     public var reportsInStartOrder: [ProcessReport] { startOrder.map { reports[$0] } }
 }
 
-/// Holds an object for as long as the value holding this lives, or until it is let go on a
-/// thread of its own. Never read: only its release matters. Used from one thread.
+/// Objects whose release costs time (big mappings: rings, heap models, symbol tables), let go on
+/// a thread of their own. Never read: only their release matters. Used from one thread.
 final class KeptAlive: @unchecked Sendable {
-    private var object: AnyObject?
-    init(_ object: AnyObject) { self.object = object }
+    private var objects: [AnyObject]
+    init(_ objects: [AnyObject]) { self.objects = objects }
 
-    /// Hands the object's last reference to a detached thread that drops it (its deinitializers run
-    /// there). Without a thread, it is released here.
+    /// Hands the objects to a detached thread that drops them (their deinitializers run there,
+    /// unless someone else still holds one). Without a thread, they are released here.
     func releaseInBackground() {
-        guard let box = object.map({ Unmanaged.passRetained($0) }) else { return }
-        object = nil
+        guard !objects.isEmpty else { return }
+        let box = Unmanaged.passRetained(KeptAlive(objects))
+        objects = []
         var thread = pthread_t()
         let started = pthread_create(&thread, nil, { context in
-            Unmanaged<AnyObject>.fromOpaque(context!).release()
+            Unmanaged<KeptAlive>.fromOpaque(context!).release()
             return nil
         }, box.toOpaque())
         if started == 0 {
@@ -134,14 +135,15 @@ public enum RunSession {
         let programPath = try Launcher.resolveProgram(configuration.command[0], searchPath: environment["PATH"])
         let preload = try configuration.preloadLibrary ?? PreloadLibrary.locate()
 
-        let ring: EventRing
+        // Optional so that `run` lets go of it once the root's image holds it (see `handOverRing`).
+        var ring: EventRing?
         do {
             ring = try EventRing(configuration.ring)
         } catch {
             throw SessionError("cannot create the event ring: \(describe(error))")
         }
         let childEnvironment = PreloadEnvironment.build(environment.entries, preload: Array(preload.utf8),
-                                                        ring: PreloadEnvironment.ringPath(owner: getpid(), descriptor: ring.fd))
+                                                        ring: PreloadEnvironment.ringPath(owner: getpid(), descriptor: ring!.fd))
         // For display (the report, the trace): escaped, so no argument can forge a line.
         let command = [configuration.program] + configuration.arguments
         // An unwritable trace path is refused before the program starts: the file is opened
@@ -166,7 +168,7 @@ public enum RunSession {
         let pid = try Launcher.spawn(path: programPath, arguments: configuration.command,
                                      environment: childEnvironment,
                                      prepare: { pid in
-            ring.setTracedProcess(pid)
+            ring!.setTracedProcess(pid)
             if configuration.trace == .defaultName {
                 do {
                     writer = try TraceFileWriter(path: TraceDestination.defaultFileName(program: configuration.program, pid: pid))
@@ -189,6 +191,7 @@ public enum RunSession {
                                          preloader: preloader)
         let root = TracedProcess(facts: process, ring: ring, writer: writer,
                                  programSuppressions: configuration.programSuppressions, preloader: preloader)
+        ring = nil
         session.add(root)
         root.recorder?.start()
         let tracer = Tracer(pid: pid, delegate: session)
@@ -203,6 +206,10 @@ public enum RunSession {
             image.finish(exit: image.pid == pid ? programExit : nil, interruptedBy: tracer.interruptedBy,
                          isForkChild: session.forkChildren.contains(image.pid))
         }
+        // Nothing reads the rings any more: their memory is freed on another thread while the
+        // symbols are looked up and the reports built, rather than by the kernel's teardown of
+        // swiftleak after the report (which the shell waits for).
+        KeptAlive(session.images.flatMap { $0.handOverRing() }).releaseInBackground()
         var rootWarnings: [String] = []
         if let traceWarning { rootWarnings.append(traceWarning) }
         // Reports in the order the processes ended (as Valgrind writes one log per process at its
@@ -228,7 +235,7 @@ public enum RunSession {
         }
         PhaseTimer.mark("trace-closed")
         return RunResult(reports: reports, startOrder: startOrder, exit: exit, tracePath: writer?.path,
-                         untracked: session.untracked, resources: KeptAlive(session))
+                         untracked: session.untracked, resources: KeptAlive([session]))
     }
 
     static func describe(_ error: Error) -> String {

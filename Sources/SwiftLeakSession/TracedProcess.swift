@@ -13,9 +13,10 @@ import SwiftLeakTracer
 /// exit stops) is `TracedProcessState`.
 final class TracedProcess {
     let facts: ProcessFacts
-    /// Nil when the process has no ring of its own (none could be offered to it).
-    let ring: EventRing?
-    let recorder: Recorder?
+    /// Nil when the process has no ring of its own (none could be offered to it), and once
+    /// `handOverRing` took it.
+    private(set) var ring: EventRing?
+    private(set) var recorder: Recorder?
     let model: ModelFeed
     /// The heap when the process ended (taken at its exit stop while it was frozen, or after).
     var heap: FinalHeap?
@@ -157,6 +158,17 @@ final class TracedProcess {
         if ring.interposerDisabled {
             exitFacts.warnings.append("the interposer stopped recording before the end; the figures are incomplete")
         }
+    }
+
+    /// After `finish`, which read the ring for the last time: the ring and its recorder, for the
+    /// caller to release on a thread of its own while the report is built. Left to swiftleak's
+    /// exit, freeing the ring's pages (the 8 MiB of slots and the stack store) made the kernel's
+    /// teardown of swiftleak, which the shell waits for, longer by half on malloc_heavy.
+    func handOverRing() -> [AnyObject] {
+        let objects: [AnyObject?] = [ring, recorder]
+        ring = nil
+        recorder = nil
+        return objects.compactMap { $0 }
     }
 
     /// Symbols (after the program was released), the trace's last records, the report (passed
