@@ -78,6 +78,9 @@ public struct RunResult: Sendable {
     public var exit: ProcessExit
     /// The trace written, nil with --no-trace or when it could not be opened.
     public var tracePath: String?
+    /// Why the trace at `tracePath` is cut short or empty (a write failed: full disk, I/O error),
+    /// nil when it was written whole. The report must not offer such a file as usable.
+    public var traceFailure: String?
     /// Programs started under the program that ran untracked.
     public var untracked: [UntrackedProgram]
     /// The run's heap models and symbol tables, released with the result (or by
@@ -230,11 +233,12 @@ public enum RunSession {
         let startOrder = session.images.map { image in images.firstIndex { $0 === image }! }
         // Every stream has its end: the file can be closed. A trace that could not be written
         // whole says so in the launched program's report.
-        if let failure = writer?.close() {
-            reports[startOrder[0]].warnings.append(failure)
+        let traceFailure = writer?.close()
+        if let traceFailure {
+            reports[startOrder[0]].warnings.append(traceFailure)
         }
         PhaseTimer.mark("trace-closed")
-        return RunResult(reports: reports, startOrder: startOrder, exit: exit, tracePath: writer?.path,
+        return RunResult(reports: reports, startOrder: startOrder, exit: exit, tracePath: writer?.path, traceFailure: traceFailure,
                          untracked: session.untracked, resources: KeptAlive([session]))
     }
 

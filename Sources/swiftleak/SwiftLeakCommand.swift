@@ -280,7 +280,7 @@ extension SwiftLeakCommand {
                                               parentPID: parentInHeader ? report.ppid : nil) + lines
                 }
                 if index == launched, let trace = result.tracePath, !configuration.report.quiet {
-                    lines.append("Trace: \(trace) (swiftleak analyze \(trace))")
+                    lines.append(Self.traceLine(path: trace, failed: result.traceFailure != nil))
                 }
                 output.write(lines, pid: report.pid)
                 // Valgrind writes one XML document per process: a child's only where the file
@@ -314,6 +314,14 @@ extension SwiftLeakCommand {
             case .signaled(let signal, let coreDumped):
                 swl_die_by_signal(signal, coreDumped)
             }
+        }
+
+        /// The report's last line, where the trace is: offered to `analyze` only when it was
+        /// written whole. After a write error (full disk, I/O error) the file is cut short or
+        /// empty, and the warning above the leaks says why.
+        static func traceLine(path: String, failed: Bool) -> String {
+            failed ? "Trace: \(path) is incomplete or missing: writing it failed (see the warning above)"
+                   : "Trace: \(path) (swiftleak analyze \(path))"
         }
 
         func fail(_ message: String, status: Int32 = 126) -> ExitCode {

@@ -225,6 +225,28 @@ struct NeverHarmTests {
         #expect(errors.first?.contains("/dev/full: No space left on device") == true, "\(result.stderr)")
     }
 
+    @Test("a trace on a full device: the report calls it incomplete, never offers it to analyze, and the program's status stays")
+    func traceWriteErrorReported() throws {
+        let json = Harness.workDirectory.appendingPathComponent("trace-full-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let result = try Harness.run([Harness.swiftleak, "run", "-o", "/dev/full", "--json", json, "--", try Self.harm(), "quiet-exit", "3"],
+                                     timeout: 120)
+        #expect(result.status == 3)
+        #expect(result.stdout == "exiting quietly\n")
+        let lines = result.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasSuffix("Warning: writing the trace /dev/full failed after 0 bytes (No space left on device); it is cut short there") },
+                "\(result.stderr)")
+        let traceLines = lines.filter { $0.contains("Trace: ") }
+        #expect(traceLines.count == 1 && traceLines[0].hasSuffix("Trace: /dev/full is incomplete or missing: writing it failed (see the warning above)"),
+                "\(result.stderr)")
+        #expect(!result.stderr.contains("swiftleak analyze"))
+        // The JSON report does not name the trace; its warnings say the trace failed.
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let process = (object?["processes"] as? [[String: Any]])?.first
+        let warnings = process?["warnings"] as? [String] ?? []
+        #expect(warnings.contains { $0.hasPrefix("writing the trace /dev/full failed") }, "\(warnings)")
+    }
+
     @Test("report files are checked before the program starts, not followed through a symlink, and private",
           arguments: ["--log-file", "--json"])
     func outputFileChecks(option: String) throws {
