@@ -561,6 +561,35 @@ static inline void swl_publish_alloc(void *pointer, size_t size, swl_function fn
 /// program may never touch is not written.
 #define SWL_CLEAR_WHOLE_BLOCK_LIMIT 4096
 
+/// What the bytes the hooks clear are set to: 0, or, while glibc perturbs (MALLOC_PERTURB_=N,
+/// GLIBC_TUNABLES=glibc.malloc.perturb=N, mallopt(M_PERTURB, N)), glibc's allocation byte
+/// N ^ 0xff in every byte of the word. A program runs with perturbing to make its reads of memory
+/// it never wrote visible; zeros there would hide exactly those bugs. glibc 2.36 fills the
+/// requested bytes of every block its arena code (_int_malloc) hands out with that byte: a fresh
+/// or recycled chunk, mmapped ones, the memalign family, the part realloc copied to a new chunk
+/// (up to 15 bytes short of the end: it perturbs its chunk size less 15); not a block from the
+/// per-thread cache (tcache: sizes up to 1032 bytes freed by the same thread), which keeps its old
+/// contents and the cache's two link words, nor a part realloc grew in place, nor calloc's zeros.
+/// So the hooks write the byte wherever they would have written zeros: where glibc perturbed, the
+/// same bytes it wrote; where it did not, what it writes for memory the program never wrote, in
+/// place of contents no program can rely on. The slack gets it too (glibc leaves it as the chunk
+/// was), so a word the hooks write is all of the byte, never that byte beside zeros: a word of one
+/// repeated non-zero byte is never a canonical user-space pointer (its top byte is not zero), so
+/// the exit scan follows no more than with zeros. After a realloc, a word the program shares with
+/// the slack keeps the program's bytes with the byte above them: its top byte is not zero either.
+/// Kept in a global, read once per allocation (a plain load, no branch: one instruction more per
+/// malloc under callgrind), set at start-up from the environment as glibc reads it, and by the
+/// mallopt hook.
+static uint64_t g_fill_word;
+/// mallopt(M_PERTURB) came first: the start-up's reading of the environment must not undo it.
+static bool g_fill_set_by_mallopt;
+
+/// Every byte of a word set to the byte glibc fills new memory with for perturb setting
+/// `perturb` (memset's conversion of `perturb ^ 0xff` to unsigned char; 0 when `perturb` is 0, off).
+static uint64_t swl_fill_word_for(int64_t perturb) {
+    return perturb == 0 ? 0 : (uint64_t)((perturb ^ 0xff) & 0xff) * 0x0101010101010101ull;
+}
+
 /// The masks that keep a word's first 0...8 bytes (x86_64 is little-endian: its low bytes).
 static const uint64_t swl_first_bytes_mask[9] = {
     0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff, ~(uint64_t)0,
@@ -580,8 +609,9 @@ static const uint64_t swl_first_bytes_mask[9] = {
 /// bigger slack (below 64 bytes, as the scan believes) is zeroed with memset. An mmapped chunk's
 /// slack is fresh zero pages unless realloc kept it shrunk (`fresh` false): then it is zeroed where
 /// the scan would read it (less than two pages; `GlibcChunk` in the scanner).
-/// `size_field`: the chunk header word at `block - 8`, which the caller has read.
-static inline void swl_forget_slack(void *block, uint64_t size_field, size_t requested, bool fresh) {
+/// `size_field`: the chunk header word at `block - 8`, which the caller has read. `fill`: what
+/// "zeroed" writes here and in swl_forget_grown_links, g_fill_word (0 unless glibc perturbs).
+static inline void swl_forget_slack(void *block, uint64_t size_field, size_t requested, bool fresh, uint64_t fill) {
     uint64_t *words = block;
     bool mmapped = (size_field & 2) != 0;
     uint64_t usable = (size_field & ~(uint64_t)7) - (mmapped ? 16 : 8);
@@ -590,18 +620,19 @@ static inline void swl_forget_slack(void *block, uint64_t size_field, size_t req
         uint64_t last = usable / 8 - 3;
         if (fresh) {
             // Nothing in a fresh block is the program's yet: three stores, no load.
-            words[last] = words[last + 1] = words[last + 2] = 0;
+            words[last] = words[last + 1] = words[last + 2] = fill;
             return;
         }
         int64_t asked = (int64_t)requested - (int64_t)(last * 8); // bytes of `last` on the program's side
         for (int64_t i = 0; i < 3; i++) {
             int64_t kept = asked - 8 * i;
-            words[last + i] &= swl_first_bytes_mask[kept < 0 ? 0 : kept > 8 ? 8 : kept];
+            uint64_t mask = swl_first_bytes_mask[kept < 0 ? 0 : kept > 8 ? 8 : kept];
+            words[last + i] = (words[last + i] & mask) | (fill & ~mask);
         }
         return;
     }
     if (mmapped ? fresh || slack >= 2 * 4096 : slack >= 64) return;
-    memset((char *)block + requested, 0, slack);
+    memset((char *)block + requested, (int)(fill & 0xff), slack);
 }
 
 /// Zeroes the block's slack (swl_forget_slack), then the part of a block past its first `kept`
@@ -620,10 +651,13 @@ static inline void swl_forget_grown_links(void *block, size_t kept, size_t reque
         requested <= chunk_size - 8) {
         // A fresh arena chunk (nearly every malloc): the requested part and the slack are one
         // memset of the usable size, without swl_forget_slack's branches.
-        memset(block, 0, chunk_size - 8);
+        // g_fill_word: 0 but while glibc perturbs. Read here and below, not once above: the
+        // compiler then kept this path as short as with a constant 0 but for the load.
+        memset(block, (int)(__atomic_load_n(&g_fill_word, __ATOMIC_RELAXED) & 0xff), chunk_size - 8);
         return;
     }
-    swl_forget_slack(block, size_field, requested, kept == 0);
+    uint64_t fill = __atomic_load_n(&g_fill_word, __ATOMIC_RELAXED);
+    swl_forget_slack(block, size_field, requested, kept == 0, fill);
     if (requested <= kept) return;
     if (size_field & 2) return; // IS_MMAPPED: fresh zero pages (past the copy)
     if (chunk_size < 32) return;
@@ -637,7 +671,7 @@ static inline void swl_forget_grown_links(void *block, size_t kept, size_t reque
     uint64_t usable_words = (chunk_size - 8) / 8;
     if (end > usable_words) end = usable_words;
     if (first >= end) return;
-    memset(words + first, 0, (end - first) * 8);
+    memset(words + first, (int)(fill & 0xff), (end - first) * 8);
 }
 
 /// A fresh block: nothing in it is the program's yet.
@@ -941,6 +975,77 @@ static const char *swl_env_lookup(const char *name) {
     return NULL;
 }
 
+/// glibc 2.36's reading of a tunable's number (_dl_strtoul, then the tunable's bounds): blanks,
+/// a sign, then decimal, 0x hex or 0 octal digits up to the first other character; "abc" is 0.
+/// The perturb tunable takes 0...255; any other value (a negative one, an overflow, 256) is
+/// ignored, as if it were not there. Returns whether `text` sets it.
+static bool swl_parse_perturb(const char *text, int64_t *out) {
+    while (*text == ' ' || *text == '\t') text++;
+    bool negative = *text == '-';
+    if (*text == '-' || *text == '+') text++;
+    uint64_t value = 0;
+    if (*text >= '0' && *text <= '9') {
+        unsigned base = 10;
+        if (text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+            base = 16;
+            text += 2;
+        } else if (text[0] == '0') {
+            base = 8;
+        }
+        for (;; text++) {
+            unsigned digit;
+            if (*text >= '0' && *text <= '9' && (unsigned)(*text - '0') < base) digit = (unsigned)(*text - '0');
+            else if (base == 16 && *text >= 'a' && *text <= 'f') digit = (unsigned)(*text - 'a' + 10);
+            else if (base == 16 && *text >= 'A' && *text <= 'F') digit = (unsigned)(*text - 'A' + 10);
+            else break;
+            if (value >= (UINT64_MAX - digit) / base) return false; // UINT64_MAX: -1, out of bounds
+            value = value * base + digit;
+        }
+    }
+    int64_t number = (int64_t)(negative ? 0 - value : value); // glibc's unsigned negation
+    if (number < 0 || number > 0xff) return false;
+    *out = number;
+    return true;
+}
+
+/// The perturb setting glibc took at start-up from the environment (ld.so's __tunables_init):
+/// environ in order; every glibc.malloc.perturb=N in a GLIBC_TUNABLES list sets it, a
+/// MALLOC_PERTURB_=N only while nothing has, so the tunable wins over the older variable wherever
+/// each stands. (The AT_SECURE filtering is left out: such a program cannot be traced with
+/// LD_PRELOAD.) Read before the environment can change: glibc reads it once, before main.
+static int64_t swl_perturb_from_environment(void) {
+    extern char **environ;
+    static const char tunables[] = "GLIBC_TUNABLES=", alias[] = "MALLOC_PERTURB_=", name[] = "glibc.malloc.perturb";
+    int64_t perturb = 0;
+    bool set = false;
+    for (char **entry = environ; entry && *entry; entry++) {
+        const char *text = *entry;
+        if (strncmp(text, tunables, sizeof tunables - 1) == 0) {
+            // glibc's parse_tunables: name=value pairs split by ':'; a name without '=' before the
+            // next ':' is skipped, one at the end stops the list.
+            const char *p = text + sizeof tunables - 1;
+            for (;;) {
+                size_t length = strcspn(p, "=:");
+                if (p[length] == '\0') break;
+                if (p[length] == ':') {
+                    p += length + 1;
+                    continue;
+                }
+                bool ours = length == sizeof name - 1 && strncmp(p, name, length) == 0;
+                p += length + 1;
+                size_t value_length = strcspn(p, ":");
+                // Read in place: the number stops at the ':' as glibc's at the NUL it puts there.
+                if (ours && swl_parse_perturb(p, &perturb)) set = true;
+                if (p[value_length] == '\0') break;
+                p += value_length + 1;
+            }
+        } else if (!set && strncmp(text, alias, sizeof alias - 1) == 0) {
+            if (swl_parse_perturb(text + sizeof alias - 1, &perturb)) set = true;
+        }
+    }
+    return perturb;
+}
+
 /// Removes every entry `name` from `environ`, in place, keeping the others' order (as glibc's
 /// unsetenv does, without calling what the program may have put in its place).
 static void swl_env_remove(const char *name) {
@@ -1065,6 +1170,11 @@ static void swl_try_init(void) {
         // Registered first, so it runs after every handler the program registers later.
         atexit(swl_announce_exit);
         swl_locate_main_arena();
+        // Before the first hook clears a block. Fork children keep their parent's; an exec'd
+        // image reads its own environment, as its glibc does.
+        if (!__atomic_load_n(&g_fill_set_by_mallopt, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&g_fill_word, swl_fill_word_for(swl_perturb_from_environment()), __ATOMIC_RELAXED);
+        }
         __atomic_store_n(&g_state, STATE_RECORDING, __ATOMIC_RELEASE);
         swl_refresh_modules();
         __atomic_store_n(&g_ring->attached, 1, __ATOMIC_RELEASE);
@@ -1188,6 +1298,20 @@ SWL_HOOK void *swl_hook_reallocarray(void *old, size_t count, size_t size, swl_e
     return swl_realloc(old, total, SWL_FN_REALLOCARRAY, entry);
 }
 SWL_HOOK_ON_OWN_STACK(reallocarray, swl_hook_reallocarray);
+
+extern int __libc_mallopt(int, int);
+
+/// mallopt: glibc's, with its result untouched; M_PERTURB also changes what the hooks fill
+/// blocks with (g_fill_word), from the next allocation on, as glibc's perturb_byte does. glibc
+/// takes any int there (on unless 0; the byte is the low one of value ^ 0xff) and returns 1.
+SWL_EXPORT int mallopt(int parameter, int value) {
+    int result = __libc_mallopt(parameter, value);
+    if (parameter == M_PERTURB) {
+        __atomic_store_n(&g_fill_set_by_mallopt, true, __ATOMIC_RELAXED);
+        __atomic_store_n(&g_fill_word, swl_fill_word_for(value), __ATOMIC_RELAXED);
+    }
+    return result;
+}
 
 static inline bool swl_is_power_of_two(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 

@@ -70,6 +70,33 @@ struct BehaviourTests {
         #expect(Self.programStderr(result.stderr) == expected.stderr)
     }
 
+    /// glibc's perturbing, set three ways: the interposer fills what it clears with glibc's byte,
+    /// and reads the setting as glibc does (the tunable wins over MALLOC_PERTURB_; a value out of
+    /// bounds is ignored; octal and hex numbers). The program sets another byte with mallopt.
+    @Test("with MALLOC_PERTURB_ set, bytes the program never wrote hold glibc's fill byte, and the leaks are the same",
+          arguments: [
+              (["MALLOC_PERTURB_": "0x5a"], "a5"),
+              (["GLIBC_TUNABLES": "glibc.malloc.tcache_count=7:glibc.malloc.perturb=51", "MALLOC_PERTURB_": "0x5a"], "cc"),
+              (["GLIBC_TUNABLES": "glibc.malloc.perturb=300", "MALLOC_PERTURB_": "0376"], "01"),
+          ], ["-O0", "-O2"])
+    func perturb(setting: ([String: String], String), optimization: String) throws {
+        let (variables, byte) = setting
+        let program = try Harness.build("behaviour/perturb.c", flags: [optimization, "-g"])
+        let environment = ProcessInfo.processInfo.environment.merging(variables) { $1 }
+        let expected = try Harness.run([program], environment: environment)
+        #expect(expected.status == 0)
+        // The setting took natively (the cases printed are those glibc perturbs for certain).
+        #expect(expected.stdout.contains("malloc(200), first of its size: \(byte) x200\n"), "\(expected.stdout)")
+        #expect(expected.stdout.contains("after mallopt(M_PERTURB, 0x3c): c3 x6000\n"), "\(expected.stdout)")
+        let (result, maybeReport) = try Harness.swiftleak(program, environment: variables)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == expected.stdout)
+        let report = try #require(maybeReport)
+        #expect(report.summary["definitely_lost"] == Report.Count(bytes: 48, blocks: 1))
+        #expect(report.summary["indirectly_lost"] == Report.Count(bytes: 32, blocks: 1))
+        #expect(report.summary["possibly_lost"] == Report.Count(bytes: 0, blocks: 0))
+    }
+
     @Test("SIGKILL: the blocks are still reported (scanned when the kernel gives an exit stop)")
     func sigkill() throws {
         let program = try Harness.build("pipeline/behaviour.c")
