@@ -21,8 +21,9 @@ public struct RunConfiguration: Sendable {
     public var ring = EventRing.Configuration()
     /// Where the trace goes.
     public var trace: TraceDestination = .defaultName
-    /// The program's own `__lsan_default_suppressions()`, stored in the trace for `analyze`.
-    public var programSuppressions: ProgramSuppressionText?
+    /// The search for the program's own `__lsan_default_suppressions()` (started before the run,
+    /// see `ProgramSuppressionSearch`), whose answer the trace stores for `analyze`.
+    public var programSuppressions: ProgramSuppressionSearch?
     /// Whether forked children are traced (`--follow-forks`); when not, they run untraced.
     public var followForks = true
     /// Which exec'd programs are tracked (`--trace-children`, `--trace-children-skip`).
@@ -266,6 +267,10 @@ final class ModelFeed: @unchecked Sendable {
     /// This image's stream in the trace (nil without a trace).
     private var stream = 0
     private let preloader: SymbolPreloader?
+    /// The program's suppressions, until this stream has their record: written at the first batch
+    /// after the search is done, at the latest before the stream's end (a truncated trace keeps
+    /// them if the search ended early, as it nearly always does).
+    private var programSuppressions: ProgramSuppressionSearch?
     private var modulesPreloaded = 0
     private var stacksPreloaded = 0
     private var lastHandOff = Recorder.monotonicNow()
@@ -283,7 +288,7 @@ final class ModelFeed: @unchecked Sendable {
 
     /// Opens the image's stream in the trace (its PROCESS record). `forkedFrom`: a fork child's
     /// start (`forkPoint()`), nil for an image that starts empty.
-    init(process: ProcessFacts, programSuppressions: ProgramSuppressionText? = nil, writer: TraceFileWriter?,
+    init(process: ProcessFacts, programSuppressions: ProgramSuppressionSearch? = nil, writer: TraceFileWriter?,
          preloader: SymbolPreloader? = nil, forkedFrom start: ForkPoint? = nil) {
         model = start?.model ?? HeapModel()
         // A fork child's copy of its parent's model holds modules the loader already has, and
@@ -298,9 +303,10 @@ final class ModelFeed: @unchecked Sendable {
             if !model.table.isNumbered { model.startNumbering() }
             var encoder = start?.encoder ?? TraceEncoder()
             encoder.process(process, forkedFrom: start?.stream)
-            if let programSuppressions { encoder.programSuppressions(programSuppressions) }
             stream = writer.openStream(encoder.take())
             self.encoder = encoder
+            self.programSuppressions = programSuppressions
+            recordProgramSuppressions(waiting: false)
         }
     }
 
@@ -324,6 +330,7 @@ final class ModelFeed: @unchecked Sendable {
     func consume(_ events: UnsafeBufferPointer<HeapEvent>) {
         if encoder != nil, let writer {
             encoder!.encode(events, model: &model)
+            if programSuppressions != nil { recordProgramSuppressions(waiting: false) }
             let now = Recorder.monotonicNow()
             if encoder!.pendingBytes >= Self.handOffBytes || now &- lastHandOff >= Self.handOffInterval {
                 writer.submit(encoder!.take(), stream: stream)
@@ -334,6 +341,13 @@ final class ModelFeed: @unchecked Sendable {
         }
         preloadNewModules()
         preloadNewStacks()
+    }
+
+    /// Encodes the program's suppressions once their search is done (`waiting`: waits for it).
+    private func recordProgramSuppressions(waiting: Bool) {
+        guard let search = programSuppressions, waiting || search.isFinished else { return }
+        if let found = search.result { encoder?.programSuppressions(found) }
+        programSuppressions = nil
     }
 
     /// Hands the modules loaded since the last batch to the preloader (once per batch, not per event).
@@ -369,6 +383,7 @@ final class ModelFeed: @unchecked Sendable {
     /// the image; `untracked`: the run's line about programs it did not track, in one stream).
     /// The session closes the file once every stream is finished.
     func finishTrace(exit: ExitFacts, blocks: SortedBlocks, symbols: SymbolTable, replacedBy: String?, untracked: String?) {
+        recordProgramSuppressions(waiting: true)
         guard var trace = encoder.take(), let writer else { return }
         trace.finish(exit: exit, blocks: blocks, symbols: symbols, replacedBy: replacedBy, untracked: untracked,
                      strings: writer.strings)

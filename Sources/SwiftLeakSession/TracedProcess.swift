@@ -52,7 +52,7 @@ final class TracedProcess {
     /// A process image whose heap starts empty (the launched program, an exec'd image), with its
     /// own stream in the trace when there is one.
     convenience init(facts: ProcessFacts, ring: EventRing?, writer: TraceFileWriter?,
-                     programSuppressions: ProgramSuppressionText? = nil, preloader: SymbolPreloader? = nil) {
+                     programSuppressions: ProgramSuppressionSearch? = nil, preloader: SymbolPreloader? = nil) {
         let feed = ModelFeed(process: facts, programSuppressions: programSuppressions, writer: writer, preloader: preloader)
         self.init(facts: facts, ring: ring, feed: feed, traced: writer != nil)
     }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Synchronization
 import Glibc
+import SwiftLeakSession
 import SwiftLeakCore
 import SwiftLeakReports
 import SwiftLeakSuppressions
@@ -32,21 +34,21 @@ struct SuppressionOptions: ParsableArguments {
     var useDefaults: Bool { defaults == "yes" }
     var generateAll: Bool { generate != "no" }
 
-    /// Loads the defaults (unless turned off) and every given file, before the program runs: a
-    /// file that cannot be used stops swiftleak with `FILE:LINE: what was expected`. The
-    /// program's own suppressions (`run` reads them from its file, `analyze` from the trace) are
-    /// among the defaults.
+    /// Loads the defaults (unless turned off) and every given file: a file that cannot be used
+    /// stops swiftleak with `FILE:LINE: what was expected` (before the program runs, for `run`).
+    /// The program's own suppressions (`run` reads them from its file, `analyze` from the trace)
+    /// are among the defaults, first.
     func load(programSuppressions: ProgramSuppressionText?) throws(SuppressionFileError) -> (set: SuppressionSet, warnings: [String]) {
+        var (set, warnings) = Self.programSet(programSuppressions, useDefaults: useDefaults)
+        let files = try loadFiles()
+        set.append(files.set)
+        return (set, warnings + files.warnings)
+    }
+
+    /// The shipped defaults (unless turned off) and every given file.
+    func loadFiles() throws(SuppressionFileError) -> (set: SuppressionSet, warnings: [String]) {
         var set = SuppressionSet()
         var warnings: [String] = []
-        if useDefaults, let programSuppressions {
-            switch programSuppressions.content {
-            case .text(let text):
-                set.append(try SuppressionSet.parse(text, file: programSuppressions.program + ": " + ProgramSuppressions.functionName + "()"))
-            case .unreadable(let reason):
-                warnings.append(reason + "; its suppressions are not applied")
-            }
-        }
         if useDefaults {
             if let path = DefaultSuppressions.locate() {
                 set.append(try SuppressionSet.load(path: path))
@@ -60,14 +62,52 @@ struct SuppressionOptions: ParsableArguments {
         return (set, warnings)
     }
 
-    /// The `__lsan_default_suppressions()` of the program file at `path`, nil when it has none.
-    static func programSuppressions(of path: String) -> ProgramSuppressionText? {
-        switch ProgramSuppressions.lsanDefaultSuppressions(inFile: path) {
-        case .none: return nil
-        case .text(let text): return ProgramSuppressionText(program: path, content: .text(text))
-        case .unreadable(let reason): return ProgramSuppressionText(program: path, content: .unreadable(reason))
+    /// The program's own suppressions, unless the defaults are off. Text that does not parse is
+    /// a warning, not an error: `run` learns it at the end, when the program has run already (the
+    /// search is off the program's start), and `analyze` says the same of the same trace.
+    static func programSet(_ programSuppressions: ProgramSuppressionText?, useDefaults: Bool) -> (set: SuppressionSet, warnings: [String]) {
+        guard useDefaults, let programSuppressions else { return (SuppressionSet(), []) }
+        switch programSuppressions.content {
+        case .text(let text):
+            do {
+                return (try SuppressionSet.parse(text, file: programSuppressions.program + ": " + ProgramSuppressions.functionName + "()"), [])
+            } catch {
+                return (SuppressionSet(), ["\(error); the program's suppressions are not applied"])
+            }
+        case .unreadable(let reason):
+            return (SuppressionSet(), [reason + "; its suppressions are not applied"])
         }
     }
+}
+
+/// `run`'s suppressions: the program's own (first, as `SuppressionOptions.load` orders them), known
+/// once their search is done, and the files', loaded before the run. Worked out when a report
+/// first needs them (on whichever thread builds it), then kept.
+final class ReportSuppressions: Sendable {
+    private let program: ProgramSuppressionSearch?
+    private let useDefaults: Bool
+    private let files: SuppressionSet
+    private let combined = Mutex<(set: SuppressionSet, warnings: [String])?>(nil)
+
+    init(program: ProgramSuppressionSearch?, useDefaults: Bool, files: SuppressionSet) {
+        self.program = program
+        self.useDefaults = useDefaults
+        self.files = files
+    }
+
+    private var both: (set: SuppressionSet, warnings: [String]) {
+        combined.withLock { combined in
+            if let combined { return combined }
+            var (set, warnings) = SuppressionOptions.programSet(program?.result, useDefaults: useDefaults)
+            set.append(files)
+            combined = (set, warnings)
+            return (set, warnings)
+        }
+    }
+
+    var set: SuppressionSet { both.set }
+    /// What the program's suppressions could not give (once per run, for every report).
+    var warnings: [String] { both.warnings }
 }
 
 /// Where `Suppressions/default.supp` is at run time: next to the swiftleak executable (a copied

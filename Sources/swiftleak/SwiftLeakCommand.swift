@@ -202,23 +202,27 @@ extension SwiftLeakCommand {
             configuration.ring.maxFrames = UInt32(min(128, report.numCallers + 8))
             configuration.report.genSuppressions = suppressions.generateAll
             valgrind.apply(to: &configuration.report)
-            let suppressionSet: SuppressionSet
-            let suppressionWarnings: [String]
+            // The program's own suppressions are looked for on a thread of their own while the
+            // program runs (see `ProgramSuppressionSearch`), read whatever --default-suppressions
+            // says when there is a trace (it keeps them for analyze).
+            let programPath = try? Launcher.resolveProgram(configuration.command[0],
+                                                           searchPath: getenv("PATH").map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) })
+            if let programPath, suppressions.useDefaults || !noTrace {
+                configuration.programSuppressions = ProgramSuppressionSearch(program: String(decoding: programPath, as: UTF8.self))
+            }
+            let fileSuppressions: (set: SuppressionSet, warnings: [String])
             do {
-                let programPath = try? Launcher.resolveProgram(configuration.command[0],
-                                                               searchPath: getenv("PATH").map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) })
-                // Read whatever --default-suppressions says: the trace keeps them for analyze.
-                let programSuppressions = programPath.flatMap { SuppressionOptions.programSuppressions(of: String(decoding: $0, as: UTF8.self)) }
-                configuration.programSuppressions = programSuppressions
-                (suppressionSet, suppressionWarnings) = try suppressions.load(programSuppressions: programSuppressions)
+                fileSuppressions = try suppressions.loadFiles()
             } catch {
                 throw fail("\(error)")
             }
             PhaseTimer.mark("suppressions-loaded")
+            let suppressionSet = ReportSuppressions(program: configuration.programSuppressions, useDefaults: suppressions.useDefaults,
+                                                    files: fileSuppressions.set)
             let interposer = configuration.preloadLibrary ?? (try? PreloadLibrary.locate())
             let reportOptions = configuration.report
             configuration.finishReport = { report in
-                suppressedReport(report, options: reportOptions, suppressions: suppressionSet, interposer: interposer)
+                suppressedReport(report, options: reportOptions, suppressions: suppressionSet.set, interposer: interposer)
             }
             configuration.trace = noTrace ? .none : traceOutput.map { .path($0) } ?? .defaultName
             configuration.followForks = followForks == "yes"
@@ -254,6 +258,7 @@ extension SwiftLeakCommand {
             // The run's memory is freed on the second core while the reports are finished and printed.
             result.releaseResourcesInBackground()
             // The session passed each report through `finishReport` (the suppressions).
+            let suppressionWarnings = suppressionSet.warnings + fileSuppressions.warnings
             for index in result.reports.indices {
                 result.reports[index].warnings += suppressionWarnings
             }

@@ -150,6 +150,25 @@ struct SuppressionEndToEndTests {
         #expect(try #require(without).summary["definitely_lost"] == Report.Count(bytes: 64, blocks: 2))
     }
 
+    @Test("a program's __lsan_default_suppressions() that does not parse is a warning: the program runs, nothing of it applies, analyze says the same")
+    func programDefaultsUnparsable() throws {
+        let program = try Harness.build("suppressions/lsan_defaults.c", flags: ["-O0", "-g", "-DUNPARSABLE_DEFAULTS"],
+                                        name: "lsan_defaults_unparsable")
+        let trace = Harness.workDirectory.appendingPathComponent("unparsable-\(UUID().uuidString).gz").path
+        defer { unlink(trace) }
+        let (result, maybeReport) = try Harness.swiftleak(program, options: ["-o", trace])
+        let report = try #require(maybeReport, "\(result.stderr)")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "cached\n")
+        #expect(report.summary["definitely_lost"] == Report.Count(bytes: 64, blocks: 2), "\(result.stderr)")
+        let warning = "\(program): __lsan_default_suppressions():2: unknown suppression type 'leek'"
+        #expect(result.stderr.contains(warning), "\(result.stderr)")
+        #expect(result.stderr.contains("the program's suppressions are not applied"), "\(result.stderr)")
+        let analyzed = try Harness.run([Harness.swiftleak, "analyze", trace])
+        #expect(analyzed.status == 0, "\(analyzed.stderr)")
+        #expect(analyzed.stdout.contains(warning) || analyzed.stderr.contains(warning), "\(analyzed.stdout)\(analyzed.stderr)")
+    }
+
     @Test("accounting: the suppressed line, -v's used_suppression line and JSON suppressed_by")
     func accounting() throws {
         let program = try Harness.build("suppressions/every_kind.cpp")

@@ -65,20 +65,24 @@ enum SampleTrace {
     }
 
     /// Writes the sample and returns its path, the live blocks' addresses and the exit facts.
-    static func write(count: Int = 2000) throws -> (path: String, events: [HeapEvent], exit: ExitFacts) {
+    /// `suppressionsAfter`: the program's suppressions follow that many events (run writes them
+    /// once their search is done); nil: right after PROCESS.
+    static func write(count: Int = 2000, suppressionsAfter: Int? = nil) throws -> (path: String, events: [HeapEvent], exit: ExitFacts) {
         let path = "/tmp/swiftleak-trace-test-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).gz"
         let writer = try TraceFileWriter(path: path)
         var encoder = TraceEncoder()
         encoder.process(process)
-        encoder.programSuppressions(programSuppressions)
+        if suppressionsAfter == nil { encoder.programSuppressions(programSuppressions) }
         let stream = writer.openStream(encoder.take())
         var model = HeapModel()
         model.startNumbering()
         let events = events(count: count)
         for (index, event) in events.enumerated() {
+            if index == suppressionsAfter { encoder.programSuppressions(programSuppressions) }
             encoder.event(event, model: &model)
             if index % 700 == 0 { writer.submit(encoder.take(), stream: stream) }
         }
+        if suppressionsAfter == events.count { encoder.programSuppressions(programSuppressions) }
         let final = model.finish()
         let exit = exitFacts(addresses: final.blocks.addresses)
         encoder.finish(exit: exit, blocks: final.blocks, symbols: symbols, strings: writer.strings)
@@ -159,6 +163,20 @@ struct TraceRoundTripTests {
         #expect(loaded.exit.verdicts == exit.verdicts)
         #expect(loaded.exit.warnings == exit.warnings)
         #expect(loaded.programSuppressions == SampleTrace.programSuppressions)
+    }
+
+    @Test("the program's suppressions are read wherever the stream has them: among the events, or just before its end",
+          arguments: [1, 1500, SampleTrace.events().count])
+    func programSuppressionsLater(after: Int) throws {
+        let (path, events, _) = try SampleTrace.write(suppressionsAfter: after)
+        defer { unlink(path) }
+        #expect(after <= events.count)
+        var read = 0
+        let contents = try TraceReader.read(path: path) { _ in read += 1 }
+        #expect(contents.complete && contents.problem == nil)
+        #expect(read == events.count)
+        #expect(contents.programSuppressions == SampleTrace.programSuppressions)
+        #expect(try LoadedTrace.load(path: path).programSuppressions == SampleTrace.programSuppressions)
     }
 
     @Test("encoding a batch writes the bytes and numbers the blocks as encoding its events one by one",
