@@ -385,8 +385,13 @@ final class ModelFeed: @unchecked Sendable {
     func finishTrace(exit: ExitFacts, blocks: SortedBlocks, symbols: SymbolTable, replacedBy: String?, untracked: String?) {
         recordProgramSuppressions(waiting: true)
         guard var trace = encoder.take(), let writer else { return }
+        // The tail goes to the compressor in parts as it is encoded (2M live blocks: 10 MB that
+        // the writer's thread compressed and wrote alone after the report was built). Nothing
+        // else submits meanwhile: every recorder has finished, and the session writes the
+        // streams' tails one after the other (`TracedProcess.report`), so the parts stay unbroken.
+        let stream = stream
         trace.finish(exit: exit, blocks: blocks, symbols: symbols, replacedBy: replacedBy, untracked: untracked,
-                     strings: writer.strings)
+                     strings: writer.strings, handOff: { writer.submit($0, stream: stream) })
         writer.submit(trace.take(), stream: stream)
     }
 }

@@ -316,9 +316,17 @@ public struct TraceEncoder {
     /// model's final heap, in the order of the verdicts), warnings, the run's `untracked` line (in
     /// one stream of the file), the symbols, and the stream's end marker. `strings`: the file's
     /// string table, shared by its streams (their tails are written one after the other).
+    /// `handOff`: gets the bytes encoded so far, possibly in the middle of a record, whenever a
+    /// megabyte (`handOffBytes`) is pending (a heap of millions of blocks has tens of them), so the compressor
+    /// starts on them while the rest is encoded; the caller must append them to the stream
+    /// unbroken (no other stream's bytes between two hand-offs) and hand over `take()` after.
     public mutating func finish(exit facts: ExitFacts, blocks: SortedBlocks, symbols: SymbolTable,
                                 replacedBy: String? = nil, untracked: String? = nil,
-                                strings: TraceStrings = TraceStrings()) {
+                                strings: TraceStrings = TraceStrings(), handOff: (([UInt8]) -> Void)? = nil,
+                                handOffBytes: Int = TraceEncoder.tailHandOffBytes) {
+        func handOffIfLarge(_ index: Int) {
+            if let handOff, index & 0xffff == 0xffff, out.count >= handOffBytes { handOff(out.take()) }
+        }
         let addresses = blocks.addresses
         out.reserve(64)
         out.byte(TraceFormat.exit)
@@ -353,6 +361,7 @@ public struct TraceEncoder {
             // 0: a block this trace never saw allocated (a fork child's inherited one).
             let number = index < blocks.numbers.count ? blocks.numbers[index] : 0
             out.varint(number == 0 ? allocations &+ 1 : allocations &- number)
+            handOffIfLarge(index)
         }
         if let verdicts = facts.verdicts, verdicts.kinds.count == addresses.count {
             out.reserve(11)
@@ -368,6 +377,7 @@ public struct TraceEncoder {
                     let leader = index < verdicts.leaders.count ? verdicts.leaders[index] : -1
                     out.varint(UInt64(Int64(leader) + 1))
                 }
+                handOffIfLarge(index)
             }
         }
         for warning in facts.warnings {
@@ -415,6 +425,9 @@ public struct TraceEncoder {
         out.reserve(1)
         out.byte(TraceFormat.end)
     }
+
+    /// See `finish`'s `handOff`.
+    public static let tailHandOffBytes = 1 << 20
 
     /// The id of a string, writing its STRING record the first time (ids count from 1).
     private mutating func stringID(_ text: String?, _ strings: TraceStrings) -> UInt64 {

@@ -179,6 +179,30 @@ struct TraceRoundTripTests {
         #expect(try LoadedTrace.load(path: path).programSuppressions == SampleTrace.programSuppressions)
     }
 
+    @Test("the tail handed over in parts as it is encoded is, put together, the tail encoded whole")
+    func tailInParts() {
+        // More than 65536 live blocks and verdicts: each loop hands over at least once.
+        let events = SampleTrace.events(count: 150_000)
+        func encoded() -> (TraceEncoder, FinalHeap) {
+            var encoder = TraceEncoder()
+            encoder.process(SampleTrace.process)
+            var model = HeapModel()
+            model.startNumbering()
+            events.forEach { encoder.event($0, model: &model) }
+            _ = encoder.take()
+            return (encoder, model.finish())
+        }
+        var (whole, heap) = encoded()
+        let exit = SampleTrace.exitFacts(addresses: heap.blocks.addresses)
+        whole.finish(exit: exit, blocks: heap.blocks, symbols: SampleTrace.symbols)
+        var (inParts, _) = encoded()
+        var parts: [[UInt8]] = []
+        inParts.finish(exit: exit, blocks: heap.blocks, symbols: SampleTrace.symbols, handOff: { parts.append($0) }, handOffBytes: 1)
+        #expect(heap.blocks.count > 65536)
+        #expect(parts.count >= 2)
+        #expect(parts.joined() + inParts.take() == whole.take())
+    }
+
     @Test("encoding a batch writes the bytes and numbers the blocks as encoding its events one by one",
           arguments: [1, 3, 100, 5000])
     func batchesAsEvents(batchSize: Int) {
