@@ -8,8 +8,6 @@ import SwiftLeakTrace
 /// program's start by that much. Nothing needs the answer before the end of the run (the
 /// suppressions apply to the report; the trace records them when they are known).
 public final class ProgramSuppressionSearch: Sendable {
-    /// The program file searched.
-    public let program: String
     private let work: Mutex<BackgroundWork?>
     private let box: Box
 
@@ -22,22 +20,12 @@ public final class ProgramSuppressionSearch: Sendable {
 
     /// Starts the search of the file at `program`.
     public init(program: String) {
-        self.program = program
         let box = Box()
         self.box = box
         work = Mutex(BackgroundWork {
             box.found = Self.search(program)
             box.finished.store(true, ordering: .releasing)
         })
-    }
-
-    /// An answer known already (tests, and a caller that read the file itself).
-    public init(program: String, found: ProgramSuppressionText?) {
-        self.program = program
-        box = Box()
-        box.found = found
-        box.finished.store(true, ordering: .releasing)
-        work = Mutex(nil)
     }
 
     /// Whether the answer is in (then `result` does not wait).
