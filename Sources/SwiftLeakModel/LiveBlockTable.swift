@@ -726,40 +726,75 @@ public struct SortedBlocks: Sendable {
     }
 }
 
-/// An in-place quicksort of parallel arrays by the first (distinct addresses), so sorting needs
-/// no index permutation or copy. `numbers` is either as long as the keys or empty. From
-/// `twoThreadMinimum` blocks on, the first partition's two sides are sorted on two threads: the
-/// sort runs while the program is frozen at its exit, when its core is free (2,000,000 blocks
-/// took 0.2 s on one).
+/// Sorts parallel arrays by the first (the addresses, distinct) in place, so sorting needs no index
+/// permutation or copy of the arrays: memory is tightest at the exit scan. `numbers` is either as
+/// long as the keys or empty. The sort runs while the program is frozen at its exit.
+///
+/// A most-significant-digit radix sort, American flag style: a pass over a range counts the
+/// digits of its keys, then moves every entry straight into its digit's part by cycles of swaps,
+/// and each part is sorted the same way on the next digit down, the small ones by insertion. The
+/// digit is taken from the highest bit in which the range's keys differ (the bits above it are
+/// the same in every key between the smallest and the largest), so the clustered addresses of a
+/// heap cost no pass over the bits they share, and every pass splits its range. Its width follows
+/// the range's size, so a part holds about eight entries after a pass over uniform keys. A pass
+/// moves an entry at most once, and 2,000,000 heap blocks take three passes, where the quicksort
+/// this replaced went about 20 partitions deep: perf on live_blocks' 2,000,000 blocks, 180 ms of
+/// CPU in the quicksort against 81 ms, and the program's frozen exit 110 ms shorter.
+///
+/// From `twoThreadMinimum` blocks on, the parts left after the first passes are shared out
+/// between two threads by size: the program's core is free while it is frozen.
 enum ParallelSort {
     static let twoThreadMinimum = 1 << 16
+    /// Ranges this small are finished by insertion sort.
+    static let insertionMaximum = 16
+    static let widestDigit = 11
 
     static func sort(keys: UnsafeMutableBufferPointer<UInt64>, infos: UnsafeMutableBufferPointer<UInt64>,
                      stacks: UnsafeMutableBufferPointer<UInt32>, numbers: UnsafeMutableBufferPointer<UInt64>) {
         let arrays = Arrays(keys: keys, infos: infos, stacks: stacks, numbers: numbers)
         guard keys.count >= twoThreadMinimum else {
-            arrays.sort(0, keys.count - 1)
+            arrays.sort([(0, keys.count)])
             return
         }
-        let (left, right) = arrays.partition(0, keys.count - 1)
-        // The two sides are disjoint: each thread owns its range of all the arrays.
+        // Passes over the largest part until none holds more than half of the blocks (one pass
+        // nearly always; more when most blocks share a digit, as in one arena of a wide range).
+        var parts = arrays.pass(0, keys.count)
+        while let largest = parts.indices.max(by: { parts[$0].1 - parts[$0].0 < parts[$1].1 - parts[$1].0 }),
+              parts[largest].1 - parts[largest].0 > keys.count / 2 {
+            let (low, high) = parts.remove(at: largest)
+            parts += arrays.pass(low, high)
+        }
+        // Biggest first, each to the thread with less so far.
+        parts.sort { $0.1 - $0.0 > $1.1 - $1.0 }
+        var mine: [(Int, Int)] = [], theirs: [(Int, Int)] = []
+        var mineCount = 0, theirsCount = 0
+        for part in parts {
+            if mineCount <= theirsCount {
+                mine.append(part)
+                mineCount += part.1 - part.0
+            } else {
+                theirs.append(part)
+                theirsCount += part.1 - part.0
+            }
+        }
+        // The parts are disjoint: each thread owns its ranges of all the arrays.
         final class Job {
             let arrays: Arrays
-            let range: (Int, Int)
-            init(_ arrays: Arrays, _ range: (Int, Int)) { self.arrays = arrays; self.range = range }
+            let parts: [(Int, Int)]
+            init(_ arrays: Arrays, _ parts: [(Int, Int)]) { self.arrays = arrays; self.parts = parts }
         }
-        let job = Unmanaged.passRetained(Job(arrays, left))
+        let job = Unmanaged.passRetained(Job(arrays, theirs))
         var thread = pthread_t()
         let started = pthread_create(&thread, nil, { context in
             let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
-            job.arrays.sort(job.range.0, job.range.1)
+            job.arrays.sort(job.parts)
             return nil
         }, job.toOpaque()) == 0
         if !started {
             job.release()
-            arrays.sort(left.0, left.1)
+            arrays.sort(theirs)
         }
-        arrays.sort(right.0, right.1)
+        arrays.sort(mine)
         if started { pthread_join(thread, nil) }
     }
 
@@ -776,52 +811,90 @@ enum ParallelSort {
             if !numbers.isEmpty { numbers.swapAt(a, b) }
         }
 
-        /// One partition step of `low...high` (more than 16 entries) around a median of three:
-        /// every key of the first range returned is at most every key of the second.
-        @inline(__always)
-        func partition(_ low: Int, _ high: Int) -> ((Int, Int), (Int, Int)) {
-            let middle = low + (high - low) / 2
-            if keys[middle] < keys[low] { swapAt(middle, low) }
-            if keys[high] < keys[low] { swapAt(high, low) }
-            if keys[high] < keys[middle] { swapAt(high, middle) }
-            let pivot = keys[middle]
-            var i = low, j = high
-            while i <= j {
-                while keys[i] < pivot { i += 1 }
-                while keys[j] > pivot { j -= 1 }
-                if i <= j {
-                    swapAt(i, j)
-                    i += 1
-                    j -= 1
+        /// Sorts each of the ranges `low..<high`.
+        func sort(_ ranges: [(Int, Int)]) {
+            var pending = ranges
+            var counts = [Int](repeating: 0, count: 2 << ParallelSort.widestDigit)
+            counts.withUnsafeMutableBufferPointer { counts in
+                while let (low, high) = pending.popLast() {
+                    if high - low <= ParallelSort.insertionMaximum {
+                        insertionSort(low, high)
+                    } else {
+                        pass(low, high, counts) { pending.append($0) }
+                    }
                 }
             }
-            return ((low, j), (i, high))
         }
 
-        /// Sorts `low...high` (empty when high <= low).
-        func sort(_ low: Int, _ high: Int) {
-            // Explicit stack of ranges; the smaller side is pushed, so it holds at most log2(n) ranges.
-            var pending: [(Int, Int)] = [(low, high)]
-            while let (lowStart, highStart) = pending.popLast() {
-                var low = lowStart, high = highStart
-                while high - low > 16 {
-                    let ((_, j), (i, _)) = partition(low, high)
-                    if j - low < high - i {
-                        if low < j { pending.append((low, j)) }
-                        low = i
+        /// One pass over `low..<high`: returns its parts, each still to sort.
+        func pass(_ low: Int, _ high: Int) -> [(Int, Int)] {
+            var parts: [(Int, Int)] = []
+            var counts = [Int](repeating: 0, count: 2 << ParallelSort.widestDigit)
+            counts.withUnsafeMutableBufferPointer { counts in
+                pass(low, high, counts) { parts.append($0) }
+            }
+            return parts
+        }
+
+        /// Moves the entries of `low..<high` into their parts by the next digit and hands each
+        /// part of two entries or more to `part`. `scratch`: room for two counters per digit.
+        @inline(__always)
+        func pass(_ low: Int, _ high: Int, _ scratch: UnsafeMutableBufferPointer<Int>, part: ((Int, Int)) -> Void) {
+            var smallest = keys[low], largest = keys[low]
+            for index in (low + 1)..<high {
+                let key = keys[index]
+                smallest = Swift.min(smallest, key)
+                largest = Swift.max(largest, key)
+            }
+            let differing = smallest ^ largest
+            guard differing != 0 else { return }  // equal keys (never two live blocks): in order
+            let topBit = 63 - differing.leadingZeroBitCount
+            let size = high - low
+            let width = Swift.min(ParallelSort.widestDigit, Swift.max(4, (64 - size.leadingZeroBitCount) - 3), topBit + 1)
+            let shift = UInt64(topBit + 1 - width)
+            let mask = (UInt64(1) << UInt64(width)) - 1
+            let digits = 1 << width
+            // scratch[d]: where part d's next entry goes; scratch[digits + d]: where part d ends.
+            let next = scratch.baseAddress!, end = scratch.baseAddress! + digits
+            next.update(repeating: 0, count: digits)
+            for index in low..<high { next[Int(truncatingIfNeeded: (keys[index] >> shift) & mask)] += 1 }
+            var start = low
+            for digit in 0..<digits {
+                let count = next[digit]
+                next[digit] = start
+                start += count
+                end[digit] = start
+            }
+            for digit in 0..<digits {
+                var position = next[digit]
+                let stop = end[digit]
+                while position < stop {
+                    let home = Int(truncatingIfNeeded: (keys[position] >> shift) & mask)
+                    if home == digit {
+                        position += 1
                     } else {
-                        if i < high { pending.append((i, high)) }
-                        high = j
+                        // Into its part, and the entry there comes here to be placed in turn.
+                        swapAt(position, next[home])
+                        next[home] += 1
                     }
                 }
-                if high > low {
-                    for index in (low + 1)...high {
-                        var position = index
-                        while position > low && keys[position - 1] > keys[position] {
-                            swapAt(position - 1, position)
-                            position -= 1
-                        }
-                    }
+                next[digit] = position
+            }
+            var partStart = low
+            for digit in 0..<digits {
+                let partEnd = end[digit]
+                if partEnd - partStart > 1 { part((partStart, partEnd)) }
+                partStart = partEnd
+            }
+        }
+
+        func insertionSort(_ low: Int, _ high: Int) {
+            guard high - low > 1 else { return }
+            for index in (low + 1)..<high {
+                var position = index
+                while position > low && keys[position - 1] > keys[position] {
+                    swapAt(position - 1, position)
+                    position -= 1
                 }
             }
         }

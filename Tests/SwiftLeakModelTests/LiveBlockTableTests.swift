@@ -96,12 +96,56 @@ struct LiveBlockTableTests {
         #expect((0..<sorted.count).allSatisfy { sorted[$0] == model[sorted.addresses[$0]] })
     }
 
-    @Test("sorting handles the edge sizes", arguments: [0, 1, 2, 17, 1000, 70_000])
+    @Test("sorting handles the edge sizes", arguments: [0, 1, 2, 16, 17, 18, 1000, 65_535, 65_536, 70_000])
     func sortSizes(count: Int) {
         let blocks = (0..<count).reversed().map { Self.block(UInt64($0 + 1) * 16, size: UInt64($0)) }
         let sorted = SortedBlocks(blocks)
         #expect(sorted.addresses == (0..<count).map { UInt64($0 + 1) * 16 })
         #expect((0..<count).allSatisfy { sorted.size($0) == UInt64($0) })
+    }
+
+    /// Key layouts that steer the radix sort's digits: a heap and a far mmap region (one pass
+    /// leaves nearly every block in one part, which the two-thread split must refine), keys that
+    /// differ only in their low bits, keys over the whole 64-bit range (forged addresses), runs
+    /// around the insertion-sort and two-thread limits.
+    @Test("the address sort orders every layout and carries each block's fields and number",
+          arguments: ["heap and mmap", "low bits only", "full range", "one heap, a few far", "dense runs"])
+    func sortLayouts(layout: String) {
+        var rng = SplitMix(seed: UInt64(layout.utf8.count))
+        var keys = Set<UInt64>()
+        let count = layout == "dense runs" ? 3 * ParallelSort.twoThreadMinimum / 2 : 90_000
+        while keys.count < count {
+            let r = rng.next()
+            switch layout {
+            case "heap and mmap":
+                keys.insert(r % 3 == 0 ? 0x7f12_3400_0000 + (r >> 8) % 40_000_000 * 16
+                                       : 0x5555_5555_0000 + (r >> 8) % 40_000_000 * 16)
+            case "low bits only": keys.insert(0x5555_0000_0000 | (r & 0x1_ffff))
+            case "full range": keys.insert(r | 1)
+            case "one heap, a few far":
+                keys.insert(keys.count % 20_000 == 0 ? 0x7ffd_0000_0000 + r % 1000 * 16 : 0x5555_0000_0000 + r % 10_000_000 * 16)
+            default:
+                // Runs of consecutive blocks, sizes around the insertion limit, far apart.
+                let run = Int(r % UInt64(2 * ParallelSort.insertionMaximum + 3)) + 1
+                let base = 0x5555_0000_0000 + (r >> 16) % 1_000_000_000 * 4096
+                for index in 0..<run { keys.insert(base + UInt64(index) * 32) }
+            }
+        }
+        var table = LiveBlockTable(minimumCapacity: 16)
+        table.startNumbering()
+        var model: [UInt64: (size: UInt64, stack: UInt32, number: UInt64)] = [:]
+        for (step, key) in keys.enumerated() {
+            let size = rng.next() % 5000, stack = UInt32(truncatingIfNeeded: rng.next() % 100_000)
+            var replaced: UInt64 = 0
+            _ = table.insert(Self.block(key, size: size, stack: stack), number: UInt64(step + 1), replacedNumber: &replaced)
+            model[key] = (size, stack, UInt64(step + 1))
+        }
+        let sorted = table.consumeSorted()
+        #expect(sorted.addresses == keys.sorted())
+        #expect((0..<sorted.count).allSatisfy {
+            let expected = model[sorted.addresses[$0]]!
+            return sorted.size($0) == expected.size && sorted.stacks[$0] == expected.stack && sorted.numbers[$0] == expected.number
+        })
     }
 
     @Test("memory stays at most 26 bytes per live block plus 16 KiB, at every count (no grow doubles it)")
