@@ -879,7 +879,6 @@ enum ParallelSort {
                         next[home] += 1
                     }
                 }
-                next[digit] = position
             }
             var partStart = low
             for digit in 0..<digits {

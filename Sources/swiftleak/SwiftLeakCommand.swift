@@ -217,12 +217,12 @@ extension SwiftLeakCommand {
                 throw fail("\(error)")
             }
             PhaseTimer.mark("suppressions-loaded")
-            let suppressionSet = ReportSuppressions(program: configuration.programSuppressions, useDefaults: suppressions.useDefaults,
+            let reportSuppressions = ReportSuppressions(program: configuration.programSuppressions, useDefaults: suppressions.useDefaults,
                                                     files: fileSuppressions.set)
             let interposer = configuration.preloadLibrary ?? (try? PreloadLibrary.locate())
             let reportOptions = configuration.report
             configuration.finishReport = { report in
-                suppressedReport(report, options: reportOptions, suppressions: suppressionSet.set, interposer: interposer)
+                suppressedReport(report, options: reportOptions, suppressions: reportSuppressions.set, interposer: interposer)
             }
             configuration.trace = noTrace ? .none : traceOutput.map { .path($0) } ?? .defaultName
             configuration.followForks = followForks == "yes"
@@ -258,7 +258,7 @@ extension SwiftLeakCommand {
             // The run's memory is freed on the second core while the reports are finished and printed.
             result.releaseResourcesInBackground()
             // The session passed each report through `finishReport` (the suppressions).
-            let suppressionWarnings = suppressionSet.warnings + fileSuppressions.warnings
+            let suppressionWarnings = reportSuppressions.warnings + fileSuppressions.warnings
             for index in result.reports.indices {
                 result.reports[index].warnings += suppressionWarnings
             }
